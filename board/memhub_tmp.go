@@ -1,0 +1,3 @@
+package board
+
+type memHub = any
