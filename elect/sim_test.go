@@ -67,11 +67,11 @@ type sim struct {
 	cut                func(from, to uint16) bool // true: messages from->to are lost
 
 	// observations
-	wins   []winRecord
-	sent1  []simMsg                     // every VOTE1 handed to the network
-	sent2  []simMsg                     // every VOTE2 handed to the network (incl. self votes, see drain)
-	vote2s map[uint32]map[uint16][]Vote // egen -> designee -> votes of senders whose VOTE2 was delivered
-	trace  []string
+	wins    []winRecord
+	sent1   []simMsg                     // every VOTE1 handed to the network
+	sent2   []simMsg                     // every VOTE2 handed to the network (incl. self votes, see drain)
+	vote2s  map[uint32]map[uint16][]Vote // egen -> designee -> votes of senders whose VOTE2 was delivered
+	trace   []string
 	tracing bool
 }
 
