@@ -14,6 +14,7 @@ const (
 	evHeal                      // a partition ends
 	evLossEnd                   // a loss burst ends
 	evPhase                     // the run moves to its next phase (stop faults, quiesce, check)
+	evScript                    // a scripted fault
 )
 
 func (k evKind) String() string {
@@ -34,6 +35,8 @@ func (k evKind) String() string {
 		return "loss-end"
 	case evPhase:
 		return "phase"
+	case evScript:
+		return "script"
 	}
 	return "?"
 }
@@ -48,6 +51,7 @@ type event struct {
 	site uint16 // destination / subject site
 	boot uint32 // the subject site's boot epoch when scheduled (stale ticks are ignored)
 	msg  *simMsg
+	arg  int // evScript: index into Config.Script
 }
 
 // queue is a binary min-heap of events ordered by (at, seq). Hand-written

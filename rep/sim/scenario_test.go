@@ -1,0 +1,147 @@
+//go:build simrep
+
+package sim
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+// calm is a configuration with a perfect network and no random faults, for
+// scenarios whose story is scripted.
+func calm(sites int, p Policy) Config {
+	c := DefaultConfig()
+	c.Sites = sites
+	c.Policy = p
+	c.Leases = false
+	c.StartMaster = true
+	c.Net = NetFaults{DelayMin: 200 * time.Microsecond, DelayMax: 2 * time.Millisecond}
+	c.Chaos = Chaos{}
+	c.SafeCrashes = false
+	c.Duration = 4 * time.Second
+	return c
+}
+
+func hasViolation(r *Result, prefix string) bool {
+	for _, v := range r.Violations {
+		if strings.Contains(v, prefix) {
+			return true
+		}
+	}
+	return false
+}
+
+func story(r *Result) string { return "  " + strings.Join(r.Story, "\n  ") }
+
+// TestWeakPolicyNoneLosesPerm shows the documented weakness of NONE: a write
+// is Perm as soon as the master committed it, so a master that crashes before
+// its log leaves takes the write with it. The checker, told to hold the run
+// to the QUORUM promise, must report the loss for some seed.
+func TestWeakPolicyNoneLosesPerm(t *testing.T) {
+	for seed := uint64(1); seed <= 40; seed++ {
+		c := calm(3, PolicyNone)
+		c.Buggify.CrashAfterPerm = 0.2
+		r := runHeldToGuarantee(seed, c)
+		if hasViolation(r, "perm-lost") {
+			t.Logf("NONE lost a Perm write with seed %d:\n%s\nstory:\n%s", seed, firstViolation(r, "perm-lost"), story(r))
+			return
+		}
+	}
+	t.Fatal("no seed in 1..40 lost a Perm write under NONE with the master crashing right after answering Perm: the scenario or the checker is broken")
+}
+
+// TestWeakPolicyOneLosesPerm: under ONE, a write acked by one replica is
+// Perm; if that replica is cut off and the master crashes, the other
+// majority elects a master without the write. The same script under QUORUM
+// loses nothing (the write cannot become Perm with only two of five).
+func TestWeakPolicyOneLosesPerm(t *testing.T) {
+	script := []Fault{
+		{At: 500 * time.Millisecond, Kind: FaultSplit, Sites: []uint16{1, 2}, For: time.Second},
+		{At: 1200 * time.Millisecond, Kind: FaultCrash, Sites: []uint16{1}, For: 3 * time.Second},
+		{At: 1501 * time.Millisecond, Kind: FaultSplit, Sites: []uint16{2}, For: 2 * time.Second},
+	}
+	var lost *Result
+	for seed := uint64(1); seed <= 10 && lost == nil; seed++ {
+		c := calm(5, PolicyOne)
+		c.Script = script
+		c.Duration = 6 * time.Second
+		if r := runHeldToGuarantee(seed, c); hasViolation(r, "perm-lost") {
+			lost = r
+		}
+	}
+	if lost == nil {
+		t.Fatal("under ONE, no seed in 1..10 lost a write acked by the one replica that was then cut off: scenario or checker broken")
+	}
+	t.Logf("ONE lost a Perm write with seed %d:\n%s\nstory:\n%s", lost.Seed, firstViolation(lost, "perm-lost"), story(lost))
+	for seed := uint64(1); seed <= 3; seed++ {
+		c := calm(5, PolicyQuorum)
+		c.Script = script
+		c.Duration = 6 * time.Second
+		if r := Run(seed, c); len(r.Violations) > 0 {
+			report(t, r)
+		}
+	}
+}
+
+// TestTwoSiteNonStrictDupMaster: a non-strict two-site group elects on one
+// vote, so a partition gives two masters; after healing DUPMASTER makes one
+// side step down and roll back, and the boards converge.
+func TestTwoSiteNonStrictDupMaster(t *testing.T) {
+	c := calm(2, PolicyOne)
+	c.Script = []Fault{{At: 500 * time.Millisecond, Kind: FaultSplit, Sites: []uint16{1}, For: 1500 * time.Millisecond}}
+	r := Run(7, c)
+	if len(r.Violations) > 0 {
+		report(t, r)
+	}
+	if r.Stats.MaxMasters < 2 {
+		t.Fatalf("partitioned non-strict two-site group never had two masters (max %d):\n%s", r.Stats.MaxMasters, story(r))
+	}
+	if r.Stats.Rollbacks == 0 && r.Stats.Inits == 0 {
+		t.Fatalf("after healing the duplicate masters, no side rolled back or re-initialised:\n%s", story(r))
+	}
+	t.Logf("two masters, reconciled:\n%s", story(r))
+
+	// The same partition in a strict group: the cut-off replica cannot elect.
+	c.TwoSiteStrict = true
+	c.Policy = PolicyQuorum
+	r = Run(7, c)
+	if len(r.Violations) > 0 {
+		report(t, r)
+	}
+	if r.Stats.MaxMasters > 1 {
+		t.Fatalf("strict two-site group had %d masters at once:\n%s", r.Stats.MaxMasters, story(r))
+	}
+}
+
+// TestQuorumSurvivesMasterCrashAfterPerm: the crash that loses writes under
+// NONE loses nothing under QUORUM.
+func TestQuorumSurvivesMasterCrashAfterPerm(t *testing.T) {
+	for seed := uint64(1); seed <= 10; seed++ {
+		c := calm(3, PolicyQuorum)
+		c.Buggify.CrashAfterPerm = 0.2
+		c.SafeCrashes = true
+		r := Run(seed, c)
+		if len(r.Violations) > 0 {
+			report(t, r)
+		}
+	}
+}
+
+func firstViolation(r *Result, prefix string) string {
+	for _, v := range r.Violations {
+		if strings.Contains(v, prefix) {
+			return v
+		}
+	}
+	return ""
+}
+
+// runHeldToGuarantee runs a weak configuration but checks it as if it
+// promised Perm durability, to show where the promise breaks.
+func runHeldToGuarantee(seed uint64, c Config) *Result {
+	r := Run(seed, c)
+	r.History.Guarantee = true
+	r.Violations = Check(r.History)
+	return r
+}

@@ -1,0 +1,936 @@
+//go:build simrep
+
+package sim
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/seed61e250c8/boardha/ckpt"
+	"github.com/seed61e250c8/boardha/inmem"
+	"github.com/seed61e250c8/boardha/rep"
+)
+
+// kvDB is the database the workload writes.
+const kvDB = "kv"
+
+// Result is one finished run.
+type Result struct {
+	Seed       uint64
+	Config     Config
+	History    *History
+	Violations []string
+	TraceHash  uint64
+	Steps      uint64
+	Trace      string // the last steps, filled when there are violations
+	Story      []string
+	Stats      Stats
+}
+
+// Stats counts what a run exercised, so a sweep can show its coverage.
+type Stats struct {
+	Writes, PermWrites, NotPerm, Orphaned, Reads int
+	Crashes, Restarts, Partitions, LossBursts    int
+	Elections, Rollbacks, Inits, Checkpoints     int
+	PermRollbacksAnySite                         int
+	MaxMasters                                   int
+	Sent, Dropped, Duplicated, Blocked           uint64
+}
+
+func (s *Stats) add(o Stats) {
+	s.Writes += o.Writes
+	s.PermWrites += o.PermWrites
+	s.NotPerm += o.NotPerm
+	s.Orphaned += o.Orphaned
+	s.Reads += o.Reads
+	s.Crashes += o.Crashes
+	s.Restarts += o.Restarts
+	s.Partitions += o.Partitions
+	s.LossBursts += o.LossBursts
+	s.Elections += o.Elections
+	s.Rollbacks += o.Rollbacks
+	s.Inits += o.Inits
+	s.Checkpoints += o.Checkpoints
+	s.PermRollbacksAnySite += o.PermRollbacksAnySite
+	s.MaxMasters = max(s.MaxMasters, o.MaxMasters)
+	s.Sent += o.Sent
+	s.Dropped += o.Dropped
+	s.Duplicated += o.Duplicated
+	s.Blocked += o.Blocked
+}
+
+// pendingWrite is a client write waiting for its Perm answer.
+type pendingWrite struct {
+	op  int // index into History.Ops
+	lsn uint64
+}
+
+// site is one board: its node, its environment, its clock.
+type site struct {
+	id       uint16
+	priority uint32
+	alive    bool
+	boot     uint32
+	bootAt   time.Duration
+	origin   time.Duration // local clock reading at boot
+	rate     float64       // local clock rate, within the skew bound
+	env      *inmem.Env
+	ck       *ckpt.Checkpointer
+	node     *rep.Node
+	last     CommitID
+	pending  []pendingWrite
+	// recovering: restarted empty, not yet holding the Perm writes that
+	// existed when it crashed.
+	recovering    bool
+	recoverTarget CommitID
+	imp           *inmem.Import
+	storage       *rep.EnvStorage
+	slow          bool
+}
+
+// Sim is one simulated run in progress.
+type Sim struct {
+	seed          uint64
+	cfg           Config
+	rng           *rand.Rand
+	q             queue
+	net           *network
+	tr            *tracer
+	now           time.Duration
+	sites         []*site // index = site id; [0] unused
+	h             *History
+	clock         int64 // porcupine's logical time
+	keys          []string
+	nextKey       int
+	phase         int // 0 faults, 1 quiesce, 2 done
+	stats         Stats
+	story         []string
+	root          CommitID
+	permIdx       []int // indices of Perm ops, for rollback tracking
+	err           error // a harness failure (not a rep violation)
+	leaseViolated bool
+}
+
+// Run executes one seeded run and checks it.
+func Run(seed uint64, cfg Config) *Result {
+	s := newSim(seed, cfg)
+	defer s.close()
+	s.run()
+	res := &Result{Seed: seed, Config: cfg, History: s.h, TraceHash: s.tr.hash, Steps: s.tr.count, Story: s.story}
+	s.stats.Sent, s.stats.Dropped, s.stats.Duplicated, s.stats.Blocked = s.net.sent, s.net.dropped, s.net.duplicated, s.net.blockedCount
+	res.Stats = s.stats
+	if s.err != nil {
+		res.Violations = append(res.Violations, "harness: "+s.err.Error())
+	}
+	res.Violations = append(res.Violations, Check(s.h)...)
+	if len(res.Violations) > 0 {
+		res.Trace = s.tr.dump()
+	}
+	return res
+}
+
+func newSim(seed uint64, cfg Config) *Sim {
+	s := &Sim{seed: seed, cfg: cfg, rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)), tr: newTracer()}
+	s.net = newNetwork(cfg.Sites, s.rng, &s.q, cfg.Net)
+	s.tr.typeName = func(t uint8) string { return rep.MsgType(t).String() }
+	s.h = &History{Sites: cfg.Sites, Guarantee: cfg.Guarantee(), Leases: cfg.Leases, tree: newCommitTree()}
+	s.sites = make([]*site, cfg.Sites+1)
+	for i := 1; i <= cfg.Sites; i++ {
+		st := &site{id: uint16(i), priority: 100 + uint32(s.rng.IntN(100))}
+		if i > cfg.Sites-cfg.ZeroPriority {
+			st.priority = 0
+		}
+		s.sites[i] = st
+	}
+	if cfg.Buggify.SlowSite {
+		s.sites[1+s.rng.IntN(cfg.Sites)].slow = true
+	}
+	return s
+}
+
+func (s *Sim) close() {
+	for _, st := range s.sites[1:] {
+		if st.env != nil {
+			st.env.Close()
+			st.env = nil
+		}
+	}
+}
+
+func (s *Sim) fail(format string, args ...any) {
+	if s.err == nil {
+		s.err = fmt.Errorf(format, args...)
+	}
+}
+
+func (s *Sim) violate(format string, args ...any) {
+	msg := fmt.Sprintf("at %v: ", s.now) + fmt.Sprintf(format, args...)
+	s.h.Violations = append(s.h.Violations, msg)
+	s.tr.notef(s.now, evPhase, 0, "VIOLATION %s", msg)
+}
+
+func (s *Sim) tell(format string, args ...any) {
+	if len(s.story) < 400 {
+		s.story = append(s.story, fmt.Sprintf("%10v ", s.now)+fmt.Sprintf(format, args...))
+	}
+}
+
+// localNow is a site's own clock: it starts at a random origin at boot and
+// runs at the site's rate.
+func (st *site) localNow(now time.Duration) time.Duration {
+	return st.origin + time.Duration(float64(now-st.bootAt)*st.rate)
+}
+
+func (s *Sim) run() {
+	for _, st := range s.sites[1:] {
+		mode := rep.StartClient
+		if s.cfg.StartMaster && st.id == 1 {
+			mode = rep.StartMaster
+		}
+		s.boot(st, mode)
+	}
+	s.q.push(event{at: s.cfg.OpEvery, kind: evClient})
+	s.q.push(event{at: s.cfg.Chaos.Every, kind: evChaos})
+	s.q.push(event{at: s.cfg.Duration, kind: evPhase})
+	for i, f := range s.cfg.Script {
+		s.q.push(event{at: f.At, kind: evScript, arg: i})
+	}
+	for s.q.Len() > 0 && s.phase < 2 && s.err == nil {
+		e := s.q.pop()
+		s.now = e.at
+		s.dispatch(e)
+		s.checkLeases()
+	}
+	s.finish()
+}
+
+func (s *Sim) dispatch(e event) {
+	switch e.kind {
+	case evDeliver:
+		st := s.sites[e.site]
+		s.tr.add(step{at: s.now, kind: evDeliver, site: e.site, from: e.msg.from, typ: e.msg.typ, size: len(e.msg.payload)})
+		if !st.alive {
+			return
+		}
+		m := rep.Message{From: e.msg.from, To: e.msg.to, Type: rep.MsgType(e.msg.typ), Payload: e.msg.payload}
+		if err := st.node.Step(st.localNow(s.now), m); err != nil {
+			// A rejected message is a counted drop in rep; nothing to do.
+			_ = err
+		}
+		s.ready(st)
+	case evTick:
+		st := s.sites[e.site]
+		if !st.alive || st.boot != e.boot {
+			return
+		}
+		st.node.Tick(st.localNow(s.now))
+		s.ready(st)
+		s.q.push(event{at: s.now + s.cfg.Tick, kind: evTick, site: st.id, boot: st.boot})
+	case evClient:
+		if s.phase == 0 {
+			s.client()
+			s.q.push(event{at: s.now + s.think(), kind: evClient})
+		}
+	case evChaos:
+		if s.phase == 0 {
+			s.chaos()
+			s.q.push(event{at: s.now + time.Duration(s.rng.Int64N(int64(2*s.cfg.Chaos.Every))+1), kind: evChaos})
+		}
+	case evRestart:
+		st := s.sites[e.site]
+		if st.alive || st.boot != e.boot {
+			return
+		}
+		s.tr.notef(s.now, evRestart, st.id, "restart empty")
+		s.tell("site %d restarts with empty memory", st.id)
+		s.stats.Restarts++
+		s.boot(st, rep.StartClient)
+	case evHeal:
+		if s.phase == 0 {
+			s.net.healAll()
+			s.tr.notef(s.now, evHeal, 0, "partition healed")
+			s.tell("partition healed")
+		}
+	case evLossEnd:
+		s.net.burst = 0
+		s.tr.notef(s.now, evLossEnd, 0, "loss burst over")
+	case evPhase:
+		s.quiesceStep()
+	case evScript:
+		if s.phase == 0 {
+			s.script(s.cfg.Script[e.arg])
+		}
+	}
+}
+
+func (s *Sim) think() time.Duration {
+	return time.Duration(s.rng.ExpFloat64()*float64(s.cfg.OpEvery)) + time.Microsecond
+}
+
+// boot starts a site with a fresh private environment: a restarted board has
+// lost its memory and must be initialised by the group.
+func (s *Sim) boot(st *site, mode rep.StartMode) {
+	env, err := inmem.Create(s.envOptions())
+	if err != nil {
+		s.fail("site %d: create environment: %v", st.id, err)
+		return
+	}
+	st.env = env
+	st.ck = ckpt.New(env, ckpt.Policy{KBytes: s.cfg.CkptKB})
+	st.boot++
+	st.bootAt = s.now
+	st.origin = time.Duration(s.rng.Int64N(int64(time.Hour)))
+	// Rates within [1/sqrt(1+skew), sqrt(1+skew)]: fastest over slowest is at
+	// most 1+skew, the bound rep is configured with.
+	hi := math.Sqrt(1 + s.cfg.ClockSkew)
+	st.rate = 1/hi + (hi-1/hi)*s.rng.Float64()
+	var peers []uint16
+	for _, o := range s.sites[1:] {
+		if o.id != st.id {
+			peers = append(peers, o.id)
+		}
+	}
+	rc := rep.Config{
+		Site: st.id, Priority: st.priority, Peers: peers, AckPolicy: rep.AckPolicy(s.cfg.Policy),
+		AckTimeout:    100 * time.Millisecond,
+		HeartbeatSend: 50 * time.Millisecond, HeartbeatMonitor: 200 * time.Millisecond,
+		ElectionTimeout: 150 * time.Millisecond, ElectionBackoffMax: 600 * time.Millisecond,
+		Leases: s.cfg.Leases, LeaseTimeout: 300 * time.Millisecond, ClockSkew: 1 + s.cfg.ClockSkew,
+		TwoSiteStrict: s.cfg.TwoSiteStrict,
+		ReRequestMin:  20 * time.Millisecond, ReRequestMax: 320 * time.Millisecond,
+		MaxMessageBytes: 64 << 10, InitWindowPages: 16, Seed: s.rng.Uint64(),
+	}
+	st.storage = rep.NewEnvStorage(env, st.ck)
+	node, err := rep.NewNode(rc, st.storage)
+	if err != nil {
+		s.fail("site %d: new node: %v", st.id, err)
+		return
+	}
+	st.node = node
+	st.alive = true
+	st.last = s.commitOf(env.LastCommit())
+	s.h.tree.addRoot(st.last, env.ContentHash())
+	st.node.Start(st.localNow(s.now), mode)
+	s.ready(st)
+	s.q.push(event{at: s.now + time.Duration(s.rng.Int64N(int64(s.cfg.Tick))) + 1, kind: evTick, site: st.id, boot: st.boot})
+}
+
+func (s *Sim) envOptions() inmem.Options {
+	return inmem.Options{PoolSize: s.cfg.PoolSize, LogSize: s.cfg.LogSize}
+}
+
+func (s *Sim) commitOf(ci inmem.CommitInfo) CommitID { return CommitID{LSN: ci.LSN, Chain: ci.Chain} }
+
+// crash discards a site's memory: environment, node, pending client calls.
+func (s *Sim) crash(st *site, why string) {
+	if !st.alive {
+		return
+	}
+	s.stats.Crashes++
+	s.tr.notef(s.now, evChaos, st.id, "crash (%s), lost memory at commit %v", why, st.last)
+	s.tell("site %d crashes (%s) at commit %v; its memory is gone", st.id, why, st.last)
+	for _, p := range st.pending {
+		op := &s.h.Ops[p.op]
+		op.Outcome = Orphaned
+		s.stats.Orphaned++
+	}
+	st.pending = nil
+	st.alive = false
+	st.node = nil
+	st.env.Close()
+	st.env = nil
+	st.ck = nil
+	st.boot++
+	st.imp = nil
+	if s.h.Guarantee || s.cfg.SafeCrashes {
+		st.recovering = true
+		st.recoverTarget = s.permHigh()
+	}
+	if s.phase == 0 && why != "scripted" {
+		d := 100*time.Millisecond + time.Duration(s.rng.Int64N(int64(1500*time.Millisecond)))
+		s.q.push(event{at: s.now + d, kind: evRestart, site: st.id, boot: st.boot})
+	}
+}
+
+// permHigh is the newest commit holding every Perm write so far.
+func (s *Sim) permHigh() CommitID {
+	var best CommitID
+	for _, i := range s.permIdx {
+		c := s.h.Ops[i].Commit
+		if c.LSN > best.LSN {
+			best = c
+		}
+	}
+	return best
+}
+
+// ready performs everything the node asks for, as the board runtime will.
+func (s *Sim) ready(st *site) {
+	for guard := 0; guard < 64 && st.alive; guard++ {
+		rd := st.node.Ready()
+		s.perform(st, rd)
+		if !st.alive {
+			return
+		}
+		st.node.Advance(rd)
+		if rd.Empty() {
+			return
+		}
+	}
+}
+
+func (s *Sim) perform(st *site, rd rep.Ready) {
+	now := st.localNow(s.now)
+	// The order rep asks for: Init, RollbackTo, Apply, NewGen.
+	if rd.Init != nil {
+		s.initStep(st, rd.Init)
+		if !st.alive {
+			return
+		}
+	}
+	if rd.HasRollback {
+		s.rollback(st, rd.RollbackTo)
+	}
+	if len(rd.Apply) > 0 {
+		s.apply(st, rd.Apply)
+	}
+	if rd.NewGen != 0 {
+		s.newGen(st, rd.NewGen)
+	}
+	if rd.PermLSN > 0 || len(rd.PermFailed) > 0 {
+		if s.resolve(st, rd.PermLSN, rd.PermFailed) && s.cfg.Buggify.CrashAfterPerm > 0 &&
+			s.rng.Float64() < s.cfg.Buggify.CrashAfterPerm && s.crashAllowed(st) {
+			// The client has its Perm answer, the log records have not left.
+			s.crash(st, "buggify: master crashes right after answering Perm, before shipping the log")
+			return
+		}
+	}
+	for _, m := range rd.Messages {
+		d := s.now
+		if st.slow {
+			d += 10 * s.cfg.Net.DelayMax
+		}
+		s.net.send(d, st.id, m.To, uint8(m.Type), m.Payload)
+	}
+	if rd.CheckpointOK > 0 {
+		ok, err := st.ck.Maybe(time.Unix(0, 0).Add(now), rd.CheckpointOK)
+		if err != nil {
+			s.fail("site %d: checkpoint up to %d: %v", st.id, rd.CheckpointOK, err)
+		}
+		if ok {
+			s.stats.Checkpoints++
+		}
+	}
+	for _, ev := range rd.Events {
+		s.event(st, ev)
+	}
+}
+
+// moved records a site's move from one commit to another and checks it is a
+// legal move along the commit tree.
+func (s *Sim) moved(st *site, how string, from CommitID, mustExtend bool) {
+	to := s.commitOf(st.env.LastCommit())
+	st.last = to
+	if !s.h.tree.known(to) {
+		s.violate("prefix: site %d %s to commit %v that no master made (was at %v)", st.id, how, to, from)
+		return
+	}
+	if mustExtend && !s.h.tree.ancestor(from, to) {
+		s.violate("prefix: site %d %s from %v to %v, which does not extend its history", st.id, how, from, to)
+	}
+	if n := s.h.tree.nodes[to]; n.hashKnown {
+		if h := st.env.ContentHash(); h != n.hash {
+			s.violate("prefix: site %d at commit %v has content hash %016x, master %d had %016x there", st.id, to, h, n.site, n.hash)
+		}
+	}
+	if st.recovering && s.h.tree.ancestor(st.recoverTarget, to) {
+		st.recovering = false
+	}
+}
+
+func (s *Sim) apply(st *site, recs []byte) {
+	from := st.last
+	if _, err := rep.ApplyTo(st.env, st.ck, recs); err != nil {
+		s.fail("site %d: apply %d bytes of log: %v", st.id, len(recs), err)
+		return
+	}
+	s.moved(st, "applied", from, true)
+}
+
+func (s *Sim) rollback(st *site, lsn uint64) {
+	from := st.last
+	s.stats.Rollbacks++
+	s.tr.notef(s.now, evPhase, st.id, "rollback to %d from %v", lsn, from)
+	if err := st.ck.RollbackTo(lsn); err != nil {
+		s.fail("site %d: rollback to %d: %v", st.id, lsn, err)
+		return
+	}
+	s.moved(st, "rolled back", from, false)
+	to := st.last
+	if !s.h.tree.ancestor(to, from) {
+		s.violate("prefix: site %d rolled back from %v to %v, which is not an earlier point of its history", st.id, from, to)
+	}
+	s.lostPerm(st, from, to, fmt.Sprintf("rollback to %d", lsn))
+}
+
+// lostPerm notes the Perm writes a site no longer holds after a move.
+func (s *Sim) lostPerm(st *site, from, to CommitID, how string) {
+	for _, i := range s.permIdx {
+		c := s.h.Ops[i].Commit
+		if s.h.tree.ancestor(c, from) && !s.h.tree.ancestor(c, to) {
+			s.h.Rollbacks = append(s.h.Rollbacks, Rollback{Site: st.id, Op: i, At: s.now, How: how})
+			s.stats.PermRollbacksAnySite++
+			s.tell("site %d no longer holds Perm op %d (commit %v) after %s", st.id, s.h.Ops[i].ID, c, how)
+		}
+	}
+}
+
+// initStep performs one step of internal init: begin an import from the
+// snapshot meta, store pages, finish by swapping in the imported environment.
+func (s *Sim) initStep(st *site, ia *rep.InitAction) {
+	if s.cfg.Buggify.CrashDuringInit > 0 && s.rng.Float64() < s.cfg.Buggify.CrashDuringInit/4 {
+		s.crash(st, fmt.Sprintf("buggify: crash during internal init (%d/%d pages)", ia.PagesDone, ia.PagesTotal))
+		return
+	}
+	if ia.Begin {
+		s.stats.Inits++
+		s.tr.notef(s.now, evPhase, st.id, "internal init begins at checkpoint %d, %d pages", ia.CkptLSN, ia.PageCount)
+		im, err := inmem.NewImport(s.envOptions(), ia.Meta)
+		if err != nil {
+			s.fail("site %d: begin internal init: %v", st.id, err)
+			return
+		}
+		st.imp = im
+	}
+	if st.imp == nil {
+		if len(ia.Pages) > 0 || ia.Finish {
+			s.fail("site %d: internal init pages or finish without a begin", st.id)
+		}
+		return
+	}
+	for _, p := range ia.Pages {
+		if err := st.imp.PutPage(p.Pgno, p.Data); err != nil {
+			s.fail("site %d: internal init page %d: %v", st.id, p.Pgno, err)
+			return
+		}
+	}
+	if ia.Finish {
+		env, err := st.imp.Finish()
+		st.imp = nil
+		if err != nil {
+			s.fail("site %d: finish internal init: %v", st.id, err)
+			return
+		}
+		from := st.last
+		st.env.Close()
+		st.env = env
+		st.ck = ckpt.New(env, ckpt.Policy{KBytes: s.cfg.CkptKB})
+		st.storage.Reset(env, st.ck)
+		s.tr.notef(s.now, evPhase, st.id, "internal init done at %v", s.commitOf(env.LastCommit()))
+		s.moved(st, "initialised", from, false)
+		s.lostPerm(st, from, st.last, "internal init")
+	}
+}
+
+func (s *Sim) newGen(st *site, gen uint32) {
+	s.stats.Elections++
+	s.tell("site %d becomes master, gen %d", st.id, gen)
+	from := st.last
+	st.env.SetGen(gen)
+	ci, err := st.env.AppendNewGen(gen)
+	if err != nil {
+		s.fail("site %d: append new gen %d: %v", st.id, gen, err)
+		return
+	}
+	s.masterCommit(st, from, ci)
+}
+
+// resolve answers the clients of a master's writes.
+func (s *Sim) resolve(st *site, permLSN uint64, failed []uint64) (newPerm bool) {
+	keep := st.pending[:0]
+	for _, p := range st.pending {
+		op := &s.h.Ops[p.op]
+		switch {
+		case p.lsn <= permLSN:
+			s.clock++
+			op.Return, op.ReturnAt, op.Outcome = s.clock, s.now, Perm
+			s.permIdx = append(s.permIdx, p.op)
+			s.stats.PermWrites++
+			newPerm = true
+		case containsLSN(failed, p.lsn):
+			op.Outcome = NotPerm
+			op.ReturnAt = s.now
+			s.stats.NotPerm++
+		default:
+			keep = append(keep, p)
+		}
+	}
+	st.pending = keep
+	return newPerm
+}
+
+func containsLSN(s []uint64, x uint64) bool {
+	for _, y := range s {
+		if y == x {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Sim) event(st *site, ev rep.Event) {
+	s.tr.notef(s.now, evPhase, st.id, "event %v", ev)
+	switch ev.Kind {
+	case rep.EventDupMaster, rep.EventRollback, rep.EventInitDone, rep.EventJoinFailure:
+		s.tell("site %d: %v", st.id, ev)
+	}
+}
+
+// masterCommit records a commit a master made.
+func (s *Sim) masterCommit(st *site, parent CommitID, ci inmem.CommitInfo) {
+	id := s.commitOf(ci)
+	if err := s.h.tree.add(id, parent, ci.Gen, st.id, st.env.ContentHash(), true); err != nil {
+		s.violate("prefix: %v", err)
+	}
+	st.last = id
+}
+
+// client issues one operation to a site that believes it is master.
+func (s *Sim) client() {
+	var masters []*site
+	for _, st := range s.sites[1:] {
+		if st.alive && st.node.CanWrite() == nil {
+			masters = append(masters, st)
+		}
+	}
+	if len(masters) == 0 {
+		return
+	}
+	st := masters[s.rng.IntN(len(masters))]
+	r := s.rng.Float64()
+	switch {
+	case r < s.cfg.ReadFrac && s.cfg.Leases:
+		s.read(st)
+	case r < s.cfg.ReadFrac+s.cfg.DeleteFrac && len(s.keys) > 0:
+		s.write(st, OpDelete, s.keys[s.rng.IntN(len(s.keys))], "")
+	default:
+		s.nextKey++
+		k := fmt.Sprintf("k%04d", s.nextKey)
+		s.keys = append(s.keys, k)
+		s.write(st, OpPut, k, fmt.Sprintf("v%04d-%d", s.nextKey, s.rng.IntN(1000)))
+	}
+}
+
+func (s *Sim) read(st *site) {
+	if len(s.keys) == 0 || !st.node.LeaseValid(st.localNow(s.now)) {
+		return
+	}
+	k := s.keys[s.rng.IntN(len(s.keys))]
+	op := Op{ID: len(s.h.Ops), Kind: OpGet, Key: k, Site: st.id, CallAt: s.now, ReturnAt: s.now, Outcome: Done}
+	err := st.env.View(func(tx *inmem.Tx) error {
+		if db := tx.DB(kvDB); db != nil {
+			if v := db.Get([]byte(k)); v != nil {
+				op.Found, op.Value = true, string(v)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		s.fail("site %d: leased read: %v", st.id, err)
+		return
+	}
+	s.clock++
+	op.Call = s.clock
+	s.clock++
+	op.Return = s.clock
+	s.h.Ops = append(s.h.Ops, op)
+	s.stats.Reads++
+}
+
+func (s *Sim) write(st *site, kind OpKind, k, v string) {
+	s.clock++
+	op := Op{ID: len(s.h.Ops), Kind: kind, Key: k, Value: v, Site: st.id, Call: s.clock, Return: never, CallAt: s.now}
+	parent := st.last
+	ci, err := st.env.Update(func(tx *inmem.Tx) error {
+		db, err := tx.CreateDBIfNotExists(kvDB)
+		if err != nil {
+			return err
+		}
+		if kind == OpDelete {
+			return db.Delete([]byte(k))
+		}
+		return db.Put([]byte(k), []byte(v))
+	})
+	if err != nil {
+		// Refused before committing (full log or pool): no effect.
+		s.tr.notef(s.now, evClient, st.id, "%s(%s) refused: %v", kind, k, err)
+		return
+	}
+	s.stats.Writes++
+	op.Gen, op.Commit = ci.Gen, s.commitOf(ci)
+	s.masterCommit(st, parent, ci)
+	s.h.Ops = append(s.h.Ops, op)
+	st.pending = append(st.pending, pendingWrite{op: op.ID, lsn: ci.LSN})
+	s.tr.notef(s.now, evClient, st.id, "%s(%s) committed at %v gen %d", kind, k, op.Commit, ci.Gen)
+	if s.cfg.Buggify.CrashAfterCommit > 0 && s.rng.Float64() < s.cfg.Buggify.CrashAfterCommit && s.crashAllowed(st) {
+		s.crash(st, "buggify: master crashes right after a commit, before shipping it")
+		return
+	}
+	st.node.Committed(st.localNow(s.now), ci)
+	s.ready(st)
+}
+
+// crashAllowed keeps crashes within what in-memory replication can survive:
+// with SafeCrashes, at most a minority (at least one) of the sites is without
+// its memory at any time.
+func (s *Sim) crashAllowed(st *site) bool {
+	if !s.cfg.SafeCrashes {
+		return true
+	}
+	amnesiac := 0
+	for _, o := range s.sites[1:] {
+		if o != st && (!o.alive || o.recovering) {
+			amnesiac++
+		}
+	}
+	return amnesiac+1 <= max(1, (s.cfg.Sites-1)/2)
+}
+
+func (s *Sim) masters() []*site {
+	var out []*site
+	for _, st := range s.sites[1:] {
+		if st.alive && st.node.Status().Role == rep.RoleMaster {
+			out = append(out, st)
+		}
+	}
+	return out
+}
+
+func (s *Sim) chaos() {
+	c := s.cfg.Chaos
+	total := c.Crash + c.CrashMstr + c.Partition + c.Isolate + c.Loss + c.Heal
+	if total == 0 {
+		return
+	}
+	r := s.rng.IntN(total)
+	n := s.cfg.Sites
+	healAfter := func() {
+		d := 200*time.Millisecond + time.Duration(s.rng.Int64N(int64(2*time.Second)))
+		s.q.push(event{at: s.now + d, kind: evHeal})
+	}
+	switch {
+	case r < c.Crash:
+		st := s.sites[1+s.rng.IntN(n)]
+		if st.alive && s.crashAllowed(st) {
+			s.crash(st, "chaos")
+		}
+	case r < c.Crash+c.CrashMstr:
+		if ms := s.masters(); len(ms) > 0 {
+			st := ms[s.rng.IntN(len(ms))]
+			if s.crashAllowed(st) {
+				s.crash(st, "chaos: master")
+			}
+		}
+	case r < c.Crash+c.CrashMstr+c.Partition:
+		inA := make([]bool, n+1)
+		sizeA := 1 + s.rng.IntN(n-1)
+		for _, i := range s.rng.Perm(n)[:sizeA] {
+			inA[i+1] = true
+		}
+		oneWay := s.rng.IntN(4) == 0
+		s.net.split(inA, oneWay)
+		s.stats.Partitions++
+		s.tr.notef(s.now, evChaos, 0, "partition %v one-way=%v", sideOf(inA), oneWay)
+		s.tell("partition: sites %v cut from the rest (one-way=%v)", sideOf(inA), oneWay)
+		healAfter()
+	case r < c.Crash+c.CrashMstr+c.Partition+c.Isolate:
+		victim := uint16(1 + s.rng.IntN(n))
+		if ms := s.masters(); len(ms) > 0 && s.rng.IntN(2) == 0 {
+			victim = ms[0].id
+		}
+		inA := make([]bool, n+1)
+		inA[victim] = true
+		oneWay := s.rng.IntN(3) == 0
+		s.net.split(inA, oneWay)
+		s.stats.Partitions++
+		s.tr.notef(s.now, evChaos, victim, "isolate one-way=%v", oneWay)
+		s.tell("site %d isolated (one-way=%v)", victim, oneWay)
+		healAfter()
+	case r < c.Crash+c.CrashMstr+c.Partition+c.Isolate+c.Loss:
+		b := s.cfg.Buggify.LossBurst
+		if b == 0 {
+			b = 0.3
+		}
+		s.net.burst = b
+		s.stats.LossBursts++
+		d := 50*time.Millisecond + time.Duration(s.rng.Int64N(int64(700*time.Millisecond)))
+		s.tr.notef(s.now, evChaos, 0, "loss burst %.2f for %v", b, d)
+		s.q.push(event{at: s.now + d, kind: evLossEnd})
+	default:
+		s.net.healAll()
+		s.tr.notef(s.now, evChaos, 0, "heal")
+	}
+}
+
+func (s *Sim) script(f Fault) {
+	switch f.Kind {
+	case FaultSplit:
+		inA := make([]bool, s.cfg.Sites+1)
+		for _, x := range f.Sites {
+			inA[x] = true
+		}
+		s.net.split(inA, f.OneWay)
+		s.stats.Partitions++
+		s.tr.notef(s.now, evScript, 0, "partition %v one-way=%v", f.Sites, f.OneWay)
+		s.tell("scripted partition: sites %v cut from the rest (one-way=%v)", f.Sites, f.OneWay)
+		if f.For > 0 {
+			s.q.push(event{at: s.now + f.For, kind: evHeal})
+		}
+	case FaultHeal:
+		s.net.healAll()
+		s.tell("scripted heal")
+	case FaultCrash, FaultCrashMaster:
+		victims := f.Sites
+		if f.Kind == FaultCrashMaster {
+			victims = nil
+			for _, st := range s.masters() {
+				victims = append(victims, st.id)
+			}
+		}
+		for _, x := range victims {
+			st := s.sites[x]
+			s.crash(st, "scripted")
+			if f.For > 0 {
+				s.q.push(event{at: s.now + f.For, kind: evRestart, site: st.id, boot: st.boot})
+			}
+		}
+	}
+}
+
+func sideOf(inA []bool) []int {
+	var out []int
+	for i, b := range inA {
+		if b {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+// checkLeases asserts, after every step, that no two sites hold a valid
+// master lease at once, each judged on its own clock.
+func (s *Sim) checkLeases() {
+	holders := 0
+	masters := 0
+	for _, st := range s.sites[1:] {
+		if !st.alive {
+			continue
+		}
+		if st.node.Status().Role == rep.RoleMaster {
+			masters++
+		}
+		if s.cfg.Leases && st.node.LeaseValid(st.localNow(s.now)) {
+			holders++
+		}
+	}
+	s.stats.MaxMasters = max(s.stats.MaxMasters, masters)
+	if holders > 1 && !s.leaseViolated {
+		s.leaseViolated = true
+		var who []string
+		for _, st := range s.sites[1:] {
+			if st.alive && st.node.LeaseValid(st.localNow(s.now)) {
+				who = append(who, fmt.Sprintf("site %d (local now %v, gen %d)", st.id, st.localNow(s.now), st.node.Status().Gen))
+			}
+		}
+		s.violate("lease: %d masters hold valid leases at once: %s", holders, strings.Join(who, ", "))
+	}
+}
+
+// quiesceStep ends the fault phase, then polls for convergence.
+func (s *Sim) quiesceStep() {
+	if s.phase == 0 {
+		s.phase = 1
+		s.tr.notef(s.now, evPhase, 0, "heal everything, quiesce")
+		s.tell("faults stop: network healed, crashed sites restart")
+		s.net.healAll()
+		s.net.burst = 0
+		s.net.faults.Drop, s.net.faults.Dup = 0, 0
+		for _, st := range s.sites[1:] {
+			if !st.alive {
+				s.stats.Restarts++
+				s.boot(st, rep.StartClient)
+			}
+		}
+		s.q.push(event{at: s.now + 100*time.Millisecond, kind: evPhase})
+		return
+	}
+	if s.converged() {
+		s.h.Converged = true
+		s.phase = 2
+		return
+	}
+	if s.now >= s.cfg.Duration+s.cfg.Quiesce {
+		s.phase = 2
+		return
+	}
+	s.q.push(event{at: s.now + 100*time.Millisecond, kind: evPhase})
+}
+
+func (s *Sim) converged() bool {
+	if len(s.masters()) != 1 {
+		return false
+	}
+	var ref *site
+	for _, st := range s.sites[1:] {
+		if !st.alive || len(st.pending) > 0 {
+			return false
+		}
+		cur := s.commitOf(st.env.LastCommit())
+		if ref == nil {
+			ref = st
+			continue
+		}
+		if cur != s.commitOf(ref.env.LastCommit()) || st.env.ContentHash() != ref.env.ContentHash() {
+			return false
+		}
+	}
+	return true
+}
+
+// finish records every site's final state for the checkers.
+func (s *Sim) finish() {
+	for _, st := range s.sites[1:] {
+		for _, p := range st.pending {
+			s.h.Ops[p.op].Outcome = Orphaned
+			s.stats.Orphaned++
+		}
+		st.pending = nil
+		f := FinalSite{Site: st.id, Alive: st.alive}
+		if st.alive {
+			f.Master = st.node.Status().Role == rep.RoleMaster
+			f.Last = s.commitOf(st.env.LastCommit())
+			f.Hash = st.env.ContentHash()
+			f.Data = make(map[string]string)
+			err := st.env.View(func(tx *inmem.Tx) error {
+				db := tx.DB(kvDB)
+				if db == nil {
+					return nil
+				}
+				c := db.Cursor()
+				for k, v := c.First(); k != nil; k, v = c.Next() {
+					f.Data[string(k)] = string(v)
+				}
+				return nil
+			})
+			if err != nil {
+				s.fail("site %d: read final state: %v", st.id, err)
+			}
+		}
+		s.h.Final = append(s.h.Final, f)
+	}
+	sort.Slice(s.h.Final, func(i, j int) bool { return s.h.Final[i].Site < s.h.Final[j].Site })
+}

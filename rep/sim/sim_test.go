@@ -1,0 +1,135 @@
+//go:build simrep
+
+package sim
+
+import (
+	"flag"
+	"fmt"
+	"runtime"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+var (
+	flagSeeds = flag.Int("sim.seeds", 0, "number of seeds TestSeeds runs (default 500, 5000 with -sim.soak)")
+	flagSeed  = flag.Uint64("sim.seed", 0, "replay one seed of TestSeeds, printing its story and trace")
+	flagSoak  = flag.Bool("sim.soak", false, "run thousands of seeds")
+	flagFirst = flag.Uint64("sim.first", 1, "first seed of the sweep")
+)
+
+func replayCmd(seed uint64) string {
+	return fmt.Sprintf("go test ./rep/sim/ -run 'TestSeeds$' -sim.seed=%d -v", seed)
+}
+
+func report(t *testing.T, r *Result) {
+	t.Helper()
+	var b strings.Builder
+	fmt.Fprintf(&b, "seed %d FAILED (%d violations)\n  replay: %s\n  config: %s\n", r.Seed, len(r.Violations), replayCmd(r.Seed), r.Config.String())
+	for i, v := range r.Violations {
+		if i == 10 {
+			fmt.Fprintf(&b, "  ... %d more\n", len(r.Violations)-10)
+			break
+		}
+		fmt.Fprintf(&b, "  violation: %s\n", v)
+	}
+	fmt.Fprintf(&b, "  stats: %+v\n", r.Stats)
+	if *flagSeed != 0 {
+		b.WriteString("  story:\n")
+		for _, l := range r.Story {
+			b.WriteString("    " + l + "\n")
+		}
+	}
+	b.WriteString(r.Trace)
+	t.Error(b.String())
+}
+
+// TestSeeds is the sweep: every seed names a configuration (ConfigForSeed)
+// and a run; every run must uphold the guarantees its configuration claims.
+func TestSeeds(t *testing.T) {
+	if *flagSeed != 0 {
+		cfg := ConfigForSeed(*flagSeed)
+		r := Run(*flagSeed, cfg)
+		t.Logf("seed %d: %s\n  steps %d trace hash %016x\n  stats %+v", r.Seed, cfg.String(), r.Steps, r.TraceHash, r.Stats)
+		if len(r.Violations) > 0 {
+			report(t, r)
+			return
+		}
+		if testing.Verbose() {
+			t.Logf("story:\n  %s", strings.Join(r.Story, "\n  "))
+		}
+		return
+	}
+	n := 500
+	if *flagSoak {
+		n = 5000
+	}
+	if *flagSeeds > 0 {
+		n = *flagSeeds
+	}
+	if testing.Short() {
+		n = min(n, 100)
+	}
+	start := time.Now()
+	seeds := make(chan uint64)
+	results := make([]*Result, n)
+	var wg sync.WaitGroup
+	for w := 0; w < runtime.GOMAXPROCS(0); w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for seed := range seeds {
+				r := Run(seed, ConfigForSeed(seed))
+				r.History = nil // keep memory flat over thousands of seeds
+				results[seed-*flagFirst] = r
+			}
+		}()
+	}
+	for i := 0; i < n; i++ {
+		seeds <- *flagFirst + uint64(i)
+	}
+	close(seeds)
+	wg.Wait()
+	var total Stats
+	failed := 0
+	cover := map[string]int{}
+	for _, r := range results {
+		total.add(r.Stats)
+		c := r.Config
+		cover[fmt.Sprintf("sites=%d ack=%s leases=%v", c.Sites, c.Policy, c.Leases)]++
+		if len(r.Violations) > 0 {
+			failed++
+			if failed <= 5 {
+				report(t, r)
+			} else {
+				t.Errorf("seed %d FAILED: %s (replay: %s)", r.Seed, r.Violations[0], replayCmd(r.Seed))
+			}
+		}
+	}
+	var keys []string
+	for k := range cover {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var cv strings.Builder
+	for _, k := range keys {
+		fmt.Fprintf(&cv, "\n  %4d  %s", cover[k], k)
+	}
+	t.Logf("%d seeds (%d..%d), %d failed, in %v\n  totals: %+v\n  configurations:%s",
+		n, *flagFirst, *flagFirst+uint64(n)-1, failed, time.Since(start).Round(time.Millisecond), total, cv.String())
+}
+
+// TestReplayDeterministic: the same seed gives the same run, step for step.
+func TestReplayDeterministic(t *testing.T) {
+	for _, seed := range []uint64{3, 17, 101} {
+		cfg := ConfigForSeed(seed)
+		a := Run(seed, cfg)
+		b := Run(seed, cfg)
+		if a.TraceHash != b.TraceHash || a.Steps != b.Steps {
+			t.Errorf("seed %d replayed differently: %d steps hash %016x, then %d steps hash %016x\nfirst:\n%s\nsecond:\n%s",
+				seed, a.Steps, a.TraceHash, b.Steps, b.TraceHash, a.Trace, b.Trace)
+		}
+	}
+}
