@@ -1,0 +1,85 @@
+package shm
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"strconv"
+
+	"syscall"
+)
+
+// procIdentity identifies a process across pid reuse: its pid plus its start time in
+// clock ticks since boot (field 22 of /proc/<pid>/stat). Start time 0 means unknown
+// (no /proc); liveness then falls back to kill(pid, 0).
+type procIdentity struct {
+	pid   uint32
+	start uint64
+}
+
+// word packs an identity into the single 64-bit word that lock and reader-slot ownership
+// is CASed on. Only the low 32 bits of the start time fit; two processes would have to
+// share a pid and a start time modulo 2^32 ticks (497 days at 100 Hz) to be confused.
+func (p procIdentity) word() uint64 { return uint64(p.pid)<<32 | p.start&0xffffffff }
+
+func wordPID(w uint64) uint32 { return uint32(w >> 32) }
+
+// selfIdentity reads this process's identity.
+func selfIdentity() procIdentity {
+	pid := os.Getpid()
+	start, _, err := procStat(pid)
+	if err != nil {
+		start = 0
+	}
+	return procIdentity{pid: uint32(pid), start: start}
+}
+
+// procStat returns the start time and state letter of pid from /proc/<pid>/stat.
+// The command name (field 2) may contain spaces and parentheses, so fields are counted
+// after the last ')'.
+func procStat(pid int) (start uint64, state byte, err error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, 0, err
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, 0, errors.New("shm: malformed /proc stat line")
+	}
+	fields := bytes.Fields(b[i+1:])
+	// fields[0] is field 3 (state); field 22 (starttime) is fields[19].
+	if len(fields) < 20 {
+		return 0, 0, errors.New("shm: short /proc stat line")
+	}
+	start, err = strconv.ParseUint(string(fields[19]), 10, 64)
+	if err != nil {
+		return 0, 0, err
+	}
+	return start, fields[0][0], nil
+}
+
+// ownerAlive reports whether the process that stored owner word w still runs. Anything
+// it cannot decide (e.g. /proc hidden) counts as alive: stealing a live writer's lock or
+// a live reader's slot is far worse than delaying reuse.
+func (self procIdentity) ownerAlive(w uint64) bool {
+	if w == self.word() {
+		return true
+	}
+	pid := int(wordPID(w))
+	if pid <= 0 {
+		return false
+	}
+	start, state, err := procStat(pid)
+	switch {
+	case err == nil:
+		if state == 'Z' || state == 'X' {
+			return false // exited, not yet reaped
+		}
+		return w&0xffffffff == 0 || start&0xffffffff == w&0xffffffff
+	case errors.Is(err, os.ErrNotExist):
+		return false
+	default:
+		kerr := syscall.Kill(pid, 0)
+		return kerr == nil || kerr == syscall.EPERM
+	}
+}
