@@ -300,11 +300,6 @@ func (e *Election) step2(now time.Duration, from uint16, egen uint32, prio uint3
 		return
 	}
 	e.stats.Vote2Recv++
-	if e.phase == PhaseWon && egen == e.egen {
-		// Late votes for the election we already won change nothing.
-		e.stats.Dropped++
-		return
-	}
 	if !e.takeEgen(now, egen) {
 		return
 	}
@@ -335,7 +330,8 @@ func (e *Election) takeEgen(now time.Duration, egen uint32) bool {
 		}
 		return true
 	case PhaseWon:
-		// We are master-elect; the caller answers newer elections by
+		// Late votes for the election we won change nothing. We are
+		// master-elect; the caller answers newer elections by
 		// re-announcing itself (phase 0), so only remember the egen.
 		if egen > e.seen {
 			e.seen = egen

@@ -1,6 +1,7 @@
 package elect
 
 import (
+	"math"
 	"reflect"
 	"testing"
 	"time"
@@ -348,5 +349,48 @@ func TestConfig(t *testing.T) {
 	c := New(Config{Self: 1}).Config()
 	if c.Timeout != DefaultTimeout || c.MaxBackoff != DefaultBackoffFactor*DefaultTimeout {
 		t.Errorf("defaults: %+v", c)
+	}
+}
+
+// A site that voted for a better candidate does not take over even if a
+// quorum of less informed sites picked it.
+func TestNoWinWithoutSelfVote(t *testing.T) {
+	e := newTest(1, 10)
+	e.Start(0, 3, 500, 5, 0)
+	e.Outbox()
+	e.StepVote1(1, vote1(2, 1, 3, 900, 10))
+	e.StepVote1(2, vote1(3, 1, 3, 100, 10))
+	e.Tick(2 * sec)
+	mustOut(t, e, Out{To: 2, Kind: KindVote2, Vote: vote1(1, 1, 3, 500, 10)})
+	for _, s := range []uint16{3, 4, 5} {
+		e.StepVote2Vote(2*sec+time.Duration(s), vote1(s, 1, 3, 100, 10))
+	}
+	if _, ok := e.Won(); ok {
+		t.Fatal("won without being its own designee")
+	}
+}
+
+// At the last egen the counter saturates; the site must still never cast a
+// second VOTE2 in that egen.
+func TestSaturatedEgenNeverVotesTwice(t *testing.T) {
+	e := newTest(1, 10)
+	e.ObserveEgen(math.MaxUint32 - 1)
+	e.Start(0, 1, 1, 3, 0)
+	if e.Egen() != math.MaxUint32 {
+		t.Fatalf("egen %d", e.Egen())
+	}
+	e.StepVote1(1, vote1(2, math.MaxUint32, 9, 9, 9))
+	e.Tick(2 * sec)
+	votes := 0
+	for now := 2 * sec; now < 5*time.Minute; now += 100 * time.Millisecond {
+		e.Tick(now)
+		for _, o := range e.Outbox() {
+			if o.Kind == KindVote2 {
+				votes++
+			}
+		}
+	}
+	if e.Egen() != math.MaxUint32 || votes != 1 {
+		t.Fatalf("egen %d, %d VOTE2s cast in it; want exactly 1", e.Egen(), votes)
 	}
 }
