@@ -10,7 +10,7 @@ import (
 	"time"
 )
 
-var propSeeds = flag.Int("elect.seeds", 400, "number of random simulations in TestPropertyRandomNetworks (ELECT_SEED=n replays one)")
+var propSeeds = flag.Int("elect.seeds", 3000, "number of random simulations in TestPropertyRandomNetworks (ELECT_SEED=n replays one)")
 
 // scenario is one randomly generated simulation setup.
 type scenario struct {
