@@ -1,0 +1,128 @@
+package rep
+
+import (
+	"github.com/seed61e250c8/boardha/elect"
+)
+
+// elector is the part of *elect.Election the node uses.
+type elector interface {
+	Start(now Duration, lastGen uint32, lsn uint64, electable int, leaseWaitUntil Duration)
+	StepVote1(now Duration, v elect.Vote)
+	StepVote2Vote(now Duration, v elect.Vote)
+	Tick(now Duration)
+	Outbox() []elect.Out
+	Won() (egen uint32, ok bool)
+	Cancel()
+	InProgress() bool
+	Egen() uint32
+	ObserveEgen(egen uint32)
+	Phase() elect.Phase
+}
+
+func newElector(cfg Config) elector {
+	return elect.New(elect.Config{
+		Self:          cfg.Site,
+		Priority:      cfg.Priority,
+		TwoSiteStrict: cfg.TwoSiteStrict,
+		Timeout:       cfg.ElectionTimeout,
+		MaxBackoff:    cfg.ElectionBackoffMax,
+		Seed:          cfg.Seed,
+	})
+}
+
+// startElection holds an election (or keeps the running one going). A master
+// never calls it: it re-announces itself instead (phase 0).
+func (n *Node) startElection() {
+	if n.role == RoleMaster {
+		return
+	}
+	if n.role != RoleElecting {
+		n.counters.Elections++
+		if n.master != NoMaster {
+			n.rs.lastMaster = n.master
+		}
+		n.master = NoMaster
+		n.becomeRole(RoleElecting)
+	}
+	if n.el.InProgress() {
+		return
+	}
+	var wait Duration
+	if n.cfg.Leases {
+		// Phase 2: a lease granted must run out before voting.
+		wait = n.leaseWait()
+	}
+	n.el.Start(n.now, n.st.LastCommit().Gen, n.st.EndLSN(), n.electableSites(), wait)
+	n.drainElection()
+}
+
+// drainElection sends what the election produced.
+func (n *Node) drainElection() {
+	for _, o := range n.el.Outbox() {
+		start := n.begin()
+		n.cur.arena = appendVote(n.cur.arena, o.Vote)
+		switch o.Kind {
+		case elect.KindVote1:
+			n.finish(AllSites, MsgVote1, start)
+		case elect.KindVote2:
+			n.finish(o.To, MsgVote2, start)
+		default:
+			n.cur.arena = n.cur.arena[:start]
+		}
+	}
+}
+
+// stepElecting handles a message during an election: votes go to the
+// election, log records are ignored, a master ends it.
+func stepElecting(n *Node, d *Decoded) {
+	h := &d.Header
+	if h.Flags&FlagMaster != 0 {
+		switch {
+		case d.From == n.rs.lastMaster && h.Gen == n.gen && n.rs.sync != syncNone:
+			// A false alarm: our master is alive. Resume where we were;
+			// records missed meanwhile are found as a gap.
+			n.el.Cancel()
+			n.becomeRole(RoleReplica)
+			n.master = d.From
+			n.rs.masterHeard = n.now
+			if d.Type == MsgHeartbeat || d.Type == MsgLog || d.Type == MsgLogMore {
+				stepReplica(n, d)
+			}
+		case h.Gen > n.gen || (h.Gen == n.gen && d.From != n.rs.lastMaster):
+			n.adopt(d.From, h)
+		default:
+			n.sendEmpty(d.From, MsgDupMaster)
+			n.drop(DropStaleGen)
+		}
+		return
+	}
+	switch d.Type {
+	case MsgVote1:
+		n.el.StepVote1(n.now, d.Vote)
+	case MsgVote2:
+		n.el.StepVote2Vote(n.now, d.Vote)
+	case MsgNewClient:
+		n.sendEmpty(d.From, MsgAlive)
+	case MsgLog, MsgLogMore:
+		n.drop(DropElecting)
+	default:
+		n.drop(DropNotMaster)
+	}
+}
+
+func (n *Node) tickElecting() {
+	n.el.Tick(n.now)
+	n.drainElection()
+	if _, won := n.el.Won(); !won && !n.el.InProgress() {
+		// The election machine gave up this round; go again.
+		n.el.Start(n.now, n.st.LastCommit().Gen, n.st.EndLSN(), n.electableSites(), n.leaseWait())
+		n.drainElection()
+	}
+}
+
+func (n *Node) leaseWait() Duration {
+	if n.cfg.Leases {
+		return n.grantUntil
+	}
+	return 0
+}

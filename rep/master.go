@@ -1,0 +1,485 @@
+package rep
+
+import (
+	"errors"
+	"time"
+)
+
+// maxPending bounds the commits awaiting acknowledgement; beyond it the
+// oldest are reported PermFailed early rather than growing without limit.
+const maxPending = 1 << 16
+
+// serveBudgetMessages bounds how many MaxMessageBytes one LOG_REQ/ALL_REQ is
+// answered with; the last message is LOG_MORE so the replica asks again.
+const serveBudgetMessages = 8
+
+// maxPagesPerRequest bounds the pages one PAGE_REQ is answered with.
+const maxPagesPerRequest = 4096
+
+// errNoRecords: the log returned nothing usable at the requested LSN (not a
+// record boundary, or an empty read).
+var errNoRecords = errors.New("rep: no log records at the requested LSN")
+
+type pendingCommit struct {
+	lsn uint64
+	at  time.Duration
+}
+
+// masterState is the master's per-tenure state.
+type masterState struct {
+	since      time.Duration // tenure start: lease grants echoing earlier sends do not count
+	shipped    uint64        // records below this LSN were multicast
+	lastSend   time.Duration // last multicast: heartbeats fill the silence
+	lastCommit CommitInfo
+	pending    []pendingCommit
+	perm       uint64
+	ackBuf     []AckSite
+
+	snapLSN   uint64
+	snapPages []uint64 // page list of the snapshot being exported
+	pageBuf   []byte
+}
+
+func (ms *masterState) reset(n *Node, now time.Duration) {
+	*ms = masterState{
+		since:      now,
+		shipped:    n.st.EndLSN(),
+		lastSend:   now,
+		lastCommit: n.st.LastCommit(),
+		pending:    ms.pending[:0],
+		ackBuf:     ms.ackBuf[:0],
+		pageBuf:    ms.pageBuf,
+	}
+	for _, s := range n.sites {
+		s.acked, s.hasLease, s.leaseEcho = 0, false, 0
+		s.caughtUp = !s.learned
+		s.joinLSN = ms.lastCommit.LSN
+	}
+	if n.cfg.AckPolicy == AckNone {
+		ms.perm = ms.lastCommit.LSN
+	}
+	n.checkpointOK = ms.perm
+}
+
+// stepMaster handles a message while this site is master.
+func stepMaster(n *Node, d *Decoded) {
+	h := &d.Header
+	if h.Gen > n.gen {
+		// Someone has moved on to a newer generation: this master is stale.
+		n.stepDownDup(d)
+		return
+	}
+	if h.Flags&FlagMaster != 0 || d.Type == MsgDupMaster {
+		if n.resolveDup(d) {
+			return
+		}
+	}
+	s := n.siteByID(d.From)
+	switch d.Type {
+	case MsgNewClient, MsgMasterReq:
+		n.announceMaster(d.From)
+	case MsgVote1:
+		// Phase 0: a site lost us; re-announce instead of electing.
+		n.announceMaster(AllSites)
+	case MsgLogReq, MsgAllReq:
+		n.serveLog(d)
+	case MsgAck, MsgLeaseGrant:
+		n.onAck(d, s)
+	case MsgVerifyReq:
+		n.serveVerify(d)
+	case MsgUpdateReq:
+		n.serveUpdate(d)
+	case MsgPageReq:
+		n.servePages(d)
+	case MsgNewMaster, MsgHeartbeat, MsgLog, MsgLogMore, MsgDupMaster:
+		// Handled by resolveDup (we won): nothing more to do.
+	default:
+		n.drop(DropUnexpected)
+	}
+}
+
+// resolveDup handles a message from another site claiming to be master (or
+// telling us to step down). The lower (gen, end LSN, site) steps down; the
+// winner tells the loser. It reports whether the message was consumed.
+func (n *Node) resolveDup(d *Decoded) bool {
+	h := &d.Header
+	theirs := [3]uint64{uint64(h.Gen), h.End, uint64(d.From)}
+	mine := [3]uint64{uint64(n.gen), n.st.EndLSN(), uint64(n.cfg.Site)}
+	if d.Type == MsgDupMaster && h.Flags&FlagMaster == 0 {
+		// A replica told us we are stale; it sends DUPMASTER only with a
+		// newer gen, which stepMaster already handled. Equal gens: ignore.
+		return true
+	}
+	if greater(theirs, mine) {
+		n.stepDownDup(d)
+		return true
+	}
+	start := n.begin()
+	n.finish(d.From, MsgDupMaster, start)
+	return true
+}
+
+func greater(a, b [3]uint64) bool {
+	for i := range a {
+		if a[i] != b[i] {
+			return a[i] > b[i]
+		}
+	}
+	return false
+}
+
+// stepDownDup turns a duplicate master into a replica that re-syncs with the
+// winner if the message came from a master.
+func (n *Node) stepDownDup(d *Decoded) {
+	n.counters.DupMasters++
+	n.event(Event{Kind: EventDupMaster, Site: d.From, Gen: d.Header.Gen})
+	n.becomeReplica(n.now)
+	if d.Header.Flags&FlagMaster != 0 && d.Header.Gen >= n.gen {
+		n.adopt(d.From, &d.Header)
+	} else {
+		n.broadcast(MsgMasterReq)
+	}
+}
+
+func (n *Node) announceMaster(to uint16) { n.sendEmpty(to, MsgNewMaster) }
+
+// noteCommit records a local commit for shipping and ack tracking.
+func (n *Node) noteCommit(c CommitInfo) {
+	ms := &n.ms
+	if c.LSN < ms.lastCommit.LSN || (c.LSN == ms.lastCommit.LSN && c.End == ms.lastCommit.End) {
+		return
+	}
+	ms.lastCommit = c
+	if n.cfg.AckPolicy == AckNone {
+		ms.perm = c.LSN
+		n.checkpointOK = c.LSN
+		return
+	}
+	if len(ms.pending) >= maxPending {
+		n.permFail(ms.pending[0].lsn)
+		ms.pending = ms.pending[1:]
+	}
+	ms.pending = append(ms.pending, pendingCommit{lsn: c.LSN, at: n.now})
+	n.updatePerm()
+}
+
+func (n *Node) permFail(lsn uint64) {
+	n.counters.PermFailed++
+	n.cur.permFailed = append(n.cur.permFailed, lsn)
+	n.event(Event{Kind: EventPermFailed, Site: n.cfg.Site, Gen: n.gen, LSN: lsn})
+}
+
+// updatePerm recomputes the permanent LSN and releases pending commits.
+func (n *Node) updatePerm() {
+	ms := &n.ms
+	ms.ackBuf = ms.ackBuf[:0]
+	for _, s := range n.sites {
+		if s.caughtUp {
+			ms.ackBuf = append(ms.ackBuf, AckSite{Acked: s.acked, Electable: s.electable()})
+		}
+	}
+	p := PolicyLSN(n.cfg.AckPolicy, n.cfg.Priority > 0, ms.ackBuf, ms.lastCommit.LSN)
+	if p > ms.perm {
+		ms.perm = p
+	}
+	i := 0
+	for i < len(ms.pending) && ms.pending[i].lsn <= ms.perm {
+		i++
+	}
+	if i > 0 {
+		ms.pending = append(ms.pending[:0], ms.pending[i:]...)
+	}
+	n.checkpointOK = ms.perm
+}
+
+// tickMaster sends heartbeats and times out acknowledgements.
+func (n *Node) tickMaster() {
+	ms := &n.ms
+	if n.now-ms.lastSend >= n.cfg.HeartbeatSend {
+		n.shipLog()
+		if n.now-ms.lastSend >= n.cfg.HeartbeatSend {
+			start := n.begin()
+			n.cur.arena = appendU64(n.cur.arena, ms.perm)
+			n.finish(AllSites, MsgHeartbeat, start)
+		}
+	}
+	i := 0
+	for i < len(ms.pending) && n.now-ms.pending[i].at >= n.cfg.AckTimeout {
+		n.permFail(ms.pending[i].lsn)
+		i++
+	}
+	if i > 0 {
+		ms.pending = append(ms.pending[:0], ms.pending[i:]...)
+	}
+}
+
+// shipLog multicasts every record written since the last call: all commits
+// since the last Ready travel in one LOG (group commit) unless they exceed
+// MaxMessageBytes.
+func (n *Node) shipLog() {
+	ms := &n.ms
+	end := n.st.EndLSN()
+	for ms.shipped < end {
+		next, err := n.appendLogMessage(AllSites, MsgLog, ms.shipped)
+		if err != nil {
+			// The log no longer holds what we meant to ship (or cannot be
+			// read): replicas will find the gap and ask, or init.
+			ms.shipped = end
+			return
+		}
+		ms.shipped = next
+	}
+}
+
+// appendLogMessage queues one LOG message to `to` with records from `from`
+// (whole transactions unless one alone exceeds the message). It returns the
+// LSN after the records sent, or why nothing could be read.
+func (n *Node) appendLogMessage(to uint16, t MsgType, from uint64) (uint64, error) {
+	start := n.begin()
+	o := &n.cur
+	o.arena = appendU64(o.arena, n.ms.perm)
+	body := len(o.arena)
+	budget := n.cfg.MaxMessageBytes - HeaderSize - 8
+	a, _, err := n.st.ReadLog(from, budget, o.arena)
+	if err == nil && len(a) <= body {
+		err = errNoRecords
+	}
+	if err == nil {
+		err = checkRecords(a[body:])
+	}
+	if err != nil {
+		o.arena = o.arena[:start]
+		return 0, err
+	}
+	recs := a[body:]
+	if _, _, l0 := recAt(recs); l0 != from {
+		o.arena = a[:start]
+		return 0, errNoRecords
+	}
+	if cut := lastCommitEnd(recs); cut > 0 {
+		recs = recs[:cut]
+	}
+	o.arena = a[:body+len(recs)]
+	n.finish(to, t, start)
+	return from + uint64(len(recs)), nil
+}
+
+// lastCommitEnd returns the offset just past the last commit record in recs
+// (0 if none).
+func lastCommitEnd(recs []byte) int {
+	cut := 0
+	for off := 0; off < len(recs); {
+		sz, typ, _ := recAt(recs[off:])
+		off += sz
+		if typ == recCommit {
+			cut = off
+		}
+	}
+	return cut
+}
+
+// serveLog answers LOG_REQ [from, to) and ALL_REQ [from, end).
+func (n *Node) serveLog(d *Decoded) {
+	n.counters.ReRequestsServed++
+	from, to := d.LSN, d.LSN2
+	end := n.st.EndLSN()
+	if to == 0 || to > end || d.Type == MsgAllReq {
+		to = end
+	}
+	switch {
+	case from > end:
+		// The replica claims records we never wrote: it must re-verify.
+		n.sendEmpty(d.From, MsgVerifyFail)
+		return
+	case from == end:
+		return
+	}
+	for sent := 0; from < to; sent++ {
+		t := MsgLog
+		if sent == serveBudgetMessages-1 {
+			t = MsgLogMore
+		}
+		next, err := n.appendLogMessage(d.From, t, from)
+		if err != nil {
+			flags := uint16(0)
+			if errors.Is(err, ErrLogGone) {
+				flags = FlagInitRequired
+			}
+			n.finish(d.From, MsgVerifyFail, n.beginFlags(flags))
+			return
+		}
+		from = next
+		if t == MsgLogMore {
+			return
+		}
+	}
+}
+
+// onAck records a replica's acknowledgement (and lease grant).
+func (n *Node) onAck(d *Decoded, s *site) {
+	if d.Header.Gen != n.gen || d.Header.Master != n.cfg.Site || s == nil {
+		n.drop(DropStaleGen)
+		return
+	}
+	lsn := min(d.LSN, n.ms.lastCommit.LSN)
+	if lsn > s.acked {
+		s.acked = lsn
+	}
+	if !s.caughtUp && s.acked >= s.joinLSN {
+		s.caughtUp = true
+	}
+	if n.cfg.Leases && d.Echo > 0 && d.Echo >= n.ms.since && d.Echo <= n.now && d.Echo >= s.leaseEcho {
+		s.leaseEcho, s.hasLease = d.Echo, true
+	}
+	n.updatePerm()
+}
+
+// leaseEnd is when a grant answering a message sent at echo runs out, on
+// this master's clock, allowing for the other clock running faster.
+func (n *Node) leaseEnd(echo time.Duration) time.Duration {
+	return echo + time.Duration(float64(n.cfg.LeaseTimeout)/n.cfg.ClockSkew)
+}
+
+// leaseExpiry returns until when this master holds grants from enough
+// electable sites that, with itself, they form a majority of the electable
+// sites. ok is false if it does not hold them at all, or if this site's own
+// earlier grant to another master is still outstanding.
+func (n *Node) leaseExpiry() (time.Duration, bool) {
+	if n.role != RoleMaster {
+		return 0, false
+	}
+	e := n.electableSites()
+	need := e/2 + 1
+	if n.cfg.Priority > 0 {
+		need--
+	}
+	var buf [maxSites]uint64
+	ends := buf[:0]
+	for _, s := range n.sites {
+		if s.electable() && s.hasLease {
+			ends = append(ends, uint64(n.leaseEnd(s.leaseEcho)))
+		}
+	}
+	var until time.Duration
+	switch {
+	case need <= 0:
+		until = time.Duration(1<<63 - 1)
+	case len(ends) < need:
+		return 0, false
+	default:
+		until = time.Duration(kthLargest(ends, need))
+	}
+	if n.now < n.grantUntil {
+		return 0, false
+	}
+	return until, true
+}
+
+// serveVerify answers VERIFY_REQ with the newest point held identically.
+func (n *Node) serveVerify(d *Decoded) {
+	gone := false
+	for i := 0; i < d.NPoints; i++ {
+		p := d.Points[i]
+		ci, err := n.st.CommitAt(p.LSN)
+		if err == nil && ci.Gen == p.Gen && ci.Chain == p.Chain {
+			start := n.begin()
+			n.cur.arena = appendPoint(n.cur.arena, p)
+			n.finish(d.From, MsgVerify, start)
+			return
+		}
+		if errors.Is(err, ErrLogGone) {
+			gone = true
+			break
+		}
+	}
+	flags := uint16(0)
+	if gone {
+		flags = FlagInitRequired
+	}
+	n.finish(d.From, MsgVerifyFail, n.beginFlags(flags))
+}
+
+// serveUpdate answers UPDATE_REQ from the pinned checkpoint snapshot.
+func (n *Node) serveUpdate(d *Decoded) {
+	snap, err := n.st.Snapshot()
+	if err != nil {
+		start := n.begin()
+		n.cur.arena = appendU64(n.cur.arena, 0)
+		n.finish(d.From, MsgPageFail, start)
+		return
+	}
+	pages := n.snapshotPages(snap)
+	meta := snap.Meta()
+	start := n.begin()
+	o := &n.cur
+	o.arena = appendU64(o.arena, snap.LSN())
+	o.arena = appendU32(o.arena, uint32(len(pages)))
+	o.arena = appendU32(o.arena, uint32(len(meta)))
+	o.arena = append(o.arena, meta...)
+	n.finish(d.From, MsgUpdate, start)
+}
+
+func (n *Node) snapshotPages(snap Snapshot) []uint64 {
+	if n.ms.snapPages == nil || n.ms.snapLSN != snap.LSN() {
+		n.ms.snapLSN = snap.LSN()
+		n.ms.snapPages = snap.PageList()
+	}
+	return n.ms.snapPages
+}
+
+// servePages answers PAGE_REQ with as many PAGE messages as the window needs.
+func (n *Node) servePages(d *Decoded) {
+	snap, err := n.st.Snapshot()
+	if err != nil || snap.LSN() != d.LSN {
+		var cur uint64
+		if err == nil {
+			cur = snap.LSN()
+		}
+		start := n.begin()
+		n.cur.arena = appendU64(n.cur.arena, cur)
+		n.finish(d.From, MsgPageFail, start)
+		return
+	}
+	pages := n.snapshotPages(snap)
+	first := int(d.First)
+	last := min(len(pages), first+int(min(d.Count, maxPagesPerRequest)))
+	o := &n.cur
+	start, countAt, count := -1, 0, uint32(0)
+	flush := func() {
+		if start >= 0 {
+			le.PutUint32(o.arena[countAt:], count)
+			n.finish(d.From, MsgPage, start)
+			start = -1
+		}
+	}
+	for i := first; i < last; i++ {
+		data, err := snap.ReadPage(pages[i], n.ms.pageBuf[:0])
+		if err != nil {
+			// The snapshot changed under us: the replica restarts init.
+			flush()
+			st := n.begin()
+			n.cur.arena = appendU64(n.cur.arena, 0)
+			n.finish(d.From, MsgPageFail, st)
+			return
+		}
+		if cap(data) > cap(n.ms.pageBuf) {
+			n.ms.pageBuf = data[:0]
+		}
+		if start >= 0 && len(o.arena)-start+12+len(data) > n.cfg.MaxMessageBytes {
+			flush()
+		}
+		if start < 0 {
+			start = n.begin()
+			o.arena = appendU64(o.arena, d.LSN)
+			o.arena = appendU32(o.arena, uint32(i))
+			countAt = len(o.arena)
+			o.arena = appendU32(o.arena, 0)
+			count = 0
+		}
+		o.arena = appendU64(o.arena, pages[i])
+		o.arena = appendU32(o.arena, uint32(len(data)))
+		o.arena = append(o.arena, data...)
+		count++
+	}
+	flush()
+}

@@ -1,0 +1,653 @@
+package rep
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+)
+
+// site is what this node knows about another member of the group.
+type site struct {
+	id        uint16
+	priority  uint32
+	prioKnown bool // configured peers are assumed electable until they say otherwise
+	learned   bool // from an announcement rather than Config.Peers
+	caughtUp  bool // master: counts toward ack quorums
+	joinLSN   uint64
+	acked     uint64 // master: highest commit applied there in this tenure
+	heard     bool
+	lastHeard time.Duration
+	leaseEcho time.Duration // master: send time of the message its last grant answered
+	hasLease  bool
+}
+
+func (s *site) electable() bool { return !s.prioKnown || s.priority > 0 }
+
+// outBufs are the buffers one Ready hands out. Two sets alternate so that
+// steady-state operation allocates nothing: the driver owns one set between
+// Ready and Advance while the node fills the other.
+type outBufs struct {
+	msgs       []Message
+	arena      []byte
+	events     []Event
+	app        []Message
+	permFailed []uint64
+	pages      []InitPage
+	init       InitAction
+	hasInit    bool
+}
+
+func (o *outBufs) reset() {
+	o.msgs = o.msgs[:0]
+	o.arena = o.arena[:0]
+	o.events = o.events[:0]
+	o.app = o.app[:0]
+	o.permFailed = o.permFailed[:0]
+	o.pages = o.pages[:0]
+	o.init = InitAction{}
+	o.hasInit = false
+}
+
+// Node is one site's replication state machine. It does no I/O, reads no
+// clock and starts no goroutines: the driver feeds it messages (Step), time
+// (Tick) and local commits (Committed), performs what Ready returns, and
+// confirms with Advance. It is not safe for concurrent use.
+type Node struct {
+	cfg     Config
+	st      Storage
+	started bool
+	now     time.Duration
+
+	role   Role
+	step   func(n *Node, d *Decoded)
+	gen    uint32
+	master uint16
+	el     elector
+	sites  []*site // sorted by id
+
+	cur, flight, spare outBufs
+	rollbackTo   uint64
+	hasRollback  bool
+	rollbackOut  bool // the pending rollback was handed out in a Ready
+	newGen       uint32
+	newGenOut    bool
+	checkpointOK uint64
+
+	ms masterState
+	rs replicaState
+
+	// Lease state shared by both roles: the promise this site made as a
+	// replica outlives a role change and must be waited out before voting,
+	// granting elsewhere, or claiming leases as a new master.
+	grantTo    uint16
+	grantUntil time.Duration
+
+	counters Counters
+	dec      Decoded
+	verifyBuf []CommitInfo
+}
+
+// NewNode validates cfg, fills defaults and returns a node that does nothing
+// until Start.
+func NewNode(cfg Config, st Storage) (*Node, error) {
+	if st == nil {
+		return nil, fmt.Errorf("nil Storage: %w", ErrBadConfig)
+	}
+	if err := fillConfig(&cfg); err != nil {
+		return nil, err
+	}
+	n := &Node{cfg: cfg, st: st, master: NoMaster, grantTo: NoMaster}
+	for _, p := range cfg.Peers {
+		if p == cfg.Site {
+			continue
+		}
+		if n.siteByID(p) == nil {
+			n.addSite(p, false)
+		}
+	}
+	n.el = newElector(cfg)
+	n.gen = max(st.Gen(), st.LastCommit().Gen)
+	n.becomeRole(RoleReplica)
+	return n, nil
+}
+
+func fillConfig(c *Config) error {
+	d := defaultConfig
+	if c.Site == AllSites {
+		return fmt.Errorf("Site %#x is the multicast address: %w", c.Site, ErrBadConfig)
+	}
+	for _, p := range c.Peers {
+		if p == AllSites {
+			return fmt.Errorf("Peers holds %#x, the multicast address: %w", p, ErrBadConfig)
+		}
+	}
+	if len(c.Peers) >= maxSites {
+		return fmt.Errorf("%d Peers, at most %d: %w", len(c.Peers), maxSites-1, ErrBadConfig)
+	}
+	if c.AckPolicy > AckAll {
+		return fmt.Errorf("AckPolicy %d unknown: %w", c.AckPolicy, ErrBadConfig)
+	}
+	for _, f := range []struct {
+		name string
+		v    *time.Duration
+		def  time.Duration
+	}{
+		{"AckTimeout", &c.AckTimeout, d.AckTimeout},
+		{"HeartbeatSend", &c.HeartbeatSend, d.HeartbeatSend},
+		{"HeartbeatMonitor", &c.HeartbeatMonitor, d.HeartbeatMonitor},
+		{"ElectionTimeout", &c.ElectionTimeout, d.ElectionTimeout},
+		{"ElectionBackoffMax", &c.ElectionBackoffMax, d.ElectionBackoffMax},
+		{"LeaseTimeout", &c.LeaseTimeout, d.LeaseTimeout},
+		{"ReRequestMin", &c.ReRequestMin, d.ReRequestMin},
+		{"ReRequestMax", &c.ReRequestMax, d.ReRequestMax},
+	} {
+		if *f.v < 0 {
+			return fmt.Errorf("%s %v is negative: %w", f.name, *f.v, ErrBadConfig)
+		}
+		if *f.v == 0 {
+			*f.v = f.def
+		}
+	}
+	if c.ClockSkew == 0 {
+		c.ClockSkew = 1
+	}
+	if !(c.ClockSkew >= 1 && c.ClockSkew <= 2) {
+		return fmt.Errorf("ClockSkew %v outside [1, 2]: %w", c.ClockSkew, ErrBadConfig)
+	}
+	if c.HeartbeatMonitor <= c.HeartbeatSend {
+		return fmt.Errorf("HeartbeatMonitor %v must exceed HeartbeatSend %v, or every idle gap starts an election: %w",
+			c.HeartbeatMonitor, c.HeartbeatSend, ErrBadConfig)
+	}
+	if c.Leases && c.LeaseTimeout <= c.HeartbeatSend {
+		return fmt.Errorf("LeaseTimeout %v must exceed HeartbeatSend %v, or leases lapse between refreshes: %w",
+			c.LeaseTimeout, c.HeartbeatSend, ErrBadConfig)
+	}
+	if c.ReRequestMax < c.ReRequestMin {
+		return fmt.Errorf("ReRequestMax %v below ReRequestMin %v: %w", c.ReRequestMax, c.ReRequestMin, ErrBadConfig)
+	}
+	if c.ElectionBackoffMax < c.ElectionTimeout {
+		return fmt.Errorf("ElectionBackoffMax %v below ElectionTimeout %v: %w", c.ElectionBackoffMax, c.ElectionTimeout, ErrBadConfig)
+	}
+	if c.MaxMessageBytes == 0 {
+		c.MaxMessageBytes = d.MaxMessageBytes
+	}
+	if c.MaxMessageBytes < minMessageBytes || c.MaxMessageBytes > maxMessageBytes {
+		return fmt.Errorf("MaxMessageBytes %d outside [%d, %d]: %w", c.MaxMessageBytes, minMessageBytes, maxMessageBytes, ErrBadConfig)
+	}
+	if c.InitWindowPages == 0 {
+		c.InitWindowPages = d.InitWindowPages
+	}
+	if c.InitWindowPages < 1 || c.InitWindowPages > 1<<16 {
+		return fmt.Errorf("InitWindowPages %d outside [1, 65536]: %w", c.InitWindowPages, ErrBadConfig)
+	}
+	return nil
+}
+
+// Config returns the configuration in effect (defaults filled in).
+func (n *Node) Config() Config { return n.cfg }
+
+// Start enters the group. StartMaster designates this site master at once
+// (gen+1); StartClient looks for a master and elects one if none answers.
+func (n *Node) Start(now time.Duration, mode StartMode) {
+	n.tick(now)
+	if n.started {
+		return
+	}
+	n.started = true
+	if n.cfg.Leases {
+		// A restarted site does not remember the grants it made before: wait
+		// a whole lease period before granting or voting (the seeds' rule
+		// for a lease never granted).
+		n.grantUntil = now + n.cfg.LeaseTimeout
+	}
+	if mode == StartMaster {
+		n.becomeMaster(now, false)
+		return
+	}
+	n.becomeReplica(now)
+	n.broadcast(MsgNewClient)
+	n.broadcast(MsgMasterReq)
+}
+
+// Step processes one received message. Malformed input is dropped, counted
+// and returned as an error for logging; it never panics.
+func (n *Node) Step(now time.Duration, m Message) error {
+	n.tick(now)
+	if !n.started {
+		return ErrNotStarted
+	}
+	n.counters.MessagesIn++
+	d := &n.dec
+	if err := DecodeMessage(m, d); err != nil {
+		if errors.Is(err, ErrUnknownType) {
+			n.drop(DropUnknownType)
+		} else {
+			n.drop(DropMalformed)
+		}
+		return fmt.Errorf("from site %d: %w", m.From, err)
+	}
+	if m.From == n.cfg.Site || m.From == AllSites {
+		n.drop(DropBadSite)
+		return fmt.Errorf("%s claims to be from site %d (this site %d): %w", m.Type, m.From, n.cfg.Site, ErrBadSite)
+	}
+	s := n.learn(m.From, d.Header.Priority, m.Type)
+	if s == nil {
+		n.drop(DropBadSite)
+		return fmt.Errorf("%s from site %d: already %d sites known: %w", m.Type, m.From, maxSites, ErrBadSite)
+	}
+	s.heard, s.lastHeard = true, now
+	n.el.ObserveEgen(d.Header.Egen)
+	if n.stepCommon(d) {
+		return nil
+	}
+	n.step(n, d)
+	n.afterStep()
+	return nil
+}
+
+// stepCommon handles what every role does alike; it reports whether the
+// message was fully handled.
+func (n *Node) stepCommon(d *Decoded) bool {
+	switch d.Type {
+	case MsgAliveReq:
+		n.sendEmpty(d.From, MsgAlive)
+		return true
+	case MsgAlive:
+		return true
+	case MsgNewSite:
+		if d.Site != n.cfg.Site {
+			if s := n.learn(d.Site, d.Priority, MsgNewSite); s != nil && !s.prioKnown {
+				s.priority, s.prioKnown = d.Priority, true
+			}
+		}
+		return true
+	case MsgApp, MsgAppReply:
+		o := &n.cur
+		start := len(o.arena)
+		o.arena = append(o.arena, d.Data...)
+		o.app = append(o.app, Message{From: d.From, To: d.To, Type: d.Type, Payload: o.arena[start:len(o.arena):len(o.arena)]})
+		return true
+	}
+	return false
+}
+
+// Tick advances time: heartbeats, ack timeouts, failure detection,
+// re-requests and elections.
+func (n *Node) Tick(now time.Duration) {
+	n.tick(now)
+	if !n.started {
+		return
+	}
+	switch n.role {
+	case RoleMaster:
+		n.tickMaster()
+	case RoleReplica:
+		n.tickReplica()
+	case RoleElecting:
+		n.tickElecting()
+	}
+	n.afterStep()
+}
+
+// tick records the time; time never runs backwards inside the node even if
+// the driver's clock does.
+func (n *Node) tick(now time.Duration) {
+	if now > n.now {
+		n.now = now
+	}
+}
+
+// afterStep runs the checks every input may have made due: an election won.
+func (n *Node) afterStep() {
+	n.drainElection()
+	if egen, ok := n.el.Won(); ok && n.role == RoleElecting {
+		_ = egen
+		n.counters.ElectionsWon++
+		n.becomeMaster(n.now, true)
+	}
+}
+
+// Committed tells the master about a local commit to ship and track. On a
+// non-master it is ignored.
+func (n *Node) Committed(now time.Duration, c CommitInfo) {
+	n.tick(now)
+	if n.role != RoleMaster {
+		return
+	}
+	n.noteCommit(c)
+}
+
+// Elect asks for an election. A master re-announces itself (phase 0).
+func (n *Node) Elect(now time.Duration) {
+	n.tick(now)
+	if !n.started {
+		return
+	}
+	if n.role == RoleMaster {
+		n.announceMaster(AllSites)
+		return
+	}
+	n.startElection()
+	n.afterStep()
+}
+
+// StepDown turns a master into a replica (it then looks for a master).
+func (n *Node) StepDown(now time.Duration) {
+	n.tick(now)
+	if n.role != RoleMaster {
+		return
+	}
+	n.becomeReplica(now)
+	n.broadcast(MsgMasterReq)
+}
+
+// SendApp queues an application message (APP, or APP_REPLY if reply).
+func (n *Node) SendApp(to uint16, reply bool, payload []byte) {
+	t := MsgApp
+	if reply {
+		t = MsgAppReply
+	}
+	start := n.begin()
+	n.cur.arena = append(n.cur.arena, payload...)
+	n.finish(to, t, start)
+}
+
+// Ready returns the work accumulated since the last Ready. The driver sends
+// the messages and performs Init, RollbackTo, Apply and NewGen in that order,
+// then calls Advance(rd).
+func (n *Node) Ready() Ready {
+	if n.role == RoleMaster {
+		n.shipLog()
+	} else {
+		n.readyReplica()
+	}
+	o := &n.cur
+	rd := Ready{
+		Messages:     o.msgs,
+		Events:       o.events,
+		App:          o.app,
+		PermFailed:   o.permFailed,
+		CheckpointOK: n.checkpointOK,
+	}
+	if n.role == RoleMaster {
+		rd.PermLSN = n.ms.perm
+	} else {
+		rd.PermLSN = min(n.rs.masterPerm, n.st.LastCommit().LSN)
+	}
+	if o.hasInit {
+		o.init.Pages = o.pages
+		ia := o.init
+		rd.Init = &ia
+	}
+	if n.hasRollback && !n.rollbackOut {
+		rd.RollbackTo, rd.HasRollback = n.rollbackTo, true
+		n.rollbackOut = true
+	}
+	if n.role != RoleMaster && !rd.HasRollback && rd.Init == nil {
+		rd.Apply = n.rs.takeApply()
+	}
+	if n.newGen != 0 && !n.newGenOut {
+		rd.NewGen = n.newGen
+		n.newGenOut = true
+	}
+	n.counters.MessagesOut += uint64(len(o.msgs))
+	// Hand this set out; fill the spare one meanwhile.
+	n.flight, n.cur, n.spare = n.cur, n.spare, outBufs{}
+	n.cur.reset()
+	return rd
+}
+
+// Advance confirms the driver performed rd. The node re-reads Storage to see
+// what was really done.
+func (n *Node) Advance(rd Ready) {
+	if rd.HasRollback {
+		n.hasRollback, n.rollbackOut = false, false
+	}
+	if rd.NewGen != 0 && rd.NewGen == n.newGen {
+		n.newGen, n.newGenOut = 0, false
+		if n.role == RoleMaster {
+			// The driver appended the RecNewGen commit: ship and track it.
+			n.noteCommit(n.st.LastCommit())
+		}
+	}
+	if n.role == RoleMaster {
+		n.updatePerm()
+	} else {
+		n.advanceReplica(&rd)
+	}
+	// Recycle the handed-out buffers.
+	n.flight.reset()
+	n.spare, n.flight = n.flight, outBufs{}
+	n.afterStep()
+}
+
+// CanWrite reports whether a local write may start now.
+func (n *Node) CanWrite() error {
+	switch {
+	case n.role == RoleMaster:
+		return nil
+	case n.lockedOut():
+		return ErrLockout
+	}
+	return ErrNotMaster
+}
+
+// LeaseValid reports whether this master may serve authoritative reads at now.
+func (n *Node) LeaseValid(now time.Duration) bool {
+	if n.role != RoleMaster {
+		return false
+	}
+	if !n.cfg.Leases {
+		return true
+	}
+	until, ok := n.leaseExpiry()
+	return ok && now < until
+}
+
+// Status returns a snapshot of the node's state (allocates; not for hot paths).
+func (n *Node) Status() Status {
+	lc := n.st.LastCommit()
+	s := Status{
+		Site:            n.cfg.Site,
+		Role:            n.role,
+		Master:          n.master,
+		Gen:             n.gen,
+		Egen:            n.el.Egen(),
+		ElectionRunning: n.el.InProgress(),
+		StartupDone:     n.role == RoleMaster || n.rs.sync == syncLive,
+		Lockout:         n.lockedOut(),
+		JoinFailed:      n.rs.sync == syncJoinFailed,
+		EndLSN:          n.st.EndLSN(),
+		AppliedLSN:      lc.LSN,
+		MasterEndLSN:    n.rs.masterEnd,
+		InitPagesDone:   n.rs.init.done,
+		InitPagesTotal:  int(n.rs.init.count),
+		Counters:        n.counters,
+	}
+	if n.role == RoleMaster {
+		s.PermLSN = n.ms.perm
+		s.LeaseValid = n.LeaseValid(n.now)
+		s.LeaseExpires, _ = n.leaseExpiry()
+	} else {
+		s.PermLSN = n.rs.masterPerm
+	}
+	for _, x := range n.sites {
+		ss := SiteStatus{Site: x.id, Priority: x.priority, Learned: x.learned, CaughtUp: x.caughtUp,
+			LastHeard: x.lastHeard}
+		if n.role == RoleMaster {
+			ss.AckedLSN = x.acked
+			if end := n.st.EndLSN(); end > x.acked {
+				ss.LagBytes = end - x.acked
+			}
+			if x.hasLease {
+				ss.LeaseTo = n.leaseEnd(x.leaseEcho)
+			}
+		}
+		s.Sites = append(s.Sites, ss)
+	}
+	return s
+}
+
+func (n *Node) lockedOut() bool {
+	switch n.rs.sync {
+	case syncVerify, syncRollback, syncInit, syncJoinFailed:
+		return n.role != RoleMaster
+	}
+	return false
+}
+
+// --- roles ---
+
+func (n *Node) becomeRole(r Role) {
+	n.role = r
+	switch r {
+	case RoleMaster:
+		n.step = stepMaster
+	case RoleReplica:
+		n.step = stepReplica
+	case RoleElecting:
+		n.step = stepElecting
+	}
+}
+
+// becomeMaster takes over at gen+1 (elected, or designated by Start/after a
+// won phase 0).
+func (n *Node) becomeMaster(now time.Duration, elected bool) {
+	n.el.Cancel()
+	n.becomeRole(RoleMaster)
+	n.gen = max(n.gen, n.st.Gen(), n.st.LastCommit().Gen) + 1
+	n.master = n.cfg.Site
+	n.rs.reset(n)
+	n.ms.reset(n, now)
+	n.hasRollback, n.rollbackOut = false, false
+	n.newGen, n.newGenOut = n.gen, false
+	if elected {
+		n.event(Event{Kind: EventElected, Site: n.cfg.Site, Gen: n.gen})
+	}
+	n.event(Event{Kind: EventMaster, Site: n.cfg.Site, Gen: n.gen})
+	n.announceMaster(AllSites)
+}
+
+// becomeReplica turns this site into a replica with no master known yet.
+func (n *Node) becomeReplica(now time.Duration) {
+	wasMaster := n.role == RoleMaster
+	n.el.Cancel()
+	n.becomeRole(RoleReplica)
+	n.master = NoMaster
+	n.rs.reset(n)
+	n.rs.lookingSince = now
+	n.ms = masterState{}
+	if wasMaster || n.counters.MessagesOut == 0 {
+		n.event(Event{Kind: EventClient, Site: n.cfg.Site, Gen: n.gen})
+	}
+}
+
+// --- membership ---
+
+func (n *Node) siteByID(id uint16) *site {
+	i, ok := slices.BinarySearchFunc(n.sites, id, func(s *site, id uint16) int { return int(s.id) - int(id) })
+	if !ok {
+		return nil
+	}
+	return n.sites[i]
+}
+
+func (n *Node) addSite(id uint16, learned bool) *site {
+	if len(n.sites) >= maxSites-1 {
+		return nil
+	}
+	s := &site{id: id, learned: learned}
+	i, _ := slices.BinarySearchFunc(n.sites, id, func(s *site, id uint16) int { return int(s.id) - int(id) })
+	n.sites = slices.Insert(n.sites, i, s)
+	return s
+}
+
+// learn returns the site, adding it (event NEWSITE) if new. A master relays
+// new sites to the group and counts them toward ack quorums once caught up.
+func (n *Node) learn(id uint16, priority uint32, via MsgType) *site {
+	if s := n.siteByID(id); s != nil {
+		if via != MsgNewSite {
+			s.priority, s.prioKnown = priority, true
+		}
+		return s
+	}
+	if id == AllSites || id == n.cfg.Site {
+		return nil
+	}
+	s := n.addSite(id, true)
+	if s == nil {
+		return nil
+	}
+	s.priority, s.prioKnown = priority, true
+	n.event(Event{Kind: EventNewSite, Site: id, Gen: n.gen})
+	if n.role == RoleMaster {
+		s.joinLSN = n.ms.lastCommit.LSN
+		s.caughtUp = s.joinLSN == 0
+		start := n.begin()
+		n.cur.arena = appendU16(n.cur.arena, id)
+		n.cur.arena = appendU32(n.cur.arena, priority)
+		n.finish(AllSites, MsgNewSite, start)
+	}
+	return s
+}
+
+// electableSites counts the electable members, this site included.
+func (n *Node) electableSites() int {
+	c := 0
+	if n.cfg.Priority > 0 {
+		c++
+	}
+	for _, s := range n.sites {
+		if s.electable() {
+			c++
+		}
+	}
+	return c
+}
+
+// --- output helpers ---
+
+func (n *Node) event(e Event) { n.cur.events = append(n.cur.events, e) }
+
+func (n *Node) drop(r DropReason) { n.counters.Dropped[r]++ }
+
+func (n *Node) header() Header {
+	h := Header{Gen: n.gen, Egen: n.el.Egen(), End: n.st.EndLSN(), SendTime: n.now,
+		Priority: n.cfg.Priority, Master: n.master}
+	if n.role == RoleMaster {
+		h.Flags |= FlagMaster
+	}
+	if n.cfg.Leases {
+		h.Flags |= FlagLeases
+	}
+	return h
+}
+
+// begin starts a message in the arena; finish records it.
+func (n *Node) begin() int {
+	start := len(n.cur.arena)
+	h := n.header()
+	n.cur.arena = appendHeader(n.cur.arena, &h)
+	return start
+}
+
+func (n *Node) beginFlags(flags uint16) int {
+	start := len(n.cur.arena)
+	h := n.header()
+	h.Flags |= flags
+	n.cur.arena = appendHeader(n.cur.arena, &h)
+	return start
+}
+
+func (n *Node) finish(to uint16, t MsgType, start int) {
+	a := n.cur.arena
+	n.cur.msgs = append(n.cur.msgs, Message{From: n.cfg.Site, To: to, Type: t, Payload: a[start:len(a):len(a)]})
+	if n.role == RoleMaster && to == AllSites {
+		n.ms.lastSend = n.now
+	}
+}
+
+func (n *Node) sendEmpty(to uint16, t MsgType) { n.finish(to, t, n.begin()) }
+
+func (n *Node) broadcast(t MsgType) { n.sendEmpty(AllSites, t) }

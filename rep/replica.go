@@ -1,0 +1,773 @@
+package rep
+
+import (
+	"time"
+)
+
+// syncState is where a replica stands with its master.
+type syncState uint8
+
+const (
+	syncNone       syncState = iota // no master known
+	syncVerify                      // VERIFY_REQ sent: finding the last common commit
+	syncRollback                    // rollback handed to the driver
+	syncInit                        // internal init
+	syncLog                         // catching up to the master's end
+	syncLive                        // caught up (STARTUP_DONE sent)
+	syncJoinFailed                  // needed internal init but NoAutoInit
+)
+
+// seg is a buffered out-of-order run of records.
+type seg struct {
+	lsn, end uint64
+	data     []byte
+}
+
+type initState struct {
+	begun     bool
+	ckpt      uint64
+	count     uint32
+	got       []uint64 // bitset by page index
+	done      int
+	base      uint32 // every page below it arrived
+	finishing bool   // Finish handed to the driver
+}
+
+func (s *initState) has(i uint32) bool { return s.got[i/64]&(1<<(i%64)) != 0 }
+func (s *initState) set(i uint32)      { s.got[i/64] |= 1 << (i % 64) }
+
+// replicaState is the replica's view of its master and its log stream.
+type replicaState struct {
+	sync         syncState
+	lastMaster   uint16 // the master before an election started
+	lookingSince time.Duration
+	masterHeard  time.Duration
+	masterEnd    uint64
+	masterPerm   uint64
+	targetEnd    uint64        // STARTUP_DONE once the local end reaches it
+	echo         time.Duration // newest master send time seen (lease grants echo it)
+
+	// stream holds records from streamLSN (== local end) on, in order.
+	stream     []byte
+	streamLSN  uint64
+	scanOff    int // stream[:scanOff] framed
+	commitOff  int // stream[:commitOff] is whole transactions
+	applyLen   int // stream[:applyLen] handed to the driver
+	segs       []seg
+	segBytes   int
+	want       uint64 // highest LSN known to exist at the master
+
+	gapActive   bool
+	gapNextAt   time.Duration
+	gapInterval time.Duration
+
+	reqNextAt   time.Duration // verify/update/page retry
+	reqInterval time.Duration
+
+	points         []CommitInfo
+	rollbackTarget uint64
+	init           initState
+	ackedSent      uint64
+}
+
+func (rs *replicaState) reset(n *Node) {
+	segs := rs.segs[:0]
+	for i := range segs {
+		segs[i] = seg{}
+	}
+	*rs = replicaState{
+		lastMaster: n.master,
+		stream:     rs.stream[:0],
+		streamLSN:  n.st.EndLSN(),
+		segs:       segs,
+		points:     rs.points[:0],
+	}
+	if n.inApply() {
+		// The driver may still be reading the old stream bytes.
+		rs.stream = nil
+	}
+}
+
+func (n *Node) inApply() bool { return n.rs.applyLen > 0 }
+
+func (rs *replicaState) next() uint64 { return rs.streamLSN + uint64(len(rs.stream)) }
+
+// clearStream drops buffered records and restarts the stream at end.
+func (n *Node) clearStream(end uint64) {
+	rs := &n.rs
+	if rs.applyLen > 0 {
+		rs.stream = nil
+	} else {
+		rs.stream = rs.stream[:0]
+	}
+	rs.streamLSN, rs.scanOff, rs.commitOff, rs.applyLen = end, 0, 0, 0
+	for i := range rs.segs {
+		rs.segs[i] = seg{}
+	}
+	rs.segs, rs.segBytes = rs.segs[:0], 0
+}
+
+// stepReplica handles a message while this site is a replica.
+func stepReplica(n *Node, d *Decoded) {
+	h := &d.Header
+	if h.Flags&FlagMaster != 0 && !n.fromMaster(d) {
+		return
+	}
+	switch d.Type {
+	case MsgNewMaster:
+		if n.rs.sync == syncNone || n.rs.sync == syncJoinFailed {
+			n.beginSync()
+		}
+	case MsgHeartbeat:
+		n.rs.masterPerm = max(n.rs.masterPerm, d.LSN)
+		n.noteWant(h.End)
+		if n.cfg.Leases {
+			n.sendAck(MsgLeaseGrant, true)
+		}
+	case MsgLog, MsgLogMore:
+		n.rs.masterPerm = max(n.rs.masterPerm, d.LSN)
+		if n.rs.sync != syncLog && n.rs.sync != syncLive {
+			n.drop(DropSyncing)
+			return
+		}
+		n.onLog(d)
+		if d.Type == MsgLogMore && !n.rs.gapActive {
+			n.requestLog(MsgAllReq, n.rs.next(), 0)
+		}
+	case MsgVerify:
+		n.onVerify(d)
+	case MsgVerifyFail:
+		n.onVerifyFail(d)
+	case MsgUpdate:
+		n.onUpdate(d)
+	case MsgPage:
+		n.onPage(d)
+	case MsgPageFail:
+		n.onPageFail(d)
+	case MsgVote1:
+		n.el.StepVote1(n.now, d.Vote)
+		if n.rs.sync == syncNone || n.now-n.rs.masterHeard >= n.cfg.HeartbeatMonitor {
+			// HOLDELECTION: the master is gone for us too; join.
+			n.startElection()
+		}
+	case MsgVote2:
+		n.el.StepVote2Vote(n.now, d.Vote)
+	case MsgNewClient:
+		n.sendEmpty(d.From, MsgAlive)
+	case MsgDupMaster:
+		n.drop(DropUnexpected)
+	default:
+		n.drop(DropNotMaster)
+	}
+}
+
+// fromMaster screens a message from a site claiming to be master. It
+// adopts a newer master, tells a stale one, and reports whether the message
+// should be processed further.
+func (n *Node) fromMaster(d *Decoded) bool {
+	h := &d.Header
+	switch {
+	case d.From == n.master && h.Gen == n.gen:
+		n.rs.masterHeard = n.now
+		n.rs.masterEnd = h.End
+		if h.SendTime > n.rs.echo {
+			n.rs.echo = h.SendTime
+		}
+		return true
+	case h.Gen > n.gen || (h.Gen == n.gen && n.master == NoMaster):
+		n.adopt(d.From, h)
+		return d.Type == MsgHeartbeat // its End is worth noting; LOG waits for sync
+	case h.Gen < n.gen:
+		// A stale master: tell it so it steps down and re-syncs.
+		n.sendEmpty(d.From, MsgDupMaster)
+		n.drop(DropStaleGen)
+		return false
+	default:
+		// Same gen, another master: the masters settle it between them.
+		n.drop(DropStaleGen)
+		return false
+	}
+}
+
+// adopt follows a (new) master and starts synchronizing with it.
+func (n *Node) adopt(from uint16, h *Header) {
+	if n.role == RoleElecting {
+		n.el.Cancel()
+		n.becomeRole(RoleReplica)
+	}
+	n.master, n.gen = from, h.Gen
+	n.rs.masterHeard = n.now
+	n.rs.masterEnd, n.rs.targetEnd = h.End, h.End
+	n.rs.echo = h.SendTime
+	n.rs.masterPerm = 0
+	n.event(Event{Kind: EventNewMaster, Site: from, Gen: h.Gen})
+	n.beginSync()
+}
+
+// beginSync verifies the local log against the master.
+func (n *Node) beginSync() {
+	rs := &n.rs
+	n.clearStream(n.st.EndLSN())
+	rs.want, rs.gapActive = 0, false
+	rs.init = initState{}
+	pts, err := n.st.VerifyPoints(^uint64(0), maxVerifyPoints, rs.points[:0])
+	if err != nil || len(pts) == 0 {
+		// Nothing committed locally: nothing to verify, just catch up.
+		rs.points = pts[:0]
+		n.startCatchUp()
+		return
+	}
+	rs.points = pts
+	rs.sync = syncVerify
+	n.sendVerifyReq()
+	n.armRetry(true)
+}
+
+func (n *Node) sendVerifyReq() {
+	start := n.begin()
+	o := &n.cur
+	o.arena = append(o.arena, byte(len(n.rs.points)))
+	for _, p := range n.rs.points {
+		o.arena = appendPoint(o.arena, CommitPoint{LSN: p.LSN, Gen: p.Gen, Chain: p.Chain})
+	}
+	n.finish(n.master, MsgVerifyReq, start)
+}
+
+// armRetry schedules the next sync request retry with back-off (reset to
+// the minimum after progress).
+func (n *Node) armRetry(progress bool) {
+	rs := &n.rs
+	if progress || rs.reqInterval == 0 {
+		rs.reqInterval = n.cfg.ReRequestMin
+	} else {
+		rs.reqInterval = min(2*rs.reqInterval, n.cfg.ReRequestMax)
+	}
+	rs.reqNextAt = n.now + rs.reqInterval
+}
+
+func (n *Node) onVerify(d *Decoded) {
+	rs := &n.rs
+	if rs.sync != syncVerify {
+		n.drop(DropUnexpected)
+		return
+	}
+	for _, p := range rs.points {
+		if p.LSN != d.LSN || p.Gen != d.Gen || p.Chain != d.Chain {
+			continue
+		}
+		end := n.st.EndLSN()
+		switch {
+		case p.End >= end:
+			n.startCatchUp()
+		case p.End < n.st.CheckpointLSN():
+			n.startInit()
+		default:
+			rs.sync = syncRollback
+			rs.rollbackTarget = p.End
+			n.rollbackTo, n.hasRollback, n.rollbackOut = p.End, true, false
+			n.counters.Rollbacks++
+			n.event(Event{Kind: EventRollback, Site: n.master, Gen: n.gen, LSN: p.End})
+		}
+		return
+	}
+	n.drop(DropUnexpected)
+}
+
+func (n *Node) onVerifyFail(d *Decoded) {
+	rs := &n.rs
+	switch rs.sync {
+	case syncVerify:
+		if d.Header.Flags&FlagInitRequired != 0 || len(rs.points) == 0 {
+			n.startInit()
+			return
+		}
+		oldest := rs.points[len(rs.points)-1]
+		pts, err := n.st.VerifyPoints(oldest.LSN, maxVerifyPoints, rs.points[:0])
+		if err != nil || len(pts) == 0 {
+			n.startInit()
+			return
+		}
+		rs.points = pts
+		n.sendVerifyReq()
+		n.armRetry(true)
+	case syncLog, syncLive:
+		if d.Header.Flags&FlagInitRequired != 0 {
+			n.startInit()
+		} else {
+			n.beginSync()
+		}
+	default:
+		n.drop(DropUnexpected)
+	}
+}
+
+// startCatchUp requests everything from the local end.
+func (n *Node) startCatchUp() {
+	rs := &n.rs
+	rs.sync = syncLog
+	n.clearStream(n.st.EndLSN())
+	n.noteWant(rs.masterEnd)
+	if n.st.EndLSN() >= rs.targetEnd {
+		n.goLive()
+		return
+	}
+	n.requestLog(MsgAllReq, rs.next(), 0)
+}
+
+func (n *Node) goLive() {
+	if n.rs.sync == syncLive {
+		return
+	}
+	n.rs.sync = syncLive
+	n.event(Event{Kind: EventStartupDone, Site: n.master, Gen: n.gen, LSN: n.st.EndLSN()})
+}
+
+// requestLog sends LOG_REQ/ALL_REQ and arms the gap timer.
+func (n *Node) requestLog(t MsgType, from, to uint64) {
+	if n.master == NoMaster {
+		return
+	}
+	n.counters.ReRequestsSent++
+	start := n.begin()
+	n.cur.arena = appendU64(n.cur.arena, from)
+	n.cur.arena = appendU64(n.cur.arena, to)
+	n.finish(n.master, t, start)
+}
+
+// noteWant records that the master holds records up to lsn and starts gap
+// recovery if the local stream is behind.
+func (n *Node) noteWant(lsn uint64) {
+	rs := &n.rs
+	if lsn > rs.want {
+		rs.want = lsn
+	}
+	n.checkGap()
+}
+
+func (n *Node) checkGap() {
+	rs := &n.rs
+	if rs.sync != syncLog && rs.sync != syncLive {
+		rs.gapActive = false
+		return
+	}
+	next := rs.next()
+	if rs.want <= next {
+		rs.gapActive = false
+		return
+	}
+	if rs.gapActive {
+		return
+	}
+	// A new gap: ask at once (reordering rarely fills it faster than a
+	// round trip), then back off while no progress is made.
+	rs.gapActive = true
+	rs.gapInterval = n.cfg.ReRequestMin
+	rs.gapNextAt = n.now + rs.gapInterval
+	n.requestLog(MsgLogReq, next, n.gapTo())
+}
+
+// gapTo is the end of the missing range: the first buffered record, or what
+// the master has.
+func (n *Node) gapTo() uint64 {
+	if len(n.rs.segs) > 0 {
+		return n.rs.segs[0].lsn
+	}
+	return 0
+}
+
+// onLog takes records from a LOG message: in order they join the stream,
+// ahead of a gap they are buffered (bounded), already applied ones are
+// dropped.
+func (n *Node) onLog(d *Decoded) {
+	rs := &n.rs
+	recs := d.Data
+	if len(recs) == 0 {
+		return
+	}
+	_, _, first := recAt(recs)
+	end := first + uint64(len(recs))
+	next := rs.next()
+	if end > rs.want {
+		rs.want = end
+	}
+	switch {
+	case end <= next:
+		n.drop(DropDuplicate)
+	case first <= next:
+		if !n.appendStream(recs, first) {
+			n.drop(DropMisaligned)
+			return
+		}
+		n.mergeSegs()
+	default:
+		n.bufferSeg(recs, first, end)
+	}
+	n.checkGap()
+}
+
+// appendStream appends the part of recs (starting at LSN first) at or after
+// the stream end; false if no record starts exactly there.
+func (n *Node) appendStream(recs []byte, first uint64) bool {
+	rs := &n.rs
+	next := rs.next()
+	off := 0
+	for first < next {
+		if off >= len(recs) {
+			return true
+		}
+		sz, _, _ := recAt(recs[off:])
+		off += sz
+		first += uint64(sz)
+	}
+	if first != next {
+		return false
+	}
+	rs.stream = append(rs.stream, recs[off:]...)
+	n.scanStream()
+	return true
+}
+
+// scanStream frames newly appended stream bytes and finds the last commit.
+func (n *Node) scanStream() {
+	rs := &n.rs
+	for rs.scanOff < len(rs.stream) {
+		sz, typ, _ := recAt(rs.stream[rs.scanOff:])
+		rs.scanOff += sz
+		if typ == recCommit {
+			rs.commitOff = rs.scanOff
+		}
+	}
+}
+
+func (n *Node) bufferSeg(recs []byte, first, end uint64) {
+	rs := &n.rs
+	limit := bufferedMessages * n.cfg.MaxMessageBytes
+	i := 0
+	for i < len(rs.segs) && rs.segs[i].lsn < first {
+		i++
+	}
+	if i < len(rs.segs) && rs.segs[i].lsn == first {
+		n.drop(DropDuplicate)
+		return
+	}
+	if rs.segBytes+len(recs) > limit {
+		n.drop(DropBufferFull)
+		return
+	}
+	data := make([]byte, len(recs))
+	copy(data, recs)
+	rs.segs = append(rs.segs, seg{})
+	copy(rs.segs[i+1:], rs.segs[i:])
+	rs.segs[i] = seg{lsn: first, end: end, data: data}
+	rs.segBytes += len(recs)
+}
+
+// mergeSegs moves buffered segments that now follow on into the stream.
+func (n *Node) mergeSegs() {
+	rs := &n.rs
+	k := 0
+	for k < len(rs.segs) && rs.segs[k].lsn <= rs.next() {
+		s := rs.segs[k]
+		if s.end > rs.next() {
+			if !n.appendStream(s.data, s.lsn) {
+				n.drop(DropMisaligned)
+			}
+		}
+		rs.segBytes -= len(s.data)
+		k++
+	}
+	if k > 0 {
+		m := copy(rs.segs, rs.segs[k:])
+		for j := m; j < len(rs.segs); j++ {
+			rs.segs[j] = seg{}
+		}
+		rs.segs = rs.segs[:m]
+	}
+}
+
+// takeApply hands out the whole transactions at the head of the stream.
+func (rs *replicaState) takeApply() []byte {
+	if rs.applyLen > 0 || rs.commitOff == 0 {
+		return nil
+	}
+	rs.applyLen = rs.commitOff
+	return rs.stream[:rs.commitOff:rs.commitOff]
+}
+
+// readyReplica runs before a Ready is built.
+func (n *Node) readyReplica() {
+	rs := &n.rs
+	if rs.applyLen == 0 && len(rs.stream) > 0 && rs.streamLSN != n.st.EndLSN() {
+		// The local log moved without us (the driver rolled back or
+		// applied something else): restart the stream where it is.
+		n.clearStream(n.st.EndLSN())
+		n.checkGap()
+	}
+}
+
+// advanceReplica reconciles with what the driver did.
+func (n *Node) advanceReplica(rd *Ready) {
+	rs := &n.rs
+	end := n.st.EndLSN()
+	if rd.Init != nil && rd.Init.Finish && rs.sync == syncInit && rs.init.finishing {
+		rs.init = initState{}
+		n.event(Event{Kind: EventInitDone, Site: n.master, Gen: n.gen, LSN: end})
+		n.startCatchUp()
+		return
+	}
+	if rd.HasRollback && rs.sync == syncRollback {
+		if end == rs.rollbackTarget {
+			n.startCatchUp()
+		} else {
+			// The rollback could not be done (below the checkpoint).
+			n.startInit()
+		}
+		return
+	}
+	progress := false
+	if len(rd.Apply) > 0 && rs.applyLen > 0 {
+		if end == rs.streamLSN+uint64(rs.applyLen) {
+			k := rs.applyLen
+			rs.stream = rs.stream[:copy(rs.stream, rs.stream[k:])]
+			rs.streamLSN = end
+			rs.scanOff -= k
+			rs.commitOff -= k
+			rs.applyLen = 0
+			progress = true
+		} else {
+			// Not applied (log full, corrupt record, ...): drop the stream;
+			// the gap logic asks for the records again.
+			n.counters.ApplyStalls++
+			rs.applyLen = 0
+			n.clearStream(end)
+			rs.gapActive = false
+		}
+	}
+	if rs.sync != syncLog && rs.sync != syncLive {
+		return
+	}
+	if progress {
+		rs.gapInterval = n.cfg.ReRequestMin
+		rs.gapNextAt = n.now + rs.gapInterval
+	}
+	n.checkGap()
+	lc := n.st.LastCommit()
+	if lc.LSN > rs.ackedSent {
+		n.sendAck(MsgAck, false)
+	}
+	n.checkpointOK = min(rs.masterPerm, lc.LSN)
+	if rs.sync == syncLog && end >= rs.targetEnd {
+		n.goLive()
+	}
+}
+
+// sendAck acknowledges the last applied commit; with leases it also grants
+// (or refreshes) a lease to the master, if this site may.
+func (n *Node) sendAck(t MsgType, grantOnly bool) {
+	rs := &n.rs
+	if n.master == NoMaster || (rs.sync != syncLog && rs.sync != syncLive) {
+		return
+	}
+	var echo time.Duration
+	if n.cfg.Leases && rs.echo > 0 && (n.grantTo == n.master || n.now >= n.grantUntil) {
+		echo = rs.echo
+		n.grantTo = n.master
+		n.grantUntil = max(n.grantUntil, n.now+n.cfg.LeaseTimeout)
+	}
+	if grantOnly && echo == 0 {
+		return
+	}
+	lc := n.st.LastCommit()
+	rs.ackedSent = max(rs.ackedSent, lc.LSN)
+	start := n.begin()
+	n.cur.arena = appendU64(n.cur.arena, lc.LSN)
+	n.cur.arena = appendU64(n.cur.arena, uint64(echo))
+	n.finish(n.master, t, start)
+}
+
+// --- internal init ---
+
+func (n *Node) startInit() {
+	rs := &n.rs
+	n.clearStream(n.st.EndLSN())
+	rs.init = initState{}
+	if n.cfg.NoAutoInit {
+		if rs.sync != syncJoinFailed {
+			rs.sync = syncJoinFailed
+			n.event(Event{Kind: EventJoinFailure, Site: n.master, Gen: n.gen})
+		}
+		return
+	}
+	n.counters.Inits++
+	rs.sync = syncInit
+	n.sendEmpty(n.master, MsgUpdateReq)
+	n.armRetry(true)
+}
+
+func (n *Node) onUpdate(d *Decoded) {
+	rs := &n.rs
+	if rs.sync != syncInit || (rs.init.begun && rs.init.ckpt == d.LSN) || rs.init.finishing {
+		n.drop(DropUnexpected)
+		return
+	}
+	rs.init = initState{begun: true, ckpt: d.LSN, count: d.Count,
+		got: make([]uint64, (int(d.Count)+63)/64)}
+	o := &n.cur
+	start := len(o.arena)
+	o.arena = append(o.arena, d.Data...)
+	o.init = InitAction{Begin: true, Meta: o.arena[start:len(o.arena):len(o.arena)], CkptLSN: d.LSN,
+		PageCount: int(d.Count), PagesTotal: int(d.Count)}
+	o.pages = o.pages[:0]
+	o.hasInit = true
+	if d.Count == 0 {
+		n.finishInit()
+		return
+	}
+	n.requestPages()
+	n.armRetry(true)
+}
+
+// requestPages asks for the missing pages of the current window.
+func (n *Node) requestPages() {
+	in := &n.rs.init
+	w := uint32(n.cfg.InitWindowPages)
+	lo := in.base
+	hi := min(in.count, lo+w)
+	for lo < hi && in.has(lo) {
+		lo++
+	}
+	for hi > lo && in.has(hi-1) {
+		hi--
+	}
+	if lo >= hi {
+		return
+	}
+	start := n.begin()
+	n.cur.arena = appendU64(n.cur.arena, in.ckpt)
+	n.cur.arena = appendU32(n.cur.arena, lo)
+	n.cur.arena = appendU32(n.cur.arena, hi-lo)
+	n.finish(n.master, MsgPageReq, start)
+}
+
+func (n *Node) onPage(d *Decoded) {
+	rs := &n.rs
+	in := &rs.init
+	if rs.sync != syncInit || !in.begun || in.finishing || d.LSN != in.ckpt {
+		n.drop(DropUnexpected)
+		return
+	}
+	o := &n.cur
+	b := d.Data
+	added := false
+	for i := uint32(0); i < d.Count; i++ {
+		pgno, data, rest := nextPage(b)
+		b = rest
+		idx := d.First + i
+		if idx < d.First || idx >= in.count {
+			n.drop(DropMalformed)
+			return
+		}
+		if in.has(idx) {
+			continue
+		}
+		in.set(idx)
+		in.done++
+		start := len(o.arena)
+		o.arena = append(o.arena, data...)
+		o.pages = append(o.pages, InitPage{Pgno: pgno, Data: o.arena[start:len(o.arena):len(o.arena)]})
+		added = true
+	}
+	if !added {
+		n.drop(DropDuplicate)
+		return
+	}
+	if !o.hasInit {
+		o.init = InitAction{CkptLSN: in.ckpt, PageCount: int(in.count)}
+		o.hasInit = true
+	}
+	o.init.PagesDone, o.init.PagesTotal = in.done, int(in.count)
+	windowEnd := min(in.count, in.base+uint32(n.cfg.InitWindowPages))
+	for in.base < in.count && in.has(in.base) {
+		in.base++
+	}
+	if in.done == int(in.count) {
+		n.finishInit()
+		return
+	}
+	if in.base >= windowEnd {
+		n.requestPages()
+		n.armRetry(true)
+	}
+}
+
+func (n *Node) finishInit() {
+	o := &n.cur
+	in := &n.rs.init
+	if !o.hasInit {
+		o.init = InitAction{CkptLSN: in.ckpt, PageCount: int(in.count)}
+		o.hasInit = true
+	}
+	o.init.Finish = true
+	o.init.PagesDone, o.init.PagesTotal = in.done, int(in.count)
+	in.finishing = true
+}
+
+func (n *Node) onPageFail(d *Decoded) {
+	rs := &n.rs
+	if rs.sync != syncInit || rs.init.finishing {
+		n.drop(DropUnexpected)
+		return
+	}
+	n.counters.InitRestarts++
+	rs.init = initState{}
+	if d.LSN != 0 {
+		// The checkpoint moved: start over at once from the new one.
+		n.sendEmpty(n.master, MsgUpdateReq)
+		n.armRetry(true)
+		return
+	}
+	// No snapshot yet: ask again after a back-off.
+	n.armRetry(false)
+}
+
+// --- timers ---
+
+func (n *Node) tickReplica() {
+	rs := &n.rs
+	// Failure detection.
+	if rs.sync == syncNone {
+		if n.now-rs.lookingSince >= n.cfg.HeartbeatMonitor {
+			n.startElection()
+			return
+		}
+	} else if n.now-rs.masterHeard >= n.cfg.HeartbeatMonitor {
+		n.startElection()
+		return
+	}
+	// Sync request retries.
+	if n.now >= rs.reqNextAt {
+		switch rs.sync {
+		case syncVerify:
+			n.sendVerifyReq()
+			n.armRetry(false)
+		case syncInit:
+			if !rs.init.begun {
+				n.sendEmpty(n.master, MsgUpdateReq)
+			} else if !rs.init.finishing {
+				n.requestPages()
+			}
+			n.armRetry(false)
+		}
+	}
+	// Gap re-requests with back-off.
+	if rs.gapActive && n.now >= rs.gapNextAt {
+		next := rs.next()
+		if rs.want > next {
+			n.requestLog(MsgLogReq, next, n.gapTo())
+			rs.gapInterval = min(2*rs.gapInterval, n.cfg.ReRequestMax)
+			rs.gapNextAt = n.now + rs.gapInterval
+		} else {
+			rs.gapActive = false
+		}
+	}
+}
