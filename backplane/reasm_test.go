@@ -1,0 +1,259 @@
+package backplane
+
+import (
+	"bytes"
+	"math/rand/v2"
+	"testing"
+	"time"
+)
+
+var testNow = time.Unix(1_000_000, 0)
+
+type rxHarness struct {
+	t  *testing.T
+	c  counters
+	rx *rxCore
+}
+
+func newRxHarness(t *testing.T, rc ReassemblyConfig) *rxHarness {
+	h := &rxHarness{t: t}
+	h.rx = newRxCore(42, 1, 100, rc, &h.c)
+	return h
+}
+
+// frames encodes a message from site `from` as whole frames of <= 100 payload bytes.
+func frames(t *testing.T, from uint16, payload []byte, compress int) [][]byte {
+	t.Helper()
+	var c counters
+	tx := newTxCore(42, from, 100, compress, &c)
+	fr, err := tx.build(AllSites, 9, payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out [][]byte
+	for _, f := range fr {
+		out = append(out, append(bytes.Clone(f.hdr), f.data...))
+	}
+	return out
+}
+
+// feed delivers frames at time now and returns copies of completed messages.
+func (h *rxHarness) feed(now time.Time, fs ...[]byte) [][]byte {
+	var out [][]byte
+	for _, f := range fs {
+		h.rx.begin()
+		var m Message
+		if h.rx.frame(f, now, 0, &m) {
+			out = append(out, bytes.Clone(m.Payload))
+		}
+	}
+	return out
+}
+
+func pattern(n int, seed byte) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(i*31) ^ seed
+	}
+	return b
+}
+
+func TestReassemblyReorderDuplicates(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for _, size := range []int{101, 250, 1000, 64 << 10, 300 << 10} {
+		h := newRxHarness(t, ReassemblyConfig{})
+		msg := pattern(size, byte(size))
+		fs := frames(t, 2, msg, -1)
+		// Shuffle, then duplicate a few fragments.
+		rng.Shuffle(len(fs), func(i, j int) { fs[i], fs[j] = fs[j], fs[i] })
+		dups := min(3, len(fs)-1)
+		fs = append(fs[:len(fs)-1:len(fs)-1], append(fs[:dups:dups], fs[len(fs)-1])...)
+		got := h.feed(testNow, fs...)
+		if len(got) != 1 || !bytes.Equal(got[0], msg) {
+			t.Fatalf("size %d: got %d messages (equal=%v)", size, len(got), len(got) == 1 && bytes.Equal(got[0], msg))
+		}
+		s := h.c.snapshot()
+		if s.Drop(DropDupFragment) != uint64(dups) {
+			t.Fatalf("size %d: duplicate drops %d, want %d", size, s.Drop(DropDupFragment), dups)
+		}
+		// A late duplicate of a completed message is a duplicate, not a new message.
+		if got := h.feed(testNow, fs[0]); len(got) != 0 || h.c.snapshot().Drop(DropDupFragment) != uint64(dups+1) {
+			t.Fatalf("size %d: late duplicate delivered or not counted", size)
+		}
+		if h.rx.reasm.used != 0 || len(h.rx.reasm.active) != 0 {
+			t.Fatalf("size %d: %d bytes / %d messages still charged", size, h.rx.reasm.used, len(h.rx.reasm.active))
+		}
+	}
+}
+
+func TestReassemblyLastFragmentFirst(t *testing.T) {
+	h := newRxHarness(t, ReassemblyConfig{})
+	msg := pattern(350, 7)
+	fs := frames(t, 2, msg, -1)
+	got := h.feed(testNow, fs[3], fs[1], fs[0], fs[2])
+	if len(got) != 1 || !bytes.Equal(got[0], msg) {
+		t.Fatalf("got %d messages", len(got))
+	}
+}
+
+func TestReassemblyInterleavedSources(t *testing.T) {
+	h := newRxHarness(t, ReassemblyConfig{})
+	a, b := pattern(500, 1), pattern(300, 2)
+	fa, fb := frames(t, 2, a, -1), frames(t, 3, b, -1)
+	var all [][]byte
+	for i := 0; i < max(len(fa), len(fb)); i++ {
+		if i < len(fa) {
+			all = append(all, fa[i])
+		}
+		if i < len(fb) {
+			all = append(all, fb[i])
+		}
+	}
+	got := h.feed(testNow, all...)
+	if len(got) != 2 || !bytes.Equal(got[0], b) || !bytes.Equal(got[1], a) {
+		t.Fatalf("got %d messages", len(got))
+	}
+}
+
+func TestReassemblyTimeout(t *testing.T) {
+	h := newRxHarness(t, ReassemblyConfig{Timeout: time.Second})
+	fs := frames(t, 2, pattern(400, 3), -1)
+	if got := h.feed(testNow, fs[0], fs[1], fs[3]); len(got) != 0 {
+		t.Fatal("delivered an incomplete message")
+	}
+	if next := h.rx.reasm.expire(testNow.Add(999 * time.Millisecond)); !next.Equal(testNow.Add(time.Second)) {
+		t.Fatalf("next expiry %v", next)
+	}
+	h.rx.reasm.expire(testNow.Add(time.Second))
+	s := h.c.snapshot()
+	if s.Drop(DropReasmTimeout) != 1 || h.rx.reasm.used != 0 {
+		t.Fatalf("timeout drops %d, bytes charged %d", s.Drop(DropReasmTimeout), h.rx.reasm.used)
+	}
+	// The missing fragment arriving late starts a new partial message that
+	// can never complete; it must not be delivered.
+	if got := h.feed(testNow.Add(2*time.Second), fs[2]); len(got) != 0 {
+		t.Fatal("late fragment delivered")
+	}
+}
+
+func TestReassemblyMemoryLimits(t *testing.T) {
+	t.Run("per source", func(t *testing.T) {
+		h := newRxHarness(t, ReassemblyConfig{PerSourceMsgs: 4})
+		var firsts [][]byte
+		var msgs [][][]byte
+		for i := 0; i < 6; i++ {
+			fs := frames(t, 2, pattern(300, byte(i)), -1)
+			msgs = append(msgs, fs)
+			firsts = append(firsts, fs[0])
+		}
+		h.feed(testNow, firsts...)
+		if d := h.c.snapshot().Drop(DropReasmOverflow); d != 2 {
+			t.Fatalf("overflow drops %d, want 2", d)
+		}
+		if n := len(h.rx.reasm.active); n != 4 {
+			t.Fatalf("%d partial messages, want 4", n)
+		}
+		// The newest ones survived: completing message 5 works.
+		if got := h.feed(testNow, msgs[5][1:]...); len(got) != 1 {
+			t.Fatal("newest message did not complete")
+		}
+		// Another source is unaffected by this source's limit.
+		if got := h.feed(testNow, frames(t, 3, pattern(300, 9), -1)...); len(got) != 1 {
+			t.Fatal("other source's message lost")
+		}
+	})
+	t.Run("global bytes", func(t *testing.T) {
+		// Each 250-byte message charges 300 bytes (3 x 100-byte fragments).
+		h := newRxHarness(t, ReassemblyConfig{MaxBytes: 1000, PerSourceBytes: 1000})
+		for s := uint16(2); s < 6; s++ {
+			h.feed(testNow, frames(t, s, pattern(250, byte(s)), -1)[0])
+		}
+		if d := h.c.snapshot().Drop(DropReasmOverflow); d != 1 {
+			t.Fatalf("overflow drops %d, want 1", d)
+		}
+		if h.rx.reasm.used > 1000 {
+			t.Fatalf("charged %d bytes over the 1000-byte cap", h.rx.reasm.used)
+		}
+	})
+	t.Run("message larger than cap", func(t *testing.T) {
+		h := newRxHarness(t, ReassemblyConfig{MaxBytes: 500, PerSourceBytes: 500})
+		if got := h.feed(testNow, frames(t, 2, pattern(900, 1), -1)...); len(got) != 0 {
+			t.Fatal("delivered a message above the memory cap")
+		}
+		if d := h.c.snapshot().Drop(DropReasmOverflow); d == 0 {
+			t.Fatal("no overflow counted")
+		}
+	})
+}
+
+func TestReassemblyStray(t *testing.T) {
+	h := newRxHarness(t, ReassemblyConfig{})
+	fs := frames(t, 2, pattern(300, 1), -1)
+	h.feed(testNow, fs[0])
+	// Same message id, different fragment count: inconsistent, stray.
+	hd, p, _ := DecodeFrame(fs[1])
+	hd.NFrags = 5
+	if got := h.feed(testNow, AppendFrame(nil, hd, p)); len(got) != 0 {
+		t.Fatal("delivered")
+	}
+	// A middle fragment with a different size than the first.
+	hd.NFrags = 3
+	if got := h.feed(testNow, AppendFrame(nil, hd, p[:50])); len(got) != 0 {
+		t.Fatal("delivered")
+	}
+	// A fragment larger than the link allows.
+	hd.MsgID++
+	if got := h.feed(testNow, AppendFrame(nil, hd, pattern(101, 0))); len(got) != 0 {
+		t.Fatal("delivered")
+	}
+	if d := h.c.snapshot().Drop(DropStrayFragment); d != 3 {
+		t.Fatalf("stray drops %d, want 3", d)
+	}
+	// The original still completes.
+	if got := h.feed(testNow, fs[1], fs[2]); len(got) != 1 {
+		t.Fatal("original message lost")
+	}
+}
+
+func TestRxChecks(t *testing.T) {
+	h := newRxHarness(t, ReassemblyConfig{})
+	mk := func(group uint32, from, to uint16) []byte {
+		return AppendFrame(nil, Header{Type: 1, Group: group, From: from, To: to, MsgID: 1, NFrags: 1}, []byte("x"))
+	}
+	h.feed(testNow, mk(43, 2, AllSites), mk(42, 1, AllSites), mk(42, 2, 3), []byte{1, 2, 3})
+	s := h.c.snapshot()
+	if s.Drop(DropForeignGroup) != 1 || s.Drop(DropFromSelf) != 1 || s.Drop(DropNotForMe) != 1 || s.Drop(DropShort) != 1 {
+		t.Fatalf("drops %v", s.Drops)
+	}
+	if got := h.feed(testNow, mk(42, 2, 1), mk(42, 2, AllSites)); len(got) != 2 {
+		t.Fatalf("delivered %d of 2 good frames", len(got))
+	}
+}
+
+func TestCompressedFragmentedMessage(t *testing.T) {
+	h := newRxHarness(t, ReassemblyConfig{})
+	msg := bytes.Repeat([]byte("route 10.0.0.0/8 via 1 "), 2000)
+	fs := frames(t, 2, msg, 0)
+	if len(fs) >= len(msg)/100 {
+		t.Fatalf("%d fragments: not compressed", len(fs))
+	}
+	got := h.feed(testNow, fs...)
+	if len(got) != 1 || !bytes.Equal(got[0], msg) {
+		t.Fatal("compressed message not restored")
+	}
+}
+
+func TestUnfragmentedRecvAllocs(t *testing.T) {
+	h := newRxHarness(t, ReassemblyConfig{})
+	f := frames(t, 2, pattern(80, 1), -1)[0]
+	var m Message
+	allocs := testing.AllocsPerRun(100, func() {
+		h.rx.begin()
+		if !h.rx.frame(f, testNow, 0, &m) {
+			t.Fatal("not delivered")
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("%.1f allocations per unfragmented message", allocs)
+	}
+}

@@ -1,0 +1,124 @@
+package backplane
+
+import (
+	"fmt"
+	"sync/atomic"
+)
+
+// DropReason says why an incoming frame or message was not delivered.
+type DropReason uint8
+
+// Drop reasons, indexes into Stats.Drops.
+const (
+	DropBadMagic      DropReason = iota // not a backplane frame
+	DropBadVersion                      // frame version this build does not speak
+	DropBadCRC                          // corrupted frame
+	DropForeignGroup                    // frame of another group (user-space check)
+	DropShort                           // shorter than its header or declared length
+	DropAbsurdLength                    // impossible length, fragment count or truncated datagram
+	DropReasmTimeout                    // message whose fragments did not all arrive in time
+	DropReasmOverflow                   // partial message evicted by the reassembly memory limits
+	DropStrayFragment                   // fragment inconsistent with its message, or index >= count
+	DropDupFragment                     // fragment already received (or of a completed message)
+	DropDecompress                      // lz4 payload that does not decompress to its declared size
+	DropNotForMe                        // unicast to another site
+	DropFromSelf                        // our own frame looped back
+	DropQueueFull                       // receiver queue full (mem hub)
+	NumDropReasons
+)
+
+var dropNames = [NumDropReasons]string{
+	"bad_magic", "bad_version", "bad_crc", "foreign_group", "short", "absurd_length",
+	"reassembly_timeout", "reassembly_overflow", "stray_fragment", "duplicate_fragment",
+	"decompress", "not_for_me", "from_self", "queue_full",
+}
+
+func (r DropReason) String() string {
+	if r < NumDropReasons {
+		return dropNames[r]
+	}
+	return fmt.Sprintf("drop_reason_%d", uint8(r))
+}
+
+// Stats is a snapshot of a transport's counters.
+type Stats struct {
+	FramesOut, BytesOut uint64 // frames / wire bytes sent (header included)
+	FramesIn, BytesIn   uint64 // frames / wire bytes received, before any check
+	MsgsOut, MsgsIn     uint64 // messages sent / delivered to Recv
+	SendErrors          uint64 // failed send syscalls (the message may be partly sent)
+	Compressed          uint64 // messages sent lz4-compressed
+
+	// Drops counts undelivered frames (or messages, for reassembly and
+	// decompression reasons) by reason.
+	Drops [NumDropReasons]uint64
+
+	// Reassembling is the number of partially received messages right now,
+	// ReassemblyBytes the memory charged to them.
+	Reassembling, ReassemblyBytes int
+
+	// MulticastFallback is true when multicast is emulated by unicast
+	// fan-out to every configured site; FallbackReason says why.
+	MulticastFallback bool
+	FallbackReason    string
+
+	// Filter holds the raw transport's in-kernel eBPF filter counters.
+	Filter FilterStats
+
+	// Faults holds the mem hub's injected faults for this site's sends.
+	Faults FaultStats
+}
+
+// FilterStats counts what the raw transport's eBPF socket filter decided.
+type FilterStats struct {
+	Attached       bool
+	Passed         uint64 // frames let through to the socket
+	OtherEtherType uint64 // frames of another EtherType dropped in the kernel
+	ForeignGroup   uint64 // backplane frames of another group dropped in the kernel
+	Short          uint64 // frames too short to hold a header dropped in the kernel
+}
+
+// FaultStats counts faults the mem hub injected into a site's outgoing messages.
+type FaultStats struct {
+	Dropped, Duplicated, Delayed, Reordered, Partitioned uint64
+	Unreachable                                          uint64 // unicast to a site not attached to the hub
+}
+
+// Dropped is the total of all drop reasons.
+func (s Stats) Dropped() uint64 {
+	var t uint64
+	for _, v := range s.Drops {
+		t += v
+	}
+	return t
+}
+
+// Drop returns the count for one reason.
+func (s Stats) Drop(r DropReason) uint64 {
+	if r < NumDropReasons {
+		return s.Drops[r]
+	}
+	return 0
+}
+
+// counters are the live, concurrently updated counters behind Stats.
+type counters struct {
+	framesOut, bytesOut, framesIn, bytesIn atomic.Uint64
+	msgsOut, msgsIn, sendErrors            atomic.Uint64
+	compressed                             atomic.Uint64
+	drops                                  [NumDropReasons]atomic.Uint64
+}
+
+func (c *counters) drop(r DropReason) { c.drops[r].Add(1) }
+
+func (c *counters) snapshot() Stats {
+	s := Stats{
+		FramesOut: c.framesOut.Load(), BytesOut: c.bytesOut.Load(),
+		FramesIn: c.framesIn.Load(), BytesIn: c.bytesIn.Load(),
+		MsgsOut: c.msgsOut.Load(), MsgsIn: c.msgsIn.Load(),
+		SendErrors: c.sendErrors.Load(), Compressed: c.compressed.Load(),
+	}
+	for i := range c.drops {
+		s.Drops[i] = c.drops[i].Load()
+	}
+	return s
+}

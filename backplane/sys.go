@@ -1,0 +1,249 @@
+package backplane
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// Batched socket I/O shared by the raw and udp transports.
+//
+// Why recvmmsg/sendmmsg rather than a TPACKET_V3 ring for AF_PACKET: a V3
+// ring hands blocks to user space when they fill or when the block-retire
+// timer fires (millisecond granularity), which adds up to a timer period of
+// latency to every lone request/response frame — exactly the replication
+// ack path. recvmmsg wakes on the first frame and still drains up to a batch
+// per syscall under load; sendmmsg sends all fragments of a message in one
+// syscall with the header and the caller's payload as separate iovecs, so the
+// payload is never copied in user space. The same code serves UDP sockets.
+
+const maxMmsgBatch = 1024 // UIO_MAXIOV: the kernel's limit on vlen
+
+func sendmmsg(fd int, msgs []unix.Mmsghdr) (int, error) {
+	for {
+		n, _, e := unix.Syscall6(unix.SYS_SENDMMSG, uintptr(fd), uintptr(unsafe.Pointer(&msgs[0])), uintptr(len(msgs)), 0, 0, 0)
+		if e == unix.EINTR {
+			continue
+		}
+		if e != 0 {
+			return 0, e
+		}
+		return int(n), nil
+	}
+}
+
+func recvmmsg(fd int, msgs []unix.Mmsghdr, flags int) (int, error) {
+	for {
+		n, _, e := unix.Syscall6(unix.SYS_RECVMMSG, uintptr(fd), uintptr(unsafe.Pointer(&msgs[0])), uintptr(len(msgs)), uintptr(flags), 0, 0)
+		if e == unix.EINTR {
+			continue
+		}
+		if e != 0 {
+			return 0, e
+		}
+		return int(n), nil
+	}
+}
+
+// sendAll sends every message of msgs, in batches, retrying briefly when the
+// device queue is full (ENOBUFS/EAGAIN) rather than losing the tail of a
+// fragmented message.
+func sendAll(fd int, msgs []unix.Mmsghdr) (sent int, err error) {
+	busy := 0
+	for sent < len(msgs) {
+		end := min(len(msgs), sent+maxMmsgBatch)
+		n, err := sendmmsg(fd, msgs[sent:end])
+		if err != nil {
+			if (errors.Is(err, unix.ENOBUFS) || errors.Is(err, unix.EAGAIN)) && busy < 200 {
+				busy++
+				time.Sleep(time.Duration(busy) * 20 * time.Microsecond)
+				continue
+			}
+			return sent, err
+		}
+		busy = 0
+		sent += n
+	}
+	return sent, nil
+}
+
+// rxRing is a set of receive buffers wired into mmsghdrs once.
+type rxRing struct {
+	slab []byte
+	size int
+	hdrs []unix.Mmsghdr
+	iovs []unix.Iovec
+}
+
+func newRxRing(n, size int) *rxRing {
+	r := &rxRing{slab: make([]byte, n*size), size: size, hdrs: make([]unix.Mmsghdr, n), iovs: make([]unix.Iovec, n)}
+	for i := range r.hdrs {
+		r.iovs[i].Base = &r.slab[i*size]
+		r.iovs[i].SetLen(size)
+		r.hdrs[i].Hdr.Iov = &r.iovs[i]
+		r.hdrs[i].Hdr.SetIovlen(1)
+	}
+	return r
+}
+
+func (r *rxRing) buf(i int) []byte {
+	return r.slab[i*r.size : i*r.size+int(r.hdrs[i].Len)]
+}
+
+// waker lets Close interrupt a Recv blocked in poll.
+type waker struct{ efd int }
+
+func newWaker() (waker, error) {
+	fd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		return waker{-1}, fmt.Errorf("eventfd for close notification: %w", err)
+	}
+	return waker{fd}, nil
+}
+
+func (w waker) wake() {
+	var one = [8]byte{1}
+	_, _ = unix.Write(w.efd, one[:])
+}
+
+// fdTransport is the receive loop and close logic shared by raw and udp.
+type fdTransport struct {
+	fds      []int // receive sockets (first one also sends)
+	ring     *rxRing
+	wk       waker
+	rx       *rxCore
+	hdrOff   int                // bytes before the backplane header in each frame
+	onFrame  func(frame []byte) // raw: learn the sender's MAC; may be nil
+	c        counters
+	closed   atomic.Bool
+	recvMu   sync.Mutex // held for a whole Recv; Close waits on it before closing fds
+	sendMu   sync.Mutex
+	pfds     []unix.PollFd
+	closeErr error
+	once     sync.Once
+	what     string // "raw bp0" / "udp 10.0.0.1:5405", for error messages
+}
+
+func (t *fdTransport) recv(msgs []Message) (int, error) {
+	t.recvMu.Lock()
+	defer t.recvMu.Unlock()
+	t.rx.begin()
+	if len(msgs) == 0 {
+		return 0, nil
+	}
+	for {
+		if t.closed.Load() {
+			return 0, fmt.Errorf("recv on %s: %w", t.what, ErrClosed)
+		}
+		now := time.Now()
+		n, used, frames := 0, 0, 0
+		for _, fd := range t.fds {
+			want := min(len(msgs)-n, len(t.ring.hdrs)-used)
+			if want <= 0 {
+				break
+			}
+			hdrs := t.ring.hdrs[used : used+want]
+			for i := range hdrs {
+				hdrs[i].Len = 0
+				hdrs[i].Hdr.Flags = 0
+			}
+			k, err := recvmmsg(fd, hdrs, unix.MSG_DONTWAIT)
+			if err != nil {
+				if errors.Is(err, unix.EAGAIN) {
+					continue
+				}
+				if t.closed.Load() {
+					return 0, fmt.Errorf("recv on %s: %w", t.what, ErrClosed)
+				}
+				return 0, fmt.Errorf("recvmmsg on %s: %w", t.what, err)
+			}
+			frames += k
+			for i := 0; i < k; i++ {
+				slot := used + i
+				b := t.ring.buf(slot)
+				if t.ring.hdrs[slot].Hdr.Flags&unix.MSG_TRUNC != 0 {
+					t.c.framesIn.Add(1)
+					t.c.drop(DropAbsurdLength)
+					continue
+				}
+				if len(b) < t.hdrOff {
+					t.c.framesIn.Add(1)
+					t.c.drop(DropShort)
+					continue
+				}
+				if t.onFrame != nil {
+					t.onFrame(b)
+				}
+				if t.rx.frame(b[t.hdrOff:], now, n, &msgs[n]) {
+					n++
+				}
+			}
+			used += k
+		}
+		next := t.rx.reasm.expire(now)
+		if n > 0 {
+			return n, nil
+		}
+		if frames > 0 {
+			continue // fragments only: drain more before sleeping
+		}
+		timeout := -1
+		if !next.IsZero() {
+			timeout = int(time.Until(next)/time.Millisecond) + 1
+		}
+		if _, err := unix.Poll(t.pfds, timeout); err != nil && !errors.Is(err, unix.EINTR) {
+			return 0, fmt.Errorf("poll on %s: %w", t.what, err)
+		}
+	}
+}
+
+func (t *fdTransport) initPoll() {
+	t.pfds = t.pfds[:0]
+	for _, fd := range t.fds {
+		t.pfds = append(t.pfds, unix.PollFd{Fd: int32(fd), Events: unix.POLLIN})
+	}
+	t.pfds = append(t.pfds, unix.PollFd{Fd: int32(t.wk.efd), Events: unix.POLLIN})
+}
+
+func (t *fdTransport) close(extra func() error) error {
+	t.once.Do(func() {
+		t.closed.Store(true)
+		if t.wk.efd >= 0 {
+			t.wk.wake()
+		}
+		t.recvMu.Lock()
+		t.sendMu.Lock()
+		var errs []error
+		for _, fd := range t.fds {
+			if err := unix.Close(fd); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if t.wk.efd >= 0 {
+			_ = unix.Close(t.wk.efd)
+		}
+		if extra != nil {
+			errs = append(errs, extra())
+		}
+		t.sendMu.Unlock()
+		t.recvMu.Unlock()
+		if err := errors.Join(errs...); err != nil {
+			t.closeErr = fmt.Errorf("close %s: %w", t.what, err)
+		}
+	})
+	return t.closeErr
+}
+
+// setRcvBuf asks for a large receive buffer: a 1 MiB message arrives as
+// hundreds of back-to-back frames. SO_RCVBUFFORCE needs CAP_NET_ADMIN; without
+// it the kernel caps SO_RCVBUF at net.core.rmem_max.
+func setRcvBuf(fd, size int) {
+	if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, size) != nil {
+		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, size)
+	}
+}
