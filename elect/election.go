@@ -424,11 +424,11 @@ func (e *Election) ObserveEgen(egen uint32) {
 // Designee is the site this site votes for: the one its VOTE2 went to, or
 // before that the best electable site heard so far in this egen.
 func (e *Election) Designee() (uint16, bool) {
-	if e.voted {
-		return e.votedFor, true
-	}
 	if e.phase == PhaseIdle {
 		return 0, false
+	}
+	if e.voted {
+		return e.votedFor, true
 	}
 	d, ok := e.best()
 	return d.Site, ok
