@@ -407,14 +407,19 @@ func (b *Board) Do(fn func() error) error {
 }
 
 // Command returns a command running `name args...` inside the board's
-// namespace (through `ip netns exec`). The caller owns the process: it must
-// Wait for it or kill it; Close does not.
+// namespace (through `ip netns exec`, which execs name, so the process's pid
+// and signals are name's own). The caller owns the process: it must Wait
+// for it or kill it; Close does not.
 func (b *Board) Command(ctx context.Context, name string, args ...string) *exec.Cmd {
 	return exec.CommandContext(ctx, b.chassis.ipPath, append([]string{"netns", "exec", b.NS, name}, args...)...)
 }
 
 // LinkDown cuts the board off the backplane by taking the bridge-side veth
-// down: bp0 loses carrier, so the board neither sends nor receives.
+// down: bp0 loses carrier, so the board neither sends nor receives. Raw
+// frames sent meanwhile are lost. As after a real cable pull, the kernel
+// flushes bp0's ARP entries, and a few IP datagrams sent while the link is
+// down may wait for address resolution and still arrive if LinkUp follows
+// within about three seconds.
 func (b *Board) LinkDown() error { return b.setLink("down") }
 
 // LinkUp restores a link cut by LinkDown.

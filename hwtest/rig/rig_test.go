@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -405,10 +406,13 @@ func TestDo(t *testing.T) {
 		t.Fatal(err)
 	}
 	var outside syscall.Stat_t
-	if err := syscall.Stat("/proc/thread-self/ns/net", &outside); err != nil {
+	runtime.LockOSThread()
+	err := syscall.Stat("/proc/thread-self/ns/net", &outside)
+	runtime.UnlockOSThread()
+	if err != nil {
 		t.Fatal(err)
 	}
-	err := b.Do(func() error {
+	err = b.Do(func() error {
 		var st syscall.Stat_t
 		if err := syscall.Stat("/proc/thread-self/ns/net", &st); err != nil {
 			return err
@@ -420,6 +424,14 @@ func TestDo(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+	// The namespace switch did not leak into the caller's threads.
+	runtime.LockOSThread()
+	var after syscall.Stat_t
+	err = syscall.Stat("/proc/thread-self/ns/net", &after)
+	runtime.UnlockOSThread()
+	if err != nil || after.Ino != outside.Ino {
+		t.Errorf("after Do: namespace inode %d (%v), want %d", after.Ino, err, outside.Ino)
 	}
 	sentinel := errors.New("from fn")
 	if err := b.Do(func() error { return sentinel }); !errors.Is(err, sentinel) {

@@ -159,27 +159,23 @@ func TestInjectDropFromSite(t *testing.T) {
 	// Left attached on purpose: Chassis.Close must detach it.
 }
 
-func TestInjectorProgramValidates(t *testing.T) {
-	if _, err := b0Inject(t); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// b0Inject loads and attaches an injector with no loss and checks that it
-// passes everything: the verifier accepted the program and it is inert by
-// default.
-func b0Inject(t *testing.T) (*Injector, error) {
+// TestInjectorInertByDefault: the verifier accepts the program, and with
+// no loss and no site it passes and counts every frame.
+func TestInjectorInertByDefault(t *testing.T) {
 	c := newChassis(t, Options{Boards: 2})
 	inj, err := c.Boards[0].Inject(InjectConfig{Direction: FromBoard})
 	if err != nil {
-		return nil, err
+		t.Fatal(err)
 	}
 	tx := packetSocket(t, c.Boards[0])
 	rx := startReceiver(t, c.Boards[1])
 	sendFrames(t, tx, c.Boards[0].MAC, 1, 50)
 	waitFor(t, "50 frames at board 2", func() bool { return rx.from(1) >= 50 })
+	waitFor(t, "the injector to count 50", func() bool { s, _ := inj.Stats(); return s >= 50 })
 	if s, d := inj.Stats(); s != 50 || d != 0 {
 		t.Errorf("inert injector: seen %d dropped %d, want 50 and 0", s, d)
 	}
-	return inj, nil
+	if _, err := c.Boards[0].Inject(InjectConfig{Direction: Direction(7)}); !errors.Is(err, ErrBadOptions) {
+		t.Errorf("Inject with a bad direction = %v, want ErrBadOptions", err)
+	}
 }
