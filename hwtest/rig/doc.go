@@ -50,12 +50,6 @@
 // a live-adjustable random fraction or every frame whose backplane header
 // "from" field names a given site; it counts frames seen and dropped.
 //
-// The injector needs github.com/cilium/ebpf, whose golang.org/x/sys needs
-// the module's go line to read "go 1.26.0" (not "go 1.26"). Until go.mod
-// says so, the injector is built only with -tags rigxdp (and an edited
-// go.mod, e.g. through -modfile); the rest of the package uses only the
-// standard library.
-//
 // # Cleanup
 //
 // Chassis.Close, which NewForTest registers with t.Cleanup (so it also runs

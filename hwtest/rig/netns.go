@@ -11,6 +11,8 @@ import (
 	"runtime"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // netnsDir is where `ip netns add` bind-mounts named namespaces.
@@ -90,7 +92,7 @@ func doInNS(path string, fn func() error) error {
 			return
 		}
 		defer orig.Close()
-		if err := setns(target.Fd()); err != nil {
+		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
 			runtime.UnlockOSThread()
 			done <- doResult{err: fmt.Errorf("rig: enter network namespace %s: %w", path, err)}
 			return
@@ -104,7 +106,7 @@ func doInNS(path string, fn func() error) error {
 					res.exited, res.panicked, res.panicVal = false, true, v
 				}
 			}
-			if err := setns(orig.Fd()); err != nil {
+			if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
 				// Leave the thread locked: the runtime kills it when this
 				// goroutine ends, so no goroutine ever runs in the wrong
 				// namespace.

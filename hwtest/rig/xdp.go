@@ -1,5 +1,3 @@
-//go:build rigxdp
-
 package rig
 
 import (
