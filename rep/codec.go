@@ -73,11 +73,11 @@ type Decoded struct {
 	From, To uint16
 	Header   Header
 
-	LSN  uint64        // HEARTBEAT/LOG: perm; LOG_REQ/ALL_REQ: from; ACK: lsn; VERIFY: lsn; UPDATE/PAGE*: ckpt
-	LSN2 uint64        // LOG_REQ/ALL_REQ: to
-	Echo time.Duration // ACK/LEASE_GRANT
-	Gen  uint32        // VERIFY: gen
-	Chain uint64       // VERIFY
+	LSN   uint64        // HEARTBEAT/LOG: perm; LOG_REQ/ALL_REQ: from; ACK: lsn; VERIFY: lsn; UPDATE/PAGE*: ckpt
+	LSN2  uint64        // LOG_REQ/ALL_REQ: to
+	Echo  time.Duration // ACK/LEASE_GRANT
+	Gen   uint32        // VERIFY: gen
+	Chain uint64        // VERIFY
 
 	Site     uint16 // NEWSITE
 	Priority uint32 // NEWSITE

@@ -220,7 +220,7 @@ func (n *Node) shipLog() {
 	ms := &n.ms
 	end := n.st.EndLSN()
 	for ms.shipped < end {
-		next, err := n.appendLogMessage(AllSites, MsgLog, ms.shipped)
+		next, err := n.appendLogMessage(AllSites, MsgLog, ms.shipped, end)
 		if err != nil {
 			// The log no longer holds what we meant to ship (or cannot be
 			// read): replicas will find the gap and ask, or init.
@@ -234,12 +234,15 @@ func (n *Node) shipLog() {
 // appendLogMessage queues one LOG message to `to` with records from `from`
 // (whole transactions unless one alone exceeds the message). It returns the
 // LSN after the records sent, or why nothing could be read.
-func (n *Node) appendLogMessage(to uint16, t MsgType, from uint64) (uint64, error) {
+func (n *Node) appendLogMessage(to uint16, t MsgType, from, limit uint64) (uint64, error) {
 	start := n.begin()
 	o := &n.cur
 	o.arena = appendU64(o.arena, n.ms.perm)
 	body := len(o.arena)
 	budget := n.cfg.MaxMessageBytes - HeaderSize - 8
+	if limit > from && limit-from < uint64(budget) {
+		budget = int(limit - from)
+	}
 	a, _, err := n.st.ReadLog(from, budget, o.arena)
 	if err == nil && len(a) <= body {
 		err = errNoRecords
@@ -299,7 +302,7 @@ func (n *Node) serveLog(d *Decoded) {
 		if sent == serveBudgetMessages-1 {
 			t = MsgLogMore
 		}
-		next, err := n.appendLogMessage(d.From, t, from)
+		next, err := n.appendLogMessage(d.From, t, from, to)
 		if err != nil {
 			flags := uint16(0)
 			if errors.Is(err, ErrLogGone) {

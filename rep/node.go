@@ -67,12 +67,12 @@ type Node struct {
 	sites  []*site // sorted by id
 
 	cur, flight, spare outBufs
-	rollbackTo   uint64
-	hasRollback  bool
-	rollbackOut  bool // the pending rollback was handed out in a Ready
-	newGen       uint32
-	newGenOut    bool
-	checkpointOK uint64
+	rollbackTo         uint64
+	hasRollback        bool
+	rollbackOut        bool // the pending rollback was handed out in a Ready
+	newGen             uint32
+	newGenOut          bool
+	checkpointOK       uint64
 
 	ms masterState
 	rs replicaState
@@ -83,8 +83,8 @@ type Node struct {
 	grantTo    uint16
 	grantUntil time.Duration
 
-	counters Counters
-	dec      Decoded
+	counters  Counters
+	dec       Decoded
 	verifyBuf []CommitInfo
 }
 

@@ -48,14 +48,14 @@ type replicaState struct {
 	echo         time.Duration // newest master send time seen (lease grants echo it)
 
 	// stream holds records from streamLSN (== local end) on, in order.
-	stream     []byte
-	streamLSN  uint64
-	scanOff    int // stream[:scanOff] framed
-	commitOff  int // stream[:commitOff] is whole transactions
-	applyLen   int // stream[:applyLen] handed to the driver
-	segs       []seg
-	segBytes   int
-	want       uint64 // highest LSN known to exist at the master
+	stream    []byte
+	streamLSN uint64
+	scanOff   int // stream[:scanOff] framed
+	commitOff int // stream[:commitOff] is whole transactions
+	applyLen  int // stream[:applyLen] handed to the driver
+	segs      []seg
+	segBytes  int
+	want      uint64 // highest LSN known to exist at the master
 
 	gapActive   bool
 	gapNextAt   time.Duration

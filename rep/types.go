@@ -392,25 +392,25 @@ type SiteStatus struct {
 
 // Status is a snapshot of the node's state.
 type Status struct {
-	Site              uint16
-	Role              Role
-	Master            uint16 // NoMaster when unknown
-	Gen               uint32
-	Egen              uint32
-	ElectionRunning   bool
-	StartupDone       bool
-	Lockout           bool
-	JoinFailed        bool
-	EndLSN            uint64 // local log end
-	AppliedLSN        uint64 // last commit applied locally
-	PermLSN           uint64
-	MasterEndLSN      uint64 // replica: master's end as last heard
-	LeaseValid        bool
-	LeaseExpires      time.Duration
-	InitPagesDone     int
-	InitPagesTotal    int
-	Sites             []SiteStatus
-	Counters          Counters
+	Site            uint16
+	Role            Role
+	Master          uint16 // NoMaster when unknown
+	Gen             uint32
+	Egen            uint32
+	ElectionRunning bool
+	StartupDone     bool
+	Lockout         bool
+	JoinFailed      bool
+	EndLSN          uint64 // local log end
+	AppliedLSN      uint64 // last commit applied locally
+	PermLSN         uint64
+	MasterEndLSN    uint64 // replica: master's end as last heard
+	LeaseValid      bool
+	LeaseExpires    time.Duration
+	InitPagesDone   int
+	InitPagesTotal  int
+	Sites           []SiteStatus
+	Counters        Counters
 }
 
 // Duration is time.Duration (short name for signatures).

@@ -1,0 +1,278 @@
+package rep
+
+import (
+	"encoding/binary"
+	"testing"
+	"time"
+)
+
+// solo drives one node by hand; peers are simulated by crafted messages.
+type solo struct {
+	t   *testing.T
+	n   *Node
+	st  *memStore
+	now time.Duration
+}
+
+// out is a Ready with its slices copied (they are recycled after Advance).
+type out struct {
+	msgs   []Message
+	events []Event
+	failed []uint64
+	perm   uint64
+	ckpt   uint64
+	rd     Ready
+}
+
+func newSolo(t *testing.T, cfg Config) *solo {
+	t.Helper()
+	st := newMemStore()
+	n, err := NewNode(cfg, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &solo{t: t, n: n, st: st}
+}
+
+func (s *solo) ready() out {
+	s.t.Helper()
+	rd := s.n.Ready()
+	o := out{perm: rd.PermLSN, ckpt: rd.CheckpointOK, rd: rd}
+	for _, m := range rd.Messages {
+		m.Payload = append([]byte(nil), m.Payload...)
+		o.msgs = append(o.msgs, m)
+	}
+	o.events = append(o.events, rd.Events...)
+	o.failed = append(o.failed, rd.PermFailed...)
+	if err := s.st.apply(&rd); err != nil {
+		s.t.Fatalf("apply: %v", err)
+	}
+	s.n.Advance(rd)
+	return o
+}
+
+func (s *solo) tick(d time.Duration) out {
+	s.now += d
+	s.n.Tick(s.now)
+	return s.ready()
+}
+
+func (s *solo) recv(m Message) out {
+	s.t.Helper()
+	if err := s.n.Step(s.now, m); err != nil {
+		s.t.Fatalf("Step %v: %v", m.Type, err)
+	}
+	return s.ready()
+}
+
+func (o out) only(t MsgType) []Message {
+	var r []Message
+	for _, m := range o.msgs {
+		if m.Type == t {
+			r = append(r, m)
+		}
+	}
+	return r
+}
+
+// mk builds a message from a fake peer.
+func mk(from uint16, t MsgType, h Header, body ...[]byte) Message {
+	p := appendHeader(nil, &h)
+	for _, b := range body {
+		p = append(p, b...)
+	}
+	return Message{From: from, To: 1, Type: t, Payload: p}
+}
+
+func u64s(vs ...uint64) []byte {
+	var b []byte
+	for _, v := range vs {
+		b = binary.LittleEndian.AppendUint64(b, v)
+	}
+	return b
+}
+
+func commitsIn(t *testing.T, m Message) (n int) {
+	var d Decoded
+	if err := DecodeMessage(m, &d); err != nil {
+		t.Fatal(err)
+	}
+	for off := 0; off < len(d.Data); {
+		sz, typ, _ := recAt(d.Data[off:])
+		if typ == recCommit {
+			n++
+		}
+		off += sz
+	}
+	if lc := lastCommitEnd(d.Data); lc != len(d.Data) {
+		t.Errorf("LOG ends with a partial transaction: %d of %d bytes whole", lc, len(d.Data))
+	}
+	return n
+}
+
+func startMaster(t *testing.T, mod func(*Config)) *solo {
+	cfg := Config{Site: 1, Priority: 100, Peers: []uint16{2, 3}, AckPolicy: AckQuorum}
+	if mod != nil {
+		mod(&cfg)
+	}
+	s := newSolo(t, cfg)
+	s.n.Start(0, StartMaster)
+	o := s.ready()
+	if len(o.only(MsgNewMaster)) != 1 || o.rd.NewGen != 1 {
+		t.Fatalf("start master: msgs %v newgen %d", o.msgs, o.rd.NewGen)
+	}
+	if !hasEvent(o.events, EventMaster) {
+		t.Fatalf("no MASTER event: %v", o.events)
+	}
+	o = s.ready() // ships the RecNewGen commit
+	if len(o.only(MsgLog)) != 1 {
+		t.Fatalf("new gen record not shipped: %v", o.msgs)
+	}
+	return s
+}
+
+func TestMasterGroupCommit(t *testing.T) {
+	s := startMaster(t, nil)
+	for i := 0; i < 5; i++ {
+		s.n.Committed(s.now, s.st.commitTxn("a", "b"))
+	}
+	o := s.ready()
+	logs := o.only(MsgLog)
+	if len(logs) != 1 {
+		t.Fatalf("5 commits before one Ready: %d LOG messages, want 1", len(logs))
+	}
+	if c := commitsIn(t, logs[0]); c != 5 {
+		t.Fatalf("LOG carries %d commits, want 5", c)
+	}
+	if o := s.ready(); len(o.msgs) != 0 {
+		t.Fatalf("nothing new but sent %v", o.msgs)
+	}
+}
+
+func TestMasterSplitsLargeBatches(t *testing.T) {
+	s := startMaster(t, func(c *Config) { c.MaxMessageBytes = minMessageBytes })
+	big := string(make([]byte, 1000))
+	for i := 0; i < 10; i++ {
+		s.n.Committed(s.now, s.st.commitTxn(big))
+	}
+	// One transaction larger than a message travels alone, split.
+	s.n.Committed(s.now, s.st.commitTxn(big, big, big, big, big))
+	o := s.ready()
+	total := 0
+	for _, m := range o.only(MsgLog) {
+		if len(m.Payload) > minMessageBytes {
+			t.Errorf("LOG of %d bytes exceeds MaxMessageBytes %d", len(m.Payload), minMessageBytes)
+		}
+		var d Decoded
+		if err := DecodeMessage(m, &d); err != nil {
+			t.Fatal(err)
+		}
+		for off := 0; off < len(d.Data); {
+			sz, typ, _ := recAt(d.Data[off:])
+			if typ == recCommit {
+				total++
+			}
+			off += sz
+		}
+	}
+	if total != 11 {
+		t.Fatalf("shipped %d commits, want 11", total)
+	}
+	if len(o.only(MsgLog)) < 3 {
+		t.Fatalf("%d LOG messages for ~15 KB at 4 KiB each", len(o.only(MsgLog)))
+	}
+}
+
+func TestMasterHeartbeatWhenIdle(t *testing.T) {
+	s := startMaster(t, nil)
+	hb := s.n.cfg.HeartbeatSend
+	if o := s.tick(hb / 2); len(o.only(MsgHeartbeat)) != 0 {
+		t.Fatal("heartbeat before HeartbeatSend")
+	}
+	if o := s.tick(hb / 2); len(o.only(MsgHeartbeat)) != 1 {
+		t.Fatalf("no heartbeat after HeartbeatSend idle: %v", o.msgs)
+	}
+	// Traffic postpones heartbeats.
+	s.now += hb - time.Millisecond
+	s.n.Committed(s.now, s.st.commitTxn("x"))
+	s.ready()
+	if o := s.tick(hb - time.Millisecond); len(o.only(MsgHeartbeat)) != 0 {
+		t.Fatal("heartbeat although a LOG went out within HeartbeatSend")
+	}
+}
+
+func ackFrom(site uint16, gen uint32, lsn uint64, echo time.Duration) Message {
+	return mk(site, MsgAck, Header{Gen: gen, Master: 1, Priority: 100}, u64s(lsn, uint64(echo)))
+}
+
+func TestMasterAckTimeoutPermFailed(t *testing.T) {
+	s := startMaster(t, nil)
+	c1 := s.st.commitTxn("a")
+	s.n.Committed(s.now, c1)
+	o := s.ready()
+	if o.perm >= c1.LSN {
+		t.Fatalf("perm %d before any ack", o.perm)
+	}
+	o = s.tick(s.n.cfg.AckTimeout)
+	// The RecNewGen commit was never acked either.
+	if len(o.failed) != 2 || o.failed[1] != c1.LSN || !hasEvent(o.events, EventPermFailed) {
+		t.Fatalf("after AckTimeout: failed %v events %v", o.failed, o.events)
+	}
+	// A late ack still makes it (and what follows) permanent.
+	c2 := s.st.commitTxn("b")
+	s.n.Committed(s.now, c2)
+	s.ready()
+	o = s.recv(ackFrom(2, 1, c2.LSN, 0))
+	if o.perm != c2.LSN || o.ckpt != c2.LSN {
+		t.Fatalf("perm %d ckptOK %d after quorum ack, want %d", o.perm, o.ckpt, c2.LSN)
+	}
+	if o := s.tick(s.n.cfg.AckTimeout); len(o.failed) != 0 {
+		t.Fatalf("perm commit reported failed: %v", o.failed)
+	}
+	// An ack from an older generation does not count.
+	c3 := s.st.commitTxn("c")
+	s.n.Committed(s.now, c3)
+	s.ready()
+	if o := s.recv(ackFrom(3, 0, c3.LSN, 0)); o.perm >= c3.LSN {
+		t.Fatal("stale-gen ack counted")
+	}
+}
+
+func TestMasterServesLogRequests(t *testing.T) {
+	s := startMaster(t, func(c *Config) { c.MaxMessageBytes = minMessageBytes })
+	var cis []CommitInfo
+	for i := 0; i < 100; i++ {
+		ci := s.st.commitTxn(string(make([]byte, 300)))
+		cis = append(cis, ci)
+		s.n.Committed(s.now, ci)
+	}
+	s.ready()
+	req := func(t MsgType, from, to uint64) Message {
+		return mk(2, t, Header{Gen: 1, Master: 1, Priority: 100}, u64s(from, to))
+	}
+	// A gap: exactly the records in [from, to) (rounded to whole txns).
+	o := s.recv(req(MsgLogReq, cis[10].End, cis[12].End))
+	logs := o.only(MsgLog)
+	if len(logs) != 1 || commitsIn(t, logs[0]) != 2 {
+		t.Fatalf("LOG_REQ of 2 txns: %d messages", len(logs))
+	}
+	// ALL_REQ is served up to the budget, the last message is LOG_MORE.
+	o = s.recv(req(MsgAllReq, cis[0].End, 0))
+	if len(o.only(MsgLogMore)) != 1 || len(o.only(MsgLog)) != serveBudgetMessages-1 {
+		t.Fatalf("ALL_REQ: %d LOG %d LOG_MORE", len(o.only(MsgLog)), len(o.only(MsgLogMore)))
+	}
+	if s.n.counters.ReRequestsServed != 2 {
+		t.Fatalf("served counter %d", s.n.counters.ReRequestsServed)
+	}
+	// Records reclaimed from the log: tell the replica to init.
+	s.st.checkpoint(true)
+	o = s.recv(req(MsgLogReq, cis[0].End, cis[1].End))
+	vf := o.only(MsgVerifyFail)
+	if len(vf) != 1 {
+		t.Fatalf("LOG_REQ below the log: %v", o.msgs)
+	}
+	var d Decoded
+	if err := DecodeMessage(vf[0], &d); err != nil || d.Header.Flags&FlagInitRequired == 0 {
+		t.Fatalf("VERIFY_FAIL without FlagInitRequired: %+v %v", d.Header, err)
+	}
+}
