@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -152,11 +153,12 @@ func deleteNS(ipPath, ns string) error {
 }
 
 // writeSysctl writes a value to a /proc/sys file of the current thread's
-// network namespace. A missing file (for example IPv6 compiled out) is not
-// an error: the setting only reduces noise.
+// network namespace. A missing file (IPv6 compiled out) or a read-only
+// /proc/sys (some containers) is not an error: the settings written here
+// only reduce noise.
 func writeSysctl(name, value string) error {
 	err := os.WriteFile(filepath.Join("/proc/sys", name), []byte(value), 0)
-	if errors.Is(err, os.ErrNotExist) {
+	if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.EROFS) || errors.Is(err, os.ErrPermission) {
 		return nil
 	}
 	if err != nil {

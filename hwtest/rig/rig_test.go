@@ -1,6 +1,8 @@
 package rig
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -484,12 +486,23 @@ func TestSweepStale(t *testing.T) {
 		marker []byte // nil: no marker
 		stale  bool
 	}
+	// Random ids keep two runs of this test on one machine apart.
+	ids := map[string]bool{}
+	for len(ids) < 5 {
+		var r [2]byte
+		rand.Read(r[:])
+		ids[hex.EncodeToString(r[:])] = true
+	}
+	var hx []string
+	for id := range ids {
+		hx = append(hx, id)
+	}
 	fakes := []fake{
-		{id: prefix + "zzzz", marker: nil, stale: false}, // not hex: not ours
-		{id: prefix + "0d0d", marker: formatMarker(marker{pid: dead.Process.Pid, start: 1}), stale: true},
-		{id: prefix + "0e0e", marker: nil, stale: true},
-		{id: prefix + "0f0f", marker: formatMarker(marker{pid: os.Getpid(), start: start}), stale: false},
-		{id: prefix + "0a0a", marker: formatMarker(marker{pid: os.Getpid(), start: start + 1}), stale: true}, // pid reused
+		{id: prefix + "z" + hx[0][1:], marker: nil, stale: false}, // not 4 hex digits: not of the scheme
+		{id: prefix + hx[1], marker: formatMarker(marker{pid: dead.Process.Pid, start: 1}), stale: true},
+		{id: prefix + hx[2], marker: nil, stale: true},
+		{id: prefix + hx[3], marker: formatMarker(marker{pid: os.Getpid(), start: start}), stale: false},
+		{id: prefix + hx[4], marker: formatMarker(marker{pid: os.Getpid(), start: start + 1}), stale: true}, // pid reused
 	}
 	var all []string
 	t.Cleanup(func() {

@@ -12,6 +12,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
 )
 
 // XDP return codes (linux/bpf.h).
@@ -35,8 +36,12 @@ const (
 // noDropFrom cannot equal a 16-bit load, so it disables the site match.
 const noDropFrom = 1 << 16
 
-// ErrBadFraction: a loss fraction outside [0, 1] or NaN.
-var ErrBadFraction = errors.New("rig: loss fraction must be within [0, 1]")
+var (
+	// ErrBadFraction: a loss fraction outside [0, 1] or NaN.
+	ErrBadFraction = errors.New("rig: loss fraction must be within [0, 1]")
+	// ErrInjectorBusy: the link already carries an injector (or another XDP program).
+	ErrInjectorBusy = errors.New("rig: an XDP program is already attached to this link; close the other injector, or put loss and drop-from in one InjectConfig")
+)
 
 // Direction says which frames of a board an injector sees.
 type Direction int
@@ -105,6 +110,9 @@ func (b *Board) InjectDropFromSite(site uint16) (*Injector, error) {
 }
 
 // Inject attaches an injector (generic-mode XDP) with the given settings.
+// A link takes one injector per direction: a second Inject on the same
+// board and direction fails until the first is closed, so combine loss and
+// drop-from in one InjectConfig.
 func (b *Board) Inject(cfg InjectConfig) (*Injector, error) {
 	c := b.chassis
 	if cfg.Direction != FromBoard && cfg.Direction != ToBoard {
@@ -142,6 +150,9 @@ func (b *Board) Inject(cfg InjectConfig) (*Injector, error) {
 			return fmt.Errorf("rig: find %s in %s: %w", ifname, ns, err)
 		}
 		l, err := link.AttachXDP(link.XDPOptions{Program: inj.prog, Interface: ifi.Index, Flags: link.XDPGenericMode})
+		if errors.Is(err, unix.EBUSY) || errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("%w: %s in %s (board %d, %v): %v", ErrInjectorBusy, ifname, ns, b.Site, cfg.Direction, err)
+		}
 		if err != nil {
 			return fmt.Errorf("rig: attach XDP injector to %s in %s (needs CAP_BPF/CAP_NET_ADMIN and a kernel with XDP): %w", ifname, ns, err)
 		}

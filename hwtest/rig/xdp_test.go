@@ -29,6 +29,14 @@ func TestInjectLoss(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// One program per link and direction: a second one is refused while
+	// the first is attached.
+	if extra, err := b1.InjectLoss(0.5); !errors.Is(err, ErrInjectorBusy) {
+		if extra != nil {
+			extra.Close()
+		}
+		t.Fatalf("second injector on the same link: %v, want ErrInjectorBusy", err)
+	}
 	tx := packetSocket(t, b1)
 	rx := startReceiver(t, b2)
 
