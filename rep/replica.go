@@ -306,12 +306,18 @@ func (n *Node) startCatchUp() {
 	rs := &n.rs
 	rs.sync = syncLog
 	n.clearStream(n.st.EndLSN())
-	n.noteWant(rs.masterEnd)
+	rs.want = max(rs.want, rs.masterEnd)
 	if n.st.EndLSN() >= rs.targetEnd {
 		n.goLive()
+	}
+	if rs.want <= rs.next() {
 		return
 	}
 	n.requestLog(MsgAllReq, rs.next(), 0)
+	// Losses in the answer are recovered as a gap.
+	rs.gapActive = true
+	rs.gapInterval = n.cfg.ReRequestMin
+	rs.gapNextAt = n.now + rs.gapInterval
 }
 
 func (n *Node) goLive() {

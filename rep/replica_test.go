@@ -1,0 +1,236 @@
+package rep
+
+import (
+	"testing"
+	"time"
+)
+
+// feed is a master-side memStore from which LOG messages are cut.
+type feed struct {
+	st   *memStore
+	cis  []CommitInfo
+	site uint16
+	gen  uint32
+}
+
+func newFeed(gen uint32, txns int) *feed {
+	f := &feed{st: newMemStore(), site: 1, gen: gen}
+	f.st.gen = gen
+	f.add(txns)
+	return f
+}
+
+// add commits n more transactions at the master.
+func (f *feed) add(n int) {
+	for i := 0; i < n; i++ {
+		f.cis = append(f.cis, f.st.commitTxn("k", "v"))
+	}
+}
+
+func (f *feed) hdr(now time.Duration) Header {
+	return Header{Gen: f.gen, End: f.st.EndLSN(), SendTime: now, Priority: 100, Flags: FlagMaster, Master: f.site}
+}
+
+// log cuts a LOG message carrying the records of txns [i, j).
+func (f *feed) log(now time.Duration, i, j int) Message {
+	from := uint64(0)
+	if i > 0 {
+		from = f.cis[i-1].End
+	}
+	to := f.cis[j-1].End
+	m := mk(f.site, MsgLog, f.hdr(now), u64s(0), f.st.full[from:to])
+	m.To = AllSites
+	return m
+}
+
+func (f *feed) heartbeat(now time.Duration) Message {
+	return mk(f.site, MsgHeartbeat, f.hdr(now), u64s(0))
+}
+
+func (f *feed) newMaster(now time.Duration) Message {
+	return mk(f.site, MsgNewMaster, f.hdr(now))
+}
+
+func newReplica(t *testing.T, mod func(*Config)) *solo {
+	cfg := Config{Site: 2, Priority: 100, Peers: []uint16{1, 3}, AckPolicy: AckQuorum}
+	if mod != nil {
+		mod(&cfg)
+	}
+	s := newSolo(t, cfg)
+	s.n.Start(0, StartClient)
+	s.ready()
+	return s
+}
+
+func decode(t *testing.T, m Message) Decoded {
+	t.Helper()
+	var d Decoded
+	if err := DecodeMessage(m, &d); err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// joined returns a replica that adopted f's master and is live with the
+// first `have` transactions applied.
+func joined(t *testing.T, f *feed, have int, mod func(*Config)) *solo {
+	s := newReplica(t, mod)
+	o := s.recv(f.newMaster(s.now))
+	if !hasEvent(o.events, EventNewMaster) {
+		t.Fatalf("no NEWMASTER event: %v", o.events)
+	}
+	if len(o.only(MsgAllReq)) != 1 {
+		t.Fatalf("empty replica should ask for everything: %v", o.msgs)
+	}
+	if have > 0 {
+		s.recv(f.log(s.now, 0, have))
+	}
+	return s
+}
+
+func TestReplicaAppliesAndAcks(t *testing.T) {
+	f := newFeed(1, 6)
+	s := joined(t, f, 0, nil)
+	o := s.recv(f.log(s.now, 0, 3))
+	acks := o.only(MsgAck)
+	if len(acks) != 1 || decode(t, acks[0]).LSN != f.cis[2].LSN {
+		t.Fatalf("ack after applying 3 txns: %v", o.msgs)
+	}
+	if s.st.EndLSN() != f.cis[2].End {
+		t.Fatalf("applied to %d, want %d", s.st.EndLSN(), f.cis[2].End)
+	}
+	o = s.recv(f.log(s.now, 3, 6))
+	if !hasEvent(o.events, EventStartupDone) {
+		t.Fatalf("no STARTUP_DONE at the master's end: %v", o.events)
+	}
+	if s.st.hash() != f.st.hash() {
+		t.Fatal("replica content differs")
+	}
+	if err := s.n.CanWrite(); err != ErrNotMaster {
+		t.Fatalf("CanWrite on a replica: %v", err)
+	}
+}
+
+func TestReplicaDuplicateAndOutOfOrder(t *testing.T) {
+	f := newFeed(1, 2)
+	s := joined(t, f, 2, nil)
+	f.add(8)
+	// Out of order: 5..7 then 7..10 before 2..5.
+	o := s.recv(f.log(s.now, 5, 7))
+	reqs := o.only(MsgLogReq)
+	if len(reqs) != 1 {
+		t.Fatalf("gap not requested: %v", o.msgs)
+	}
+	if d := decode(t, reqs[0]); d.LSN != f.cis[1].End || d.LSN2 != f.cis[4].End {
+		t.Fatalf("LOG_REQ [%d,%d), want [%d,%d)", d.LSN, d.LSN2, f.cis[1].End, f.cis[4].End)
+	}
+	s.recv(f.log(s.now, 7, 10))
+	if s.st.EndLSN() != f.cis[1].End {
+		t.Fatal("applied across a gap")
+	}
+	// A partial overlap (1..5) fills the gap; buffered runs follow on.
+	o = s.recv(f.log(s.now, 1, 5))
+	if s.st.EndLSN() != f.st.EndLSN() || s.st.hash() != f.st.hash() {
+		t.Fatalf("end %d want %d after the gap filled", s.st.EndLSN(), f.st.EndLSN())
+	}
+	if a := o.only(MsgAck); len(a) != 1 || decode(t, a[0]).LSN != f.cis[9].LSN {
+		t.Fatalf("one ack for everything: %v", o.msgs)
+	}
+	// Duplicates are dropped and counted.
+	before := s.n.counters.Dropped[DropDuplicate]
+	s.recv(f.log(s.now, 0, 10))
+	s.recv(f.log(s.now, 3, 4))
+	if s.n.counters.Dropped[DropDuplicate] != before+2 {
+		t.Fatalf("duplicates counted %d", s.n.counters.Dropped[DropDuplicate]-before)
+	}
+	if s.st.hash() != f.st.hash() {
+		t.Fatal("duplicates changed the content")
+	}
+}
+
+func TestReplicaGapReRequestBackoff(t *testing.T) {
+	f := newFeed(1, 1)
+	s := joined(t, f, 1, func(c *Config) {
+		c.ReRequestMin = 10 * time.Millisecond
+		c.ReRequestMax = 80 * time.Millisecond
+		c.HeartbeatMonitor = 10 * time.Second
+		c.HeartbeatSend = time.Second
+	})
+	f.add(3)
+	// The heartbeat shows the master is ahead: ask at once.
+	o := s.recv(f.heartbeat(s.now))
+	if len(o.only(MsgLogReq)) != 1 {
+		t.Fatalf("heartbeat beyond our end: no LOG_REQ: %v", o.msgs)
+	}
+	// Nothing arrives: re-requests at 10, 20, 40, 80, 80 ms intervals.
+	var at []time.Duration
+	last := s.now
+	for s.now < last+400*time.Millisecond {
+		o := s.tick(time.Millisecond)
+		if len(o.only(MsgLogReq)) > 0 {
+			at = append(at, s.now)
+		}
+	}
+	var gaps []time.Duration
+	prev := last
+	for _, a := range at {
+		gaps = append(gaps, a-prev)
+		prev = a
+	}
+	want := []time.Duration{10, 20, 40, 80, 80, 80}
+	for i, w := range want {
+		if i >= len(gaps) || gaps[i] != w*time.Millisecond {
+			t.Fatalf("re-request intervals %v, want %v ms...", gaps, want)
+		}
+	}
+	// Progress resets the back-off and the gap closes.
+	s.recv(f.log(s.now, 1, 4))
+	if s.n.rs.gapActive || s.st.EndLSN() != f.st.EndLSN() {
+		t.Fatal("gap still open after the records arrived")
+	}
+	if s.n.counters.ReRequestsSent < 7 {
+		t.Fatalf("ReRequestsSent %d", s.n.counters.ReRequestsSent)
+	}
+}
+
+func TestReplicaIgnoresLogWhileElecting(t *testing.T) {
+	f := newFeed(1, 4)
+	s := joined(t, f, 1, nil)
+	// The master goes silent: an election starts; LOG records are ignored.
+	s.tick(s.n.cfg.HeartbeatMonitor)
+	if s.n.role != RoleElecting {
+		t.Fatalf("role %v after HeartbeatMonitor of silence", s.n.role)
+	}
+	other := &feed{st: f.st, cis: f.cis, site: 3, gen: 1} // a site that is not the master
+	m := other.log(s.now, 1, 2)
+	hd := decode(t, m)
+	hd.Header.Flags = 0
+	m.Payload = append(appendHeader(nil, &hd.Header), m.Payload[HeaderSize:]...)
+	s.recv(m)
+	if s.n.counters.Dropped[DropElecting] != 1 || s.st.EndLSN() != f.cis[0].End {
+		t.Fatalf("log during election: drops %v end %d", s.n.counters.Dropped, s.st.EndLSN())
+	}
+	// The old master turns out alive: the election ends, the stream resumes.
+	s.recv(f.heartbeat(s.now))
+	if s.n.role != RoleReplica || s.n.master != 1 {
+		t.Fatalf("after the master's heartbeat: role %v master %d", s.n.role, s.n.master)
+	}
+}
+
+func TestReplicaApplyFailureIsRetried(t *testing.T) {
+	f := newFeed(1, 3)
+	s := joined(t, f, 0, nil)
+	s.st.failNext = 1
+	o := s.recv(f.log(s.now, 0, 3))
+	if len(o.only(MsgAck)) != 0 || s.n.counters.ApplyStalls != 1 {
+		t.Fatalf("acked records the driver failed to apply: %v stalls %d", o.msgs, s.n.counters.ApplyStalls)
+	}
+	o = s.tick(s.n.cfg.ReRequestMin)
+	if len(o.only(MsgLogReq)) != 1 {
+		t.Fatalf("no re-request after a failed apply: %v", o.msgs)
+	}
+	s.recv(f.log(s.now, 0, 3))
+	if s.st.hash() != f.st.hash() {
+		t.Fatal("not converged after retry")
+	}
+}
