@@ -56,7 +56,7 @@ func runIP(ipPath string, stdin string, args ...string) error {
 		if stdin != "" {
 			msg += " (batch: " + strings.ReplaceAll(strings.TrimSpace(stdin), "\n", "; ") + ")"
 		}
-		return fmt.Errorf("rig: ip %s: %w: %s", strings.Join(args, " "), err, msg)
+		return fmt.Errorf("ip %s: %w: %s", strings.Join(args, " "), err, msg)
 	}
 	return nil
 }

@@ -17,6 +17,8 @@ import (
 var (
 	// ErrNoIP: the ip binary is needed to create namespaces and links.
 	ErrNoIP = errors.New("rig: the ip binary of iproute2 was not found in PATH or /usr/sbin, /sbin; install iproute2")
+	// ErrNoPrivilege: namespaces need root with CAP_SYS_ADMIN and CAP_NET_ADMIN.
+	ErrNoPrivilege = errors.New("rig: creating network namespaces needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN); run as root, as CI does")
 	// ErrBadOptions: Options out of range; the message says which field.
 	ErrBadOptions = errors.New("rig: invalid options; fix the named field")
 	// ErrClosed: the chassis (or the board's part of it) was closed or removed.
@@ -127,6 +129,9 @@ func New(opt Options) (*Chassis, error) {
 	}
 	if opt.Boards < 0 || opt.Boards > MaxBoards {
 		return nil, fmt.Errorf("%w: Boards %d outside 0..%d", ErrBadOptions, opt.Boards, MaxBoards)
+	}
+	if err := Available(); err != nil {
+		return nil, err
 	}
 	ipPath, err := findIP()
 	if err != nil {

@@ -573,3 +573,19 @@ func TestMarkerAliveness(t *testing.T) {
 		t.Error("marker of an exited process reported alive")
 	}
 }
+
+func TestAvailable(t *testing.T) {
+	err := Available()
+	if os.Geteuid() != 0 {
+		if !errors.Is(err, ErrNoPrivilege) {
+			t.Fatalf("Available as uid %d = %v, want ErrNoPrivilege", os.Geteuid(), err)
+		}
+		if _, err := New(Options{Boards: 1}); !errors.Is(err, ErrNoPrivilege) {
+			t.Fatalf("New as uid %d = %v, want ErrNoPrivilege", os.Geteuid(), err)
+		}
+		return
+	}
+	if reason, _ := missingPrivilege(); (err == nil) != (reason == "") {
+		t.Fatalf("Available = %v but skip reason %q", err, reason)
+	}
+}

@@ -3,6 +3,7 @@ package rig
 import (
 	"bufio"
 	"bytes"
+	"fmt"
 	"os"
 	"strconv"
 	"strings"
@@ -20,30 +21,40 @@ const (
 // CAP_NET_ADMIN, and a working `ip netns` from iproute2.
 func RequireRoot(t testing.TB) {
 	t.Helper()
-	if reason := missingPrivilege(); reason != "" {
+	if reason, _ := missingPrivilege(); reason != "" {
 		t.Skip("hwtest/rig: " + reason)
 	}
 }
 
-// missingPrivilege returns why namespaces cannot be created here, or "".
-func missingPrivilege() string {
+// Available reports whether chassis can be built here: nil, or an error
+// wrapping ErrNoPrivilege or ErrNoIP that says what is missing. Programs
+// use it to fall back to something that needs no namespaces.
+func Available() error {
+	_, err := missingPrivilege()
+	return err
+}
+
+// missingPrivilege returns why namespaces cannot be created here, as a
+// skip reason and as an error, or "" and nil.
+func missingPrivilege() (string, error) {
 	const needRoot = "needs root (CAP_SYS_ADMIN) to create network namespaces; run as root, as CI does"
 	if os.Geteuid() != 0 {
-		return needRoot
+		return needRoot, fmt.Errorf("%w: effective uid %d", ErrNoPrivilege, os.Geteuid())
 	}
 	if capEff, ok := effectiveCaps(); ok {
 		if capEff&(1<<capSysAdmin) == 0 || capEff&(1<<capNetAdmin) == 0 {
-			return needRoot + " (running as uid 0 but without CAP_SYS_ADMIN/CAP_NET_ADMIN)"
+			return needRoot + " (running as uid 0 but without CAP_SYS_ADMIN/CAP_NET_ADMIN)",
+				fmt.Errorf("%w: uid 0 but effective capabilities %#x lack CAP_SYS_ADMIN or CAP_NET_ADMIN", ErrNoPrivilege, capEff)
 		}
 	}
 	ipPath, err := findIP()
 	if err != nil {
-		return "needs the ip binary of iproute2 (apt-get install iproute2) to create network namespaces"
+		return "needs the ip binary of iproute2 (apt-get install iproute2) to create network namespaces", err
 	}
 	if err := runIP(ipPath, "", "netns", "list"); err != nil {
-		return "`ip netns` is unavailable here: " + err.Error()
+		return "`ip netns` is unavailable here: " + err.Error(), fmt.Errorf("%w: %w", ErrNoPrivilege, err)
 	}
-	return ""
+	return "", nil
 }
 
 // effectiveCaps reads CapEff from /proc/self/status.
