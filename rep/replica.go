@@ -64,7 +64,10 @@ type replicaState struct {
 	reqNextAt   time.Duration // verify/update/page retry
 	reqInterval time.Duration
 
-	points         []CommitInfo
+	points         []CommitInfo // the VERIFY_REQ points in flight, newest first
+	low            CommitInfo   // newest point the master holds identically
+	haveLow        bool
+	highBad        uint64 // oldest point known to differ (search below it)
 	rollbackTarget uint64
 	init           initState
 	ackedSent      uint64
@@ -210,7 +213,8 @@ func (n *Node) beginSync() {
 	n.clearStream(n.st.EndLSN())
 	rs.want, rs.gapActive = 0, false
 	rs.init = initState{}
-	pts, err := n.st.VerifyPoints(^uint64(0), maxVerifyPoints, rs.points[:0])
+	rs.haveLow, rs.highBad = false, ^uint64(0)
+	pts, err := n.st.VerifyPoints(rs.highBad, maxVerifyPoints, rs.points[:0])
 	if err != nil || len(pts) == 0 {
 		// Nothing committed locally: nothing to verify, just catch up.
 		rs.points = pts[:0]
@@ -245,43 +249,94 @@ func (n *Node) armRetry(progress bool) {
 	rs.reqNextAt = n.now + rs.reqInterval
 }
 
+// onVerify narrows the search for the last common commit: every point newer
+// than the one the master matched differs. While local commits remain
+// between the match and the oldest known difference, ask about those; then
+// roll back to the match.
 func (n *Node) onVerify(d *Decoded) {
 	rs := &n.rs
 	if rs.sync != syncVerify {
 		n.drop(DropUnexpected)
 		return
 	}
-	for _, p := range rs.points {
-		if p.LSN != d.LSN || p.Gen != d.Gen || p.Chain != d.Chain {
-			continue
+	idx := -1
+	for i, p := range rs.points {
+		if p.LSN == d.LSN && p.Gen == d.Gen && p.Chain == d.Chain {
+			idx = i
+			break
 		}
-		end := n.st.EndLSN()
-		switch {
-		case p.End >= end:
-			n.startCatchUp()
-		case p.End < n.st.CheckpointLSN():
-			n.startInit()
-		default:
-			rs.sync = syncRollback
-			rs.rollbackTarget = p.End
-			n.rollbackTo, n.hasRollback, n.rollbackOut = p.End, true, false
-			n.counters.Rollbacks++
-			n.event(Event{Kind: EventRollback, Site: n.master, Gen: n.gen, LSN: p.End})
-		}
+	}
+	if idx < 0 {
+		n.drop(DropUnexpected) // an answer to an earlier round
 		return
 	}
-	n.drop(DropUnexpected)
+	if idx > 0 {
+		rs.highBad = rs.points[idx-1].LSN
+	}
+	rs.low, rs.haveLow = rs.points[idx], true
+	n.refineVerify()
+}
+
+// refineVerify asks about the local commits strictly between the best match
+// and the oldest known difference, or finishes when there are none.
+func (n *Node) refineVerify() {
+	rs := &n.rs
+	pts, err := n.st.VerifyPoints(rs.highBad, maxVerifyPoints, rs.points[:0])
+	k := 0
+	for _, p := range pts {
+		if p.LSN > rs.low.LSN {
+			pts[k] = p
+			k++
+		}
+	}
+	rs.points = pts[:k]
+	if err != nil || k == 0 {
+		n.finishVerify(rs.low)
+		return
+	}
+	n.sendVerifyReq()
+	n.armRetry(true)
+}
+
+// finishVerify acts on the last common commit p: catch up from it, roll
+// back to it, or init if that would go below the checkpoint.
+func (n *Node) finishVerify(p CommitInfo) {
+	rs := &n.rs
+	end := n.st.EndLSN()
+	switch {
+	case p.End >= end:
+		n.startCatchUp()
+	case p.End < n.st.CheckpointLSN():
+		n.startInit()
+	default:
+		rs.sync = syncRollback
+		rs.rollbackTarget = p.End
+		n.rollbackTo, n.hasRollback, n.rollbackOut = p.End, true, false
+		n.counters.Rollbacks++
+		n.event(Event{Kind: EventRollback, Site: n.master, Gen: n.gen, LSN: p.End})
+	}
 }
 
 func (n *Node) onVerifyFail(d *Decoded) {
 	rs := &n.rs
 	switch rs.sync {
 	case syncVerify:
+		if rs.haveLow {
+			// Every point sent differs: search below the oldest of them.
+			if len(rs.points) == 0 {
+				n.finishVerify(rs.low)
+				return
+			}
+			rs.highBad = rs.points[len(rs.points)-1].LSN
+			n.refineVerify()
+			return
+		}
 		if d.Header.Flags&FlagInitRequired != 0 || len(rs.points) == 0 {
 			n.startInit()
 			return
 		}
 		oldest := rs.points[len(rs.points)-1]
+		rs.highBad = oldest.LSN
 		pts, err := n.st.VerifyPoints(oldest.LSN, maxVerifyPoints, rs.points[:0])
 		if err != nil || len(pts) == 0 {
 			n.startInit()

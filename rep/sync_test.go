@@ -1,0 +1,204 @@
+package rep
+
+import (
+	"fmt"
+	"testing"
+	"time"
+)
+
+// diverged builds a two-site group whose logs share `common` transactions,
+// then the master has mTail and the replica rTail different ones in the same
+// generation (same gen, different chains).
+func diverged(t *testing.T, common, mTail, rTail int, mod func(*Config)) (*cluster, uint64) {
+	c := newCluster(t, []uint16{1, 2}, mod)
+	m, r := c.node(1), c.node(2)
+	for _, st := range []*memStore{m.st, r.st} {
+		st.gen = 1
+		for i := 0; i < common; i++ {
+			st.commitTxn(fmt.Sprintf("common-%d", i))
+		}
+	}
+	commonEnd := m.st.EndLSN()
+	for i := 0; i < mTail; i++ {
+		m.st.commitTxn(fmt.Sprintf("master-%d", i))
+	}
+	for i := 0; i < rTail; i++ {
+		r.st.commitTxn(fmt.Sprintf("replica-%d", i), "x")
+	}
+	c.restart(1, false, StartMaster)
+	c.restart(2, false, StartClient)
+	return c, commonEnd
+}
+
+func rollbackEvents(tn *tnode) []uint64 {
+	var r []uint64
+	for _, e := range tn.events {
+		if e.Kind == EventRollback {
+			r = append(r, e.LSN)
+		}
+	}
+	return r
+}
+
+func TestVerifyFindsLastCommonRecord(t *testing.T) {
+	for _, tc := range []struct{ common, mTail, rTail int }{
+		{5, 3, 20},   // replica tail longer
+		{5, 10, 2},   // replica tail shorter
+		{40, 1, 100}, // several refinement rounds
+		{1, 0, 7},    // master has nothing after the common part but its new gen
+		{3, 2, 1},
+	} {
+		t.Run(fmt.Sprintf("common%d_m%d_r%d", tc.common, tc.mTail, tc.rTail), func(t *testing.T) {
+			c, commonEnd := diverged(t, tc.common, tc.mTail, tc.rTail, nil)
+			c.runUntil("convergence", 5*time.Second, c.converged)
+			r := c.node(2)
+			if rb := rollbackEvents(r); len(rb) != 1 || rb[0] != commonEnd {
+				t.Fatalf("rollbacks %v, want exactly one to the last common end %d", rb, commonEnd)
+			}
+			if r.n.counters.Inits != 0 {
+				t.Fatal("internal init although the logs share a prefix")
+			}
+			if !hasEvent(r.events, EventStartupDone) {
+				t.Fatal("no STARTUP_DONE")
+			}
+		})
+	}
+}
+
+func TestVerifyPrefixNeedsNoRollback(t *testing.T) {
+	c, _ := diverged(t, 10, 5, 0, nil)
+	c.runUntil("convergence", 5*time.Second, c.converged)
+	if rb := rollbackEvents(c.node(2)); len(rb) != 0 {
+		t.Fatalf("replica with a prefix of the master's log rolled back: %v", rb)
+	}
+}
+
+func TestLockoutDuringSync(t *testing.T) {
+	c, _ := diverged(t, 5, 3, 4, nil)
+	r := c.node(2)
+	sawLockout := false
+	c.runUntil("convergence", 5*time.Second, func() bool {
+		if r.n.CanWrite() == ErrLockout {
+			sawLockout = true
+			if !r.n.Status().Lockout {
+				t.Fatal("CanWrite says lockout but Status does not")
+			}
+		}
+		return c.converged()
+	})
+	if !sawLockout {
+		t.Fatal("replica never locked out while verifying/rolling back")
+	}
+	if err := r.n.CanWrite(); err != ErrNotMaster {
+		t.Fatalf("after sync: %v", err)
+	}
+}
+
+func TestRollbackBelowCheckpointInits(t *testing.T) {
+	c, _ := diverged(t, 5, 3, 6, nil)
+	r, m := c.node(2), c.node(1)
+	r.st.checkpoint(false) // the replica checkpointed inside its divergent tail
+	m.st.checkpoint(false) // the master has a snapshot to export
+	c.runUntil("convergence", 5*time.Second, c.converged)
+	if r.n.counters.Inits != 1 || r.inits != 1 {
+		t.Fatalf("inits %d (finished %d), want 1", r.n.counters.Inits, r.inits)
+	}
+}
+
+func TestInternalInitWithLostPages(t *testing.T) {
+	c := newCluster(t, []uint16{1, 2}, func(cfg *Config) {
+		cfg.InitWindowPages = 4
+		cfg.MaxMessageBytes = minMessageBytes
+	})
+	m := c.node(1)
+	m.st.gen = 1
+	for i := 0; i < 200; i++ {
+		m.st.commitTxn(fmt.Sprintf("key-%d", i), string(make([]byte, 100)))
+	}
+	m.st.checkpoint(true) // the log no longer holds the beginning
+	for i := 0; i < 5; i++ {
+		m.st.commitTxn(fmt.Sprintf("after-%d", i))
+	}
+	c.restart(1, false, StartMaster)
+	c.run(10 * time.Millisecond)
+	// Lose every third PAGE message and the first UPDATE.
+	pages, updates := 0, 0
+	c.filter = func(p *packet) bool {
+		switch p.typ {
+		case MsgPage:
+			pages++
+			return pages%3 == 0
+		case MsgUpdate:
+			updates++
+			return updates == 1
+		}
+		return false
+	}
+	c.restart(2, true, StartClient)
+	r := c.node(2)
+	progress := 0
+	c.runUntil("convergence", 20*time.Second, func() bool {
+		if st := r.n.Status(); st.InitPagesTotal > 0 {
+			progress = max(progress, st.InitPagesDone)
+		}
+		return c.converged()
+	})
+	if r.inits != 1 || r.n.counters.Inits != 1 {
+		t.Fatalf("inits finished %d started %d", r.inits, r.n.counters.Inits)
+	}
+	if pages < 10 || progress == 0 {
+		t.Fatalf("only %d PAGE messages, progress %d", pages, progress)
+	}
+	if !hasEvent(r.events, EventStartupDone) {
+		t.Fatal("no STARTUP_DONE after init")
+	}
+}
+
+func TestInitRestartsWhenCheckpointMoves(t *testing.T) {
+	c := newCluster(t, []uint16{1, 2}, func(cfg *Config) { cfg.InitWindowPages = 2 })
+	m := c.node(1)
+	m.st.gen = 1
+	for i := 0; i < 50; i++ {
+		m.st.commitTxn(fmt.Sprintf("key-%d", i))
+	}
+	m.st.checkpoint(true)
+	c.restart(1, false, StartMaster)
+	c.run(5 * time.Millisecond)
+	moved := false
+	c.filter = func(p *packet) bool {
+		if p.typ == MsgPage && !moved {
+			// The master checkpoints again while the replica copies pages.
+			moved = true
+			m.st.commitTxn("more")
+			m.st.checkpoint(true)
+		}
+		return false
+	}
+	c.restart(2, true, StartClient)
+	c.runUntil("convergence", 10*time.Second, c.converged)
+	if r := c.node(2); r.n.counters.InitRestarts == 0 {
+		t.Fatal("no PAGE_FAIL restart although the checkpoint moved")
+	}
+}
+
+func TestNoAutoInitJoinFailure(t *testing.T) {
+	c := newCluster(t, []uint16{1, 2}, func(cfg *Config) { cfg.NoAutoInit = true })
+	m := c.node(1)
+	m.st.gen = 1
+	for i := 0; i < 20; i++ {
+		m.st.commitTxn(fmt.Sprintf("key-%d", i))
+	}
+	m.st.checkpoint(true)
+	c.restart(1, false, StartMaster)
+	c.restart(2, true, StartClient)
+	r := c.node(2)
+	c.runUntil("JOIN_FAILURE", 5*time.Second, func() bool { return hasEvent(r.events, EventJoinFailure) })
+	c.run(time.Second)
+	st := r.n.Status()
+	if !st.JoinFailed || st.StartupDone || r.n.counters.Inits != 0 || st.EndLSN != 0 {
+		t.Fatalf("after JOIN_FAILURE: %+v", st)
+	}
+	if err := r.n.CanWrite(); err != ErrLockout {
+		t.Fatalf("CanWrite after join failure: %v", err)
+	}
+}
