@@ -7,7 +7,11 @@ const (
 	// ethHeaderLen is the Ethernet header before the backplane header.
 	ethHeaderLen = 14
 	// fromOffset is the frame offset of the header's little-endian "from" site.
-	fromOffset = ethHeaderLen + 8
+	fromOffset = ethHeaderLen + fromInHeader
 	// etherTypeOffset is the frame offset of the big-endian EtherType.
 	etherTypeOffset = 12
+	// etherTypeIPv4 carries the UDP transport.
+	etherTypeIPv4 = 0x0800
+	// fromInHeader is the offset of "from" in the backplane header.
+	fromInHeader = 8
 )

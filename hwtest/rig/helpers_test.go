@@ -277,3 +277,68 @@ func startReceiver(t testing.TB, b *Board) *receiver {
 }
 
 func (r *receiver) from(site uint16) uint64 { return r.counts[site].Load() }
+
+// udpCounter counts datagrams carrying a backplane header per "from" site
+// on one UDP socket, until the test ends.
+type udpCounter struct {
+	counts [1 << 16]atomic.Uint64
+	stop   atomic.Bool
+	wg     sync.WaitGroup
+}
+
+func startUDPCounter(t testing.TB, conn *net.UDPConn) *udpCounter {
+	t.Helper()
+	raw, err := conn.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var serr error
+	if err := raw.Control(func(fd uintptr) {
+		serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUFFORCE, 8<<20)
+	}); err != nil || serr != nil {
+		t.Fatalf("SO_RCVBUFFORCE: %v %v", err, serr)
+	}
+	u := &udpCounter{}
+	u.wg.Add(1)
+	go func() {
+		defer u.wg.Done()
+		buf := make([]byte, 2048)
+		for !u.stop.Load() {
+			conn.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+			n, err := conn.Read(buf)
+			if err != nil || n < 32 || !bytes.Equal(buf[0:2], []byte{0xA7, 0xB0}) {
+				continue
+			}
+			u.counts[binary.LittleEndian.Uint16(buf[fromInHeader:])].Add(1)
+		}
+	}()
+	t.Cleanup(func() {
+		u.stop.Store(true)
+		u.wg.Wait()
+	})
+	return u
+}
+
+func (u *udpCounter) from(site uint16) uint64 { return u.counts[site].Load() }
+
+// sendUDPFrames sends n datagrams whose payload is a backplane header
+// claiming site from, from board b to dst.
+func sendUDPFrames(t testing.TB, b *Board, dst netip.AddrPort, from uint16, n int) {
+	t.Helper()
+	err := b.Do(func() error {
+		conn, err := net.DialUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(b.IP, 0)), net.UDPAddrFromAddrPort(dst))
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		for i := range n {
+			if _, err := conn.Write(frame(b.MAC, from, uint32(i))[ethHeaderLen:]); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("board %d: send UDP to %v: %v", b.Site, dst, err)
+	}
+}

@@ -24,11 +24,12 @@ const (
 // Layout of the injector's maps, one entry each, read and written by the
 // program in host byte order.
 const (
-	cfgThresholdOff = 0 // u64: drop when bpf_get_prandom_u32() < threshold; 1<<32 drops all
-	cfgDropFromOff  = 8 // u32: "from" value (as loaded from the frame) to drop; noDropFrom disables
+	cfgThresholdOff = 0  // u64: drop when bpf_get_prandom_u32() < threshold; 1<<32 drops all
+	cfgDropFromOff  = 8  // u32: "from" value (as loaded from the frame) to drop; noDropFrom disables
+	cfgUDPPortOff   = 12 // u32: UDP destination port (as loaded from the frame) also matched; 0 disables
 	cfgSize         = 16
 
-	statSeenOff    = 0 // u64 frames of EtherType 0x88B5 examined
+	statSeenOff    = 0 // u64 frames examined (0x88B5, or UDP to the port)
 	statDroppedOff = 8 // u64 of those dropped
 	statSize       = 16
 )
@@ -66,8 +67,9 @@ func (d Direction) String() string {
 }
 
 // InjectConfig describes what an injector drops. Only frames of EtherType
-// 0x88B5 long enough to hold the backplane header's "from" field are
-// considered; everything else (ARP, IP) passes untouched and uncounted.
+// 0x88B5 (and, with UDPPort, UDP datagrams to that port) long enough to hold
+// the backplane header's "from" field are considered; everything else (ARP,
+// other IP) passes untouched and uncounted.
 type InjectConfig struct {
 	Direction Direction
 	// Loss is the fraction of frames dropped at random, in [0, 1].
@@ -76,6 +78,10 @@ type InjectConfig struct {
 	// DropFrom, whatever Loss says.
 	DropFromSet bool
 	DropFrom    uint16
+	// UDPPort, when not 0, makes the injector also act on IPv4 UDP
+	// datagrams to this destination port, whose payload starts with the
+	// backplane header (the UDP transport). Non-first IP fragments pass.
+	UDPPort uint16
 }
 
 // Injector is an XDP program dropping backplane frames on one link. Its
@@ -90,6 +96,7 @@ type Injector struct {
 	prog     *ebpf.Program
 	lnk      link.Link
 	closed   bool
+	settings InjectConfig // what the config map holds, but for Direction
 	lastSeen uint64
 	lastDrop uint64
 }
@@ -118,8 +125,7 @@ func (b *Board) Inject(cfg InjectConfig) (*Injector, error) {
 	if cfg.Direction != FromBoard && cfg.Direction != ToBoard {
 		return nil, fmt.Errorf("%w: direction %v", ErrBadOptions, cfg.Direction)
 	}
-	threshold, err := lossThreshold(cfg.Loss)
-	if err != nil {
+	if _, err := lossThreshold(cfg.Loss); err != nil {
 		return nil, err
 	}
 	c.mu.Lock()
@@ -129,15 +135,16 @@ func (b *Board) Inject(cfg InjectConfig) (*Injector, error) {
 		return nil, fmt.Errorf("inject on board %d: %w", b.Site, ErrClosed)
 	}
 
-	inj := &Injector{board: b, dir: cfg.Direction}
+	inj := &Injector{board: b, dir: cfg.Direction, settings: cfg}
 	if err := inj.load(); err != nil {
 		inj.release()
 		return nil, err
 	}
-	if err := inj.writeConfig(threshold, cfg.DropFromSet, cfg.DropFrom); err != nil {
+	if err := inj.writeConfig(); err != nil {
 		inj.release()
 		return nil, err
 	}
+	var err error
 	ns, ifname := c.BackplaneNS, b.bridgeside
 	if cfg.Direction == ToBoard {
 		ns, ifname = b.NS, b.Iface
@@ -209,122 +216,168 @@ func (inj *Injector) load() error {
 
 // injectorProgram returns the XDP program:
 //
-//	if frame too short or EtherType != 0x88B5: pass
+//	if EtherType == 0x88B5: from = frame[22:24]
+//	else if cfg.udpPort != 0 && IPv4 && UDP && first fragment && dport == cfg.udpPort:
+//		from = UDP payload[8:10]
+//	else: pass
 //	seen++
 //	if from == cfg.dropFrom: dropped++, drop
 //	if cfg.threshold != 0 && prandom_u32() < cfg.threshold: dropped++, drop
 //	pass
 //
-// EtherType and "from" are compared as loaded in host byte order; the
-// constants and the stored site are converted the same way, so the program
-// is right on either endianness.
+// Every field is compared as loaded, in host byte order; the constants and
+// the configured values are converted the same way (hostOrder), so the
+// program is right on either endianness.
 func injectorProgram(cfgFD, statsFD int) asm.Instructions {
-	etherType := int32(binary.NativeEndian.Uint16(binary.BigEndian.AppendUint16(nil, EtherType)))
+	const (
+		ipHeaderMin  = 20
+		udpHeaderLen = 8
+		ipProtoUDP   = 17
+	)
+	be16 := func(v uint16) int32 { return int32(binary.NativeEndian.Uint16(binary.BigEndian.AppendUint16(nil, v))) }
 	return asm.Instructions{
-		asm.Mov.Reg(asm.R6, asm.R1),              // r6 = ctx
-		asm.LoadMem(asm.R7, asm.R6, 0, asm.Word), // r7 = data
-		asm.LoadMem(asm.R8, asm.R6, 4, asm.Word), // r8 = data_end
-		asm.Mov.Reg(asm.R2, asm.R7),              //
-		asm.Add.Imm(asm.R2, fromOffset+2),        // r2 = data + bytes needed
-		asm.JGT.Reg(asm.R2, asm.R8, "pass"),      // too short
-		asm.LoadMem(asm.R2, asm.R7, etherTypeOffset, asm.Half),
-		asm.JNE.Imm(asm.R2, etherType, "pass"),
-		asm.LoadMem(asm.R9, asm.R7, fromOffset, asm.Half), // r9 = from
-
+		// r6 = ctx, r7 = &config, r8 = &stats: callee-saved across helpers.
+		asm.Mov.Reg(asm.R6, asm.R1),
 		asm.StoreImm(asm.RFP, -4, 0, asm.Word), // key = 0
-		asm.Mov.Reg(asm.R2, asm.RFP),
-		asm.Add.Imm(asm.R2, -4),
-		asm.LoadMapPtr(asm.R1, statsFD),
-		asm.FnMapLookupElem.Call(),
-		asm.JEq.Imm(asm.R0, 0, "pass"),
-		asm.Mov.Reg(asm.R7, asm.R0), // r7 = &stats
-		asm.Mov.Imm(asm.R1, 1),
-		asm.AddAtomic.Mem(asm.R7, asm.R1, asm.DWord, statSeenOff),
-
 		asm.Mov.Reg(asm.R2, asm.RFP),
 		asm.Add.Imm(asm.R2, -4),
 		asm.LoadMapPtr(asm.R1, cfgFD),
 		asm.FnMapLookupElem.Call(),
 		asm.JEq.Imm(asm.R0, 0, "pass"),
-		asm.LoadMem(asm.R1, asm.R0, cfgDropFromOff, asm.Word),
+		asm.Mov.Reg(asm.R7, asm.R0),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, -4),
+		asm.LoadMapPtr(asm.R1, statsFD),
+		asm.FnMapLookupElem.Call(),
+		asm.JEq.Imm(asm.R0, 0, "pass"),
+		asm.Mov.Reg(asm.R8, asm.R0),
+
+		// r2 = data, r3 = data_end.
+		asm.LoadMem(asm.R2, asm.R6, 0, asm.Word),
+		asm.LoadMem(asm.R3, asm.R6, 4, asm.Word),
+		asm.Mov.Reg(asm.R4, asm.R2),
+		asm.Add.Imm(asm.R4, ethHeaderLen),
+		asm.JGT.Reg(asm.R4, asm.R3, "pass"),
+		asm.LoadMem(asm.R4, asm.R2, etherTypeOffset, asm.Half),
+		asm.JEq.Imm(asm.R4, be16(EtherType), "raw"),
+		asm.JNE.Imm(asm.R4, be16(etherTypeIPv4), "pass"),
+
+		// IPv4: is it UDP to the configured port?
+		asm.LoadMem(asm.R4, asm.R7, cfgUDPPortOff, asm.Word),
+		asm.JEq.Imm(asm.R4, 0, "pass"),
+		asm.Mov.Reg(asm.R5, asm.R2),
+		asm.Add.Imm(asm.R5, ethHeaderLen+ipHeaderMin),
+		asm.JGT.Reg(asm.R5, asm.R3, "pass"),
+		asm.LoadMem(asm.R5, asm.R2, ethHeaderLen+9, asm.Byte), // protocol
+		asm.JNE.Imm(asm.R5, ipProtoUDP, "pass"),
+		asm.LoadMem(asm.R5, asm.R2, ethHeaderLen+6, asm.Half), // flags and fragment offset
+		asm.And.Imm(asm.R5, be16(0x1fff)),
+		asm.JNE.Imm(asm.R5, 0, "pass"),                      // a later fragment has no UDP header
+		asm.LoadMem(asm.R5, asm.R2, ethHeaderLen, asm.Byte), // version and IHL
+		asm.And.Imm(asm.R5, 0x0f),
+		asm.LSh.Imm(asm.R5, 2),
+		asm.JLT.Imm(asm.R5, ipHeaderMin, "pass"),
+		asm.Add.Reg(asm.R2, asm.R5), // r2 = data + IHL: UDP header at r2+14
+		asm.Mov.Reg(asm.R5, asm.R2),
+		asm.Add.Imm(asm.R5, ethHeaderLen+udpHeaderLen+fromInHeader+2),
+		asm.JGT.Reg(asm.R5, asm.R3, "pass"),
+		asm.LoadMem(asm.R5, asm.R2, ethHeaderLen+2, asm.Half), // destination port
+		asm.JNE.Reg(asm.R5, asm.R4, "pass"),
+		asm.LoadMem(asm.R9, asm.R2, ethHeaderLen+udpHeaderLen+fromInHeader, asm.Half),
+		asm.Ja.Label("match"),
+
+		asm.Mov.Reg(asm.R4, asm.R2).WithSymbol("raw"),
+		asm.Add.Imm(asm.R4, fromOffset+2),
+		asm.JGT.Reg(asm.R4, asm.R3, "pass"),
+		asm.LoadMem(asm.R9, asm.R2, fromOffset, asm.Half),
+
+		// r9 = from.
+		asm.Mov.Imm(asm.R1, 1).WithSymbol("match"),
+		asm.AddAtomic.Mem(asm.R8, asm.R1, asm.DWord, statSeenOff),
+		asm.LoadMem(asm.R1, asm.R7, cfgDropFromOff, asm.Word),
 		asm.JEq.Reg(asm.R1, asm.R9, "drop"),
-		asm.LoadMem(asm.R8, asm.R0, cfgThresholdOff, asm.DWord), // r8 = threshold
-		asm.JEq.Imm(asm.R8, 0, "pass"),
+		asm.LoadMem(asm.R6, asm.R7, cfgThresholdOff, asm.DWord),
+		asm.JEq.Imm(asm.R6, 0, "pass"),
 		asm.FnGetPrandomU32.Call(),
-		asm.JLT.Reg(asm.R0, asm.R8, "drop"),
+		asm.JLT.Reg(asm.R0, asm.R6, "drop"),
 
 		asm.Mov.Imm(asm.R0, xdpPass).WithSymbol("pass"),
 		asm.Return(),
 
 		asm.Mov.Imm(asm.R1, 1).WithSymbol("drop"),
-		asm.AddAtomic.Mem(asm.R7, asm.R1, asm.DWord, statDroppedOff),
+		asm.AddAtomic.Mem(asm.R8, asm.R1, asm.DWord, statDroppedOff),
 		asm.Mov.Imm(asm.R0, xdpDrop),
 		asm.Return(),
 	}
 }
 
-// writeConfig stores the settings the program reads.
-func (inj *Injector) writeConfig(threshold uint64, dropFromSet bool, site uint16) error {
+// hostOrder returns the value a 16-bit load from the frame yields for a
+// field holding v in byte order bo.
+func hostOrder(bo binary.AppendByteOrder, v uint16) uint32 {
+	return uint32(binary.NativeEndian.Uint16(bo.AppendUint16(nil, v)))
+}
+
+// writeConfig stores inj.settings in the config map. Callers hold inj.mu
+// or own inj exclusively.
+func (inj *Injector) writeConfig() error {
+	threshold, err := lossThreshold(inj.settings.Loss)
+	if err != nil {
+		return err
+	}
 	var v [cfgSize]byte
 	binary.NativeEndian.PutUint64(v[cfgThresholdOff:], threshold)
 	from := uint32(noDropFrom)
-	if dropFromSet {
-		// The program loads the little-endian field as a host-order u16.
-		from = uint32(binary.NativeEndian.Uint16(binary.LittleEndian.AppendUint16(nil, site)))
+	if inj.settings.DropFromSet {
+		from = hostOrder(binary.LittleEndian, inj.settings.DropFrom)
 	}
 	binary.NativeEndian.PutUint32(v[cfgDropFromOff:], from)
+	var port uint32
+	if inj.settings.UDPPort != 0 {
+		port = hostOrder(binary.BigEndian, inj.settings.UDPPort)
+	}
+	binary.NativeEndian.PutUint32(v[cfgUDPPortOff:], port)
 	if err := inj.cfg.Put(uint32(0), v[:]); err != nil {
 		return fmt.Errorf("rig: update injector config: %w", err)
 	}
 	return nil
-}
-
-// readConfig returns the current threshold and drop-from word.
-func (inj *Injector) readConfig() (uint64, uint32, error) {
-	var v [cfgSize]byte
-	if err := inj.cfg.Lookup(uint32(0), v[:]); err != nil {
-		return 0, 0, fmt.Errorf("rig: read injector config: %w", err)
-	}
-	return binary.NativeEndian.Uint64(v[cfgThresholdOff:]), binary.NativeEndian.Uint32(v[cfgDropFromOff:]), nil
 }
 
 // SetLoss changes the random loss fraction while the injector runs.
 func (inj *Injector) SetLoss(fraction float64) error {
-	threshold, err := lossThreshold(fraction)
-	if err != nil {
+	if _, err := lossThreshold(fraction); err != nil {
 		return err
 	}
-	inj.mu.Lock()
-	defer inj.mu.Unlock()
-	if inj.closed {
-		return fmt.Errorf("set loss: %w", ErrClosed)
-	}
-	_, from, err := inj.readConfig()
-	if err != nil {
-		return err
-	}
-	var v [cfgSize]byte
-	binary.NativeEndian.PutUint64(v[cfgThresholdOff:], threshold)
-	binary.NativeEndian.PutUint32(v[cfgDropFromOff:], from)
-	if err := inj.cfg.Put(uint32(0), v[:]); err != nil {
-		return fmt.Errorf("rig: update injector config: %w", err)
-	}
-	return nil
+	return inj.update(func(s *InjectConfig) { s.Loss = fraction })
 }
 
 // SetDropFrom starts dropping every frame from site (on=true) or stops
 // dropping by site (on=false), while the injector runs.
 func (inj *Injector) SetDropFrom(site uint16, on bool) error {
+	return inj.update(func(s *InjectConfig) { s.DropFromSet, s.DropFrom = on, site })
+}
+
+// Config returns the injector's current settings.
+func (inj *Injector) Config() InjectConfig {
+	inj.mu.Lock()
+	defer inj.mu.Unlock()
+	return inj.settings
+}
+
+// update applies change to the settings and stores them; on failure the
+// settings stay as they were.
+func (inj *Injector) update(change func(*InjectConfig)) error {
 	inj.mu.Lock()
 	defer inj.mu.Unlock()
 	if inj.closed {
-		return fmt.Errorf("set drop-from: %w", ErrClosed)
+		return fmt.Errorf("update injector on board %d: %w", inj.board.Site, ErrClosed)
 	}
-	threshold, _, err := inj.readConfig()
-	if err != nil {
+	old := inj.settings
+	change(&inj.settings)
+	if err := inj.writeConfig(); err != nil {
+		inj.settings = old
 		return err
 	}
-	return inj.writeConfig(threshold, on, site)
+	return nil
 }
 
 func (inj *Injector) attachedTo() *Board { return inj.board }

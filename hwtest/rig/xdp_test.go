@@ -2,7 +2,9 @@ package rig
 
 import (
 	"errors"
+	"fmt"
 	"math"
+	"net/netip"
 	"testing"
 )
 
@@ -183,5 +185,61 @@ func TestInjectorInertByDefault(t *testing.T) {
 	}
 	if _, err := c.Boards[0].Inject(InjectConfig{Direction: Direction(7)}); !errors.Is(err, ErrBadOptions) {
 		t.Errorf("Inject with a bad direction = %v, want ErrBadOptions", err)
+	}
+}
+
+// TestInjectUDP: with UDPPort set, datagrams of the UDP transport are
+// matched by destination port and header "from" like raw frames.
+func TestInjectUDP(t *testing.T) {
+	c := newChassis(t, Options{Boards: 3})
+	b1, b2, b3 := c.Boards[0], c.Boards[1], c.Boards[2]
+	const port, other = 7405, 7406
+	rx, rxOther := udpListen(t, b2, port), udpListen(t, b2, other)
+	dst, dstOther := netip.AddrPortFrom(b2.IP, port), netip.AddrPortFrom(b2.IP, other)
+	// Resolve ARP first, so no datagram waits in the ARP queue.
+	for _, b := range []*Board{b1, b3} {
+		if err := udpExchange(t, b, dst, rx, fmt.Sprintf("warm-up %d", b.Site)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	u, uOther := startUDPCounter(t, rx), startUDPCounter(t, rxOther)
+
+	inj, err := b2.Inject(InjectConfig{Direction: ToBoard, DropFromSet: true, DropFrom: b1.Site, UDPPort: port})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 200
+	sendUDPFrames(t, b1, dst, b1.Site, n)
+	sendUDPFrames(t, b3, dst, b3.Site, n)
+	sendUDPFrames(t, b1, dstOther, b1.Site, n/2) // other port: not matched
+	waitFor(t, "site 3's datagrams", func() bool { return u.from(b3.Site) >= n })
+	waitFor(t, "datagrams to the other port", func() bool { return uOther.from(b1.Site) >= n/2 })
+	waitFor(t, "the injector to see both sites", func() bool { s, _ := inj.Stats(); return s >= 2*n })
+	if got := u.from(b1.Site); got != 0 {
+		t.Errorf("board 2 received %d datagrams from site 1 on port %d, want 0", got, port)
+	}
+	if s, d := inj.Stats(); s != 2*n || d != n {
+		t.Errorf("stats: seen %d dropped %d, want %d and %d", s, d, 2*n, n)
+	}
+
+	// Total loss on the port, site filter off.
+	if err := inj.SetDropFrom(0, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := inj.SetLoss(1); err != nil {
+		t.Fatal(err)
+	}
+	if got := inj.Config(); got.Loss != 1 || got.DropFromSet || got.UDPPort != port {
+		t.Errorf("Config() = %+v", got)
+	}
+	sendUDPFrames(t, b3, dst, b3.Site, n)
+	sendUDPFrames(t, b1, dstOther, b1.Site, n/2)
+	waitFor(t, "more datagrams to the other port", func() bool { return uOther.from(b1.Site) >= n })
+	waitFor(t, "the injector to see the burst", func() bool { s, _ := inj.Stats(); return s >= 3*n })
+	if got := u.from(b3.Site); got != n {
+		t.Errorf("board 2 received %d datagrams from site 3, want %d (first burst only)", got, n)
+	}
+	if s, d := inj.Stats(); s != 3*n || d != 2*n {
+		t.Errorf("stats: seen %d dropped %d, want %d and %d", s, d, 3*n, 2*n)
 	}
 }
