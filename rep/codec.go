@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/seed61e250c8/boardha/elect"
+	"github.com/seed61e250c8/boardha/logbuf"
 )
 
 // Wire format. Every payload starts with a 32-byte little-endian header:
@@ -43,9 +44,9 @@ const (
 // lsn u64 at 24). rep frames records itself so it never needs the log package
 // to find transaction boundaries in a message.
 const (
-	recHeaderSize = 32
-	recCommit     = 5
-	recNewGen     = 7
+	recHeaderSize = logbuf.HeaderSize
+	recCommit     = logbuf.RecCommit
+	recNewGen     = logbuf.RecNewGen
 )
 
 // Header is the common message header.
