@@ -44,11 +44,20 @@
 // # Faults
 //
 // Board.LinkDown and LinkUp take the bridge-side veth down and up: the board
-// keeps its state but neither sends nor receives on the backplane. An
-// Injector is an XDP program (written with cilium/ebpf/asm, no compiler
-// needed) attached in generic mode that drops EtherType 0x88B5 frames, either
-// a live-adjustable random fraction or every frame whose backplane header
-// "from" field names a given site; it counts frames seen and dropped.
+// keeps its state but neither sends nor receives on the backplane.
+//
+// An Injector is an XDP program (written with cilium/ebpf/asm, no compiler
+// needed) attached in generic mode that drops backplane frames: EtherType
+// 0x88B5 frames of the raw transport and, with InjectConfig.UDPPort, UDP
+// datagrams of the UDP transport. It drops a random fraction (changeable
+// while it runs) and/or every frame whose header "from" names a given site,
+// and counts frames seen and dropped. Direction FromBoard attaches to the
+// bridge-side veth (frames the board sends; InjectLoss), ToBoard to bp0
+// inside the board (frames it receives; InjectDropFromSite, which so makes
+// an asymmetric partition). One injector per board and direction.
+//
+// Available reports whether this machine can build a chassis at all, so a
+// program can fall back to loopback without namespaces.
 //
 // # Cleanup
 //
