@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 )
 
 const childEnv = "BOARDHA_SHM_TEST_CHILD"
@@ -171,4 +172,27 @@ func attach(t testing.TB, name string, mode AttachMode) *Region {
 	}
 	t.Cleanup(func() { r.Close() })
 	return r
+}
+
+// killNoReap SIGKILLs the child and waits until it has exited without reaping it, so it
+// stays a zombie: its pid still exists in /proc, as when a holder's parent is slow to
+// wait for it.
+func (c *child) killNoReap(t *testing.T) {
+	t.Helper()
+	if err := c.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	const pPID, wEXITED, wNOWAIT = 1, 4, 0x01000000
+	var info [128]byte // siginfo_t
+	for {
+		_, _, errno := syscall.Syscall6(syscall.SYS_WAITID, pPID, uintptr(c.pid()),
+			uintptr(unsafe.Pointer(&info[0])), wEXITED|wNOWAIT, 0, 0)
+		if errno == syscall.EINTR {
+			continue
+		}
+		if errno != 0 {
+			t.Fatalf("waitid(%d): %v", c.pid(), errno)
+		}
+		return
+	}
 }

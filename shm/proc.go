@@ -5,8 +5,9 @@ import (
 	"errors"
 	"os"
 	"strconv"
-
+	"sync"
 	"syscall"
+	"time"
 )
 
 // procIdentity identifies a process across pid reuse: its pid plus its start time in
@@ -82,4 +83,56 @@ func (self procIdentity) ownerAlive(w uint64) bool {
 		kerr := syscall.Kill(pid, 0)
 		return kerr == nil || kerr == syscall.EPERM
 	}
+}
+
+// livenessTTL bounds how long a full /proc check of a reader's process is trusted. In
+// between, only kill(pid, 0) runs (a fraction of the cost): it catches a reaped process
+// at once; a zombie or a reused pid is caught at the next full check. Counting a dead
+// reader as alive that long only delays page reuse, never corrupts anything.
+const livenessTTL = 20 * time.Millisecond
+
+// livenessCache remembers when each foreign reader's process was last fully verified.
+type livenessCache struct {
+	mu      sync.Mutex
+	checked map[uint64]time.Time
+}
+
+// alive is ownerAlive with the cache, for the reader-table scans the writer runs often.
+// The writer lock always uses the full check: it is rare and must not be stolen.
+func (c *livenessCache) alive(self procIdentity, w uint64) bool {
+	if w == self.word() {
+		return true
+	}
+	pid := int(wordPID(w))
+	if pid <= 0 {
+		return false
+	}
+	if err := syscall.Kill(pid, 0); err == syscall.ESRCH {
+		c.forget(w)
+		return false
+	}
+	now := time.Now()
+	c.mu.Lock()
+	at, ok := c.checked[w]
+	c.mu.Unlock()
+	if ok && now.Sub(at) < livenessTTL {
+		return true
+	}
+	if !self.ownerAlive(w) {
+		c.forget(w)
+		return false
+	}
+	c.mu.Lock()
+	if c.checked == nil || len(c.checked) > 4*MaxReaders {
+		c.checked = map[uint64]time.Time{}
+	}
+	c.checked[w] = now
+	c.mu.Unlock()
+	return true
+}
+
+func (c *livenessCache) forget(w uint64) {
+	c.mu.Lock()
+	delete(c.checked, w)
+	c.mu.Unlock()
 }

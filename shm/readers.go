@@ -76,7 +76,7 @@ func (r *Region) reclaimDead() int {
 	for i := 0; i < int(r.hdr.ReaderSlots); i++ {
 		owner := r.slotWord(i, slotOwner)
 		w := atomic.LoadUint64(owner)
-		if w == 0 || r.self.ownerAlive(w) {
+		if w == 0 || r.live.alive(r.self, w) {
 			continue
 		}
 		if r.freeSlot(i, w) {
@@ -113,7 +113,7 @@ func (r *Region) OldestReader() (txid uint64, ok bool) {
 			continue
 		}
 		snap := atomic.LoadUint64(r.slotWord(i, slotSnap))
-		if !r.self.ownerAlive(w) {
+		if !r.live.alive(r.self, w) {
 			r.freeSlot(i, w)
 			continue
 		}

@@ -83,6 +83,7 @@ type Region struct {
 	table    []byte // reader table; inside data, or a separate writable mapping (read-only attach)
 	tableMap []byte // the separate mapping to unmap, if any
 	self     procIdentity
+	live     livenessCache
 
 	mu        sync.Mutex
 	closed    atomic.Bool

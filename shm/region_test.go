@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
+	"unsafe"
 )
 
 func TestCreateAttachRemove(t *testing.T) {
@@ -257,6 +259,16 @@ func TestReadOnlyAttach(t *testing.T) {
 	name := uniqueName(t)
 	w := newRegion(t, name, Options{Size: 1 << 20})
 	ro := attach(t, name, ReadOnly)
+	// The kernel's view: the region read-only and shared, only the reader table writable.
+	if p := mappingPerms(t, ro.Data()); p != "r--s" {
+		t.Fatalf("read-only attachment mapped %s, want r--s", p)
+	}
+	if p := mappingPerms(t, ro.tableMap); p != "rw-s" {
+		t.Fatalf("reader table of a read-only attachment mapped %s, want rw-s", p)
+	}
+	if p := mappingPerms(t, w.Data()); p != "rw-s" {
+		t.Fatalf("creator mapped %s, want rw-s", p)
+	}
 	if err := ro.LockWriter(); !errors.Is(err, ErrReadOnly) {
 		t.Fatalf("LockWriter on read-only = %v, want ErrReadOnly", err)
 	}
@@ -449,4 +461,59 @@ func TestCrossProcessWriterLock(t *testing.T) {
 	if !strings.HasPrefix(c2.line, "refused") || !strings.Contains(c2.line, "pid "+strconv.Itoa(os.Getpid())) {
 		t.Fatalf("second writer process said %q, want a refusal naming pid %d", c2.line, os.Getpid())
 	}
+}
+
+// TestCrossProcessZombies: a killed holder that its parent has not reaped yet is a
+// zombie — its pid still answers kill(pid, 0) — and must still count as dead.
+func TestCrossProcessZombies(t *testing.T) {
+	name := uniqueName(t)
+	w := newRegion(t, name, Options{Size: 1 << 20})
+	c := startChild(t, "writer", name)
+	c.killNoReap(t)
+	if _, state, err := procStat(c.pid()); err != nil || state != 'Z' {
+		t.Fatalf("child state %q (%v), want a zombie", state, err)
+	}
+	if err := w.LockWriter(); err != nil {
+		t.Fatalf("LockWriter over a zombie holder: %v", err)
+	}
+
+	r := startChild(t, "reader", name, "BOARDHA_SHM_TXID=3")
+	if tx, ok := w.OldestReader(); !ok || tx != 3 {
+		t.Fatalf("OldestReader with a live reader = %d %v", tx, ok)
+	}
+	r.killNoReap(t)
+	// The live verdict above is trusted for livenessTTL; the zombie must be reclaimed
+	// once it lapses.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, ok := w.OldestReader(); !ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("zombie reader's slot still counted after 10s: %+v", w.Readers())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if len(w.Readers()) != 0 {
+		t.Fatalf("zombie reader's slot not reclaimed: %+v", w.Readers())
+	}
+}
+
+// mappingPerms returns the permissions of the mapping that starts at b, as the kernel
+// reports them in /proc/self/maps.
+func mappingPerms(t *testing.T, b []byte) string {
+	t.Helper()
+	maps, err := os.ReadFile("/proc/self/maps")
+	if err != nil {
+		t.Skipf("no /proc/self/maps: %v", err)
+	}
+	start := strconv.FormatUint(uint64(uintptr(unsafe.Pointer(&b[0]))), 16)
+	for _, line := range strings.Split(string(maps), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 2 && strings.TrimLeft(strings.SplitN(f[0], "-", 2)[0], "0") == start {
+			return f[1]
+		}
+	}
+	t.Fatalf("no mapping starts at %s", start)
+	return ""
 }
