@@ -64,9 +64,9 @@ type Options struct {
 // Chassis is a backplane namespace with a bridge and the boards plugged
 // into it. Methods are safe for concurrent use.
 type Chassis struct {
-	// Boards in creation order. Do not modify; AddBoard and RemoveBoard
-	// replace the slice under the chassis lock, so read it only from the
-	// goroutine that changes the board set.
+	// Boards in creation order. Do not modify it. AddBoard and RemoveBoard
+	// replace the slice; a goroutine other than the one calling them uses
+	// BoardList instead.
 	Boards []*Board
 	// BackplaneNS is the namespace holding the bridge and the bridge-side veths.
 	BackplaneNS string
@@ -78,7 +78,11 @@ type Chassis struct {
 	mtu    int
 	ipPath string
 
-	mu        sync.Mutex
+	// opMu serialises AddBoard, RemoveBoard and Close, which create and
+	// delete namespaces, so that Close never races a half-built board.
+	opMu sync.Mutex
+
+	mu        sync.Mutex // guards the fields below and Boards
 	closed    bool
 	nextIndex int
 	injectors map[attachment]struct{}
@@ -274,6 +278,14 @@ func (c *Chassis) Board(site uint16) *Board {
 	return nil
 }
 
+// BoardList returns a snapshot of Boards, safe to call while other
+// goroutines add or remove boards.
+func (c *Chassis) BoardList() []*Board {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.Boards)
+}
+
 // Namespaces returns the names of every namespace the chassis currently owns.
 func (c *Chassis) Namespaces() []string {
 	c.mu.Lock()
@@ -287,6 +299,8 @@ func (c *Chassis) Namespaces() []string {
 
 // AddBoard plugs a new board into the backplane, with the next site.
 func (c *Chassis) AddBoard() (*Board, error) {
+	c.opMu.Lock()
+	defer c.opMu.Unlock()
 	c.mu.Lock()
 	closed := c.closed
 	c.mu.Unlock()
@@ -309,9 +323,6 @@ func (c *Chassis) AddBoard() (*Board, error) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.closed {
-		return nil, errors.Join(fmt.Errorf("add board to chassis %s: %w", c.id, ErrClosed), deleteNS(c.ipPath, b.NS))
-	}
 	c.Boards = append(slices.Clip(c.Boards), b)
 	return b, nil
 }
@@ -320,7 +331,13 @@ func (c *Chassis) AddBoard() (*Board, error) {
 // pair). Processes the caller started inside it keep running in a now
 // unnamed namespace with no link.
 func (c *Chassis) RemoveBoard(b *Board) error {
+	c.opMu.Lock()
+	defer c.opMu.Unlock()
 	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return fmt.Errorf("remove board from chassis %s: %w", c.id, ErrClosed)
+	}
 	i := slices.Index(c.Boards, b)
 	if i < 0 {
 		c.mu.Unlock()
@@ -346,6 +363,8 @@ func (c *Chassis) RemoveBoard(b *Board) error {
 // (with the links inside them) and its marker. It is idempotent; after an
 // error it may be called again to retry.
 func (c *Chassis) Close() error {
+	c.opMu.Lock()
+	defer c.opMu.Unlock()
 	c.mu.Lock()
 	c.closed = true
 	boards := c.Boards

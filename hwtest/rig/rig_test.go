@@ -589,3 +589,33 @@ func TestAvailable(t *testing.T) {
 		t.Fatalf("Available = %v but skip reason %q", err, reason)
 	}
 }
+
+// TestCloseRacesAddBoard: boards added while the chassis closes are either
+// refused with ErrClosed or removed by Close; nothing is left behind.
+func TestCloseRacesAddBoard(t *testing.T) {
+	RequireRoot(t)
+	c, err := New(Options{Boards: 1, Prefix: testPrefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, 3)
+	for i := range errs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, errs[i] = c.AddBoard()
+		}()
+	}
+	closeErr := c.Close()
+	wg.Wait()
+	if closeErr != nil {
+		t.Errorf("Close: %v", closeErr)
+	}
+	for i, err := range errs {
+		if err != nil && !errors.Is(err, ErrClosed) {
+			t.Errorf("AddBoard %d: %v", i, err)
+		}
+	}
+	assertGone(t, c.ID())
+}
