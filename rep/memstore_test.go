@@ -91,12 +91,12 @@ func (m *memStore) ReadLog(from uint64, maxBytes int, dst []byte) ([]byte, uint6
 	}
 	off := from
 	for off < m.EndLSN() {
+		if off+recHeaderSize > m.EndLSN() || binary.LittleEndian.Uint64(m.full[off+24:]) != off {
+			return dst, 0, fmt.Errorf("lsn %d not a record boundary", from)
+		}
 		n := uint64(binary.LittleEndian.Uint32(m.full[off:]))
 		if off > from && int(off+n-from) > maxBytes {
 			break
-		}
-		if binary.LittleEndian.Uint64(m.full[off+24:]) != off {
-			return dst, 0, fmt.Errorf("lsn %d not a record boundary", from)
 		}
 		off += n
 	}
