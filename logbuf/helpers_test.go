@@ -9,6 +9,17 @@ import (
 	"unsafe"
 )
 
+// soak scales randomized tests: BOARDHA_SOAK=N runs N times as many rounds (default 1),
+// for long runs outside the CI time budget.
+func soak(t testing.TB) int {
+	n, err := strconv.Atoi(os.Getenv("BOARDHA_SOAK"))
+	if err != nil || n < 1 {
+		return 1
+	}
+	t.Logf("soak: %dx rounds", n)
+	return n
+}
+
 // testSeed returns BOARDHA_SEED if set, else a fresh seed, logged so failures replay.
 func testSeed(t testing.TB) uint64 {
 	t.Helper()

@@ -413,6 +413,10 @@ func (l *Log) AppendEncoded(b []byte) error {
 // ring is returned in place (Body aliases the log, valid until it is overwritten); one
 // split across the ring end is copied into scratch (grown if too small). ErrLogGone
 // below Begin, ErrBeyondEnd at or past End, ErrCorrupt if lsn is not a record boundary.
+//
+// A follower racing with the writer (another process mapping the area) must copy what
+// it needs from the record and then check Begin() <= lsn: only then was the copy not
+// overwritten while it was taken.
 func (l *Log) Read(lsn uint64, scratch []byte) (Record, uint64, error) {
 	rec, next, _, err := l.read(lsn, scratch)
 	return rec, next, err
@@ -467,7 +471,8 @@ func (l *Log) goneOr(lsn uint64, err error) error {
 // of them — but always the first record, even when it alone exceeds maxBytes — and the
 // LSN after the last one. Records are checksum-verified. A range contiguous in the ring
 // is returned in place (valid until overwritten); a wrapped one is copied into dst
-// (reused if large enough). from == End yields no records and End.
+// (reused if large enough). from == End yields no records and End. A follower racing
+// with the writer copies the result, then checks Begin() <= from (as for Read).
 func (l *Log) ReadEncoded(from uint64, maxBytes int, dst []byte) ([]byte, uint64, error) {
 	begin, end := l.Begin(), l.End()
 	if from < begin {
@@ -571,6 +576,8 @@ func (l *Log) Unpin(id PinID) {
 
 // Truncate drops the records at and after lsn (rollback). lsn must be a record boundary
 // in [Begin, End]. The retention point and pins beyond the new end are pulled back to it.
+// A follower in another process reading past the new end while records are appended
+// there again may get ErrCorrupt: rolled-back records are gone, not reclaimed.
 func (l *Log) Truncate(lsn uint64) error {
 	if l.readOnly {
 		return fmt.Errorf("logbuf: truncate: %w", ErrReadOnly)

@@ -83,7 +83,7 @@ func sameRecord(a, b Record) bool {
 func TestModel(t *testing.T) {
 	seed := testSeed(t)
 	rng := rand.New(rand.NewPCG(seed, 1))
-	for round := 0; round < 12; round++ {
+	for round := 0; round < 12*soak(t); round++ {
 		capacity := 1024 + rng.IntN(6000)
 		start := rng.Uint64N(1 << 40)
 		runModel(t, rng, capacity, start, 4000)

@@ -11,9 +11,10 @@
 // with ErrLogFull and changes nothing.
 //
 // A Log is not safe for concurrent mutation: the caller serialises writers. Begin and
-// End are atomic loads on the area, so another goroutine or another process mapping the
-// same area can follow the log; a reader that races with reclamation gets ErrLogGone or
-// ErrCorrupt (records are checksummed), never a wrong record.
+// End are atomic loads on the area, so another process mapping the same area can follow
+// the log (Options.ReadOnly): records are checksummed and re-validated against Begin, so
+// a read that races with reclamation fails with ErrLogGone; see Read for the protocol.
+// In-process readers are serialised with the writer by the caller like everything else.
 package logbuf
 
 import (

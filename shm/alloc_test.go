@@ -9,6 +9,17 @@ import (
 	"testing"
 )
 
+// soak scales randomized tests: BOARDHA_SOAK=N runs N times as many rounds (default 1),
+// for long runs outside the CI time budget.
+func soak(t testing.TB) int {
+	n, err := strconv.Atoi(os.Getenv("BOARDHA_SOAK"))
+	if err != nil || n < 1 {
+		return 1
+	}
+	t.Logf("soak: %dx rounds", n)
+	return n
+}
+
 // testSeed returns the seed for randomized tests: BOARDHA_SEED if set, else a fresh one,
 // logged so a failure replays.
 func testSeed(t *testing.T) uint64 {
@@ -138,7 +149,7 @@ func TestAllocatorRebuild(t *testing.T) {
 // when the model has no free run long enough, and the counters agree.
 func TestAllocatorModel(t *testing.T) {
 	rng := rand.New(rand.NewPCG(testSeed(t), 0))
-	for round := 0; round < 20; round++ {
+	for round := 0; round < 20*soak(t); round++ {
 		pages := 20 + rng.IntN(300)
 		r := newRegion(t, "", Options{Size: int64(pages) * 512, PageSize: 512, MaxReaders: 1})
 		checkAllocModel(t, rng, r)
