@@ -29,3 +29,117 @@ func TestClusterElectReplicate(t *testing.T) {
 		t.Errorf("perm failed: %v", m.failed)
 	}
 }
+
+func TestClusterFailoverAndRejoin(t *testing.T) {
+	c := newCluster(t, []uint16{1, 2, 3, 4, 5}, nil)
+	c.startAll()
+	m := c.oneMaster()
+	var perms []CommitInfo
+	for i := 0; i < 10; i++ {
+		perms = append(perms, c.write(m, "a"))
+		c.run(3 * time.Millisecond)
+	}
+	c.runUntil("perm", time.Second, func() bool { return m.perm >= perms[len(perms)-1].LSN })
+	c.crash(m.id)
+	c.runUntil("a new master", 10*time.Second, func() bool { return len(c.masters()) == 1 })
+	nm := c.masters()[0]
+	if nm == m {
+		t.Fatal("crashed master still master")
+	}
+	// Every permanent commit survived the failover (QUORUM + majority elections).
+	for _, p := range perms {
+		if ci, err := nm.st.CommitAt(p.LSN); err != nil || ci.Chain != p.Chain {
+			t.Fatalf("perm commit %d lost on the new master: %v", p.LSN, err)
+		}
+	}
+	if nm.n.Status().Gen <= 1 {
+		t.Fatalf("new master gen %d", nm.n.Status().Gen)
+	}
+	c.write(nm, "b")
+	c.restart(m.id, false, StartClient)
+	c.runUntil("convergence after rejoin", 10*time.Second, c.converged)
+	if m.n.Status().Master != nm.id {
+		t.Fatalf("old master follows %d", m.n.Status().Master)
+	}
+	// A board that lost its memory rebuilds through internal init.
+	nm.st.checkpoint(true)
+	c.write(nm, "c")
+	victim := c.node(2)
+	if victim == nm {
+		victim = c.node(3)
+	}
+	c.crash(victim.id)
+	c.restart(victim.id, true, StartClient)
+	c.runUntil("convergence after memory loss", 10*time.Second, c.converged)
+	if victim.inits != 1 {
+		t.Fatalf("site %d finished %d inits", victim.id, victim.inits)
+	}
+}
+
+func TestPriorityZeroNeverMaster(t *testing.T) {
+	c := newCluster(t, []uint16{1, 2, 3}, func(cfg *Config) {
+		if cfg.Site != 3 {
+			cfg.Priority = 0
+		}
+	})
+	c.startAll()
+	if m := c.oneMaster(); m.id != 3 {
+		t.Fatalf("site %d (priority 0) became master", m.id)
+	}
+	c.crash(3)
+	c.run(3 * time.Second)
+	if ms := c.masters(); len(ms) != 0 {
+		t.Fatalf("priority-0 site %d became master", ms[0].id)
+	}
+}
+
+func TestTwoSiteGroups(t *testing.T) {
+	for _, strict := range []bool{false, true} {
+		c := newCluster(t, []uint16{1, 2}, func(cfg *Config) { cfg.TwoSiteStrict = strict })
+		c.startAll()
+		m := c.oneMaster()
+		c.write(m, "x")
+		c.runUntil("convergence", 5*time.Second, c.converged)
+		c.crash(m.id)
+		c.run(5 * time.Second)
+		got := len(c.masters())
+		if strict && got != 0 {
+			t.Fatal("TwoSiteStrict: the survivor elected itself alone")
+		}
+		if !strict && got != 1 {
+			t.Fatal("two-site group: the survivor did not take over")
+		}
+	}
+}
+
+func TestMembershipLearnedSiteCountsOnceCaughtUp(t *testing.T) {
+	s := startMaster(t, func(c *Config) { c.Peers = []uint16{2}; c.AckPolicy = AckAll })
+	c1 := s.st.commitTxn("a")
+	s.n.Committed(s.now, c1)
+	s.ready()
+	// Site 7 announces itself: NEWSITE event and relay, but it does not
+	// count toward ALL until it has caught up to the commit at its join.
+	o := s.recv(mk(7, MsgNewClient, Header{Priority: 50, Master: NoMaster}))
+	if !hasEvent(o.events, EventNewSite) || len(o.only(MsgNewSite)) != 1 || len(o.only(MsgNewMaster)) != 1 {
+		t.Fatalf("new site: events %v msgs %v", o.events, o.msgs)
+	}
+	o = s.recv(ackFrom(2, 1, c1.LSN, 0))
+	if o.perm != c1.LSN {
+		t.Fatalf("perm %d: a not-yet-caught-up site held back ALL", o.perm)
+	}
+	o = s.recv(ackFrom(7, 1, c1.LSN, 0))
+	c2 := s.st.commitTxn("b")
+	s.n.Committed(s.now, c2)
+	o = s.recv(ackFrom(2, 1, c2.LSN, 0))
+	if o.perm >= c2.LSN {
+		t.Fatal("caught-up site 7 not counted by ALL")
+	}
+	o = s.recv(ackFrom(7, 1, c2.LSN, 0))
+	if o.perm != c2.LSN {
+		t.Fatalf("perm %d after both acked", o.perm)
+	}
+	st := s.n.Status()
+	if len(st.Sites) != 2 || !st.Sites[1].Learned || !st.Sites[1].CaughtUp {
+		t.Fatalf("status sites %+v", st.Sites)
+	}
+}
