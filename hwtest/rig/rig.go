@@ -85,7 +85,9 @@ type Chassis struct {
 	mu        sync.Mutex // guards the fields below and Boards
 	closed    bool
 	nextIndex int
-	injectors map[attachment]struct{}
+	// partitionGroups is the number of group bridges Partition made.
+	partitionGroups int
+	injectors       map[attachment]struct{}
 }
 
 // attachment is something attached to a board's links (an Injector) that
@@ -170,9 +172,7 @@ func (c *Chassis) build(n int) error {
 	if err := c.addNS(c.BackplaneNS); err != nil {
 		return err
 	}
-	batch := fmt.Sprintf("link add name %s mtu %d type bridge stp_state 0 forward_delay 0 mcast_snooping 0\n"+
-		"link set %s up\n", c.Bridge, c.mtu, c.Bridge)
-	if err := runIP(c.ipPath, batch, "-n", c.BackplaneNS, "-batch", "-"); err != nil {
+	if err := runIP(c.ipPath, bridgeSpec(c.Bridge, c.mtu), "-n", c.BackplaneNS, "-batch", "-"); err != nil {
 		return fmt.Errorf("rig: create bridge %s in %s: %w", c.Bridge, c.BackplaneNS, err)
 	}
 	boards := make([]*Board, 0, n)
