@@ -64,24 +64,24 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // Header is the decoded region header.
 type Header struct {
-	Version           uint32
-	PageSize          uint32
-	ReaderSlots       uint32
-	RegionSize        uint64
-	NumPages          uint64
-	FirstDataPage     uint64
-	ReaderTableOffset uint64
-	UserAreaOffset    uint32
-	UserAreaSize      uint32
-	CreatedUnixNano   int64
-	Flags             uint32
-	Checksum          uint32
+	Version           uint32 // FormatVersion
+	PageSize          uint32 // bytes per page, a power of two in [MinPageSize, MaxPageSize]
+	ReaderSlots       uint32 // reader table slots
+	RegionSize        uint64 // bytes, NumPages*PageSize
+	NumPages          uint64 // pages in the region, metadata pages included
+	FirstDataPage     uint64 // first page the allocator hands out
+	ReaderTableOffset uint64 // byte offset of the reader table
+	UserAreaOffset    uint32 // byte offset of the user area
+	UserAreaSize      uint32 // bytes of user area
+	CreatedUnixNano   int64  // creation time, for operators
+	Flags             uint32 // bit 0: private region
+	Checksum          uint32 // crc32c (Castagnoli) of the static header bytes
 
-	// Mutable fields, a snapshot at decode time.
-	WriterPID       uint32
-	WriterStartTime uint64
-	HighWater       uint64
-	Takeovers       uint64
+	// Mutable fields, a snapshot at decode time (not covered by Checksum).
+	WriterPID       uint32 // holder of the writer lock, 0 if free
+	WriterStartTime uint64 // last holder's process start time (clock ticks since boot)
+	HighWater       uint64 // one past the highest page the allocator ever handed out
+	Takeovers       uint64 // dead writers taken over since creation
 }
 
 // firstDataPage is the number of metadata pages (header, user area, reader table).
@@ -153,7 +153,7 @@ func DecodeHeader(b []byte) (Header, error) {
 	h.UserAreaSize = le.Uint32(b[offUserLen:])
 	h.CreatedUnixNano = int64(le.Uint64(b[offCreated:]))
 	h.Flags = le.Uint32(b[offFlags:])
-	h.WriterPID = uint32(le.Uint64(b[offWriterPID:]))
+	h.WriterPID = uint32(le.Uint64(b[offWriterLock:]) >> 32)
 	h.WriterStartTime = le.Uint64(b[offWriterStart:])
 	h.HighWater = le.Uint64(b[offHighWater:])
 	h.Takeovers = le.Uint64(b[offTakeovers:])

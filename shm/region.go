@@ -18,6 +18,7 @@
 package shm
 
 import (
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"math/bits"
@@ -26,10 +27,9 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 	"unsafe"
-
-	"syscall"
 )
 
 const (
@@ -162,31 +162,53 @@ func Create(name string, opt Options) (*Region, error) {
 			return nil, fmt.Errorf("shm: create private region of %d bytes: mmap: %w", h.RegionSize, err)
 		}
 		r.data = data
+		h.encode(r.data[:HeaderSize])
 	} else {
 		path, err := regionPath(name)
 		if err != nil {
 			return nil, err
 		}
 		r.path = path
-		fd, err := syscall.Open(path, syscall.O_RDWR|syscall.O_CREAT|syscall.O_EXCL|syscall.O_CLOEXEC, uint32(mode))
-		if err != nil {
-			if errors.Is(err, syscall.EEXIST) {
-				return nil, fmt.Errorf("shm: create %s: %w", path, ErrExists)
-			}
-			return nil, fmt.Errorf("shm: create %s: %w", path, err)
-		}
-		data, err := initFile(fd, path, mode, int64(h.RegionSize))
-		syscall.Close(fd)
-		if err != nil {
-			syscall.Unlink(path)
+		if r.data, err = createFile(path, mode, &h); err != nil {
 			return nil, err
 		}
-		r.data = data
 	}
-	h.encode(r.data[:HeaderSize])
 	r.hdr = h
 	r.table = r.data[readerTableOff : readerTableOff+slots*ReaderSlotSize]
 	return r, nil
+}
+
+// createFile builds the region under a temporary name and links it into place only
+// once its header is written, so a process attaching concurrently sees either no region
+// or a complete one — never a half-made file it would report as corrupt.
+func createFile(path string, mode os.FileMode, h *Header) ([]byte, error) {
+	if _, err := os.Stat(path); err == nil {
+		return nil, fmt.Errorf("shm: create %s: %w", path, ErrExists)
+	}
+	// Unique per call: goroutines of one process may race to create the same region.
+	var rnd [6]byte
+	rand.Read(rnd[:])
+	tmp := fmt.Sprintf("%s.creating-%d-%x", path, os.Getpid(), rnd)
+	fd, err := syscall.Open(tmp, syscall.O_RDWR|syscall.O_CREAT|syscall.O_EXCL|syscall.O_CLOEXEC, uint32(mode))
+	if err != nil {
+		return nil, fmt.Errorf("shm: create %s: %w", tmp, err)
+	}
+	defer syscall.Unlink(tmp)
+	data, err := initFile(fd, path, mode, int64(h.RegionSize))
+	syscall.Close(fd)
+	if err != nil {
+		return nil, err
+	}
+	h.encode(data[:HeaderSize])
+	// link(2) never replaces an existing file: exactly one creator wins.
+	if err := syscall.Link(tmp, path); err != nil {
+		syscall.Munmap(data)
+		if errors.Is(err, syscall.EEXIST) {
+			return nil, fmt.Errorf("shm: create %s: %w", path, ErrExists)
+		}
+		return nil, fmt.Errorf("shm: create %s: link into place: %w", path, err)
+	}
+	return data, nil
 }
 
 func initFile(fd int, path string, mode os.FileMode, size int64) ([]byte, error) {

@@ -6,8 +6,10 @@ import (
 	"errors"
 	"hash/crc32"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 	"unsafe"
@@ -516,4 +518,66 @@ func mappingPerms(t *testing.T, b []byte) string {
 	}
 	t.Fatalf("no mapping starts at %s", start)
 	return ""
+}
+
+// TestCreateRace: creators racing on one name — exactly one wins, the rest get ErrExists —
+// while an attacher polls: it sees no region or a complete one, never a corrupt one.
+func TestCreateRace(t *testing.T) {
+	name := uniqueName(t)
+	const creators = 6
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	attachErr := make(chan error, 1)
+	go func() {
+		defer close(attachErr)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			r, err := Attach(name, ReadOnly)
+			if err == nil {
+				r.Close()
+				continue
+			}
+			if !errors.Is(err, os.ErrNotExist) {
+				attachErr <- err
+				return
+			}
+		}
+	}()
+	results := make(chan error, creators)
+	for i := 0; i < creators; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r, err := Create(name, Options{Size: 1 << 20})
+			if err == nil {
+				t.Cleanup(func() { r.Close() })
+			}
+			results <- err
+		}()
+	}
+	wg.Wait()
+	close(stop)
+	close(results)
+	won := 0
+	for err := range results {
+		switch {
+		case err == nil:
+			won++
+		case !errors.Is(err, ErrExists):
+			t.Errorf("losing Create = %v, want ErrExists", err)
+		}
+	}
+	if won != 1 {
+		t.Fatalf("%d creators won, want 1", won)
+	}
+	if err := <-attachErr; err != nil {
+		t.Fatalf("concurrent Attach saw a half-made region: %v", err)
+	}
+	if m, _ := filepath.Glob("/dev/shm/" + name + ".creating-*"); len(m) != 0 {
+		t.Fatalf("temporary files left behind: %v", m)
+	}
 }
