@@ -133,7 +133,7 @@ func greater(a, b [3]uint64) bool {
 func (n *Node) stepDownDup(d *Decoded) {
 	n.counters.DupMasters++
 	n.event(Event{Kind: EventDupMaster, Site: d.From, Gen: d.Header.Gen})
-	n.becomeReplica(n.now)
+	n.becomeReplica(n.now, true)
 	if d.Header.Flags&FlagMaster != 0 && d.Header.Gen >= n.gen {
 		n.adopt(d.From, &d.Header)
 	} else {

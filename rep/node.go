@@ -205,7 +205,7 @@ func (n *Node) Start(now time.Duration, mode StartMode) {
 		n.becomeMaster(now, false)
 		return
 	}
-	n.becomeReplica(now)
+	n.becomeReplica(now, true)
 	n.broadcast(MsgNewClient)
 	n.broadcast(MsgMasterReq)
 }
@@ -338,7 +338,7 @@ func (n *Node) StepDown(now time.Duration) {
 	if n.role != RoleMaster {
 		return
 	}
-	n.becomeReplica(now)
+	n.becomeReplica(now, true)
 	n.broadcast(MsgMasterReq)
 }
 
@@ -530,15 +530,14 @@ func (n *Node) becomeMaster(now time.Duration, elected bool) {
 }
 
 // becomeReplica turns this site into a replica with no master known yet.
-func (n *Node) becomeReplica(now time.Duration) {
-	wasMaster := n.role == RoleMaster
+func (n *Node) becomeReplica(now time.Duration, announce bool) {
 	n.el.Cancel()
 	n.becomeRole(RoleReplica)
 	n.master = NoMaster
 	n.rs.reset(n)
 	n.rs.lookingSince = now
 	n.ms = masterState{}
-	if wasMaster || n.counters.MessagesOut == 0 {
+	if announce {
 		n.event(Event{Kind: EventClient, Site: n.cfg.Site, Gen: n.gen})
 	}
 }

@@ -117,6 +117,14 @@ func stepReplica(n *Node, d *Decoded) {
 		return
 	}
 	switch d.Type {
+	case MsgHeartbeat, MsgLog, MsgLogMore, MsgVerify, MsgVerifyFail, MsgUpdate, MsgPage, MsgPageFail:
+		// Only our master's word counts for these.
+		if d.From != n.master || h.Flags&FlagMaster == 0 {
+			n.drop(DropUnexpected)
+			return
+		}
+	}
+	switch d.Type {
 	case MsgNewMaster:
 		if n.rs.sync == syncNone || n.rs.sync == syncJoinFailed {
 			n.beginSync()
