@@ -118,14 +118,14 @@ func DefaultConfig() Config {
 		Net:         NetFaults{Drop: 0.01, Dup: 0.01, DelayMin: 200 * time.Microsecond, DelayMax: 3 * time.Millisecond},
 		Chaos:       Chaos{Every: 400 * time.Millisecond, Crash: 2, CrashMstr: 1, Partition: 2, Isolate: 2, Loss: 1, Heal: 2},
 		SafeCrashes: true,
-		Duration:    3 * time.Second,
+		Duration:    6 * time.Second,
 		Quiesce:     20 * time.Second,
-		OpEvery:     25 * time.Millisecond,
+		OpEvery:     8 * time.Millisecond,
 		ReadFrac:    0.25,
 		DeleteFrac:  0.08,
 		PoolSize:    8 << 20,
 		LogSize:     1 << 20,
-		CkptKB:      64,
+		CkptKB:      16,
 		Tick:        5 * time.Millisecond,
 	}
 }
@@ -161,11 +161,14 @@ func ConfigForSeed(seed uint64) Config {
 		c.Chaos = Chaos{Every: 300 * time.Millisecond, Crash: 4, CrashMstr: 3, Partition: 1, Isolate: 1, Loss: 1, Heal: 2}
 	}
 	if r.IntN(4) == 0 {
+		// A log that wraps every few dozen commits: replicas that fall
+		// behind find their records gone and need internal init.
 		c.Buggify.TinyLog = true
-		c.LogSize = 128 << 10
-		c.CkptKB = 16
+		c.LogSize = 64 << 10 // inmem's minimum
+		c.CkptKB = 8
 	} else {
 		c.LogSize = []int{1 << 20, 2 << 20, 4 << 20}[r.IntN(3)]
+		c.CkptKB = []int{8, 16, 64}[r.IntN(3)]
 	}
 	if r.IntN(4) == 0 {
 		c.Buggify.CrashAfterCommit = 0.05

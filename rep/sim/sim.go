@@ -10,7 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/seed61e250c8/boardha/ckpt"
 	"github.com/seed61e250c8/boardha/inmem"
 	"github.com/seed61e250c8/boardha/rep"
 )
@@ -36,6 +35,7 @@ type Stats struct {
 	Writes, PermWrites, NotPerm, Orphaned, Reads int
 	Crashes, Restarts, Partitions, LossBursts    int
 	Elections, Rollbacks, Inits, Checkpoints     int
+	EnvErrors                                    int
 	PermRollbacksAnySite                         int
 	MaxMasters                                   int
 	Sent, Dropped, Duplicated, Blocked           uint64
@@ -55,6 +55,7 @@ func (s *Stats) add(o Stats) {
 	s.Rollbacks += o.Rollbacks
 	s.Inits += o.Inits
 	s.Checkpoints += o.Checkpoints
+	s.EnvErrors += o.EnvErrors
 	s.PermRollbacksAnySite += o.PermRollbacksAnySite
 	s.MaxMasters = max(s.MaxMasters, o.MaxMasters)
 	s.Sent += o.Sent
@@ -69,6 +70,14 @@ type pendingWrite struct {
 	lsn uint64
 }
 
+// pendingRead is a leased read waiting until everything it saw is Perm: a
+// read may see local commits not yet durable, and returning those before
+// they are Perm would let a later master contradict it (read-index rule).
+type pendingRead struct {
+	op  Op
+	lsn uint64
+}
+
 // site is one board: its node, its environment, its clock.
 type site struct {
 	id       uint16
@@ -79,17 +88,19 @@ type site struct {
 	origin   time.Duration // local clock reading at boot
 	rate     float64       // local clock rate, within the skew bound
 	env      *inmem.Env
-	ck       *ckpt.Checkpointer
+	store    *envStore
 	node     *rep.Node
 	last     CommitID
 	pending  []pendingWrite
+	reads    []pendingRead
+	permLSN  uint64 // the last Ready's PermLSN
 	// recovering: restarted empty, not yet holding the Perm writes that
 	// existed when it crashed.
 	recovering    bool
 	recoverTarget CommitID
 	imp           *inmem.Import
-	storage       *rep.EnvStorage
 	slow          bool
+	lastErr       string
 }
 
 // Sim is one simulated run in progress.
@@ -137,7 +148,9 @@ func newSim(seed uint64, cfg Config) *Sim {
 	s := &Sim{seed: seed, cfg: cfg, rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)), tr: newTracer()}
 	s.net = newNetwork(cfg.Sites, s.rng, &s.q, cfg.Net)
 	s.tr.typeName = func(t uint8) string { return rep.MsgType(t).String() }
-	s.h = &History{Sites: cfg.Sites, Guarantee: cfg.Guarantee(), Leases: cfg.Leases, tree: newCommitTree()}
+	// Leased reads are promised linearizable only where writes are promised
+	// durable: under NONE a lost Perm write contradicts an earlier read.
+	s.h = &History{Sites: cfg.Sites, Guarantee: cfg.Guarantee(), Leases: cfg.Leases && cfg.Guarantee(), tree: newCommitTree()}
 	s.sites = make([]*site, cfg.Sites+1)
 	for i := 1; i <= cfg.Sites; i++ {
 		st := &site{id: uint16(i), priority: 100 + uint32(s.rng.IntN(100))}
@@ -178,6 +191,9 @@ func (s *Sim) tell(format string, args ...any) {
 		s.story = append(s.story, fmt.Sprintf("%10v ", s.now)+fmt.Sprintf(format, args...))
 	}
 }
+
+// isMaster: the node takes writes (Status allocates, CanWrite does not).
+func (st *site) isMaster() bool { return st.node.CanWrite() == nil }
 
 // localNow is a site's own clock: it starts at a random origin at boot and
 // runs at the site's rate.
@@ -280,7 +296,12 @@ func (s *Sim) boot(st *site, mode rep.StartMode) {
 		return
 	}
 	st.env = env
-	st.ck = ckpt.New(env, ckpt.Policy{KBytes: s.cfg.CkptKB})
+	store, err := newEnvStore(env, s.cfg.CkptKB, &s.stats.Checkpoints)
+	if err != nil {
+		s.fail("site %d: storage: %v", st.id, err)
+		return
+	}
+	st.store = store
 	st.boot++
 	st.bootAt = s.now
 	st.origin = time.Duration(s.rng.Int64N(int64(time.Hour)))
@@ -304,8 +325,7 @@ func (s *Sim) boot(st *site, mode rep.StartMode) {
 		ReRequestMin:  20 * time.Millisecond, ReRequestMax: 320 * time.Millisecond,
 		MaxMessageBytes: 64 << 10, InitWindowPages: 16, Seed: s.rng.Uint64(),
 	}
-	st.storage = rep.NewEnvStorage(env, st.ck)
-	node, err := rep.NewNode(rc, st.storage)
+	node, err := rep.NewNode(rc, st.store)
 	if err != nil {
 		s.fail("site %d: new node: %v", st.id, err)
 		return
@@ -339,11 +359,17 @@ func (s *Sim) crash(st *site, why string) {
 		s.stats.Orphaned++
 	}
 	st.pending = nil
+	st.reads = nil
+	st.permLSN = 0
 	st.alive = false
 	st.node = nil
+	st.store.close()
 	st.env.Close()
 	st.env = nil
-	st.ck = nil
+	st.store = nil
+	if st.imp != nil {
+		st.imp.Abort()
+	}
 	st.boot++
 	st.imp = nil
 	if s.h.Guarantee || s.cfg.SafeCrashes {
@@ -384,7 +410,6 @@ func (s *Sim) ready(st *site) {
 }
 
 func (s *Sim) perform(st *site, rd rep.Ready) {
-	now := st.localNow(s.now)
 	// The order rep asks for: Init, RollbackTo, Apply, NewGen.
 	if rd.Init != nil {
 		s.initStep(st, rd.Init)
@@ -401,6 +426,14 @@ func (s *Sim) perform(st *site, rd rep.Ready) {
 	if rd.NewGen != 0 {
 		s.newGen(st, rd.NewGen)
 	}
+	st.permLSN = rd.PermLSN
+	if len(st.reads) > 0 {
+		if st.isMaster() {
+			s.completeReads(st)
+		} else {
+			st.reads = st.reads[:0] // stepped down: the reads fail
+		}
+	}
 	if rd.PermLSN > 0 || len(rd.PermFailed) > 0 {
 		if s.resolve(st, rd.PermLSN, rd.PermFailed) && s.cfg.Buggify.CrashAfterPerm > 0 &&
 			s.rng.Float64() < s.cfg.Buggify.CrashAfterPerm && s.crashAllowed(st) {
@@ -416,13 +449,17 @@ func (s *Sim) perform(st *site, rd rep.Ready) {
 		}
 		s.net.send(d, st.id, m.To, uint8(m.Type), m.Payload)
 	}
-	if rd.CheckpointOK > 0 {
-		ok, err := st.ck.Maybe(time.Unix(0, 0).Add(now), rd.CheckpointOK)
-		if err != nil {
-			s.fail("site %d: checkpoint up to %d: %v", st.id, rd.CheckpointOK, err)
+	// Only the master checkpoints on its own; replicas checkpoint where the
+	// master's RecCheckpoint arrives, or their logs would differ.
+	if rd.CheckpointOK > 0 && st.isMaster() {
+		if _, err := st.store.maybeCheckpoint(rd.CheckpointOK); err != nil {
+			s.envError(st, fmt.Sprintf("checkpoint (durable %d)", rd.CheckpointOK), err)
 		}
-		if ok {
-			s.stats.Checkpoints++
+		if st.isMaster() {
+			if cur := s.commitOf(st.env.LastCommit()); cur != st.last {
+				// A checkpoint record committed on the master.
+				s.masterCommit(st, st.last, st.env.LastCommit())
+			}
 		}
 	}
 	for _, ev := range rd.Events {
@@ -454,9 +491,10 @@ func (s *Sim) moved(st *site, how string, from CommitID, mustExtend bool) {
 
 func (s *Sim) apply(st *site, recs []byte) {
 	from := st.last
-	if _, err := rep.ApplyTo(st.env, st.ck, recs); err != nil {
-		s.fail("site %d: apply %d bytes of log: %v", st.id, len(recs), err)
-		return
+	if _, err := st.env.ApplyEncoded(recs); err != nil {
+		// Not fatal: rep re-reads Storage in Advance and must cope with an
+		// apply that did not happen (a full pool, a diverged log).
+		s.envError(st, fmt.Sprintf("apply %d bytes of log", len(recs)), err)
 	}
 	s.moved(st, "applied", from, true)
 }
@@ -465,16 +503,47 @@ func (s *Sim) rollback(st *site, lsn uint64) {
 	from := st.last
 	s.stats.Rollbacks++
 	s.tr.notef(s.now, evPhase, st.id, "rollback to %d from %v", lsn, from)
-	if err := st.ck.RollbackTo(lsn); err != nil {
-		s.fail("site %d: rollback to %d: %v", st.id, lsn, err)
-		return
+	if err := st.store.rollback(lsn); err != nil {
+		s.envError(st, fmt.Sprintf("rollback to %d", lsn), err)
 	}
 	s.moved(st, "rolled back", from, false)
 	to := st.last
+	s.orphan(st, func(lsn uint64) bool { return lsn > to.LSN })
+	st.reads = st.reads[:0]
 	if !s.h.tree.ancestor(to, from) {
 		s.violate("prefix: site %d rolled back from %v to %v, which is not an earlier point of its history", st.id, from, to)
 	}
 	s.lostPerm(st, from, to, fmt.Sprintf("rollback to %d", lsn))
+}
+
+// envError records a failed environment operation the driver was asked to
+// perform. The run goes on: what rep does next is what is being tested.
+func (s *Sim) envError(st *site, what string, err error) {
+	s.stats.EnvErrors++
+	msg := err.Error()
+	if len(msg) > 160 {
+		msg = msg[:160] + "..."
+	}
+	s.tr.notef(s.now, evPhase, st.id, "%s failed: %s", what, msg)
+	if msg != st.lastErr {
+		st.lastErr = msg
+		s.tell("site %d: %s failed: %s", st.id, what, msg)
+	}
+}
+
+// orphan answers the pending writes a rollback or init removed: their
+// handles are dead, the client learns nothing about durability.
+func (s *Sim) orphan(st *site, gone func(lsn uint64) bool) {
+	keep := st.pending[:0]
+	for _, p := range st.pending {
+		if gone(p.lsn) {
+			s.h.Ops[p.op].Outcome = Orphaned
+			s.stats.Orphaned++
+			continue
+		}
+		keep = append(keep, p)
+	}
+	st.pending = keep
 }
 
 // lostPerm notes the Perm writes a site no longer holds after a move.
@@ -526,13 +595,17 @@ func (s *Sim) initStep(st *site, ia *rep.InitAction) {
 			return
 		}
 		from := st.last
-		st.env.Close()
+		old := st.env
 		st.env = env
-		st.ck = ckpt.New(env, ckpt.Policy{KBytes: s.cfg.CkptKB})
-		st.storage.Reset(env, st.ck)
+		if err := st.store.reset(env); err != nil {
+			s.fail("site %d: storage after internal init: %v", st.id, err)
+		}
+		old.Close()
 		s.tr.notef(s.now, evPhase, st.id, "internal init done at %v", s.commitOf(env.LastCommit()))
 		s.moved(st, "initialised", from, false)
 		s.lostPerm(st, from, st.last, "internal init")
+		s.orphan(st, func(uint64) bool { return true })
+		st.reads = st.reads[:0]
 	}
 }
 
@@ -630,7 +703,8 @@ func (s *Sim) read(st *site) {
 		return
 	}
 	k := s.keys[s.rng.IntN(len(s.keys))]
-	op := Op{ID: len(s.h.Ops), Kind: OpGet, Key: k, Site: st.id, CallAt: s.now, ReturnAt: s.now, Outcome: Done}
+	s.clock++
+	op := Op{Kind: OpGet, Key: k, Site: st.id, Call: s.clock, CallAt: s.now, Outcome: Done}
 	err := st.env.View(func(tx *inmem.Tx) error {
 		if db := tx.DB(kvDB); db != nil {
 			if v := db.Get([]byte(k)); v != nil {
@@ -643,12 +717,25 @@ func (s *Sim) read(st *site) {
 		s.fail("site %d: leased read: %v", st.id, err)
 		return
 	}
-	s.clock++
-	op.Call = s.clock
-	s.clock++
-	op.Return = s.clock
-	s.h.Ops = append(s.h.Ops, op)
-	s.stats.Reads++
+	st.reads = append(st.reads, pendingRead{op: op, lsn: st.env.LastCommit().LSN})
+	s.completeReads(st)
+}
+
+// completeReads returns the leased reads whose state is now Perm.
+func (s *Sim) completeReads(st *site) {
+	keep := st.reads[:0]
+	for _, r := range st.reads {
+		if r.lsn > st.permLSN {
+			keep = append(keep, r)
+			continue
+		}
+		s.clock++
+		r.op.Return, r.op.ReturnAt = s.clock, s.now
+		r.op.ID = len(s.h.Ops)
+		s.h.Ops = append(s.h.Ops, r.op)
+		s.stats.Reads++
+	}
+	st.reads = keep
 }
 
 func (s *Sim) write(st *site, kind OpKind, k, v string) {
@@ -670,6 +757,10 @@ func (s *Sim) write(st *site, kind OpKind, k, v string) {
 		s.tr.notef(s.now, evClient, st.id, "%s(%s) refused: %v", kind, k, err)
 		return
 	}
+	if s.commitOf(ci) == parent {
+		// Nothing changed (a delete of an absent key): no commit, no effect.
+		return
+	}
 	s.stats.Writes++
 	op.Gen, op.Commit = ci.Gen, s.commitOf(ci)
 	s.masterCommit(st, parent, ci)
@@ -680,7 +771,7 @@ func (s *Sim) write(st *site, kind OpKind, k, v string) {
 		s.crash(st, "buggify: master crashes right after a commit, before shipping it")
 		return
 	}
-	st.node.Committed(st.localNow(s.now), ci)
+	st.node.Committed(st.localNow(s.now), toRep(ci))
 	s.ready(st)
 }
 
@@ -703,7 +794,7 @@ func (s *Sim) crashAllowed(st *site) bool {
 func (s *Sim) masters() []*site {
 	var out []*site
 	for _, st := range s.sites[1:] {
-		if st.alive && st.node.Status().Role == rep.RoleMaster {
+		if st.alive && st.isMaster() {
 			out = append(out, st)
 		}
 	}
@@ -830,7 +921,7 @@ func (s *Sim) checkLeases() {
 		if !st.alive {
 			continue
 		}
-		if st.node.Status().Role == rep.RoleMaster {
+		if st.isMaster() {
 			masters++
 		}
 		if s.cfg.Leases && st.node.LeaseValid(st.localNow(s.now)) {
@@ -886,7 +977,7 @@ func (s *Sim) converged() bool {
 	}
 	var ref *site
 	for _, st := range s.sites[1:] {
-		if !st.alive || len(st.pending) > 0 {
+		if !st.alive {
 			return false
 		}
 		cur := s.commitOf(st.env.LastCommit())
@@ -911,7 +1002,7 @@ func (s *Sim) finish() {
 		st.pending = nil
 		f := FinalSite{Site: st.id, Alive: st.alive}
 		if st.alive {
-			f.Master = st.node.Status().Role == rep.RoleMaster
+			f.Master = st.isMaster()
 			f.Last = s.commitOf(st.env.LastCommit())
 			f.Hash = st.env.ContentHash()
 			f.Data = make(map[string]string)
