@@ -45,6 +45,9 @@
 //
 // Board.LinkDown and LinkUp take the bridge-side veth down and up: the board
 // keeps its state but neither sends nor receives on the backplane.
+// Chassis.Partition splits the boards into groups that hear only each other
+// (each group's ports move to a bridge of its own, "<id>-p<g>"); Heal joins
+// them again.
 //
 // An Injector is an XDP program (written with cilium/ebpf/asm, no compiler
 // needed) attached in generic mode that drops backplane frames: EtherType
@@ -64,7 +67,7 @@
 // Chassis.Close, which NewForTest registers with t.Cleanup (so it also runs
 // when a test fails or panics), detaches injectors, deletes every board
 // namespace and the backplane namespace (deleting a namespace destroys the
-// veths, bridge and addresses inside it) and removes the marker file. Close
+// veths, bridges and addresses inside it) and removes the marker file. Close
 // is idempotent. Processes started with Command are not killed: the caller
 // started them and must end them.
 //

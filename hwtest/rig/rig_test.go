@@ -456,6 +456,18 @@ func TestDo(t *testing.T) {
 	if !strings.Contains(string(out), "bp0") || strings.Contains(string(out), b.Bridgeside()) {
 		t.Errorf("ip link inside %s:\n%s", b.NS, out)
 	}
+	// `ip netns exec` execs the program: the pid the caller holds is the
+	// program's own, so signals reach it.
+	sleeper := b.Command(t.Context(), "sleep", "30")
+	if err := sleeper.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer sleeper.Wait()
+	defer sleeper.Process.Kill()
+	waitFor(t, "the command to exec sleep", func() bool {
+		comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", sleeper.Process.Pid))
+		return err == nil && strings.TrimSpace(string(comm)) == "sleep"
+	})
 	out, err = c.BackplaneCommand(t.Context(), "ip", "-o", "link").CombinedOutput()
 	if err != nil || !strings.Contains(string(out), c.Bridge) {
 		t.Errorf("BackplaneCommand: %v:\n%s", err, out)
