@@ -418,8 +418,8 @@ func (b *Board) Bridgeside() string { return b.bridgeside }
 // Chassis returns the chassis the board belongs to.
 func (b *Board) Chassis() *Chassis { return b.chassis }
 
-// Prefix returns bp0's address with its /24 prefix length.
-func (b *Board) Prefix() netip.Prefix { return netip.PrefixFrom(b.IP, 24) }
+// IPPrefix returns bp0's address with its /24 prefix length.
+func (b *Board) IPPrefix() netip.Prefix { return netip.PrefixFrom(b.IP, 24) }
 
 // Do runs fn on a locked OS thread switched into the board's namespace and
 // returns its error. Sockets fn opens stay in the namespace and may be used

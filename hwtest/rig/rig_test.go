@@ -98,6 +98,13 @@ func TestChassisLayoutAndTraffic(t *testing.T) {
 			if ifi.Flags&net.FlagUp == 0 || ifi.Flags&net.FlagRunning == 0 {
 				return fmt.Errorf("bp0 flags %v, want up and running", ifi.Flags)
 			}
+			addrs, err := ifi.Addrs()
+			if err != nil {
+				return err
+			}
+			if len(addrs) != 1 || addrs[0].String() != b.IPPrefix().String() {
+				return fmt.Errorf("bp0 addresses %v, want only %v (and no IPv6)", addrs, b.IPPrefix())
+			}
 			lo, err := net.InterfaceByName("lo")
 			if err != nil {
 				return err
