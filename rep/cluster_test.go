@@ -2,6 +2,7 @@ package rep
 
 import (
 	"fmt"
+	"os"
 	"testing"
 	"time"
 )
@@ -18,6 +19,7 @@ type cluster struct {
 	// filter returns true to drop a packet.
 	filter func(p *packet) bool
 	sent   map[MsgType]int
+	trace  bool
 }
 
 type tnode struct {
@@ -44,7 +46,7 @@ type packet struct {
 
 func newCluster(t *testing.T, ids []uint16, mod func(*Config)) *cluster {
 	t.Helper()
-	c := &cluster{t: t, cut: map[[2]uint16]bool{}, sent: map[MsgType]int{}}
+	c := &cluster{t: t, cut: map[[2]uint16]bool{}, sent: map[MsgType]int{}, trace: os.Getenv("REP_TRACE") != ""}
 	for _, id := range ids {
 		cfg := Config{Site: id, Priority: 100, AckPolicy: AckQuorum, Seed: uint64(id) * 7919}
 		for _, p := range ids {
@@ -121,6 +123,18 @@ func (c *cluster) flush(tn *tnode) {
 				payload: append([]byte(nil), m.Payload...)})
 		}
 		tn.events = append(tn.events, rd.Events...)
+		if c.trace {
+			for _, e := range rd.Events {
+				c.t.Logf("%v site %d: %v", c.now, tn.id, e)
+			}
+			for _, m := range rd.Messages {
+				if m.Type == MsgVote2 || m.Type == MsgNewMaster || m.Type == MsgDupMaster {
+					var d Decoded
+					_ = DecodeMessage(m, &d)
+					c.t.Logf("%v site %d -> %d: %v gen %d vote %v", c.now, tn.id, m.To, m.Type, d.Header.Gen, d.Vote)
+				}
+			}
+		}
 		tn.failed = append(tn.failed, rd.PermFailed...)
 		tn.perm, tn.ckptOK = rd.PermLSN, rd.CheckpointOK
 		for _, a := range rd.App {

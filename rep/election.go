@@ -65,6 +65,9 @@ func (n *Node) drainElection() {
 		case elect.KindVote1:
 			n.finish(AllSites, MsgVote1, start)
 		case elect.KindVote2:
+			if o.To != n.cfg.Site {
+				n.promised = max(n.promised, o.Vote.Egen)
+			}
 			n.finish(o.To, MsgVote2, start)
 		default:
 			n.cur.arena = n.cur.arena[:start]
@@ -78,6 +81,9 @@ func stepElecting(n *Node, d *Decoded) {
 	h := &d.Header
 	if h.Flags&FlagMaster != 0 {
 		switch {
+		case h.Gen < n.promised:
+			// Elected before the election we voted in: not ours to follow.
+			n.refusePromised(d.From)
 		case d.From == n.rs.lastMaster && h.Gen == n.gen && n.rs.sync != syncNone:
 			// A false alarm: our master is alive. Resume where we were;
 			// records missed meanwhile are found as a gap.
@@ -125,4 +131,12 @@ func (n *Node) leaseWait() Duration {
 		return n.grantUntil
 	}
 	return 0
+}
+
+// refusePromised answers a master elected before an election this site voted
+// in: DUPMASTER with our egen makes it step down and hold an election, which
+// it normally wins again with a gen above every promise (see stepMaster).
+func (n *Node) refusePromised(from uint16) {
+	n.drop(DropStaleGen)
+	n.sendEmpty(from, MsgDupMaster)
 }

@@ -106,8 +106,14 @@ func (n *Node) resolveDup(d *Decoded) bool {
 	theirs := [3]uint64{uint64(h.Gen), h.End, uint64(d.From)}
 	mine := [3]uint64{uint64(n.gen), n.st.EndLSN(), uint64(n.cfg.Site)}
 	if d.Type == MsgDupMaster && h.Flags&FlagMaster == 0 {
-		// A replica told us we are stale; it sends DUPMASTER only with a
-		// newer gen, which stepMaster already handled. Equal gens: ignore.
+		// A replica that voted in an election newer than our gen refuses
+		// to follow us (its promise): step down and hold an election, so
+		// the next master's gen covers every promise. Otherwise the
+		// replica saw a newer gen, which stepMaster already handled.
+		if h.Egen > n.gen {
+			n.stepDownDup(d)
+			n.startElection()
+		}
 		return true
 	}
 	if greater(theirs, mine) {

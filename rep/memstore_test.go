@@ -58,7 +58,9 @@ type memImport struct {
 	pages map[uint64][]byte
 }
 
-func newMemStore() *memStore { return &memStore{pageSize: 256} }
+// newMemStore returns an empty store whose checkpoint is the empty state at
+// LSN 0 (a real environment pins its boot state the same way).
+func newMemStore() *memStore { return &memStore{pageSize: 256, snap: &memSnap{}} }
 
 func (m *memStore) EndLSN() uint64 { return uint64(len(m.full)) }
 func (m *memStore) Gen() uint32    { return m.gen }
@@ -250,6 +252,7 @@ func (m *memStore) apply(rd *Ready) error {
 			m.commits = []CommitInfo{last}
 			m.gen = last.Gen
 			m.imp = nil
+			m.checkpoint(true) // the imported state is this site's checkpoint
 		}
 	}
 	if rd.HasRollback {
@@ -277,4 +280,13 @@ func (m *memStore) hash() uint64 {
 	h := fnv.New64a()
 	h.Write(m.full)
 	return h.Sum64()
+}
+
+// checkpointIfPerm checkpoints a restarting site at its last commit without
+// reclaiming the log (what a replica does when the master's checkpoint
+// record arrives).
+func (m *memStore) checkpointIfPerm() {
+	if len(m.commits) > 0 {
+		m.checkpoint(false)
+	}
 }

@@ -83,6 +83,12 @@ type Node struct {
 	grantTo    uint16
 	grantUntil time.Duration
 
+	// promised is the highest egen this site cast a VOTE2 in. Like a Paxos
+	// acceptor's promise: it then follows no master of a lower gen, or a
+	// master elected earlier could make commits permanent with acks from
+	// sites whose votes already elected its successor.
+	promised uint32
+
 	counters  Counters
 	dec       Decoded
 	verifyBuf []CommitInfo
@@ -514,9 +520,14 @@ func (n *Node) becomeRole(r Role) {
 // becomeMaster takes over at gen+1 (elected, or designated by Start/after a
 // won phase 0).
 func (n *Node) becomeMaster(now time.Duration, elected bool) {
-	n.el.Cancel()
 	n.becomeRole(RoleMaster)
 	n.gen = max(n.gen, n.st.Gen(), n.st.LastCommit().Gen) + 1
+	if egen, ok := n.el.Won(); ok && elected && egen > n.gen {
+		// An elected master's gen is at least the egen it won: voters that
+		// promised this egen then refuse every master elected earlier.
+		n.gen = egen
+	}
+	n.el.Cancel()
 	n.master = n.cfg.Site
 	n.rs.reset(n)
 	n.ms.reset(n, now)

@@ -178,6 +178,13 @@ func stepReplica(n *Node, d *Decoded) {
 func (n *Node) fromMaster(d *Decoded) bool {
 	h := &d.Header
 	switch {
+	case h.Gen < n.promised:
+		// We voted in a later election: its winner, not this master.
+		n.refusePromised(d.From)
+		if d.From == n.master {
+			n.rs.masterHeard = -n.cfg.HeartbeatMonitor // elect at the next tick
+		}
+		return false
 	case d.From == n.master && h.Gen == n.gen:
 		n.rs.masterHeard = n.now
 		n.rs.masterEnd = h.End

@@ -123,7 +123,7 @@ func DefaultConfig() Config {
 		OpEvery:     8 * time.Millisecond,
 		ReadFrac:    0.25,
 		DeleteFrac:  0.08,
-		PoolSize:    8 << 20,
+		PoolSize:    16 << 20,
 		LogSize:     1 << 20,
 		CkptKB:      16,
 		Tick:        5 * time.Millisecond,

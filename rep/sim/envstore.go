@@ -22,6 +22,7 @@ type envStore struct {
 	env     *inmem.Env
 	kbytes  int
 	snap    *inmem.Snapshot // the promoted checkpoint (LSN of the base state at boot)
+	cand    *inmem.Snapshot // master: a checkpoint taken, not yet durable
 	ckptLSN uint64
 	commits []uint64 // scratch for VerifyPoints
 
@@ -46,6 +47,10 @@ func (s *envStore) reset(env *inmem.Env) error {
 	env.SetCheckpointHook(func(sn *inmem.Snapshot, rec logbuf.Record) {
 		// The master's checkpoint record reached this replica: checkpoint
 		// here at the same state so rollbacks and exports start from it.
+		if s.cand != nil {
+			s.cand.Release()
+			s.cand = nil
+		}
 		s.promote(sn)
 		*s.checkpoints++
 	})
@@ -62,32 +67,48 @@ func (s *envStore) promote(sn *inmem.Snapshot) {
 }
 
 func (s *envStore) close() {
+	if s.cand != nil {
+		s.cand.Release()
+		s.cand = nil
+	}
 	if s.snap != nil {
 		s.snap.Release()
 		s.snap = nil
 	}
 }
 
-// maybeCheckpoint is the master's kilobyte policy: checkpoint when KBytes of
-// log passed since the last one and everything in the log is durable.
+// maybeCheckpoint is the master's kilobyte policy. A checkpoint can only be
+// taken of the current state (its record must sit at the LSN it describes),
+// so the master takes a candidate every KBytes of log and promotes it (lets
+// the log reclaim what precedes it, releases the previous snapshot) only once
+// its ack policy made it durable: replicas then never have to roll back
+// below it under QUORUM or stronger.
 func (s *envStore) maybeCheckpoint(durable uint64) (bool, error) {
-	end := s.env.Log().End()
-	if end-s.ckptLSN < uint64(s.kbytes)<<10 || durable < s.env.LastCommit().LSN {
+	if s.cand != nil && durable >= s.cand.LSN() {
+		s.promote(s.cand)
+		s.cand = nil
+		*s.checkpoints++
+		return true, nil
+	}
+	if s.cand != nil || s.env.Log().End()-s.ckptLSN < uint64(s.kbytes)<<10 {
 		return false, nil
 	}
 	sn, _, err := s.env.Checkpoint()
 	if err != nil {
 		return false, err
 	}
-	s.promote(sn)
-	*s.checkpoints++
-	return true, nil
+	s.cand = sn
+	return false, nil
 }
 
 // rollback restores the checkpoint and redoes the log up to lsn.
 func (s *envStore) rollback(lsn uint64) error {
 	if lsn < s.ckptLSN {
 		return fmt.Errorf("rollback to %d below the checkpoint at %d: internal init required", lsn, s.ckptLSN)
+	}
+	if s.cand != nil && lsn < s.cand.LSN() {
+		s.cand.Release()
+		s.cand = nil
 	}
 	return s.env.Rollback(s.snap, lsn)
 }

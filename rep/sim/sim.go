@@ -28,6 +28,7 @@ type Result struct {
 	Trace      string // the last steps, filled when there are violations
 	Story      []string
 	Stats      Stats
+	Sites      []string // each site's rep status at the end
 }
 
 // Stats counts what a run exercised, so a sweep can show its coverage.
@@ -127,8 +128,14 @@ type Sim struct {
 }
 
 // Run executes one seeded run and checks it.
-func Run(seed uint64, cfg Config) *Result {
+func Run(seed uint64, cfg Config) *Result { return run(seed, cfg, false) }
+
+// RunTraced is Run keeping every step for the failure trace (replays).
+func RunTraced(seed uint64, cfg Config) *Result { return run(seed, cfg, true) }
+
+func run(seed uint64, cfg Config, traceAll bool) *Result {
 	s := newSim(seed, cfg)
+	s.tr.all = traceAll
 	defer s.close()
 	s.run()
 	res := &Result{Seed: seed, Config: cfg, History: s.h, TraceHash: s.tr.hash, Steps: s.tr.count, Story: s.story}
@@ -140,6 +147,15 @@ func Run(seed uint64, cfg Config) *Result {
 	res.Violations = append(res.Violations, Check(s.h)...)
 	if len(res.Violations) > 0 {
 		res.Trace = s.tr.dump()
+		for _, st := range s.sites[1:] {
+			if !st.alive {
+				res.Sites = append(res.Sites, fmt.Sprintf("site %d: down", st.id))
+				continue
+			}
+			x := st.node.Status()
+			res.Sites = append(res.Sites, fmt.Sprintf("site %d: %v master=%d gen=%d egen=%d electing=%v startupdone=%v lockout=%v joinfailed=%v end=%d applied=%d perm=%d masterEnd=%d counters=%+v",
+				st.id, x.Role, x.Master, x.Gen, x.Egen, x.ElectionRunning, x.StartupDone, x.Lockout, x.JoinFailed, x.EndLSN, x.AppliedLSN, x.PermLSN, x.MasterEndLSN, x.Counters))
+		}
 	}
 	return res
 }
@@ -433,6 +449,12 @@ func (s *Sim) perform(st *site, rd rep.Ready) {
 		} else {
 			st.reads = st.reads[:0] // stepped down: the reads fail
 		}
+	}
+	if !st.isMaster() && len(st.pending) > 0 {
+		// Stepped down with writes in flight. Ready.PermLSN means "durable"
+		// only on a master (a replica's is the master's perm clipped to its
+		// own, possibly not yet verified, log): the clients get no answer.
+		s.orphan(st, func(uint64) bool { return true })
 	}
 	if rd.PermLSN > 0 || len(rd.PermFailed) > 0 {
 		if s.resolve(st, rd.PermLSN, rd.PermFailed) && s.cfg.Buggify.CrashAfterPerm > 0 &&

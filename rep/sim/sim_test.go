@@ -18,6 +18,7 @@ var (
 	flagSeed  = flag.Uint64("sim.seed", 0, "replay one seed of TestSeeds, printing its story and trace")
 	flagSoak  = flag.Bool("sim.soak", false, "run thousands of seeds")
 	flagFirst = flag.Uint64("sim.first", 1, "first seed of the sweep")
+	flagFull  = flag.Bool("sim.fulltrace", false, "with -sim.seed: print every step, not just the last 200")
 )
 
 func replayCmd(seed uint64) string {
@@ -36,6 +37,9 @@ func report(t *testing.T, r *Result) {
 		fmt.Fprintf(&b, "  violation: %s\n", v)
 	}
 	fmt.Fprintf(&b, "  stats: %+v\n", r.Stats)
+	for _, l := range r.Sites {
+		fmt.Fprintf(&b, "  %s\n", l)
+	}
 	if *flagSeed != 0 {
 		b.WriteString("  story:\n")
 		for _, l := range r.Story {
@@ -52,6 +56,9 @@ func TestSeeds(t *testing.T) {
 	if *flagSeed != 0 {
 		cfg := ConfigForSeed(*flagSeed)
 		r := Run(*flagSeed, cfg)
+		if *flagFull {
+			r = RunTraced(*flagSeed, cfg)
+		}
 		t.Logf("seed %d: %s\n  steps %d trace hash %016x\n  stats %+v", r.Seed, cfg.String(), r.Steps, r.TraceHash, r.Stats)
 		if len(r.Violations) > 0 {
 			report(t, r)

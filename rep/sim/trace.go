@@ -32,6 +32,9 @@ type tracer struct {
 	hash  uint64
 	// typeName renders message types in dumps; rep supplies its names.
 	typeName func(uint8) string
+	// all, when set, keeps every step (replaying one seed), not just the ring.
+	all  bool
+	full []step
 }
 
 func newTracer() *tracer {
@@ -41,6 +44,9 @@ func newTracer() *tracer {
 func (t *tracer) add(s step) {
 	t.ring[t.next] = s
 	t.next = (t.next + 1) % traceLen
+	if t.all {
+		t.full = append(t.full, s)
+	}
 	t.count++
 	// FNV-1a over the fixed fields; notes are hashed too (they are rare).
 	h := t.hash
@@ -67,7 +73,7 @@ func (t *tracer) notef(at time.Duration, kind evKind, site uint16, format string
 	t.add(step{at: at, kind: kind, site: site, note: fmt.Sprintf(format, args...)})
 }
 
-// dump renders the ring, oldest first.
+// dump renders the ring (or every step when all is set), oldest first.
 func (t *tracer) dump() string {
 	var b strings.Builder
 	n := traceLen
@@ -75,9 +81,14 @@ func (t *tracer) dump() string {
 		n = int(t.count)
 	}
 	start := (t.next - n + traceLen) % traceLen
+	at := func(i int) step { return t.ring[(start+i)%traceLen] }
+	if t.all {
+		n = len(t.full)
+		at = func(i int) step { return t.full[i] }
+	}
 	fmt.Fprintf(&b, "last %d of %d steps:\n", n, t.count)
 	for i := 0; i < n; i++ {
-		s := t.ring[(start+i)%traceLen]
+		s := at(i)
 		fmt.Fprintf(&b, "  %12v site %d %-8s", s.at, s.site, s.kind)
 		if s.kind == evDeliver {
 			name := fmt.Sprint(s.typ)
