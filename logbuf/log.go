@@ -101,16 +101,16 @@ func Format(area []byte, startLSN uint64, opt Options) (*Log, error) {
 	if opt.ReadOnly {
 		return nil, fmt.Errorf("logbuf: format: %w", ErrReadOnly)
 	}
+	l, err := newLog(area, opt) // validates opt before anything is written
+	if err != nil {
+		return nil, err
+	}
 	le := binary.LittleEndian
 	clear(area[:ControlSize])
 	copy(area[cMagic:], logMagic)
 	le.PutUint32(area[cVersion:], Version)
 	le.PutUint64(area[cCapacity:], uint64(len(area)-ControlSize))
 	le.PutUint32(area[cCRC:], controlCRC(area))
-	l, err := newLog(area, opt)
-	if err != nil {
-		return nil, err
-	}
 	l.storeAll(startLSN)
 	return l, nil
 }
@@ -192,8 +192,9 @@ func newLog(area []byte, opt Options) (*Log, error) {
 }
 
 func (l *Log) storeAll(lsn uint64) {
-	// end first, so a concurrent reader never sees begin > end... it rereads anyway;
-	// base before begin/end so positions map consistently once visible.
+	// Followers in other processes may observe the stores one by one; a read that
+	// straddles them fails its checksum or LSN check and is retried, so no order is
+	// required for safety.
 	atomic.StoreUint64(l.base, lsn)
 	atomic.StoreUint64(l.end, lsn)
 	atomic.StoreUint64(l.begin, lsn)
