@@ -14,7 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
-	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 const childEnv = "BOARDHA_SHM_TEST_CHILD"
@@ -182,16 +183,14 @@ func (c *child) killNoReap(t *testing.T) {
 	if err := c.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	const pPID, wEXITED, wNOWAIT = 1, 4, 0x01000000
-	var info [128]byte // siginfo_t
+	var info unix.Siginfo
 	for {
-		_, _, errno := syscall.Syscall6(syscall.SYS_WAITID, pPID, uintptr(c.pid()),
-			uintptr(unsafe.Pointer(&info[0])), wEXITED|wNOWAIT, 0, 0)
-		if errno == syscall.EINTR {
+		err := unix.Waitid(unix.P_PID, c.pid(), &info, unix.WEXITED|unix.WNOWAIT, nil)
+		if err == unix.EINTR {
 			continue
 		}
-		if errno != 0 {
-			t.Fatalf("waitid(%d): %v", c.pid(), errno)
+		if err != nil {
+			t.Fatalf("waitid(%d): %v", c.pid(), err)
 		}
 		return
 	}

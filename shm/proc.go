@@ -6,8 +6,9 @@ import (
 	"os"
 	"strconv"
 	"sync"
-	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // procIdentity identifies a process across pid reuse: its pid plus its start time in
@@ -80,8 +81,8 @@ func (self procIdentity) ownerAlive(w uint64) bool {
 	case errors.Is(err, os.ErrNotExist):
 		return false
 	default:
-		kerr := syscall.Kill(pid, 0)
-		return kerr == nil || kerr == syscall.EPERM
+		kerr := unix.Kill(pid, 0)
+		return kerr == nil || kerr == unix.EPERM
 	}
 }
 
@@ -107,7 +108,7 @@ func (c *livenessCache) alive(self procIdentity, w uint64) bool {
 	if pid <= 0 {
 		return false
 	}
-	if err := syscall.Kill(pid, 0); err == syscall.ESRCH {
+	if err := unix.Kill(pid, 0); err == unix.ESRCH {
 		c.forget(w)
 		return false
 	}

@@ -27,9 +27,10 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 const (
@@ -157,7 +158,7 @@ func Create(name string, opt Options) (*Region, error) {
 	r := &Region{name: name, hdr: h, self: selfIdentity(), slots: map[*ReaderSlot]struct{}{}}
 	if name == "" {
 		h.Flags |= flagPrivate
-		data, err := syscall.Mmap(-1, 0, int(h.RegionSize), syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_PRIVATE|syscall.MAP_ANONYMOUS)
+		data, err := unix.Mmap(-1, 0, int(h.RegionSize), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
 		if err != nil {
 			return nil, fmt.Errorf("shm: create private region of %d bytes: mmap: %w", h.RegionSize, err)
 		}
@@ -189,21 +190,21 @@ func createFile(path string, mode os.FileMode, h *Header) ([]byte, error) {
 	var rnd [6]byte
 	rand.Read(rnd[:])
 	tmp := fmt.Sprintf("%s.creating-%d-%x", path, os.Getpid(), rnd)
-	fd, err := syscall.Open(tmp, syscall.O_RDWR|syscall.O_CREAT|syscall.O_EXCL|syscall.O_CLOEXEC, uint32(mode))
+	fd, err := unix.Open(tmp, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC, uint32(mode))
 	if err != nil {
 		return nil, fmt.Errorf("shm: create %s: %w", tmp, err)
 	}
-	defer syscall.Unlink(tmp)
+	defer unix.Unlink(tmp)
 	data, err := initFile(fd, path, mode, int64(h.RegionSize))
-	syscall.Close(fd)
+	unix.Close(fd)
 	if err != nil {
 		return nil, err
 	}
 	h.encode(data[:HeaderSize])
 	// link(2) never replaces an existing file: exactly one creator wins.
-	if err := syscall.Link(tmp, path); err != nil {
-		syscall.Munmap(data)
-		if errors.Is(err, syscall.EEXIST) {
+	if err := unix.Link(tmp, path); err != nil {
+		unix.Munmap(data)
+		if errors.Is(err, unix.EEXIST) {
 			return nil, fmt.Errorf("shm: create %s: %w", path, ErrExists)
 		}
 		return nil, fmt.Errorf("shm: create %s: link into place: %w", path, err)
@@ -213,18 +214,18 @@ func createFile(path string, mode os.FileMode, h *Header) ([]byte, error) {
 
 func initFile(fd int, path string, mode os.FileMode, size int64) ([]byte, error) {
 	// The umask narrowed the open mode; the configured mode is what the operator asked for.
-	if err := syscall.Fchmod(fd, uint32(mode)); err != nil {
+	if err := unix.Fchmod(fd, uint32(mode)); err != nil {
 		return nil, fmt.Errorf("shm: create %s: chmod %v: %w", path, mode, err)
 	}
-	if err := syscall.Fallocate(fd, 0, 0, size); err != nil {
-		if !errors.Is(err, syscall.EOPNOTSUPP) && !errors.Is(err, syscall.ENOSYS) {
+	if err := unix.Fallocate(fd, 0, 0, size); err != nil {
+		if !errors.Is(err, unix.EOPNOTSUPP) && !errors.Is(err, unix.ENOSYS) {
 			return nil, fmt.Errorf("shm: create %s: reserve %d bytes (is the memory file system full?): %w", path, size, err)
 		}
-		if err := syscall.Ftruncate(fd, size); err != nil {
+		if err := unix.Ftruncate(fd, size); err != nil {
 			return nil, fmt.Errorf("shm: create %s: size to %d bytes: %w", path, size, err)
 		}
 	}
-	data, err := syscall.Mmap(fd, 0, int(size), syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_SHARED)
+	data, err := unix.Mmap(fd, 0, int(size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
 	if err != nil {
 		return nil, fmt.Errorf("shm: create %s: mmap %d bytes: %w", path, size, err)
 	}
@@ -247,32 +248,32 @@ func Attach(name string, mode AttachMode) (*Region, error) {
 	if err != nil {
 		return nil, err
 	}
-	flags := syscall.O_RDWR | syscall.O_CLOEXEC
-	fd, err := syscall.Open(path, flags, 0)
-	if err != nil && mode == ReadOnly && errors.Is(err, syscall.EACCES) {
-		fd, err = syscall.Open(path, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
-		flags = syscall.O_RDONLY
+	flags := unix.O_RDWR | unix.O_CLOEXEC
+	fd, err := unix.Open(path, flags, 0)
+	if err != nil && mode == ReadOnly && errors.Is(err, unix.EACCES) {
+		fd, err = unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		flags = unix.O_RDONLY
 	}
 	if err != nil {
-		if errors.Is(err, syscall.ENOENT) {
+		if errors.Is(err, unix.ENOENT) {
 			return nil, fmt.Errorf("shm: attach %s: %w", path, os.ErrNotExist)
 		}
-		if errors.Is(err, syscall.EISDIR) {
+		if errors.Is(err, unix.EISDIR) {
 			return nil, fmt.Errorf("%w: attach %s: is a directory, not a region", ErrInvalid, path)
 		}
 		return nil, fmt.Errorf("shm: attach %s (%v): %w", path, mode, err)
 	}
-	defer syscall.Close(fd)
+	defer unix.Close(fd)
 
-	var st syscall.Stat_t
-	if err := syscall.Fstat(fd, &st); err != nil {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
 		return nil, fmt.Errorf("shm: attach %s: stat: %w", path, err)
 	}
-	if st.Mode&syscall.S_IFMT != syscall.S_IFREG {
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
 		return nil, fmt.Errorf("%w: attach %s: not a regular file", ErrInvalid, path)
 	}
 	var buf [HeaderSize]byte
-	n, err := syscall.Pread(fd, buf[:], 0)
+	n, err := unix.Pread(fd, buf[:], 0)
 	if err != nil {
 		return nil, fmt.Errorf("shm: attach %s: read header: %w", path, err)
 	}
@@ -287,11 +288,11 @@ func Attach(name string, mode AttachMode) (*Region, error) {
 	}
 	r := &Region{name: name, path: path, hdr: h, readOnly: mode == ReadOnly, self: selfIdentity(),
 		slots: map[*ReaderSlot]struct{}{}}
-	prot := syscall.PROT_READ
+	prot := unix.PROT_READ
 	if mode == ReadWrite {
-		prot |= syscall.PROT_WRITE
+		prot |= unix.PROT_WRITE
 	}
-	r.data, err = syscall.Mmap(fd, 0, int(h.RegionSize), prot, syscall.MAP_SHARED)
+	r.data, err = unix.Mmap(fd, 0, int(h.RegionSize), prot, unix.MAP_SHARED)
 	if err != nil {
 		return nil, fmt.Errorf("shm: attach %s: mmap %d bytes: %w", path, h.RegionSize, err)
 	}
@@ -300,15 +301,15 @@ func Attach(name string, mode AttachMode) (*Region, error) {
 		r.table = r.data[readerTableOff : readerTableOff+tableLen]
 		return r, nil
 	}
-	if flags == syscall.O_RDONLY {
+	if flags == unix.O_RDONLY {
 		return r, nil // no writable reader table: AcquireReader reports ErrReadOnly
 	}
 	osPage := uint64(os.Getpagesize())
 	lo := readerTableOff / osPage * osPage
 	hi := min(alignUp(readerTableOff+tableLen, osPage), h.RegionSize)
-	m, err := syscall.Mmap(fd, int64(lo), int(hi-lo), syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_SHARED)
+	m, err := unix.Mmap(fd, int64(lo), int(hi-lo), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
 	if err != nil {
-		syscall.Munmap(r.data)
+		unix.Munmap(r.data)
 		return nil, fmt.Errorf("shm: attach %s: mmap reader table: %w", path, err)
 	}
 	r.tableMap = m
@@ -327,8 +328,8 @@ func Remove(name string) error {
 	if err != nil {
 		return err
 	}
-	if err := syscall.Unlink(path); err != nil {
-		if errors.Is(err, syscall.ENOENT) {
+	if err := unix.Unlink(path); err != nil {
+		if errors.Is(err, unix.ENOENT) {
 			return fmt.Errorf("shm: remove %s: %w", path, os.ErrNotExist)
 		}
 		return fmt.Errorf("shm: remove %s: %w", path, err)
@@ -354,9 +355,9 @@ func (r *Region) Close() error {
 	r.closed.Store(true)
 	var errs []error
 	if r.tableMap != nil {
-		errs = append(errs, syscall.Munmap(r.tableMap))
+		errs = append(errs, unix.Munmap(r.tableMap))
 	}
-	errs = append(errs, syscall.Munmap(r.data))
+	errs = append(errs, unix.Munmap(r.data))
 	r.data, r.table, r.tableMap = nil, nil, nil
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("shm: close %s: %w", r.describe(), err)
