@@ -73,6 +73,8 @@ type Node struct {
 	newGen             uint32
 	newGenOut          bool
 	checkpointOK       uint64
+	lastPerm           uint64 // PermLSN and CheckpointOK of the last Ready
+	lastCkptOK         uint64
 
 	ms masterState
 	rs replicaState
@@ -381,6 +383,10 @@ func (n *Node) Ready() Ready {
 	} else {
 		rd.PermLSN = min(n.rs.masterPerm, n.st.LastCommit().LSN)
 	}
+	if rd.PermLSN != n.lastPerm || rd.CheckpointOK != n.lastCkptOK {
+		rd.progressed = true
+		n.lastPerm, n.lastCkptOK = rd.PermLSN, rd.CheckpointOK
+	}
 	if o.hasInit {
 		o.init.Pages = o.pages
 		ia := o.init
@@ -661,3 +667,6 @@ func (n *Node) finish(to uint16, t MsgType, start int) {
 func (n *Node) sendEmpty(to uint16, t MsgType) { n.finish(to, t, n.begin()) }
 
 func (n *Node) broadcast(t MsgType) { n.sendEmpty(AllSites, t) }
+
+// Counters returns the cumulative counters (no allocation, unlike Status).
+func (n *Node) Counters() Counters { return n.counters }

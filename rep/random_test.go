@@ -159,13 +159,22 @@ func randomRun(t *testing.T, seed uint64) {
 		size, leases, loss, len(ws), perms, m.id, m.n.gen)
 }
 
-// othersLive reports whether every site but id is up and in sync.
+// othersLive reports whether every site but id is up and holds exactly the
+// current master's content: only then can id's memory be lost without the
+// group losing anything. (A majority losing memory at once is the total
+// group failure no in-memory group survives; an empty site's vote is then
+// as good as any, see the package documentation.)
 func (c *cluster) othersLive(id uint16) bool {
+	ms := c.masters()
+	if len(ms) != 1 || ms[0].id == id {
+		return false
+	}
+	h := ms[0].st.hash()
 	for _, tn := range c.nodes {
 		if tn.id == id {
 			continue
 		}
-		if tn.down || (tn.n.role != RoleMaster && tn.n.rs.sync != syncLive) {
+		if tn.down || tn.st.hash() != h || (tn != ms[0] && (tn.n.rs.sync != syncLive || tn.n.role != RoleReplica)) {
 			return false
 		}
 	}

@@ -298,11 +298,15 @@ type Ready struct {
 	CheckpointOK uint64   // checkpoint only at or below this LSN
 	Events       []Event
 	App          []Message // received APP/APP_REPLY messages for the runtime
+
+	// progressed: PermLSN or CheckpointOK moved since the last Ready, which
+	// the driver must see even when nothing else happened.
+	progressed bool
 }
 
 // Empty reports whether rd holds nothing to do.
 func (rd *Ready) Empty() bool {
-	return len(rd.Messages) == 0 && rd.Init == nil && !rd.HasRollback && len(rd.Apply) == 0 &&
+	return !rd.progressed && len(rd.Messages) == 0 && rd.Init == nil && !rd.HasRollback && len(rd.Apply) == 0 &&
 		rd.NewGen == 0 && len(rd.PermFailed) == 0 && len(rd.Events) == 0 && len(rd.App) == 0
 }
 
@@ -415,13 +419,3 @@ type Status struct {
 
 // Duration is time.Duration (short name for signatures).
 type Duration = time.Duration
-
-// CommitInfo describes one commit record (inmem's, mirrored until inmem is
-// importable here).
-type CommitInfo struct {
-	LSN   uint64 // commit record LSN
-	End   uint64 // log end after it
-	Gen   uint32
-	Txn   uint64
-	Chain uint64
-}

@@ -42,12 +42,29 @@ func checkPermDurable(h *History) []string {
 			deleted[op.Key] = true
 		}
 	}
+	// Judge the final master and the sites that reached its state; a site
+	// that never caught up is a convergence failure (checkConverged), and
+	// listing every Perm write it misses would bury the cause.
+	var master *FinalSite
+	for i := range h.Final {
+		if h.Final[i].Alive && h.Final[i].Master {
+			if master != nil {
+				master = nil
+				break
+			}
+			master = &h.Final[i]
+		}
+	}
+	judged := func(f *FinalSite) bool {
+		return f.Alive && f.Data != nil && (master == nil || f == master || f.Last == master.Last)
+	}
 	for i, op := range h.Ops {
 		if op.Outcome != Perm {
 			continue
 		}
-		for _, f := range h.Final {
-			if !f.Alive || f.Data == nil {
+		for fi := range h.Final {
+			f := &h.Final[fi]
+			if !judged(f) {
 				continue
 			}
 			got, ok := f.Data[op.Key]

@@ -166,6 +166,7 @@ func ConfigForSeed(seed uint64) Config {
 		c.Buggify.TinyLog = true
 		c.LogSize = 64 << 10 // inmem's minimum
 		c.CkptKB = 8
+		c.OpEvery = 3 * time.Millisecond
 	} else {
 		c.LogSize = []int{1 << 20, 2 << 20, 4 << 20}[r.IntN(3)]
 		c.CkptKB = []int{8, 16, 64}[r.IntN(3)]

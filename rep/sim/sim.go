@@ -226,7 +226,9 @@ func (s *Sim) run() {
 		s.boot(st, mode)
 	}
 	s.q.push(event{at: s.cfg.OpEvery, kind: evClient})
-	s.q.push(event{at: s.cfg.Chaos.Every, kind: evChaos})
+	if s.cfg.Chaos.Every > 0 {
+		s.q.push(event{at: s.cfg.Chaos.Every, kind: evChaos})
+	}
 	s.q.push(event{at: s.cfg.Duration, kind: evPhase})
 	for i, f := range s.cfg.Script {
 		s.q.push(event{at: f.At, kind: evScript, arg: i})
@@ -624,8 +626,10 @@ func (s *Sim) initStep(st *site, ia *rep.InitAction) {
 		}
 		old.Close()
 		s.tr.notef(s.now, evPhase, st.id, "internal init done at %v", s.commitOf(env.LastCommit()))
+		// Not counted as a rollback: internal init installs a consistent
+		// earlier checkpoint and replays the master's log after it, so the
+		// site passes through older states on its way to the master's.
 		s.moved(st, "initialised", from, false)
-		s.lostPerm(st, from, st.last, "internal init")
 		s.orphan(st, func(uint64) bool { return true })
 		st.reads = st.reads[:0]
 	}

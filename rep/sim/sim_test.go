@@ -28,7 +28,11 @@ func replayCmd(seed uint64) string {
 func report(t *testing.T, r *Result) {
 	t.Helper()
 	var b strings.Builder
-	fmt.Fprintf(&b, "seed %d FAILED (%d violations)\n  replay: %s\n  config: %s\n", r.Seed, len(r.Violations), replayCmd(r.Seed), r.Config.String())
+	replay := replayCmd(r.Seed)
+	if !strings.HasPrefix(t.Name(), "TestSeeds") {
+		replay = fmt.Sprintf("go test ./rep/sim/ -run '%s$' -v -sim.known (scripted, seed %d)", t.Name(), r.Seed)
+	}
+	fmt.Fprintf(&b, "seed %d FAILED (%d violations)\n  replay: %s\n  config: %s\n", r.Seed, len(r.Violations), replay, r.Config.String())
 	for i, v := range r.Violations {
 		if i == 10 {
 			fmt.Fprintf(&b, "  ... %d more\n", len(r.Violations)-10)
@@ -128,15 +132,32 @@ func TestSeeds(t *testing.T) {
 		n, *flagFirst, *flagFirst+uint64(n)-1, failed, time.Since(start).Round(time.Millisecond), total, cv.String())
 }
 
-// TestReplayDeterministic: the same seed gives the same run, step for step.
+// TestReplayDeterministic: the same seed gives the same run, step for step,
+// including the runs that roll back and internally initialise (where map
+// iteration or a wall clock anywhere in the stack would show).
 func TestReplayDeterministic(t *testing.T) {
-	for _, seed := range []uint64{3, 17, 101} {
-		cfg := ConfigForSeed(seed)
-		a := Run(seed, cfg)
-		b := Run(seed, cfg)
-		if a.TraceHash != b.TraceHash || a.Steps != b.Steps {
-			t.Errorf("seed %d replayed differently: %d steps hash %016x, then %d steps hash %016x\nfirst:\n%s\nsecond:\n%s",
-				seed, a.Steps, a.TraceHash, b.Steps, b.TraceHash, a.Trace, b.Trace)
+	var picked []uint64
+	var rolled, inited bool
+	for seed := uint64(1); seed <= 200 && len(picked) < 4; seed++ {
+		r := Run(seed, ConfigForSeed(seed))
+		switch {
+		case r.Stats.Inits > 0 && !inited:
+			inited = true
+		case r.Stats.Rollbacks > 0 && !rolled:
+			rolled = true
+		case len(picked) < 2:
+		default:
+			continue
+		}
+		picked = append(picked, seed)
+		again := Run(seed, ConfigForSeed(seed))
+		if r.TraceHash != again.TraceHash || r.Steps != again.Steps {
+			t.Errorf("seed %d replayed differently: %d steps hash %016x, then %d steps hash %016x (replay: %s)",
+				seed, r.Steps, r.TraceHash, again.Steps, again.TraceHash, replayCmd(seed))
 		}
 	}
+	if !rolled || !inited {
+		t.Errorf("seeds 1..200 had no run with a rollback (%v) or an internal init (%v): the sweep no longer reaches those paths", rolled, inited)
+	}
+	t.Logf("replayed seeds %v identically", picked)
 }
