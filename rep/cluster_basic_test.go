@@ -1,6 +1,7 @@
 package rep
 
 import (
+	"errors"
 	"testing"
 	"time"
 )
@@ -141,5 +142,58 @@ func TestMembershipLearnedSiteCountsOnceCaughtUp(t *testing.T) {
 	st := s.n.Status()
 	if len(st.Sites) != 2 || !st.Sites[1].Learned || !st.Sites[1].CaughtUp {
 		t.Fatalf("status sites %+v", st.Sites)
+	}
+}
+
+func TestAppMessages(t *testing.T) {
+	c := newCluster(t, []uint16{1, 2, 3}, nil)
+	c.startAll()
+	m := c.oneMaster()
+	var r *tnode
+	for _, tn := range c.nodes {
+		if tn != m {
+			r = tn
+			break
+		}
+	}
+	r.n.SendApp(m.id, false, []byte("put k v"))
+	c.flush(r)
+	c.runUntil("APP at the master", time.Second, func() bool { return len(m.apps) == 1 })
+	if a := m.apps[0]; a.Type != MsgApp || a.From != r.id || string(a.Payload) != "put k v" {
+		t.Fatalf("master got %+v", a)
+	}
+	m.n.SendApp(r.id, true, []byte("ok"))
+	c.flush(m)
+	c.runUntil("APP_REPLY at the replica", time.Second, func() bool { return len(r.apps) == 1 })
+	if a := r.apps[0]; a.Type != MsgAppReply || string(a.Payload) != "ok" {
+		t.Fatalf("replica got %+v", a)
+	}
+}
+
+func TestBadConfig(t *testing.T) {
+	for _, cfg := range []Config{
+		{Site: AllSites},
+		{Site: 1, Peers: []uint16{AllSites}},
+		{Site: 1, AckPolicy: 9},
+		{Site: 1, ClockSkew: 0.5},
+		{Site: 1, HeartbeatSend: time.Second, HeartbeatMonitor: time.Second},
+		{Site: 1, Leases: true, LeaseTimeout: 10 * time.Millisecond},
+		{Site: 1, MaxMessageBytes: 100},
+		{Site: 1, ReRequestMin: time.Second, ReRequestMax: time.Millisecond},
+		{Site: 1, AckTimeout: -1},
+	} {
+		if _, err := NewNode(cfg, newMemStore()); !errors.Is(err, ErrBadConfig) {
+			t.Errorf("%+v: %v, want ErrBadConfig", cfg, err)
+		}
+	}
+	if _, err := NewNode(Config{Site: 1}, nil); !errors.Is(err, ErrBadConfig) {
+		t.Errorf("nil storage: %v", err)
+	}
+	n, err := NewNode(Config{Site: 1}, newMemStore())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Step(0, Message{From: 2, Type: MsgAlive, Payload: make([]byte, HeaderSize)}); !errors.Is(err, ErrNotStarted) {
+		t.Fatalf("Step before Start: %v", err)
 	}
 }

@@ -126,7 +126,9 @@ func stepReplica(n *Node, d *Decoded) {
 	}
 	switch d.Type {
 	case MsgNewMaster:
-		if n.rs.sync == syncNone || n.rs.sync == syncJoinFailed {
+		// A re-announcement by our master changes nothing (after a join
+		// failure only a new master, adopted in fromMaster, retries).
+		if n.rs.sync == syncNone {
 			n.beginSync()
 		}
 	case MsgHeartbeat:
