@@ -97,11 +97,14 @@ func (c *cluster) crash(id uint16) { c.node(id).down = true }
 
 func (c *cluster) restart(id uint16, lose bool, mode StartMode) {
 	tn := c.node(id)
+	cfg := tn.cfg
 	if lose {
 		tn.st = newMemStore()
+	} else {
+		cfg.Promised = tn.n.Promised() // kept with the environment
 	}
 	var err error
-	tn.n, err = NewNode(tn.cfg, tn.st)
+	tn.n, err = NewNode(cfg, tn.st)
 	if err != nil {
 		c.t.Fatal(err)
 	}

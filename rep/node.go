@@ -115,6 +115,8 @@ func NewNode(cfg Config, st Storage) (*Node, error) {
 		}
 	}
 	n.el = newElector(cfg)
+	n.promised = cfg.Promised
+	n.el.ObserveEgen(cfg.Promised)
 	n.gen = max(st.Gen(), st.LastCommit().Gen)
 	n.becomeRole(RoleReplica)
 	return n, nil
@@ -670,3 +672,8 @@ func (n *Node) broadcast(t MsgType) { n.sendEmpty(AllSites, t) }
 
 // Counters returns the cumulative counters (no allocation, unlike Status).
 func (n *Node) Counters() Counters { return n.counters }
+
+// Promised is the highest egen this site cast a VOTE2 in. The driver should
+// persist it with the environment and pass it back in Config.Promised after a
+// restart (it changes only during elections).
+func (n *Node) Promised() uint32 { return n.promised }

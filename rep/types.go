@@ -155,6 +155,12 @@ type Config struct {
 	TwoSiteStrict bool
 	NoAutoInit    bool // JOIN_FAILURE instead of internal init
 
+	// Promised restores the egen this site last voted in (Node.Promised)
+	// across a process restart: the driver keeps it with the environment,
+	// as BDB keeps its egen, so a restarted voter does not follow a master
+	// elected before the election its vote helped decide.
+	Promised uint32
+
 	ReRequestMin, ReRequestMax time.Duration
 	MaxMessageBytes            int // payload bound of one message
 	InitWindowPages            int // pages requested at once during internal init

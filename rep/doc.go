@@ -1,0 +1,113 @@
+// Package rep is Berkeley DB HA's replication protocol for a single-master
+// group, as a pure state machine in the style of etcd's raft package: no I/O,
+// no clock reads, no goroutines.
+//
+// # Driving a node
+//
+// Inputs are received messages (Step), time (Tick, every input carries the
+// driver's monotonic now) and local commits on the master (Committed). The
+// output is a Ready: messages to send (To AllSites = multicast), and in this
+// order an internal-init action, a rollback, whole encoded transactions to
+// apply at the local log end, and a new generation to record; plus the
+// permanent LSN, commits that failed to become permanent, the LSN up to which
+// checkpoints are allowed, events, and application messages. The driver
+// performs it and calls Advance, after which the node re-reads its Storage to
+// learn what was really done: an apply or rollback that failed is noticed,
+// never assumed. EnvStorage is the driver work for an inmem environment.
+//
+// # Roles
+//
+// Each role is a step function (stepMaster, stepReplica, stepElecting).
+//
+// Master: multicasts log records as they are written; all commits since the
+// previous Ready travel in one LOG (group commit), split only at
+// MaxMessageBytes and at transaction boundaries. Idle, it sends HEARTBEAT
+// (gen, end, permanent LSN) every HeartbeatSend. It serves LOG_REQ/ALL_REQ
+// from its log (a bounded number of messages per request, LOG_MORE asks for
+// the rest), VERIFY_REQ, UPDATE_REQ and PAGE_REQ. It tracks every site's
+// acknowledged commit and computes the permanent LSN by the ack policy
+// (PolicyLSN); a commit not permanent within AckTimeout is reported
+// PermFailed: committed locally, not known durable.
+//
+// Replica: keeps a stream of records starting at its log end and hands whole
+// transactions to the driver in LSN order. Records ahead of a gap are buffered
+// (bounded) and the gap [end, next) is re-requested with LOG_REQ, at once and
+// then with exponential back-off from ReRequestMin to ReRequestMax while no
+// progress is made; a heartbeat end beyond the local end is a gap too. It acks
+// a commit only after Advance shows the driver applied it (the seeds'
+// ISPERM/NOTPERM: an ack covers every earlier commit).
+//
+// Electing: a replica that heard nothing from its master for
+// HeartbeatMonitor, or found none at start, holds an election (package
+// elect); log records are ignored meanwhile. A master told to elect
+// re-announces itself (phase 0). The winner takes gen = max(gen+1, egen),
+// announces NEWMASTER and has the driver log a RecNewGen commit.
+//
+// # Synchronizing with a new master
+//
+// A replica that adopts a master is locked out (CanWrite and Status.Lockout
+// give ErrLockout) while it verifies its log: VERIFY_REQ carries up to 16 of
+// its commit points (LSN, gen, chain), newest first, 1, 2, 4, ... commits
+// apart; the master answers with the newest it holds identically, and the
+// replica narrows the search between the best match and the oldest known
+// difference until no local commit lies between them, so it finds exactly the
+// last common commit. Equal (LSN, gen) with a different chain is a
+// difference: two masters may share a gen in a non-strict two-site group. It
+// then rolls back to that commit (or needs internal init if that is below its
+// checkpoint), catches up with ALL_REQ, and reports STARTUP_DONE once its end
+// reaches the master's end as of the adoption.
+//
+// Internal init, when the log needed is gone, nothing is common, or a rollback
+// would go below the checkpoint: UPDATE_REQ; the master answers UPDATE from
+// its pinned checkpoint snapshot (LSN, meta, page count); the replica asks for
+// windows of InitWindowPages pages, many per PAGE message, re-requests what is
+// lost after a back-off, restarts if the master's checkpoint moved
+// (PAGE_FAIL), then catches up from the checkpoint. With NoAutoInit it reports
+// JOIN_FAILURE instead and stays locked out.
+//
+// # Guarantees and the settings they need
+//
+//   - Durability of permanent commits: with AckQuorum (or AckAllPeers, AckAll)
+//     and majority elections (TwoSiteStrict in a two-site group), a commit
+//     reported permanent is never rolled back, whatever sites crash, restart
+//     or get partitioned — as long as no majority of electable sites loses its
+//     memory at once (total group failure; a site that lost its memory still
+//     votes, with an empty log). An ack quorum and an election quorum always
+//     share a site, and the vote order (last gen, then LSN) elects a site
+//     holding every permanent commit. Voters promise: after casting a VOTE2 in
+//     egen E a site follows no master of a gen below E (a master elected
+//     earlier is told with DUPMASTER, steps down and re-elects); elected gens
+//     are at least the egen won. Without this an older master could complete
+//     commits with acks from sites whose votes had already elected its
+//     successor. The promise is kept across restarts by the driver
+//     (Node.Promised, Config.Promised).
+//     With AckNone, AckOne, AckOnePeer a permanent commit can be lost if the
+//     sites that had it fail before the others catch up; replicas still only
+//     ever hold a prefix of some master's history.
+//   - Prefix: every replica's applied log is a prefix of its master's at the
+//     same gen: records are applied only in LSN order, whole transactions,
+//     from the master followed, after verifying the common prefix.
+//   - Leases (Leases on; ClockSkew bounds the clocks' rate difference): a
+//     replica grants a lease in every ack and in answer to heartbeats, echoing
+//     the master's send time of the newest message it saw; the master counts a
+//     grant valid until echo + LeaseTimeout/ClockSkew on its own clock, and
+//     LeaseValid holds while grants from enough electable sites that, with
+//     itself, they form a majority are unexpired. A replica grants to one
+//     master at a time (a grant to another must expire first), waits its
+//     grant out before voting (phase 2), and a (re)started site waits a whole
+//     LeaseTimeout before granting or voting. A new master's lease is not
+//     valid until its own former grant expired. So no two masters hold valid
+//     leases at once, and leased reads on the master are authoritative.
+//   - Duplicate masters: a master seeing another master's message compares
+//     (gen, end LSN, site); the lower steps down (DUPMASTER event), re-syncs
+//     and rolls back what the winner lacks. Any message with a newer gen also
+//     makes a master step down.
+//   - Membership: configured Peers plus sites learned from their messages
+//     (NEWSITE). A learned site counts toward ack quorums only after it has
+//     acked the master's last commit at the time it joined; elections count
+//     every known electable site (a larger election quorum is only safer).
+//   - Bad input: DecodeMessage validates every length and the framing of log
+//     records and pages; malformed messages are dropped and counted by
+//     reason (Counters.Dropped), never a panic (fuzzed: FuzzDecodeMessage,
+//     FuzzStep).
+package rep
