@@ -413,7 +413,7 @@ func (c *Cluster) Contents(ctx context.Context, db string, sites ...uint16) (map
 	out := map[uint16]Content{}
 	for _, s := range sites {
 		n := c.Node(s)
-		m, err := n.cl.ScanAll(ctx, db, 5000)
+		m, err := n.cl.ScanAll(ctx, db, 200) // 200 values of up to 4 KiB stay well under a line limit
 		if err != nil {
 			return nil, fmt.Errorf("harness: scanning %s on site %d: %w", db, s, err)
 		}

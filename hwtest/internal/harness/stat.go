@@ -42,7 +42,13 @@ type Stat struct {
 		TotalPages uint64 `json:"total_pages"`
 		UsedPages  uint64 `json:"used_pages"`
 	} `json:"pool"`
-	Counters struct {
+	Log struct {
+		Size  uint64 `json:"size"`
+		Begin uint64 `json:"begin"`
+		End   uint64 `json:"end"`
+	} `json:"log"`
+	CheckpointLSN uint64 `json:"checkpoint_lsn"`
+	Counters      struct {
 		ReRequests    uint64 `json:"rerequests"`
 		Elections     uint64 `json:"elections"`
 		MsgsSent      uint64 `json:"msgs_sent"`

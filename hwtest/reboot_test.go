@@ -1,0 +1,104 @@
+package hwtest
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/seed61e250c8/boardha/hwtest/internal/harness"
+)
+
+// TestRebootUnderLoad fills a 3-board group, then reboots replicas with
+// empty memory while writers keep committing: each must come back through
+// internal init (the master's log has wrapped past LSN 0, so replaying the
+// log alone cannot rebuild it) and catch up under load. Soak mode fills
+// 200 MB first.
+func TestRebootUnderLoad(t *testing.T) {
+	fill := int64(8 << 20)
+	pool, logSize, reboots := "64M", "4M", 2
+	if *soak {
+		fill, pool, logSize, reboots = 200<<20, "512M", "32M", 3
+	}
+	s := newScenario(t, 3, nil, func(o *harness.ClusterOptions) {
+		o.PoolSize, o.LogSize, o.CheckpointKiB = pool, logSize, 512
+	})
+	m := s.start()
+	s.monitor()
+
+	// Fill with 4 KiB values until the master's pool holds fill bytes and
+	// its log has wrapped (begins after LSN 0).
+	filler := &harness.Writer{DB: s.db, Prefix: s.prefix + "fill/", Pick: s.cl.Pick, Workers: 4,
+		Timeout: 5 * time.Second, ValueSize: 4000, Tag: "fill"}
+	if err := filler.Start(s.ctx, &s.hist); err != nil {
+		t.Fatal(err)
+	}
+	s.writers = append(s.writers, filler)
+	ctx, cancel := s.within(3 * time.Minute)
+	defer cancel()
+	var used int64
+	err := harness.WaitFor(ctx, fmt.Sprintf("%d MB in the master's pool and a wrapped log", fill>>20), 50*time.Millisecond, func(ctx context.Context) (bool, error) {
+		st, err := s.cl.Stat(ctx, s.cl.Master())
+		if err != nil {
+			return false, err
+		}
+		used = int64(st.Pool.UsedPages) * int64(st.Pool.PageSize)
+		return used >= fill && st.Log.Begin > 0, nil
+	})
+	if err != nil {
+		t.Fatalf("filling the group: %v (used %d bytes); last errors: %s", err, used, s.lastErrors(3))
+	}
+	filler.Stop()
+	t.Logf("filled: %d MB used in the master's pool, %d Perm commits", used>>20, s.hist.PermCount())
+	// Load during the reboots: small writes back to back.
+	s.writer("load", 2, nil)
+
+	var inits []string
+	for i := range reboots {
+		m, err = s.cl.WaitMaster(ctx)
+		if err != nil {
+			t.Fatalf("reboot %d: no agreed master: %v", i+1, err)
+		}
+		ms, err := s.cl.Stat(ctx, m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ms.Log.Begin == 0 {
+			t.Fatalf("the master's log still begins at LSN 0 (end %d, size %d): the fill did not wrap it, so a reboot would not need internal init; raise the fill or lower -log-size", ms.Log.End, ms.Log.Size)
+		}
+		var r uint16
+		for _, site := range s.cl.Sites() {
+			if site != m && (i%2 == 0 || r == 0) {
+				r = site // alternate between the replicas
+			}
+		}
+		s.cl.Kill(r)
+		s.fault("SIGKILL replica %d", r)
+		restart := time.Now()
+		if err := s.cl.Start(ctx, r, false); err != nil {
+			t.Fatalf("restarting site %d: %v", r, err)
+		}
+		s.fault("restart site %d with empty memory", r)
+		target := ms.LSN
+		var st harness.Stat
+		err = harness.WaitFor(ctx, fmt.Sprintf("site %d rejoined through internal init", r), 20*time.Millisecond, func(ctx context.Context) (bool, error) {
+			var err error
+			st, err = s.cl.Stat(ctx, r)
+			if err != nil {
+				return false, err
+			}
+			return st.Role == "client" && !st.LockedOut && !st.Init.Active && st.Init.Count >= 1 && st.LSN >= target, nil
+		})
+		if err != nil {
+			t.Fatalf("%v; site %d: role %s locked %v init %+v lsn %d (want >= %d)", err, r, st.Role, st.LockedOut, st.Init, st.LSN, target)
+		}
+		rejoin := time.Since(restart)
+		inits = append(inits, fmt.Sprintf("site%d:%dpages/%v(rejoin %v)", r, st.Init.PagesTotal,
+			st.Init.LastDuration.Round(time.Millisecond), rejoin.Round(time.Millisecond)))
+		t.Logf("reboot %d: site %d rejoined after %v: internal init of %d pages in %v", i+1, r,
+			rejoin.Round(time.Millisecond), st.Init.PagesTotal, st.Init.LastDuration.Round(time.Millisecond))
+		s.waitPerm(20, 30*time.Second, "commits after the reboot")
+	}
+	s.verify()
+	s.finish(fmt.Sprintf("filled=%dMB inits=%v", used>>20, inits))
+}
