@@ -12,14 +12,15 @@ import (
 // commit chains, checkpoints, rollback and a page-snapshot export, so the
 // node can be driven without the real environment.
 type memStore struct {
-	full     []byte // every record from LSN 0 (content), including below logBegin
-	logBegin uint64 // records below are gone from the log
-	gen      uint32
-	commits  []CommitInfo
-	ckpt     uint64
-	snap     *memSnap
-	txn      uint64
-	failNext int // make the next Apply fail (simulates a full log)
+	full       []byte // every record from LSN 0 (content), including below logBegin
+	logBegin   uint64 // records below are gone from the log
+	gen        uint32
+	commits    []CommitInfo
+	ckpt       uint64
+	snap       *memSnap
+	txn        uint64
+	failNext   int // make the next Apply fail (simulates a full log)
+	failFinish int // make the next import Finish fail
 
 	imp      *memImport
 	pageSize int
@@ -233,6 +234,11 @@ func (m *memStore) apply(rd *Ready) error {
 		if in.Finish {
 			if m.imp == nil {
 				return errors.New("finish without begin")
+			}
+			if m.failFinish > 0 {
+				m.failFinish--
+				m.imp = nil
+				return errors.New("memstore: injected import failure")
 			}
 			meta := m.imp.meta
 			last := CommitInfo{LSN: binary.LittleEndian.Uint64(meta), End: binary.LittleEndian.Uint64(meta[8:]),

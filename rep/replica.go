@@ -588,7 +588,15 @@ func (n *Node) advanceReplica(rd *Ready) {
 	rs := &n.rs
 	end := n.st.EndLSN()
 	if rd.Init != nil && rd.Init.Finish && rs.sync == syncInit && rs.init.finishing {
+		ckpt := rs.init.ckpt
 		rs.init = initState{}
+		if n.st.CheckpointLSN() != ckpt {
+			// The import failed (a page missing or corrupt, no memory):
+			// start over after a back-off.
+			n.counters.InitRestarts++
+			n.armRetry(false)
+			return
+		}
 		n.event(Event{Kind: EventInitDone, Site: n.master, Gen: n.gen, LSN: end})
 		n.startCatchUp()
 		return

@@ -202,3 +202,23 @@ func TestNoAutoInitJoinFailure(t *testing.T) {
 		t.Fatalf("CanWrite after join failure: %v", err)
 	}
 }
+
+func TestInitRetriedAfterFailedImport(t *testing.T) {
+	c := newCluster(t, []uint16{1, 2}, nil)
+	m := c.node(1)
+	m.st.gen = 1
+	for i := 0; i < 30; i++ {
+		m.st.commitTxn(fmt.Sprintf("key-%d", i))
+	}
+	m.st.checkpoint(true)
+	c.restart(1, false, StartMaster)
+	c.run(5 * time.Millisecond)
+	r := c.node(2)
+	r.st = newMemStore()
+	r.st.failFinish = 1
+	c.restart(2, false, StartClient)
+	c.runUntil("convergence", 10*time.Second, c.converged)
+	if r.inits != 2 || r.n.Counters().InitRestarts != 1 {
+		t.Fatalf("finishes %d restarts %d, want 2 and 1", r.inits, r.n.Counters().InitRestarts)
+	}
+}

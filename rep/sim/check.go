@@ -62,6 +62,10 @@ func checkPermDurable(h *History) []string {
 		if op.Outcome != Perm {
 			continue
 		}
+		tag := ""
+		if op.HolderCrashed {
+			tag = " " + AmnesiaTag
+		}
 		for fi := range h.Final {
 			f := &h.Final[fi]
 			if !judged(f) {
@@ -70,15 +74,15 @@ func checkPermDurable(h *History) []string {
 			got, ok := f.Data[op.Key]
 			switch {
 			case op.Kind == OpPut && !deleted[op.Key] && (!ok || got != op.Value):
-				v = append(v, fmt.Sprintf("perm-lost: op %d put(%s,%s) at commit %v (master %d gen %d) returned Perm at %v, but site %d ends with %q present=%v",
-					op.ID, op.Key, op.Value, op.Commit, op.Site, op.Gen, op.ReturnAt, f.Site, got, ok))
+				v = append(v, fmt.Sprintf("perm-lost: op %d put(%s,%s) at commit %v (master %d gen %d) returned Perm at %v, but site %d ends with %q present=%v%s",
+					op.ID, op.Key, op.Value, op.Commit, op.Site, op.Gen, op.ReturnAt, f.Site, got, ok, tag))
 			case op.Kind == OpDelete && ok:
-				v = append(v, fmt.Sprintf("perm-lost: op %d del(%s) at commit %v returned Perm at %v, but site %d still has %q",
-					op.ID, op.Key, op.Commit, op.ReturnAt, f.Site, got))
+				v = append(v, fmt.Sprintf("perm-lost: op %d del(%s) at commit %v returned Perm at %v, but site %d still has %q%s",
+					op.ID, op.Key, op.Commit, op.ReturnAt, f.Site, got, tag))
 			}
 			if h.tree != nil && f.Last.LSN != 0 && h.tree.known(f.Last) && !h.tree.ancestor(op.Commit, f.Last) {
-				v = append(v, fmt.Sprintf("perm-lost: op %d commit %v (Perm at %v) is not in site %d's final history (last commit %v)",
-					op.ID, op.Commit, op.ReturnAt, f.Site, f.Last))
+				v = append(v, fmt.Sprintf("perm-lost: op %d commit %v (Perm at %v) is not in site %d's final history (last commit %v)%s",
+					op.ID, op.Commit, op.ReturnAt, f.Site, f.Last, tag))
 			}
 		}
 		var sites []uint16
@@ -88,8 +92,8 @@ func checkPermDurable(h *History) []string {
 			}
 		}
 		if len(sites) >= majority(h.Sites) {
-			v = append(v, fmt.Sprintf("perm-rolled-back: op %d %s(%s) commit %v returned Perm at %v, then was rolled back on sites %v (a majority of %d)",
-				op.ID, op.Kind, op.Key, op.Commit, op.ReturnAt, sites, h.Sites))
+			v = append(v, fmt.Sprintf("perm-rolled-back: op %d %s(%s) commit %v returned Perm at %v, then was rolled back on sites %v (a majority of %d)%s",
+				op.ID, op.Kind, op.Key, op.Commit, op.ReturnAt, sites, h.Sites, tag))
 		}
 	}
 	return v

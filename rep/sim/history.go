@@ -124,9 +124,18 @@ type Op struct {
 	Call, Return     int64
 	CallAt, ReturnAt time.Duration
 	Outcome          Outcome
+	// HolderCrashed: some site that held this write's commit lost its
+	// memory afterwards. A loss of such a write is the in-memory weakness
+	// (an empty restarted site votes and acks as if it never knew the
+	// write), reported apart from losses no memory loss explains.
+	HolderCrashed bool
 }
 
 const never = int64(1) << 62
+
+// AmnesiaTag marks violations explained by a site that held the write
+// losing its memory (see Op.HolderCrashed).
+const AmnesiaTag = "[amnesia: a site holding it lost its memory]"
 
 // Rollback says that a site's state stopped containing a Perm write.
 type Rollback struct {

@@ -376,6 +376,7 @@ func (s *Sim) crash(st *site, why string) {
 		op.Outcome = Orphaned
 		s.stats.Orphaned++
 	}
+	s.markHeld(st)
 	st.pending = nil
 	st.reads = nil
 	st.permLSN = 0
@@ -397,6 +398,25 @@ func (s *Sim) crash(st *site, why string) {
 	if s.phase == 0 && why != "scripted" {
 		d := 100*time.Millisecond + time.Duration(s.rng.Int64N(int64(1500*time.Millisecond)))
 		s.q.push(event{at: s.now + d, kind: evRestart, site: st.id, boot: st.boot})
+	}
+}
+
+// markHeld flags every write whose commit the crashing site holds: from now
+// on one copy fewer exists than the acks that made it Perm claim.
+func (s *Sim) markHeld(st *site) {
+	held := make(map[CommitID]bool)
+	for b := st.last; ; {
+		held[b] = true
+		n, ok := s.h.tree.nodes[b]
+		if !ok || !n.hasParent {
+			break
+		}
+		b = n.parent
+	}
+	for i := range s.h.Ops {
+		if op := &s.h.Ops[i]; op.Kind != OpGet && held[op.Commit] {
+			op.HolderCrashed = true
+		}
 	}
 }
 
