@@ -16,7 +16,8 @@ import (
 //
 // then a body whose layout depends on the type:
 //
-//	ALIVE ALIVE_REQ NEWCLIENT NEWMASTER MASTER_REQ DUPMASTER VERIFY_FAIL UPDATE_REQ: empty
+//	ALIVE ALIVE_REQ NEWCLIENT NEWMASTER MASTER_REQ DUPMASTER UPDATE_REQ: empty
+//	VERIFY_FAIL:       lsn u64 (newest point of the VERIFY_REQ answered; 0: answers a LOG_REQ)
 //	NEWSITE:           site u16 | priority u32
 //	HEARTBEAT:         perm u64
 //	LOG LOG_MORE:      perm u64 | whole encoded log records (consecutive LSNs)
@@ -125,9 +126,13 @@ func DecodeMessage(m Message, d *Decoded) error {
 		return nil
 	}
 	switch m.Type {
-	case MsgAlive, MsgAliveReq, MsgNewClient, MsgNewMaster, MsgMasterReq, MsgDupMaster,
-		MsgVerifyFail, MsgUpdateReq:
+	case MsgAlive, MsgAliveReq, MsgNewClient, MsgNewMaster, MsgMasterReq, MsgDupMaster, MsgUpdateReq:
 		return exact(0)
+	case MsgVerifyFail:
+		if err := exact(8); err != nil {
+			return err
+		}
+		d.LSN = le.Uint64(b)
 	case MsgNewSite:
 		if err := exact(6); err != nil {
 			return err

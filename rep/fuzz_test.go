@@ -27,7 +27,7 @@ func seedMessages() []Message {
 		mk(2, MsgLogReq, h, u64s(10, 20)), mk(2, MsgAllReq, h, u64s(10, 0)),
 		mk(2, MsgAck, h, u64s(5, 1000)), mk(2, MsgLeaseGrant, h, u64s(5, 1000)),
 		mk(2, MsgVerifyReq, h, []byte{2}, appendPoint(appendPoint(nil, CommitPoint{1, 2, 3}), CommitPoint{4, 5, 6})),
-		mk(2, MsgVerify, h, appendPoint(nil, CommitPoint{1, 2, 3})), mk(2, MsgVerifyFail, Header{Flags: FlagInitRequired}),
+		mk(2, MsgVerify, h, appendPoint(nil, CommitPoint{1, 2, 3})), mk(2, MsgVerifyFail, Header{Flags: FlagInitRequired}, u64s(77)),
 		mk(2, MsgUpdateReq, h), mk(2, MsgUpdate, h, u64s(64), appendU32(appendU32(nil, 2), 3), []byte("abc")),
 		mk(2, MsgPageReq, h, u64s(64), appendU32(appendU32(nil, 0), 4)),
 		mk(2, MsgPage, h, u64s(64), appendU32(appendU32(nil, 0), 1), pages),

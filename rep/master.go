@@ -298,7 +298,7 @@ func (n *Node) serveLog(d *Decoded) {
 	switch {
 	case from > end:
 		// The replica claims records we never wrote: it must re-verify.
-		n.sendEmpty(d.From, MsgVerifyFail)
+		n.verifyFail(d.From, 0, 0)
 		return
 	case from == end:
 		return
@@ -314,7 +314,7 @@ func (n *Node) serveLog(d *Decoded) {
 			if errors.Is(err, ErrLogGone) {
 				flags = FlagInitRequired
 			}
-			n.finish(d.From, MsgVerifyFail, n.beginFlags(flags))
+			n.verifyFail(d.From, flags, 0)
 			return
 		}
 		from = next
@@ -405,7 +405,19 @@ func (n *Node) serveVerify(d *Decoded) {
 	if gone {
 		flags = FlagInitRequired
 	}
-	n.finish(d.From, MsgVerifyFail, n.beginFlags(flags))
+	var newest uint64
+	if d.NPoints > 0 {
+		newest = d.Points[0].LSN
+	}
+	n.verifyFail(d.From, flags, newest)
+}
+
+// verifyFail sends VERIFY_FAIL answering the VERIFY_REQ whose newest point is
+// newest (0: answering a LOG_REQ/ALL_REQ).
+func (n *Node) verifyFail(to uint16, flags uint16, newest uint64) {
+	start := n.beginFlags(flags)
+	n.cur.arena = appendU64(n.cur.arena, newest)
+	n.finish(to, MsgVerifyFail, start)
 }
 
 // serveUpdate answers UPDATE_REQ from the pinned checkpoint snapshot.

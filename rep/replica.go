@@ -338,6 +338,10 @@ func (n *Node) onVerifyFail(d *Decoded) {
 	rs := &n.rs
 	switch rs.sync {
 	case syncVerify:
+		if len(rs.points) == 0 || d.LSN != rs.points[0].LSN {
+			n.drop(DropUnexpected) // answers an earlier round
+			return
+		}
 		if rs.haveLow {
 			// Every point sent differs: search below the oldest of them.
 			if len(rs.points) == 0 {
@@ -363,6 +367,10 @@ func (n *Node) onVerifyFail(d *Decoded) {
 		n.sendVerifyReq()
 		n.armRetry(true)
 	case syncLog, syncLive:
+		if d.LSN != 0 {
+			n.drop(DropUnexpected) // a late answer to a VERIFY_REQ
+			return
+		}
 		if d.Header.Flags&FlagInitRequired != 0 {
 			n.startInit()
 		} else {
@@ -528,7 +536,7 @@ func (n *Node) bufferSeg(recs []byte, first, end uint64) {
 		n.drop(DropDuplicate)
 		return
 	}
-	if rs.segBytes+len(recs) > limit {
+	if rs.segBytes+len(recs) > limit || len(rs.segs) >= maxSegs {
 		n.drop(DropBufferFull)
 		return
 	}

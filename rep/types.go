@@ -193,6 +193,7 @@ const (
 	maxVerifyPoints  = 16
 	maxInitPages     = 1 << 24 // 64 GiB of 4 KiB pages: more is a corrupt UPDATE
 	bufferedMessages = 16      // out-of-order buffer holds this many MaxMessageBytes
+	maxSegs          = 1024    // and at most this many runs
 )
 
 // Errors. Each says what happened and what to do.
