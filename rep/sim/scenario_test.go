@@ -1,4 +1,4 @@
-//go:build simrep
+//go:build repenv
 
 package sim
 

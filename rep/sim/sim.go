@@ -1,4 +1,4 @@
-//go:build simrep
+//go:build repenv
 
 package sim
 
@@ -89,7 +89,7 @@ type site struct {
 	origin   time.Duration // local clock reading at boot
 	rate     float64       // local clock rate, within the skew bound
 	env      *inmem.Env
-	store    *envStore
+	store    *rep.EnvStorage
 	node     *rep.Node
 	last     CommitID
 	pending  []pendingWrite
@@ -99,7 +99,6 @@ type site struct {
 	// existed when it crashed.
 	recovering    bool
 	recoverTarget CommitID
-	imp           *inmem.Import
 	slow          bool
 	lastErr       string
 }
@@ -183,6 +182,9 @@ func newSim(seed uint64, cfg Config) *Sim {
 
 func (s *Sim) close() {
 	for _, st := range s.sites[1:] {
+		if st.store != nil {
+			st.store.Close()
+		}
 		if st.env != nil {
 			st.env.Close()
 			st.env = nil
@@ -314,7 +316,7 @@ func (s *Sim) boot(st *site, mode rep.StartMode) {
 		return
 	}
 	st.env = env
-	store, err := newEnvStore(env, s.cfg.CkptKB, &s.stats.Checkpoints)
+	store, err := rep.NewEnvStorage(env, s.envOptions(), s.cfg.CkptKB)
 	if err != nil {
 		s.fail("site %d: storage: %v", st.id, err)
 		return
@@ -382,15 +384,12 @@ func (s *Sim) crash(st *site, why string) {
 	st.permLSN = 0
 	st.alive = false
 	st.node = nil
-	st.store.close()
+	s.stats.Checkpoints += int(st.store.Checkpoints)
+	st.store.Close()
 	st.env.Close()
 	st.env = nil
 	st.store = nil
-	if st.imp != nil {
-		st.imp.Abort()
-	}
 	st.boot++
-	st.imp = nil
 	if s.h.Guarantee || s.cfg.SafeCrashes {
 		st.recovering = true
 		st.recoverTarget = s.permHigh()
@@ -448,21 +447,47 @@ func (s *Sim) ready(st *site) {
 }
 
 func (s *Sim) perform(st *site, rd rep.Ready) {
-	// The order rep asks for: Init, RollbackTo, Apply, NewGen.
-	if rd.Init != nil {
-		s.initStep(st, rd.Init)
-		if !st.alive {
+	master := st.isMaster()
+	if in := rd.Init; in != nil {
+		if in.Begin {
+			s.stats.Inits++
+			s.tr.notef(s.now, evPhase, st.id, "internal init begins at checkpoint %d, %d pages", in.CkptLSN, in.PageCount)
+		}
+		if s.phase == 0 && s.cfg.Buggify.CrashDuringInit > 0 && s.rng.Float64() < s.cfg.Buggify.CrashDuringInit/4 {
+			s.crash(st, fmt.Sprintf("buggify: crash during internal init (%d/%d pages)", in.PagesDone, in.PagesTotal))
 			return
 		}
 	}
-	if rd.HasRollback {
-		s.rollback(st, rd.RollbackTo)
+	// The environment work, exactly as the board runtime does it: Init,
+	// RollbackTo, Apply, NewGen, then a master checkpoint if due.
+	from := st.last
+	res, err := st.store.Apply(&rd, master)
+	if res.Replaced != nil {
+		// Internal init finished: the imported environment replaces the old.
+		// Not counted as a rollback: it installs a consistent earlier
+		// checkpoint and replays the master's log after it.
+		res.Replaced.Close()
+		st.env = st.store.Env()
+		s.tr.notef(s.now, evPhase, st.id, "internal init done at %v", s.commitOf(st.env.LastCommit()))
+		s.moved(st, "initialised", from, false)
+		s.orphan(st, func(uint64) bool { return true })
+		st.reads = st.reads[:0]
+		from = st.last
 	}
-	if len(rd.Apply) > 0 {
-		s.apply(st, rd.Apply)
+	if err != nil {
+		// Not fatal: rep re-reads Storage in Advance and must cope with work
+		// that did not happen (a full pool or log, a diverged log).
+		s.envError(st, "environment work", err)
 	}
-	if rd.NewGen != 0 {
-		s.newGen(st, rd.NewGen)
+	switch {
+	case res.HasNewGen:
+		s.stats.Elections++
+		s.tell("site %d becomes master, gen %d", st.id, res.NewGen.Gen)
+		s.masterCommit(st, from, res.NewGen)
+	case rd.HasRollback:
+		s.rollback(st, rd.RollbackTo, from, len(rd.Apply) == 0)
+	case len(rd.Apply) > 0:
+		s.moved(st, "applied", from, true)
 	}
 	st.permLSN = rd.PermLSN
 	if len(st.reads) > 0 {
@@ -493,19 +518,6 @@ func (s *Sim) perform(st *site, rd rep.Ready) {
 		}
 		s.net.send(d, st.id, m.To, uint8(m.Type), m.Payload)
 	}
-	// Only the master checkpoints on its own; replicas checkpoint where the
-	// master's RecCheckpoint arrives, or their logs would differ.
-	if rd.CheckpointOK > 0 && st.isMaster() {
-		if _, err := st.store.maybeCheckpoint(rd.CheckpointOK); err != nil {
-			s.envError(st, fmt.Sprintf("checkpoint (durable %d)", rd.CheckpointOK), err)
-		}
-		if st.isMaster() {
-			if cur := s.commitOf(st.env.LastCommit()); cur != st.last {
-				// A checkpoint record committed on the master.
-				s.masterCommit(st, st.last, st.env.LastCommit())
-			}
-		}
-	}
 	for _, ev := range rd.Events {
 		s.event(st, ev)
 	}
@@ -533,31 +545,19 @@ func (s *Sim) moved(st *site, how string, from CommitID, mustExtend bool) {
 	}
 }
 
-func (s *Sim) apply(st *site, recs []byte) {
-	from := st.last
-	if _, err := st.env.ApplyEncoded(recs); err != nil {
-		// Not fatal: rep re-reads Storage in Advance and must cope with an
-		// apply that did not happen (a full pool, a diverged log).
-		s.envError(st, fmt.Sprintf("apply %d bytes of log", len(recs)), err)
-	}
-	s.moved(st, "applied", from, true)
-}
-
-func (s *Sim) rollback(st *site, lsn uint64) {
-	from := st.last
+// rollback checks a rollback: it must land on an earlier point of the
+// site's own history, and it must not drop Perm writes on a majority.
+func (s *Sim) rollback(st *site, lsn uint64, from CommitID, alone bool) {
 	s.stats.Rollbacks++
 	s.tr.notef(s.now, evPhase, st.id, "rollback to %d from %v", lsn, from)
-	if err := st.store.rollback(lsn); err != nil {
-		s.envError(st, fmt.Sprintf("rollback to %d", lsn), err)
-	}
 	s.moved(st, "rolled back", from, false)
 	to := st.last
-	s.orphan(st, func(lsn uint64) bool { return lsn > to.LSN })
-	st.reads = st.reads[:0]
-	if !s.h.tree.ancestor(to, from) {
+	if alone && !s.h.tree.ancestor(to, from) {
 		s.violate("prefix: site %d rolled back from %v to %v, which is not an earlier point of its history", st.id, from, to)
 	}
 	s.lostPerm(st, from, to, fmt.Sprintf("rollback to %d", lsn))
+	s.orphan(st, func(lsn uint64) bool { return lsn > to.LSN })
+	st.reads = st.reads[:0]
 }
 
 // envError records a failed environment operation the driver was asked to
@@ -600,74 +600,6 @@ func (s *Sim) lostPerm(st *site, from, to CommitID, how string) {
 			s.tell("site %d no longer holds Perm op %d (commit %v) after %s", st.id, s.h.Ops[i].ID, c, how)
 		}
 	}
-}
-
-// initStep performs one step of internal init: begin an import from the
-// snapshot meta, store pages, finish by swapping in the imported environment.
-func (s *Sim) initStep(st *site, ia *rep.InitAction) {
-	if s.phase == 0 && s.cfg.Buggify.CrashDuringInit > 0 && s.rng.Float64() < s.cfg.Buggify.CrashDuringInit/4 {
-		s.crash(st, fmt.Sprintf("buggify: crash during internal init (%d/%d pages)", ia.PagesDone, ia.PagesTotal))
-		return
-	}
-	if ia.Begin {
-		s.stats.Inits++
-		s.tr.notef(s.now, evPhase, st.id, "internal init begins at checkpoint %d, %d pages", ia.CkptLSN, ia.PageCount)
-		im, err := inmem.NewImport(s.envOptions(), ia.Meta)
-		if err != nil {
-			s.fail("site %d: begin internal init: %v", st.id, err)
-			return
-		}
-		st.imp = im
-	}
-	if st.imp == nil {
-		if len(ia.Pages) > 0 || ia.Finish {
-			s.fail("site %d: internal init pages or finish without a begin", st.id)
-		}
-		return
-	}
-	for _, p := range ia.Pages {
-		if err := st.imp.PutPage(p.Pgno, p.Data); err != nil {
-			s.fail("site %d: internal init page %d: %v", st.id, p.Pgno, err)
-			return
-		}
-	}
-	if ia.Finish {
-		env, err := st.imp.Finish()
-		st.imp = nil
-		if err != nil {
-			s.fail("site %d: finish internal init: %v", st.id, err)
-			return
-		}
-		from := st.last
-		old := st.env
-		st.env = env
-		if err := st.store.reset(env); err != nil {
-			s.fail("site %d: storage after internal init: %v", st.id, err)
-		}
-		old.Close()
-		s.tr.notef(s.now, evPhase, st.id, "internal init done at %v", s.commitOf(env.LastCommit()))
-		// Not counted as a rollback: internal init installs a consistent
-		// earlier checkpoint and replays the master's log after it, so the
-		// site passes through older states on its way to the master's.
-		s.moved(st, "initialised", from, false)
-		s.orphan(st, func(uint64) bool { return true })
-		st.reads = st.reads[:0]
-	}
-}
-
-func (s *Sim) newGen(st *site, gen uint32) {
-	s.stats.Elections++
-	s.tell("site %d becomes master, gen %d", st.id, gen)
-	from := st.last
-	st.env.SetGen(gen)
-	ci, err := st.env.AppendNewGen(gen)
-	if err != nil {
-		// A full log or pool: rep learns from Storage that no NEWGEN commit
-		// was made.
-		s.envError(st, fmt.Sprintf("append new gen %d", gen), err)
-		return
-	}
-	s.masterCommit(st, from, ci)
 }
 
 // resolve answers the clients of a master's writes.
@@ -822,7 +754,7 @@ func (s *Sim) write(st *site, kind OpKind, k, v string) {
 		s.crash(st, "buggify: master crashes right after a commit, before shipping it")
 		return
 	}
-	st.node.Committed(st.localNow(s.now), toRep(ci))
+	st.node.Committed(st.localNow(s.now), ci)
 	s.ready(st)
 }
 
@@ -1051,6 +983,9 @@ func (s *Sim) finish() {
 			s.stats.Orphaned++
 		}
 		st.pending = nil
+		if st.store != nil {
+			s.stats.Checkpoints += int(st.store.Checkpoints)
+		}
 		f := FinalSite{Site: st.id, Alive: st.alive}
 		if st.alive {
 			f.Master = st.isMaster()

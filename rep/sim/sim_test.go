@@ -1,4 +1,4 @@
-//go:build simrep
+//go:build repenv
 
 package sim
 
@@ -22,8 +22,12 @@ var (
 	flagStrict = flag.Bool("sim.strict", false, "fail TestSeeds also on losses explained by a site losing its memory (the known in-memory weakness)")
 )
 
+// buildTags is what `go test` needs to include the simulation while rep's
+// EnvStorage is behind the repenv tag (until inmem is committed).
+const buildTags = "-tags repenv "
+
 func replayCmd(seed uint64) string {
-	return fmt.Sprintf("go test ./rep/sim/ -run 'TestSeeds$' -sim.seed=%d -v", seed)
+	return fmt.Sprintf("go test %s./rep/sim/ -run 'TestSeeds$' -sim.seed=%d -v", buildTags, seed)
 }
 
 func report(t *testing.T, r *Result) {
@@ -31,7 +35,7 @@ func report(t *testing.T, r *Result) {
 	var b strings.Builder
 	replay := replayCmd(r.Seed)
 	if !strings.HasPrefix(t.Name(), "TestSeeds") {
-		replay = fmt.Sprintf("go test ./rep/sim/ -run '%s$' -v -sim.known (scripted, seed %d)", t.Name(), r.Seed)
+		replay = fmt.Sprintf("go test %s./rep/sim/ -run '%s$' -v -sim.known (scripted, seed %d)", buildTags, t.Name(), r.Seed)
 	}
 	fmt.Fprintf(&b, "seed %d FAILED (%d violations)\n  replay: %s\n  config: %s\n", r.Seed, len(r.Violations), replay, r.Config.String())
 	for i, v := range r.Violations {
