@@ -52,9 +52,18 @@ func randomRun(t *testing.T, seed uint64) {
 		ids[i] = uint16(i + 1)
 	}
 	leases := rng.IntN(2) == 0
+	policy := []AckPolicy{AckQuorum, AckQuorum, AckAllPeers, AckAll}[rng.IntN(4)]
+	passive := uint16(0) // a priority-0 site in bigger groups
+	if size >= 4 && rng.IntN(2) == 0 {
+		passive = uint16(size)
+	}
 	c := newCluster(t, ids, func(cfg *Config) {
 		cfg.Seed = seed*31 + uint64(cfg.Site)
 		cfg.Leases = leases
+		cfg.AckPolicy = policy
+		if cfg.Site == passive {
+			cfg.Priority = 0
+		}
 		cfg.ReRequestMax = 200 * time.Millisecond
 		cfg.MaxMessageBytes = 8 << 10
 	})
@@ -155,8 +164,8 @@ func randomRun(t *testing.T, seed uint64) {
 				w.ci, w.site, w.gen, m.id, c.dump())
 		}
 	}
-	t.Logf("size %d leases %v loss %.2f: %d writes, %d perm, final master %d gen %d",
-		size, leases, loss, len(ws), perms, m.id, m.n.gen)
+	t.Logf("size %d passive %d %v leases %v loss %.2f: %d writes, %d perm, final master %d gen %d",
+		size, passive, policy, leases, loss, len(ws), perms, m.id, m.n.gen)
 }
 
 // othersLive reports whether every site but id is up and holds exactly the
