@@ -134,6 +134,7 @@ func FuzzStep(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, role, typ byte, payload []byte) {
 		var s *solo
+		from := uint16(2) // a replica talking to the master
 		if role%2 == 0 {
 			s = startMaster(t, nil)
 			s.n.Committed(s.now, s.st.commitTxn("a"))
@@ -141,9 +142,10 @@ func FuzzStep(f *testing.F) {
 		} else {
 			feed := newFeed(1, 3)
 			s = joined(t, feed, 1, nil)
+			from = 1 // the master talking to a replica
 		}
 		s.now += time.Millisecond
-		_ = s.n.Step(s.now, Message{From: 2, To: 1, Type: MsgType(typ), Payload: payload})
+		_ = s.n.Step(s.now, Message{From: from, To: AllSites, Type: MsgType(typ), Payload: payload})
 		s.ready()
 		s.tick(time.Second)
 		_ = s.n.Status()

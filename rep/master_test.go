@@ -93,7 +93,7 @@ func mk(from uint16, t MsgType, h Header, body ...[]byte) Message {
 	for _, b := range body {
 		p = append(p, b...)
 	}
-	return Message{From: from, To: 1, Type: t, Payload: p}
+	return Message{From: from, To: AllSites, Type: t, Payload: p}
 }
 
 func u64s(vs ...uint64) []byte {

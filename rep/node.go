@@ -237,9 +237,9 @@ func (n *Node) Step(now time.Duration, m Message) error {
 		}
 		return fmt.Errorf("from site %d: %w", m.From, err)
 	}
-	if m.From == n.cfg.Site || m.From == AllSites {
+	if m.From == n.cfg.Site || m.From == AllSites || (m.To != n.cfg.Site && m.To != AllSites) {
 		n.drop(DropBadSite)
-		return fmt.Errorf("%s claims to be from site %d (this site %d): %w", m.Type, m.From, n.cfg.Site, ErrBadSite)
+		return fmt.Errorf("%s from site %d to %d at site %d: %w", m.Type, m.From, m.To, n.cfg.Site, ErrBadSite)
 	}
 	s := n.learn(m.From, d.Header.Priority, m.Type)
 	if s == nil {
@@ -311,8 +311,7 @@ func (n *Node) tick(now time.Duration) {
 // afterStep runs the checks every input may have made due: an election won.
 func (n *Node) afterStep() {
 	n.drainElection()
-	if egen, ok := n.el.Won(); ok && n.role == RoleElecting {
-		_ = egen
+	if _, ok := n.el.Won(); ok && n.role == RoleElecting {
 		n.counters.ElectionsWon++
 		n.becomeMaster(n.now, true)
 	}

@@ -43,6 +43,13 @@ type Buggify struct {
 	CrashDuringInit  float64 // probability a site being initialised crashes mid-way
 	LossBurst        float64 // drop probability during a loss burst
 	SlowSite         bool    // one site gets 10x the network delay
+	// ClockDrift, when > 0, makes the sites' clocks drift this much apart,
+	// whatever ClockSkew tells rep: leases are then unsound, and the lease
+	// checker must notice (a test of the checker, not of rep).
+	ClockDrift float64
+	// NaiveReads returns leased reads at once instead of waiting until what
+	// they saw is Perm: the linearizability checker must notice.
+	NaiveReads bool
 }
 
 // FaultKind is a scripted fault's kind.

@@ -327,7 +327,11 @@ func (s *Sim) boot(st *site, mode rep.StartMode) {
 	st.origin = time.Duration(s.rng.Int64N(int64(time.Hour)))
 	// Rates within [1/sqrt(1+skew), sqrt(1+skew)]: fastest over slowest is at
 	// most 1+skew, the bound rep is configured with.
-	hi := math.Sqrt(1 + s.cfg.ClockSkew)
+	drift := s.cfg.ClockSkew
+	if s.cfg.Buggify.ClockDrift > 0 {
+		drift = s.cfg.Buggify.ClockDrift
+	}
+	hi := math.Sqrt(1 + drift)
 	st.rate = 1/hi + (hi-1/hi)*s.rng.Float64()
 	var peers []uint16
 	for _, o := range s.sites[1:] {
@@ -708,7 +712,7 @@ func (s *Sim) read(st *site) {
 func (s *Sim) completeReads(st *site) {
 	keep := st.reads[:0]
 	for _, r := range st.reads {
-		if r.lsn > st.permLSN {
+		if r.lsn > st.permLSN && !s.cfg.Buggify.NaiveReads {
 			keep = append(keep, r)
 			continue
 		}
