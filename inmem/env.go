@@ -1,0 +1,665 @@
+// Package inmem is boardha's in-memory environment: named databases, each a
+// copy-on-write B+tree on a shm page pool (the LMDB/bbolt shape), with a redo log
+// in logbuf for replication.
+//
+// One writer at a time (an in-process mutex plus the region's writer lock); readers
+// pin a snapshot and never block. Commit writes the transaction's redo records and
+// a commit record to the log, then flips one of two checksummed meta pages. Pages a
+// commit replaces are reused only once no snapshot can see them: in-process readers
+// and pinned snapshots (checkpoints) are tracked here, readers in other processes in
+// the region's reader table.
+//
+// Caveats (as in bbolt/LMDB): slices returned by reads alias the pool and are valid
+// only inside their transaction; a long reader delays page reuse; Close must not be
+// called while transactions are open.
+package inmem
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/seed61e250c8/boardha/logbuf"
+	"github.com/seed61e250c8/boardha/shm"
+)
+
+// Options configure Create (and NewImport).
+type Options struct {
+	Name       string      // region name ("" = private anonymous memory)
+	PoolSize   int64       // bytes of tree pages; 0 = 64 MiB
+	PageSize   int         // 0 = 4096
+	LogSize    int         // bytes of the in-region log buffer; 0 = 4 MiB
+	Mode       os.FileMode // of a named region; 0 = 0600
+	Now        func() time.Time
+	MaxReaders int // reader table slots for other processes; 0 = shm's default
+}
+
+const (
+	defaultPoolSize = 64 << 20
+	defaultLogSize  = 4 << 20
+	commitRecLen    = logbuf.HeaderSize + commitBodyLen
+)
+
+func (o Options) withDefaults() (Options, error) {
+	if o.PoolSize == 0 {
+		o.PoolSize = defaultPoolSize
+	}
+	if o.PageSize == 0 {
+		o.PageSize = shm.DefaultPageSize
+	}
+	if o.LogSize == 0 {
+		o.LogSize = defaultLogSize
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	ps := o.PageSize
+	if ps < minPageSize || ps > maxPageSize || ps&(ps-1) != 0 {
+		return o, fmt.Errorf("inmem: page size %d, want a power of two in [%d,%d]: %w", ps, minPageSize, maxPageSize, ErrBadOptions)
+	}
+	if o.PoolSize < int64(16*ps) {
+		return o, fmt.Errorf("inmem: pool of %d bytes, want at least 16 pages (%d): %w", o.PoolSize, 16*ps, ErrBadOptions)
+	}
+	if o.LogSize < 64<<10 {
+		return o, fmt.Errorf("inmem: log of %d bytes, want at least 64 KiB: %w", o.LogSize, ErrBadOptions)
+	}
+	return o, nil
+}
+
+// CommitInfo describes one commit record.
+type CommitInfo struct {
+	LSN   uint64 // LSN of the commit record
+	End   uint64 // log end after it
+	Gen   uint32
+	Txn   uint64
+	Chain uint64
+}
+
+type pendingRun struct {
+	run
+	txid uint64
+}
+
+// Env is one board's environment on a shm region.
+type Env struct {
+	opt    Options
+	reg    *shm.Region
+	alloc  *shm.Allocator
+	log    *logbuf.Log
+	lay    layout
+	data   []byte
+	ps     int
+	npages uint64
+	lo     uint64 // first tree page (after meta pages and log)
+
+	wmu    sync.Mutex // the writer
+	closed atomic.Bool
+	gen    atomic.Uint32
+
+	readMu  sync.Mutex
+	cur     meta           // last committed meta; written under wmu+readMu
+	readers map[uint64]int // in-process snapshots (readers, pins) by txid
+
+	// Writer state, guarded by wmu.
+	last      CommitInfo
+	pending   []pendingRun // freed runs waiting for snapshots to move past txid
+	pendHead  int
+	idName    map[uint32]string
+	idValid   bool
+	redo      []byte
+	freed     []run
+	allocated []run
+	scratch   []byte
+	leafBuf   []byte
+	branchBuf []byte
+	ckptHook  func(s *Snapshot, rec logbuf.Record)
+}
+
+// Create makes a new region and formats the meta pages, the log and an empty catalog.
+func Create(opt Options) (*Env, error) {
+	e, err := createRegion(opt)
+	if err != nil {
+		return nil, err
+	}
+	// The initial catalog is transaction 1's work.
+	tx := e.newTx(true)
+	tx.meta = meta{pageSize: uint32(e.ps), nextDB: 1, txid: 1, numPages: e.npages, lsn: e.log.End()}
+	pg, _, err := tx.newPage(pageLeaf)
+	if err != nil {
+		e.destroy()
+		return nil, err
+	}
+	tx.meta.root = pg
+	e.allocated = e.allocated[:0]
+	e.publish(tx.meta)
+	e.last = lastFromMeta(tx.meta)
+	return e, nil
+}
+
+// createRegion makes and lays out a region: meta pages and the log at fixed pages
+// right after the shm header, so a master and an importer with the same options
+// agree on where tree pages may live.
+func createRegion(opt Options) (*Env, error) {
+	opt, err := opt.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	ps := opt.PageSize
+	logPages := (opt.LogSize + ps - 1) / ps
+	reg, err := shm.Create(opt.Name, shm.Options{PageSize: ps, Size: opt.PoolSize + int64(logPages+2)*int64(ps),
+		Mode: opt.Mode, MaxReaders: opt.MaxReaders})
+	if err != nil {
+		return nil, fmt.Errorf("inmem: create region %q: %w", opt.Name, err)
+	}
+	e := newEnv(reg, opt)
+	if err := reg.LockWriter(); err != nil {
+		e.destroy()
+		return nil, fmt.Errorf("inmem: create %q: %w", opt.Name, err)
+	}
+	f := reg.FirstDataPage()
+	e.lay = layout{meta: [2]uint64{f, f + 1}, logPgno: f + 2, logPages: uint64(logPages), pageSize: uint32(ps)}
+	e.lo = f + 2 + uint64(logPages)
+	if e.lo+8 > e.npages {
+		e.destroy()
+		return nil, fmt.Errorf("inmem: region of %d pages leaves no room for trees after %d log pages: %w", e.npages, logPages, ErrBadOptions)
+	}
+	e.alloc.Rebuild(e.reserved)
+	area, err := reg.Pages(e.lay.logPgno, logPages)
+	if err == nil {
+		e.log, err = logbuf.Format(area, 0, logbuf.Options{Now: opt.Now})
+	}
+	if err != nil {
+		e.destroy()
+		return nil, fmt.Errorf("inmem: format log: %w", err)
+	}
+	clear(e.data[f*uint64(ps) : (f+2)*uint64(ps)])
+	e.lay.encode(reg.UserArea())
+	return e, nil
+}
+
+func newEnv(reg *shm.Region, opt Options) *Env {
+	ps := reg.PageSize()
+	return &Env{
+		opt: opt, reg: reg, alloc: reg.Allocator(), data: reg.Data(), ps: ps, npages: reg.NumPages(),
+		readers: make(map[uint64]int), scratch: make([]byte, ps), idName: make(map[uint32]string),
+	}
+}
+
+func (e *Env) reserved(yield func(pgno uint64, n int) bool) {
+	if yield(e.lay.meta[0], 1) && yield(e.lay.meta[1], 1) {
+		yield(e.lay.logPgno, int(e.lay.logPages))
+	}
+}
+
+// destroy releases a half-built environment.
+func (e *Env) destroy() {
+	if e.reg.HoldsWriter() {
+		_ = e.reg.UnlockWriter()
+	}
+	_ = e.reg.Close()
+	if e.opt.Name != "" {
+		_ = shm.Remove(e.opt.Name)
+	}
+}
+
+// Open attaches read-write to an existing region, taking over from a dead writer:
+// the committed tree is what the newest valid meta page says; complete transactions
+// in the log after it are redone, anything after the last complete one is dropped.
+func Open(name string) (*Env, error) {
+	reg, err := shm.Attach(name, shm.ReadWrite)
+	if err != nil {
+		return nil, fmt.Errorf("inmem: open %q: %w", name, err)
+	}
+	if err := reg.LockWriter(); err != nil {
+		_ = reg.Close()
+		return nil, fmt.Errorf("inmem: open %q: %w", name, err)
+	}
+	e := newEnv(reg, Options{Name: name, PageSize: reg.PageSize(), Now: time.Now})
+	fail := func(err error) (*Env, error) {
+		_ = reg.UnlockWriter()
+		_ = reg.Close()
+		return nil, fmt.Errorf("inmem: open %q: %w", name, err)
+	}
+	if e.lay, err = decodeLayout(reg.UserArea(), e.npages); err != nil {
+		return fail(err)
+	}
+	if int(e.lay.pageSize) != e.ps {
+		return fail(fmt.Errorf("layout page size %d, region's %d: %w", e.lay.pageSize, e.ps, ErrCorrupt))
+	}
+	e.lo = e.lay.logPgno + e.lay.logPages
+	cur, other, err := readMetas(e.data, e.ps, e.lay)
+	if err != nil {
+		return fail(err)
+	}
+	area, err := reg.Pages(e.lay.logPgno, int(e.lay.logPages))
+	if err != nil {
+		return fail(err)
+	}
+	if e.log, err = logbuf.Open(area, logbuf.Options{Now: time.Now}); err != nil {
+		return fail(err)
+	}
+	// Pages of the older meta may still be read by other processes: keep them
+	// until readers move on.
+	tx := e.newTx(false)
+	used := make(map[uint64]int)
+	if err := tx.walk(cur, false, func(pg uint64, n int) error { used[pg] = n; return nil }); err != nil {
+		return fail(err)
+	}
+	var older []run
+	if other != nil {
+		_ = tx.walk(*other, false, func(pg uint64, n int) error {
+			if _, ok := used[pg]; !ok && pg >= e.lo && pg+uint64(n) <= e.npages {
+				used[pg] = n
+				older = append(older, run{pg, n})
+			}
+			return nil
+		})
+	}
+	e.alloc.Rebuild(func(yield func(uint64, int) bool) {
+		e.reserved(yield)
+		for pg, n := range used {
+			if !yield(pg, n) {
+				return
+			}
+		}
+	})
+	for _, r := range older {
+		e.pending = append(e.pending, pendingRun{r, cur.txid})
+	}
+	e.cur = cur
+	e.gen.Store(cur.gen)
+	e.last = lastFromMeta(cur)
+	if err := e.recover(); err != nil {
+		return fail(err)
+	}
+	return e, nil
+}
+
+// recover redoes whole transactions logged after the meta's LSN (a writer died
+// between appending and flipping the meta) and truncates a torn tail.
+func (e *Env) recover() error {
+	e.wmu.Lock()
+	defer e.wmu.Unlock()
+	end := e.log.End()
+	if e.cur.lsn == end {
+		return nil
+	}
+	if e.cur.lsn > end || e.cur.lsn < e.log.Begin() {
+		return fmt.Errorf("meta LSN %d outside the log [%d,%d): %w", e.cur.lsn, e.log.Begin(), end, ErrCorrupt)
+	}
+	return e.redoRange(e.cur.lsn, end)
+}
+
+// readMetas returns the newest valid meta and the other one if valid.
+func readMetas(data []byte, ps int, lay layout) (meta, *meta, error) {
+	var m [2]meta
+	var errs [2]error
+	for i := range 2 {
+		off := lay.meta[i] * uint64(ps)
+		var buf [metaSize]byte
+		copy(buf[:], data[off:off+metaSize])
+		m[i], errs[i] = decodeMeta(buf[:])
+		if errs[i] == nil && int(m[i].pageSize) != ps {
+			errs[i] = fmt.Errorf("meta page size %d, region's %d: %w", m[i].pageSize, ps, ErrCorrupt)
+		}
+	}
+	switch {
+	case errs[0] != nil && errs[1] != nil:
+		return meta{}, nil, fmt.Errorf("no valid meta page (%v; %v): %w", errs[0], errs[1], ErrCorrupt)
+	case errs[0] != nil:
+		return m[1], nil, nil
+	case errs[1] != nil:
+		return m[0], nil, nil
+	case m[0].txid >= m[1].txid:
+		return m[0], &m[1], nil
+	default:
+		return m[1], &m[0], nil
+	}
+}
+
+func lastFromMeta(m meta) CommitInfo {
+	if m.commitLSN == 0 && m.lastTxn == 0 {
+		return CommitInfo{End: m.lsn, Gen: m.gen, Chain: m.chain}
+	}
+	return CommitInfo{LSN: m.commitLSN, End: m.commitLSN + commitRecLen, Gen: m.gen, Txn: m.lastTxn, Chain: m.chain}
+}
+
+// Close releases the region (and the writer lock). Transactions must be finished.
+func (e *Env) Close() error {
+	if !e.wmu.TryLock() {
+		return fmt.Errorf("inmem: close with a write transaction open: %w", ErrTxOpen)
+	}
+	defer e.wmu.Unlock()
+	if e.closed.Swap(true) {
+		return nil
+	}
+	var errs []error
+	if e.reg.HoldsWriter() {
+		errs = append(errs, e.reg.UnlockWriter())
+	}
+	errs = append(errs, e.reg.Close())
+	return errors.Join(errs...)
+}
+
+// Remove closes the environment and deletes its named region.
+func (e *Env) Remove() error {
+	err := e.Close()
+	if e.opt.Name != "" {
+		if rerr := shm.Remove(e.opt.Name); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
+			err = errors.Join(err, rerr)
+		}
+	}
+	return err
+}
+
+// Name is the region name ("" for private).
+func (e *Env) Name() string { return e.opt.Name }
+
+// Region exposes the underlying region (stats, reader table).
+func (e *Env) Region() *shm.Region { return e.reg }
+
+// Log returns the environment's log.
+func (e *Env) Log() *logbuf.Log { return e.log }
+
+// SetGen sets the gen stamped on records written from now on.
+func (e *Env) SetGen(gen uint32) { e.gen.Store(gen) }
+
+// Gen returns the current gen.
+func (e *Env) Gen() uint32 { return e.gen.Load() }
+
+// LastCommit describes the last commit applied to the tree.
+func (e *Env) LastCommit() CommitInfo {
+	e.wmu.Lock()
+	defer e.wmu.Unlock()
+	return e.last
+}
+
+// PageStats reports the pool allocator's state.
+func (e *Env) PageStats() shm.AllocStats {
+	e.wmu.Lock()
+	defer e.wmu.Unlock()
+	return e.alloc.Stats()
+}
+
+func (e *Env) newTx(writable bool) *Tx {
+	return &Tx{env: e, data: e.data, ps: e.ps, lo: e.lo, npages: e.npages, writable: writable}
+}
+
+// Begin starts a transaction. A write transaction waits for the previous writer
+// of this Env; readers never wait for the writer.
+func (e *Env) Begin(writable bool) (*Tx, error) {
+	if !writable {
+		e.readMu.Lock()
+		if e.closed.Load() {
+			e.readMu.Unlock()
+			return nil, ErrClosed
+		}
+		tx := e.newTx(false)
+		tx.meta = e.cur
+		e.readers[tx.meta.txid]++
+		e.readMu.Unlock()
+		return tx, nil
+	}
+	e.wmu.Lock()
+	if e.closed.Load() {
+		e.wmu.Unlock()
+		return nil, ErrClosed
+	}
+	return e.beginWrite(), nil
+}
+
+// beginWrite starts the write transaction; wmu is held.
+func (e *Env) beginWrite() *Tx {
+	e.releasePending()
+	tx := e.newTx(true)
+	tx.meta = e.cur
+	tx.meta.txid++
+	e.redo, e.freed, e.allocated = e.redo[:0], e.freed[:0], e.allocated[:0]
+	return tx
+}
+
+// oldest is the oldest snapshot anyone may still read.
+func (e *Env) oldest() uint64 {
+	e.readMu.Lock()
+	o := e.cur.txid
+	for t := range e.readers {
+		o = min(o, t)
+	}
+	e.readMu.Unlock()
+	if t, ok := e.reg.OldestReader(); ok {
+		o = min(o, t)
+	}
+	return o
+}
+
+// releasePending hands back to the allocator the freed runs no snapshot can see.
+func (e *Env) releasePending() {
+	if e.pendHead == len(e.pending) {
+		return
+	}
+	o := e.oldest()
+	n := 0
+	for e.pendHead < len(e.pending) && e.pending[e.pendHead].txid <= o {
+		r := e.pending[e.pendHead]
+		e.alloc.Free(r.pgno, r.n, 0)
+		e.pendHead++
+		n++
+	}
+	if n > 0 {
+		e.alloc.Release(0)
+	}
+	if e.pendHead == len(e.pending) {
+		e.pending, e.pendHead = e.pending[:0], 0
+	} else if e.pendHead > 1024 && e.pendHead*2 > len(e.pending) {
+		k := copy(e.pending, e.pending[e.pendHead:])
+		e.pending, e.pendHead = e.pending[:k], 0
+	}
+}
+
+// release ends a read transaction.
+func (tx *Tx) release() {
+	if tx.closed {
+		return
+	}
+	tx.closed = true
+	if tx.unpin != nil {
+		tx.unpin()
+		return
+	}
+	e := tx.env
+	e.readMu.Lock()
+	e.unpinLocked(tx.meta.txid)
+	e.readMu.Unlock()
+}
+
+func (e *Env) unpinLocked(txid uint64) {
+	if e.readers[txid] <= 1 {
+		delete(e.readers, txid)
+	} else {
+		e.readers[txid]--
+	}
+}
+
+// Update runs fn in a write transaction and commits it unless fn fails.
+func (e *Env) Update(fn func(*Tx) error) (CommitInfo, error) {
+	tx, err := e.Begin(true)
+	if err != nil {
+		return CommitInfo{}, err
+	}
+	if err := fn(tx); err != nil {
+		tx.Abort()
+		return CommitInfo{}, err
+	}
+	return tx.Commit()
+}
+
+// View runs fn in a read transaction on the current snapshot.
+func (e *Env) View(fn func(*Tx) error) error {
+	tx, err := e.Begin(false)
+	if err != nil {
+		return err
+	}
+	defer tx.release()
+	if err := fn(tx); err != nil {
+		return err
+	}
+	return tx.err
+}
+
+// Abort ends the transaction without committing. Safe to call twice.
+func (tx *Tx) Abort() {
+	if tx.closed {
+		return
+	}
+	if !tx.writable {
+		tx.release()
+		return
+	}
+	tx.env.abortWrite(tx)
+	tx.env.wmu.Unlock()
+}
+
+// abortWrite drops the transaction's pages; wmu stays held.
+func (e *Env) abortWrite(tx *Tx) {
+	for _, r := range e.allocated {
+		e.alloc.Free(r.pgno, r.n, 0)
+	}
+	if len(e.allocated) > 0 {
+		e.alloc.Release(0)
+	}
+	e.redo, e.freed, e.allocated = e.redo[:0], e.freed[:0], e.allocated[:0]
+	e.idValid = false
+	tx.closed = true
+}
+
+// Commit appends the transaction's redo and commit records to the log and flips
+// the meta page. On any error the transaction is aborted and nothing is visible.
+// A write transaction that changed nothing logs nothing and returns LastCommit.
+func (tx *Tx) Commit() (CommitInfo, error) {
+	if tx.closed {
+		return CommitInfo{}, ErrTxClosed
+	}
+	if !tx.writable {
+		tx.release()
+		return CommitInfo{}, ErrReadOnlyTx
+	}
+	e := tx.env
+	defer e.wmu.Unlock()
+	info, err := e.commitLocal(tx)
+	if err != nil {
+		e.abortWrite(tx)
+		return CommitInfo{}, err
+	}
+	return info, nil
+}
+
+func (e *Env) commitLocal(tx *Tx) (CommitInfo, error) {
+	if tx.err != nil {
+		return CommitInfo{}, tx.err
+	}
+	if err := tx.flushCatalog(); err != nil {
+		return CommitInfo{}, err
+	}
+	if !tx.changed {
+		e.abortWrite(tx)
+		return e.last, nil
+	}
+	info, err := e.appendTxn(tx)
+	if err != nil {
+		return CommitInfo{}, err
+	}
+	e.finish(tx, info, info.End)
+	return info, nil
+}
+
+// flushCatalog records changed database roots in the catalog tree.
+func (tx *Tx) flushCatalog() error {
+	var v [12]byte
+	for _, db := range tx.dbs {
+		if db.dropped || db.root == db.orig {
+			continue
+		}
+		binary.LittleEndian.PutUint32(v[:], db.id)
+		binary.LittleEndian.PutUint64(v[4:], db.root)
+		if err := tx.treePut(&tx.meta.root, bytesOf(db.name), v[:]); err != nil {
+			return err
+		}
+		db.orig = db.root
+	}
+	return nil
+}
+
+// appendTxn completes the buffered redo records (gen, txn, LSN, crc), adds the
+// commit record with the chain, and appends them to the log in one piece.
+func (e *Env) appendTxn(tx *Tx) (CommitInfo, error) {
+	le := binary.LittleEndian
+	lsn := e.log.End()
+	if lsn != e.cur.lsn {
+		return CommitInfo{}, fmt.Errorf("inmem: log end %d differs from the tree's LSN %d (log changed behind the environment): %w", lsn, e.cur.lsn, ErrCorrupt)
+	}
+	gen := e.gen.Load()
+	chain := e.cur.chain
+	start := len(e.redo)
+	e.redo = append(e.redo, make([]byte, commitRecLen)...)
+	c := e.redo[start:]
+	le.PutUint32(c, commitRecLen)
+	c[4] = logbuf.RecCommit
+	appendCommitBody(c[logbuf.HeaderSize:logbuf.HeaderSize], tx.nrec, 0)
+	b := e.redo
+	var commitLSN uint64
+	for off := 0; off < len(b); {
+		n := int(le.Uint32(b[off:]))
+		r := b[off : off+n]
+		if r[4] == logbuf.RecCommit {
+			commitLSN = lsn
+			le.PutUint64(r[logbuf.HeaderSize+8:], chain)
+		}
+		le.PutUint32(r[8:], gen)
+		le.PutUint32(r[12:], 0)
+		le.PutUint64(r[16:], tx.meta.txid)
+		le.PutUint64(r[24:], lsn)
+		crc := crc32.Checksum(r, castagnoli)
+		le.PutUint32(r[12:], crc)
+		if r[4] != logbuf.RecCommit {
+			chain = chainNext(chain, crc)
+		}
+		lsn += uint64(n)
+		off += n
+	}
+	if err := e.log.AppendEncoded(b); err != nil {
+		return CommitInfo{}, fmt.Errorf("inmem: commit of %d records (%d bytes): %w", tx.nrec+1, len(b), err)
+	}
+	return CommitInfo{LSN: commitLSN, End: lsn, Gen: gen, Txn: tx.meta.txid, Chain: chain}, nil
+}
+
+// finish publishes the transaction's tree as of a commit whose record ends at end.
+func (e *Env) finish(tx *Tx, info CommitInfo, end uint64) {
+	m := tx.meta
+	m.lsn, m.commitLSN, m.chain, m.lastTxn, m.gen = end, info.LSN, info.Chain, info.Txn, info.Gen
+	for _, r := range e.freed {
+		e.pending = append(e.pending, pendingRun{r, m.txid})
+	}
+	e.publish(m)
+	e.last = info
+	if tx.catChanged {
+		e.idValid = false
+	}
+	e.redo, e.freed, e.allocated = e.redo[:0], e.freed[:0], e.allocated[:0]
+	tx.closed = true
+}
+
+// publish writes m to its meta page (txid%2) and makes it the current snapshot.
+func (e *Env) publish(m meta) {
+	m.pageSize = uint32(e.ps)
+	m.numPages = e.npages
+	off := e.lay.meta[m.txid%2] * uint64(e.ps)
+	m.encode(e.data[off : off+metaSize])
+	e.readMu.Lock()
+	e.cur = m
+	e.readMu.Unlock()
+}

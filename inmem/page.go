@@ -1,0 +1,369 @@
+package inmem
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+)
+
+// Page layout. Every tree page starts with a 32-byte header:
+//
+//	0 type u8 | 1 flags u8 | 2 n u16 | 4 upper u32 | 8 txid u64 | 16 pgno u64 | 24 used u32 | 28 ovpages u32
+//
+// Branch and leaf pages are slotted: n little-endian u16 offsets follow the header
+// in key order, entries are packed from the end of the page down to upper. Deleting
+// an entry leaves a hole that is reclaimed by compaction when an insert needs it;
+// used counts entry bytes plus their slots so the free space is known without a scan.
+//
+// Leaf entry:   flags u8 | 0 u8 | klen u16 | vlen u32 | key | value (or overflow pgno u64)
+// Branch entry: klen u16 | child u64 | key
+//
+// An overflow run is ovpages contiguous pages: the header (type overflow) then the
+// value bytes, so a large value is returned as one slice into the pool (zero copy).
+//
+// txid is the transaction that wrote the page: a write transaction modifies a page
+// in place only when txid equals its own id (the page is already its private copy),
+// which is the dirty-page map of LMDB without a map.
+const (
+	pageHeaderSize = 32
+	leafEntryHdr   = 8
+	branchEntryHdr = 10
+	slotSize       = 2
+
+	pageBranch   = 1
+	pageLeaf     = 2
+	pageOverflow = 3
+
+	leafFlagOverflow = 1
+
+	// maxDepth bounds tree height (far above what a pool can hold) so cursors and
+	// paths use fixed arrays and a cyclic corrupt tree cannot recurse forever.
+	maxDepth = 24
+
+	minPageSize = 1024
+	maxPageSize = 65536
+)
+
+// errPage is the internal cause of page decoding failures; public callers see it
+// wrapped in ErrCorrupt with the page number.
+var errPage = errors.New("malformed page")
+
+func pType(p []byte) uint8     { return p[0] }
+func pCount(p []byte) int      { return int(binary.LittleEndian.Uint16(p[2:])) }
+func pUpper(p []byte) int      { return int(binary.LittleEndian.Uint32(p[4:])) }
+func pTxid(p []byte) uint64    { return binary.LittleEndian.Uint64(p[8:]) }
+func pPgno(p []byte) uint64    { return binary.LittleEndian.Uint64(p[16:]) }
+func pUsed(p []byte) int       { return int(binary.LittleEndian.Uint32(p[24:])) }
+func pOvPages(p []byte) int    { return int(binary.LittleEndian.Uint32(p[28:])) }
+func setCount(p []byte, n int) { binary.LittleEndian.PutUint16(p[2:], uint16(n)) }
+func setUpper(p []byte, u int) { binary.LittleEndian.PutUint32(p[4:], uint32(u)) }
+func setUsed(p []byte, u int)  { binary.LittleEndian.PutUint32(p[24:], uint32(u)) }
+func slot(p []byte, i int) int { return int(binary.LittleEndian.Uint16(p[pageHeaderSize+2*i:])) }
+func setSlot(p []byte, i, off int) {
+	binary.LittleEndian.PutUint16(p[pageHeaderSize+2*i:], uint16(off))
+}
+
+// initPage writes an empty page header.
+func initPage(p []byte, typ uint8, txid, pgno uint64) {
+	clear(p[:pageHeaderSize])
+	p[0] = typ
+	setUpper(p, len(p))
+	binary.LittleEndian.PutUint64(p[8:], txid)
+	binary.LittleEndian.PutUint64(p[16:], pgno)
+}
+
+// initOverflow writes the header of an overflow run of n pages holding vlen bytes.
+func initOverflow(p []byte, txid, pgno uint64, n int, vlen int) {
+	clear(p[:pageHeaderSize])
+	p[0] = pageOverflow
+	binary.LittleEndian.PutUint32(p[4:], uint32(vlen))
+	binary.LittleEndian.PutUint64(p[8:], txid)
+	binary.LittleEndian.PutUint64(p[16:], pgno)
+	binary.LittleEndian.PutUint32(p[28:], uint32(n))
+}
+
+// entryAt returns the raw bytes of entry i with every offset and length checked
+// against the page, so a corrupt page yields ok=false rather than a panic.
+func entryAt(p []byte, i int) (raw []byte, ok bool) {
+	off := slot(p, i)
+	n := pCount(p)
+	if off < pageHeaderSize+slotSize*n || off >= len(p) {
+		return nil, false
+	}
+	var size int
+	switch pType(p) {
+	case pageLeaf:
+		if off+leafEntryHdr > len(p) {
+			return nil, false
+		}
+		klen := int(binary.LittleEndian.Uint16(p[off+2:]))
+		if p[off]&leafFlagOverflow != 0 {
+			size = leafEntryHdr + klen + 8
+		} else {
+			size = leafEntryHdr + klen + int(binary.LittleEndian.Uint32(p[off+4:]))
+		}
+	case pageBranch:
+		if off+branchEntryHdr > len(p) {
+			return nil, false
+		}
+		size = branchEntryHdr + int(binary.LittleEndian.Uint16(p[off:]))
+	default:
+		return nil, false
+	}
+	if size > len(p)-off {
+		return nil, false
+	}
+	return p[off : off+size], true
+}
+
+// keyAt is entryAt reduced to the key, the hot path of searches.
+func keyAt(p []byte, i int) ([]byte, bool) {
+	raw, ok := entryAt(p, i)
+	if !ok {
+		return nil, false
+	}
+	if pType(p) == pageLeaf {
+		return raw[leafEntryHdr : leafEntryHdr+int(binary.LittleEndian.Uint16(raw[2:]))], true
+	}
+	return raw[branchEntryHdr:], true
+}
+
+// rawKey returns the key of a raw entry of a page of type typ.
+func rawKey(typ uint8, raw []byte) []byte {
+	if typ == pageLeaf {
+		return raw[leafEntryHdr : leafEntryHdr+int(binary.LittleEndian.Uint16(raw[2:]))]
+	}
+	return raw[branchEntryHdr:]
+}
+
+// childAt returns the child page number of branch entry i.
+func childAt(p []byte, i int) (uint64, bool) {
+	raw, ok := entryAt(p, i)
+	if !ok {
+		return 0, false
+	}
+	return binary.LittleEndian.Uint64(raw[2:]), true
+}
+
+func setChild(p []byte, i int, child uint64) {
+	binary.LittleEndian.PutUint64(p[slot(p, i)+2:], child)
+}
+
+// leafValue splits a raw leaf entry into key and value; for an overflow value it
+// returns the run's page number and the value length instead.
+func leafValue(raw []byte) (k, v []byte, ovpg uint64, vlen int, ovfl bool) {
+	klen := int(binary.LittleEndian.Uint16(raw[2:]))
+	k = raw[leafEntryHdr : leafEntryHdr+klen]
+	vlen = int(binary.LittleEndian.Uint32(raw[4:]))
+	if raw[0]&leafFlagOverflow != 0 {
+		return k, nil, binary.LittleEndian.Uint64(raw[leafEntryHdr+klen:]), vlen, true
+	}
+	return k, raw[leafEntryHdr+klen:], 0, vlen, false
+}
+
+// encodeLeafEntry appends a leaf entry to dst.
+func encodeLeafEntry(dst, k, v []byte, ovpg uint64, vlen int, ovfl bool) []byte {
+	var h [leafEntryHdr]byte
+	if ovfl {
+		h[0] = leafFlagOverflow
+	}
+	binary.LittleEndian.PutUint16(h[2:], uint16(len(k)))
+	binary.LittleEndian.PutUint32(h[4:], uint32(vlen))
+	dst = append(dst, h[:]...)
+	dst = append(dst, k...)
+	if ovfl {
+		return binary.LittleEndian.AppendUint64(dst, ovpg)
+	}
+	return append(dst, v...)
+}
+
+// encodeBranchEntry appends a branch entry to dst.
+func encodeBranchEntry(dst, k []byte, child uint64) []byte {
+	dst = binary.LittleEndian.AppendUint16(dst, uint16(len(k)))
+	dst = binary.LittleEndian.AppendUint64(dst, child)
+	return append(dst, k...)
+}
+
+// search returns the index of the first entry with key >= k and whether it is equal.
+func search(p []byte, k []byte) (idx int, exact bool, ok bool) {
+	lo, hi := 0, pCount(p)
+	for lo < hi {
+		m := int(uint(lo+hi) >> 1)
+		mk, good := keyAt(p, m)
+		if !good {
+			return 0, false, false
+		}
+		switch c := bytes.Compare(mk, k); {
+		case c < 0:
+			lo = m + 1
+		case c > 0:
+			hi = m
+		default:
+			return m, true, true
+		}
+	}
+	return lo, false, true
+}
+
+// branchIndex returns the child index to descend into for key k: the last entry
+// whose key is <= k, or 0 when k is below every separator.
+func branchIndex(p []byte, k []byte) (int, bool) {
+	i, exact, ok := search(p, k)
+	if !ok {
+		return 0, false
+	}
+	if exact {
+		return i, true
+	}
+	if i > 0 {
+		i--
+	}
+	return i, true
+}
+
+// freeSpace is what an insert could use after compaction.
+func freeSpace(p []byte) int { return len(p) - pageHeaderSize - pUsed(p) }
+
+// insertRaw puts raw as entry i, compacting through scratch when the free bytes
+// are fragmented. It reports false when the page is too full.
+func insertRaw(p []byte, i int, raw []byte, scratch []byte) bool {
+	need := len(raw) + slotSize
+	if need > freeSpace(p) {
+		return false
+	}
+	n := pCount(p)
+	if pUpper(p)-(pageHeaderSize+slotSize*n) < need {
+		compact(p, scratch)
+	}
+	up := pUpper(p) - len(raw)
+	copy(p[up:], raw)
+	s := pageHeaderSize + slotSize*i
+	copy(p[s+slotSize:pageHeaderSize+slotSize*(n+1)], p[s:pageHeaderSize+slotSize*n])
+	setSlot(p, i, up)
+	setCount(p, n+1)
+	setUpper(p, up)
+	setUsed(p, pUsed(p)+need)
+	return true
+}
+
+// appendRaw adds raw after the last entry of a page being rebuilt (always fits:
+// callers size the pages first).
+func appendRaw(p []byte, raw []byte) {
+	n := pCount(p)
+	up := pUpper(p) - len(raw)
+	copy(p[up:], raw)
+	setSlot(p, n, up)
+	setCount(p, n+1)
+	setUpper(p, up)
+	setUsed(p, pUsed(p)+len(raw)+slotSize)
+}
+
+// deleteAt removes entry i. Space is reclaimed at once only when the entry sits at
+// upper; otherwise it becomes a hole for compaction.
+func deleteAt(p []byte, i int) {
+	raw, _ := entryAt(p, i)
+	n := pCount(p)
+	off := slot(p, i)
+	s := pageHeaderSize + slotSize*i
+	copy(p[s:], p[s+slotSize:pageHeaderSize+slotSize*n])
+	setCount(p, n-1)
+	setUsed(p, pUsed(p)-len(raw)-slotSize)
+	if off == pUpper(p) {
+		setUpper(p, off+len(raw))
+	}
+	if n == 1 {
+		setUpper(p, len(p))
+	}
+}
+
+// compact repacks the entries of p so all free bytes are contiguous.
+func compact(p []byte, scratch []byte) {
+	s := scratch[:len(p)]
+	copy(s, p)
+	n := pCount(p)
+	setCount(p, 0)
+	setUpper(p, len(p))
+	setUsed(p, 0)
+	for i := 0; i < n; i++ {
+		raw, _ := entryAt(s, i)
+		appendRaw(p, raw)
+	}
+}
+
+// validatePage checks a branch or leaf page completely: header, slot order,
+// entry bounds and key order. It is used when a page enters a write transaction,
+// on import and by the fuzzer; readers rely on the per-access checks instead.
+func validatePage(p []byte, pgno uint64, pageSize int) error {
+	if len(p) < pageHeaderSize {
+		return fmt.Errorf("page %d: %d bytes, shorter than a page header: %w", pgno, len(p), errPage)
+	}
+	switch pType(p) {
+	case pageLeaf, pageBranch:
+	case pageOverflow:
+		return validateOverflow(p, pgno, pageSize)
+	default:
+		return fmt.Errorf("page %d: unknown page type %d: %w", pgno, pType(p), errPage)
+	}
+	if len(p) != pageSize {
+		return fmt.Errorf("page %d: %d bytes, page size is %d: %w", pgno, len(p), pageSize, errPage)
+	}
+	if pPgno(p) != pgno {
+		return fmt.Errorf("page %d: header says page %d (misplaced page): %w", pgno, pPgno(p), errPage)
+	}
+	n := pCount(p)
+	if pageHeaderSize+slotSize*n > len(p) {
+		return fmt.Errorf("page %d: %d entries overflow the page: %w", pgno, n, errPage)
+	}
+	if pType(p) == pageBranch && n == 0 {
+		return fmt.Errorf("page %d: branch page without children: %w", pgno, errPage)
+	}
+	up := pUpper(p)
+	if up < pageHeaderSize+slotSize*n || up > len(p) {
+		return fmt.Errorf("page %d: data start %d outside the page: %w", pgno, up, errPage)
+	}
+	used := 0
+	var prev []byte
+	for i := 0; i < n; i++ {
+		raw, ok := entryAt(p, i)
+		if !ok || slot(p, i) < up {
+			return fmt.Errorf("page %d: entry %d out of bounds: %w", pgno, i, errPage)
+		}
+		used += len(raw) + slotSize
+		k := rawKey(pType(p), raw)
+		if i > 0 && bytes.Compare(prev, k) >= 0 {
+			return fmt.Errorf("page %d: keys out of order at entry %d: %w", pgno, i, errPage)
+		}
+		if pType(p) == pageLeaf && raw[0]&^leafFlagOverflow != 0 {
+			return fmt.Errorf("page %d: entry %d has unknown flags %#x: %w", pgno, i, raw[0], errPage)
+		}
+		prev = k
+	}
+	if used != pUsed(p) || used > len(p)-pageHeaderSize {
+		return fmt.Errorf("page %d: used bytes %d, entries take %d: %w", pgno, pUsed(p), used, errPage)
+	}
+	return nil
+}
+
+// validateOverflow checks an overflow run given as its full byte range.
+func validateOverflow(p []byte, pgno uint64, pageSize int) error {
+	if len(p) < pageHeaderSize || pType(p) != pageOverflow {
+		return fmt.Errorf("page %d: not an overflow page: %w", pgno, errPage)
+	}
+	if pPgno(p) != pgno {
+		return fmt.Errorf("page %d: header says page %d (misplaced page): %w", pgno, pPgno(p), errPage)
+	}
+	n := pOvPages(p)
+	if n < 1 || n*pageSize != len(p) {
+		return fmt.Errorf("page %d: overflow run of %d pages in %d bytes: %w", pgno, n, len(p), errPage)
+	}
+	if vlen := pUpper(p); vlen > len(p)-pageHeaderSize {
+		return fmt.Errorf("page %d: overflow value of %d bytes exceeds its run: %w", pgno, vlen, errPage)
+	}
+	return nil
+}
+
+// overflowPages is the run length needed for a value of vlen bytes.
+func overflowPages(vlen, pageSize int) int {
+	return (pageHeaderSize + vlen + pageSize - 1) / pageSize
+}

@@ -1,0 +1,140 @@
+package inmem
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/seed61e250c8/boardha/shm"
+)
+
+// ReadEnv is a read-only attachment to another process's environment: View reads
+// keys and values in place in the shared mapping (zero copy). The process holds one
+// slot of the region's reader table; the writer does not reuse pages a published
+// snapshot can see, and a killed reader's slot is reclaimed by pid check.
+type ReadEnv struct {
+	reg    *shm.Region
+	slot   *shm.ReaderSlot
+	lay    layout
+	data   []byte
+	ps     int
+	npages uint64
+	lo     uint64
+
+	mu     sync.Mutex
+	active int
+	closed bool
+}
+
+// AttachReadOnly maps the named region read-only and registers a reader slot.
+func AttachReadOnly(name string) (*ReadEnv, error) {
+	reg, err := shm.Attach(name, shm.ReadOnly)
+	if err != nil {
+		return nil, fmt.Errorf("inmem: attach %q read-only: %w", name, err)
+	}
+	r := &ReadEnv{reg: reg, data: reg.Data(), ps: reg.PageSize(), npages: reg.NumPages()}
+	fail := func(err error) (*ReadEnv, error) {
+		if r.slot != nil {
+			r.slot.Release()
+		}
+		_ = reg.Close()
+		return nil, fmt.Errorf("inmem: attach %q read-only: %w", name, err)
+	}
+	if r.lay, err = decodeLayout(reg.UserArea(), r.npages); err != nil {
+		return fail(err)
+	}
+	if int(r.lay.pageSize) != r.ps {
+		return fail(fmt.Errorf("layout page size %d, region's %d: %w", r.lay.pageSize, r.ps, ErrCorrupt))
+	}
+	r.lo = r.lay.logPgno + r.lay.logPages
+	if _, _, err := readMetas(r.data, r.ps, r.lay); err != nil {
+		return fail(err)
+	}
+	if r.slot, err = reg.AcquireReader(); err != nil {
+		return fail(err)
+	}
+	return r, nil
+}
+
+// newest reads the current meta, retrying once: the writer may be rewriting the
+// older meta page, never both.
+func (r *ReadEnv) newest() (meta, error) {
+	m, _, err := readMetas(r.data, r.ps, r.lay)
+	if err != nil {
+		m, _, err = readMetas(r.data, r.ps, r.lay)
+	}
+	return m, err
+}
+
+// View runs fn on the newest committed snapshot. The LMDB protocol: publish the
+// snapshot's txid in the reader slot, then check the meta did not move meanwhile
+// (else the writer may have missed the slot and reused its pages).
+func (r *ReadEnv) View(fn func(*Tx) error) error {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return ErrClosed
+	}
+	var m meta
+	var err error
+	if r.active == 0 {
+		for range 1000 {
+			if m, err = r.newest(); err != nil {
+				break
+			}
+			r.slot.Set(m.txid)
+			var again meta
+			if again, err = r.newest(); err != nil || again.txid == m.txid {
+				break
+			}
+		}
+	} else {
+		// A slot already published for an older snapshot protects every newer one.
+		m, err = r.newest()
+	}
+	if err != nil {
+		if r.active == 0 {
+			r.slot.Clear()
+		}
+		r.mu.Unlock()
+		return err
+	}
+	r.active++
+	r.mu.Unlock()
+	tx := &Tx{data: r.data, ps: r.ps, lo: r.lo, npages: r.npages, meta: m, unpin: func() {}}
+	err = fn(tx)
+	tx.closed = true
+	r.mu.Lock()
+	r.active--
+	if r.active == 0 {
+		r.slot.Clear()
+	}
+	r.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	return tx.err
+}
+
+// ContentHash is Env.ContentHash on the newest snapshot.
+func (r *ReadEnv) ContentHash() (uint64, error) {
+	var h uint64
+	err := r.View(func(tx *Tx) error {
+		var err error
+		h, err = tx.ContentHash()
+		return err
+	})
+	return h, err
+}
+
+// Close releases the reader slot and the mapping.
+func (r *ReadEnv) Close() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return nil
+	}
+	r.closed = true
+	r.slot.Release()
+	return errors.Join(r.reg.Close())
+}

@@ -1,0 +1,371 @@
+package inmem
+
+import (
+	"encoding/binary"
+	"fmt"
+	"sync/atomic"
+)
+
+// Snapshot is a pinned committed state: its pages are not reused until Release.
+// Checkpoints and internal init use it.
+type Snapshot struct {
+	e    *Env
+	m    meta
+	done atomic.Bool
+}
+
+// PinSnapshot pins the current committed state.
+func (e *Env) PinSnapshot() (*Snapshot, error) {
+	if e.closed.Load() {
+		return nil, ErrClosed
+	}
+	return e.pin(), nil
+}
+
+func (e *Env) pin() *Snapshot {
+	e.readMu.Lock()
+	s := &Snapshot{e: e, m: e.cur}
+	e.readers[s.m.txid]++
+	e.readMu.Unlock()
+	return s
+}
+
+// Release unpins the snapshot. Safe to call twice.
+func (s *Snapshot) Release() {
+	if s == nil || s.done.Swap(true) {
+		return
+	}
+	s.e.readMu.Lock()
+	s.e.unpinLocked(s.m.txid)
+	s.e.readMu.Unlock()
+}
+
+// LSN is the log position the snapshot reflects: redo from here reproduces later states.
+func (s *Snapshot) LSN() uint64 { return s.m.lsn }
+
+// Txid is the snapshot's transaction id.
+func (s *Snapshot) Txid() uint64 { return s.m.txid }
+
+// Meta returns the snapshot's encoded meta page (for NewImport).
+func (s *Snapshot) Meta() []byte {
+	b := make([]byte, metaSize)
+	s.m.encode(b)
+	return b
+}
+
+// View runs fn on the snapshot's content.
+func (s *Snapshot) View(fn func(*Tx) error) error {
+	if s.done.Load() {
+		return fmt.Errorf("inmem: view of a released snapshot: %w", ErrTxClosed)
+	}
+	tx := s.e.newTx(false)
+	tx.meta = s.m
+	tx.unpin = func() {}
+	defer tx.release()
+	if err := fn(tx); err != nil {
+		return err
+	}
+	return tx.err
+}
+
+// PageRun is one exported unit: a tree page (N=1) or an overflow run.
+type PageRun struct {
+	Pgno uint64
+	N    int
+}
+
+// PageRuns lists every page run reachable from the snapshot (catalog, trees,
+// overflow runs), checking each page on the way.
+func (s *Snapshot) PageRuns() ([]PageRun, error) {
+	var out []PageRun
+	if s.done.Load() {
+		return nil, fmt.Errorf("inmem: pages of a released snapshot: %w", ErrTxClosed)
+	}
+	tx := s.e.newTx(false)
+	err := tx.walk(s.m, true, func(pg uint64, n int) error {
+		out = append(out, PageRun{pg, n})
+		return nil
+	})
+	return out, err
+}
+
+// PageList lists the first page of every run reachable from the snapshot; ReadPage
+// of one returns the whole run. Nil if the snapshot is released or corrupt (see
+// PageRuns for the error).
+func (s *Snapshot) PageList() []uint64 {
+	runs, err := s.PageRuns()
+	if err != nil {
+		return nil
+	}
+	out := make([]uint64, len(runs))
+	for i, r := range runs {
+		out[i] = r.Pgno
+	}
+	return out
+}
+
+// ReadPage appends page pgno (the whole run for an overflow run) to dst[:0].
+func (s *Snapshot) ReadPage(pgno uint64, dst []byte) ([]byte, error) {
+	if s.done.Load() {
+		return nil, fmt.Errorf("inmem: read of a released snapshot: %w", ErrTxClosed)
+	}
+	tx := s.e.newTx(false)
+	p, err := tx.rawPage(pgno)
+	if err != nil {
+		return nil, err
+	}
+	n := 1
+	if pType(p) == pageOverflow {
+		n = pOvPages(p)
+		if n < 1 || uint64(n) > tx.npages-pgno {
+			return nil, corrupt(pgno, fmt.Sprintf("overflow run of %d pages", n))
+		}
+	}
+	off := pgno * uint64(tx.ps)
+	return append(dst[:0], tx.data[off:off+uint64(n*tx.ps)]...), nil
+}
+
+// DBInfo describes one database in a snapshot.
+type DBInfo struct {
+	Name string
+	ID   uint32
+	Root uint64
+}
+
+// CheckpointInfo is the body of a RecCheckpoint record.
+type CheckpointInfo struct {
+	Txid        uint64
+	LSN         uint64
+	CatalogRoot uint64
+	DBs         []DBInfo
+}
+
+// Info describes the snapshot (the checkpoint record body).
+func (s *Snapshot) Info() (CheckpointInfo, error) {
+	ci := CheckpointInfo{Txid: s.m.txid, LSN: s.m.lsn, CatalogRoot: s.m.root}
+	err := s.View(func(tx *Tx) error {
+		c := tx.cursorOn(tx.meta.root)
+		for k, v := c.First(); k != nil; k, v = c.Next() {
+			id, root, ok := catEntry(v)
+			if !ok {
+				return corrupt(tx.meta.root, "bad catalog entry")
+			}
+			ci.DBs = append(ci.DBs, DBInfo{Name: string(k), ID: id, Root: root})
+		}
+		return nil
+	})
+	return ci, err
+}
+
+// AppendCheckpointBody encodes a checkpoint record body:
+//
+//	txid u64 | lsn u64 | catalog root u64 | n u32 | n × (id u32 | root u64 | nameLen u16 | name)
+func AppendCheckpointBody(dst []byte, ci CheckpointInfo) []byte {
+	le := binary.LittleEndian
+	dst = le.AppendUint64(dst, ci.Txid)
+	dst = le.AppendUint64(dst, ci.LSN)
+	dst = le.AppendUint64(dst, ci.CatalogRoot)
+	dst = le.AppendUint32(dst, uint32(len(ci.DBs)))
+	for _, d := range ci.DBs {
+		dst = le.AppendUint32(dst, d.ID)
+		dst = le.AppendUint64(dst, d.Root)
+		dst = le.AppendUint16(dst, uint16(len(d.Name)))
+		dst = append(dst, d.Name...)
+	}
+	return dst
+}
+
+// DecodeCheckpointBody parses a checkpoint record body (fuzzed: any input gives a
+// value or an error).
+func DecodeCheckpointBody(b []byte) (CheckpointInfo, error) {
+	var ci CheckpointInfo
+	le := binary.LittleEndian
+	if len(b) < 28 {
+		return ci, fmt.Errorf("inmem: checkpoint body of %d bytes, need 28: %w", len(b), ErrCorrupt)
+	}
+	ci.Txid, ci.LSN, ci.CatalogRoot = le.Uint64(b), le.Uint64(b[8:]), le.Uint64(b[16:])
+	n := int(le.Uint32(b[24:]))
+	b = b[28:]
+	if n > len(b)/14 {
+		return ci, fmt.Errorf("inmem: checkpoint body claims %d databases in %d bytes: %w", n, len(b), ErrCorrupt)
+	}
+	ci.DBs = make([]DBInfo, 0, n)
+	for i := 0; i < n; i++ {
+		if len(b) < 14 {
+			return ci, fmt.Errorf("inmem: checkpoint body truncated at database %d: %w", i, ErrCorrupt)
+		}
+		d := DBInfo{ID: le.Uint32(b), Root: le.Uint64(b[4:])}
+		nl := int(le.Uint16(b[12:]))
+		if len(b) < 14+nl {
+			return ci, fmt.Errorf("inmem: checkpoint body truncated in name %d: %w", i, ErrCorrupt)
+		}
+		d.Name = string(b[14 : 14+nl])
+		ci.DBs = append(ci.DBs, d)
+		b = b[14+nl:]
+	}
+	if len(b) != 0 {
+		return ci, fmt.Errorf("inmem: %d trailing bytes after checkpoint body: %w", len(b), ErrCorrupt)
+	}
+	return ci, nil
+}
+
+// walk calls fn for every page run reachable from m, each exactly once (a page
+// reached twice is corruption). With validate, every page is checked completely.
+func (tx *Tx) walk(m meta, validate bool, fn func(pgno uint64, n int) error) error {
+	seen := make(map[uint64]struct{})
+	return tx.walkTree(m.root, 0, true, validate, seen, fn)
+}
+
+func (tx *Tx) walkTree(pgno uint64, depth int, catalog, validate bool, seen map[uint64]struct{}, fn func(uint64, int) error) error {
+	if depth >= maxDepth {
+		return corrupt(pgno, "tree deeper than the depth limit (cycle)")
+	}
+	if _, dup := seen[pgno]; dup {
+		return corrupt(pgno, "page referenced twice")
+	}
+	seen[pgno] = struct{}{}
+	p, err := tx.page(pgno)
+	if err != nil {
+		return err
+	}
+	if validate {
+		if err := validatePage(p, pgno, tx.ps); err != nil {
+			return fmt.Errorf("inmem: %w: %w", ErrCorrupt, err)
+		}
+	}
+	if err := fn(pgno, 1); err != nil {
+		return err
+	}
+	for i := 0; i < pCount(p); i++ {
+		raw, ok := entryAt(p, i)
+		if !ok {
+			return corrupt(pgno, "entry out of bounds")
+		}
+		if pType(p) == pageBranch {
+			if err := tx.walkTree(binary.LittleEndian.Uint64(raw[2:]), depth+1, catalog, validate, seen, fn); err != nil {
+				return err
+			}
+			continue
+		}
+		k, v, ovpg, vlen, ovfl := leafValue(raw)
+		if catalog {
+			id, root, ok := catEntry(v)
+			if ovfl || !ok {
+				return corrupt(pgno, fmt.Sprintf("catalog entry %q malformed", k))
+			}
+			_ = id
+			if err := tx.walkTree(root, 0, false, validate, seen, fn); err != nil {
+				return err
+			}
+			continue
+		}
+		if ovfl {
+			if _, dup := seen[ovpg]; dup {
+				return corrupt(ovpg, "overflow run referenced twice")
+			}
+			seen[ovpg] = struct{}{}
+			if _, err := tx.overflow(ovpg, vlen); err != nil {
+				return err
+			}
+			if err := fn(ovpg, overflowPages(vlen, tx.ps)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// Import builds an environment from a master's snapshot pages (internal init).
+type Import struct {
+	e    *Env
+	m    meta
+	have map[uint64]int
+	done bool
+}
+
+// NewImport creates the importing environment's region (opt as for Create, with
+// the master's PageSize, PoolSize and LogSize so page numbers fit) for the
+// snapshot whose encoded meta is given.
+func NewImport(opt Options, metaBytes []byte) (*Import, error) {
+	m, err := decodeMeta(metaBytes)
+	if err != nil {
+		return nil, fmt.Errorf("inmem: import: %w", err)
+	}
+	if opt.PageSize == 0 {
+		opt.PageSize = int(m.pageSize)
+	}
+	if opt.PageSize != int(m.pageSize) {
+		return nil, fmt.Errorf("inmem: import: page size %d, snapshot's %d: %w", opt.PageSize, m.pageSize, ErrLayout)
+	}
+	e, err := createRegion(opt)
+	if err != nil {
+		return nil, err
+	}
+	return &Import{e: e, m: m, have: make(map[uint64]int)}, nil
+}
+
+// PutPage stores one exported unit (a page, or a whole overflow run) at the same
+// page number as on the master, after checking it.
+func (im *Import) PutPage(pgno uint64, data []byte) error {
+	e := im.e
+	if im.done {
+		return fmt.Errorf("inmem: import already finished: %w", ErrTxClosed)
+	}
+	if len(data) == 0 || len(data)%e.ps != 0 {
+		return fmt.Errorf("inmem: import page %d: %d bytes, not whole %d-byte pages: %w", pgno, len(data), e.ps, ErrCorrupt)
+	}
+	n := len(data) / e.ps
+	if pgno < e.lo || pgno >= e.npages || uint64(n) > e.npages-pgno {
+		return fmt.Errorf("inmem: import page %d (+%d) outside the tree pages [%d,%d): %w", pgno, n, e.lo, e.npages, ErrLayout)
+	}
+	if err := validatePage(data, pgno, e.ps); err != nil {
+		return fmt.Errorf("inmem: import: %w: %w", ErrCorrupt, err)
+	}
+	copy(e.data[pgno*uint64(e.ps):], data)
+	im.have[pgno] = n
+	return nil
+}
+
+// Finish checks that every page reachable from the snapshot arrived, rebuilds the
+// allocator, publishes the meta and resets the log to the snapshot's LSN, ready
+// for ApplyEncoded of the log after it.
+func (im *Import) Finish() (*Env, error) {
+	e := im.e
+	if im.done {
+		return nil, fmt.Errorf("inmem: import already finished: %w", ErrTxClosed)
+	}
+	tx := e.newTx(false)
+	var runs []run
+	err := tx.walk(im.m, true, func(pg uint64, n int) error {
+		if im.have[pg] != n {
+			return fmt.Errorf("inmem: import: page %d (%d pages) missing or of another size (%d): %w", pg, n, im.have[pg], ErrCorrupt)
+		}
+		runs = append(runs, run{pg, n})
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	im.done = true
+	e.alloc.Rebuild(func(yield func(uint64, int) bool) {
+		e.reserved(yield)
+		for _, r := range runs {
+			if !yield(r.pgno, r.n) {
+				return
+			}
+		}
+	})
+	e.log.Reset(im.m.lsn)
+	e.publish(im.m)
+	e.gen.Store(im.m.gen)
+	e.last = lastFromMeta(im.m)
+	return e, nil
+}
+
+// Abort discards the import and its region.
+func (im *Import) Abort() {
+	if !im.done {
+		im.done = true
+		im.e.destroy()
+	}
+}
