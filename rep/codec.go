@@ -48,7 +48,13 @@ const (
 	recHeaderSize = logbuf.HeaderSize
 	recCommit     = logbuf.RecCommit
 	recNewGen     = logbuf.RecNewGen
+	recCheckpoint = logbuf.RecCheckpoint
 )
+
+// endsUnit reports whether a record of type typ ends a unit the driver can
+// apply on its own: a commit ends a transaction, and a checkpoint record
+// stands alone between transactions.
+func endsUnit(typ uint8) bool { return typ == recCommit || typ == recCheckpoint }
 
 // Header is the common message header.
 type Header struct {

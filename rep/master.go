@@ -273,14 +273,14 @@ func (n *Node) appendLogMessage(to uint16, t MsgType, from, limit uint64) (uint6
 	return from + uint64(len(recs)), nil
 }
 
-// lastCommitEnd returns the offset just past the last commit record in recs
-// (0 if none).
+// lastCommitEnd returns the offset just past the last record in recs that
+// ends a unit (commit or checkpoint record; 0 if none).
 func lastCommitEnd(recs []byte) int {
 	cut := 0
 	for off := 0; off < len(recs); {
 		sz, typ, _ := recAt(recs[off:])
 		off += sz
-		if typ == recCommit {
+		if endsUnit(typ) {
 			cut = off
 		}
 	}

@@ -519,7 +519,7 @@ func (n *Node) scanStream() {
 	for rs.scanOff < len(rs.stream) {
 		sz, typ, _ := recAt(rs.stream[rs.scanOff:])
 		rs.scanOff += sz
-		if typ == recCommit {
+		if endsUnit(typ) {
 			rs.commitOff = rs.scanOff
 		}
 	}
