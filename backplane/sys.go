@@ -117,8 +117,8 @@ type fdTransport struct {
 	ring     *rxRing
 	wk       waker
 	rx       *rxCore
-	hdrOff   int                // bytes before the backplane header in each frame
-	onFrame  func(frame []byte) // raw: learn the sender's MAC; may be nil
+	hdrOff   int                             // bytes before the backplane header in each frame
+	learn    func(frame []byte, from uint16) // raw: learn a sender's MAC from a delivered message; may be nil
 	c        counters
 	closed   atomic.Bool
 	recvMu   sync.Mutex // held for a whole Recv; Close waits on it before closing fds
@@ -176,10 +176,10 @@ func (t *fdTransport) recv(msgs []Message) (int, error) {
 					t.c.drop(DropShort)
 					continue
 				}
-				if t.onFrame != nil {
-					t.onFrame(b)
-				}
 				if t.rx.frame(b[t.hdrOff:], now, n, &msgs[n]) {
+					if t.learn != nil {
+						t.learn(b, msgs[n].From)
+					}
 					n++
 				}
 			}
