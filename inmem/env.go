@@ -663,3 +663,13 @@ func (e *Env) publish(m meta) {
 	e.cur = m
 	e.readMu.Unlock()
 }
+
+// RetainLog lets the log reclaim records before lsn (a promoted checkpoint),
+// ordered with commits by the writer lock.
+func (e *Env) RetainLog(lsn uint64) {
+	e.wmu.Lock()
+	defer e.wmu.Unlock()
+	if !e.closed.Load() {
+		e.log.Retain(lsn)
+	}
+}

@@ -1,0 +1,267 @@
+package ckpt
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/seed61e250c8/boardha/inmem"
+	"github.com/seed61e250c8/boardha/logbuf"
+)
+
+func newEnv(t *testing.T, logSize int) *inmem.Env {
+	t.Helper()
+	e, err := inmem.Create(inmem.Options{PoolSize: 16 << 20, LogSize: logSize})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := e.Remove(); err != nil {
+			t.Errorf("remove: %v", err)
+		}
+	})
+	return e
+}
+
+func put(t *testing.T, e *inmem.Env, i int) inmem.CommitInfo {
+	t.Helper()
+	info, err := e.Update(func(tx *inmem.Tx) error {
+		db, err := tx.CreateDBIfNotExists("d")
+		if err != nil {
+			return err
+		}
+		return db.Put(fmt.Appendf(nil, "key%06d", i%500), fmt.Appendf(nil, "value-%d-%s", i, strings.Repeat("x", 100)))
+	})
+	if err != nil {
+		t.Fatalf("put %d: %v", i, err)
+	}
+	return info
+}
+
+// ship applies the master's log after the replica's end and reports the
+// checkpoint records it carried.
+func ship(t *testing.T, master, replica *inmem.Env) []logbuf.Record {
+	t.Helper()
+	var ckpts []logbuf.Record
+	from := replica.Log().End()
+	b, _, err := master.Log().ReadEncoded(from, 1<<30, nil)
+	if err != nil {
+		t.Fatalf("read master log at %d: %v", from, err)
+	}
+	for off := 0; off < len(b); {
+		r, n, err := logbuf.DecodeRecord(b[off:])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Type == logbuf.RecCheckpoint {
+			ckpts = append(ckpts, r)
+		}
+		off += n
+	}
+	if _, err := replica.ApplyEncoded(b); err != nil {
+		t.Fatalf("apply at %d: %v", from, err)
+	}
+	return ckpts
+}
+
+func TestMasterCheckpointPromotesOnlyWhenDurable(t *testing.T) {
+	e := newEnv(t, 64<<10)
+	c := New(e, Policy{KBytes: 8})
+	defer c.Close()
+	now := time.Unix(1000, 0)
+	var infos []inmem.CommitInfo
+	for i := 0; len(infos) < 100; i++ {
+		infos = append(infos, put(t, e, i))
+		if e.Log().End()-c.LSN() >= 8<<10 {
+			break
+		}
+	}
+	promoted, err := c.Maybe(now, 0)
+	if err != nil || promoted {
+		t.Fatalf("Maybe with nothing durable: promoted %v, %v", promoted, err)
+	}
+	if c.LSN() != 0 || c.Stats().Candidates != 1 {
+		t.Fatalf("candidate must not be promoted yet: LSN %d, stats %+v", c.LSN(), c.Stats())
+	}
+	cand := e.Log().End() // the checkpoint record sits at the candidate's LSN
+	last := infos[len(infos)-1]
+	promoted, err = c.Maybe(now, last.End)
+	if err != nil || !promoted || c.LSN() != last.End || cand <= last.End {
+		t.Fatalf("Maybe durable at %d: promoted %v, %v, LSN %d", last.End, promoted, err, c.LSN())
+	}
+	if e.Log().Retained() != c.LSN() {
+		t.Fatalf("log retains from %d, checkpoint at %d", e.Log().Retained(), c.LSN())
+	}
+	// Checkpointing keeps a small log from filling up.
+	for i := 0; i < 3000; i++ {
+		info := put(t, e, i)
+		if _, err := c.Maybe(now, info.End); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if c.Stats().Promoted < 10 {
+		t.Fatalf("only %d promotions over 3000 commits: %+v", c.Stats().Promoted, c.Stats())
+	}
+}
+
+func TestLogFullWithoutCheckpoint(t *testing.T) {
+	e := newEnv(t, 64<<10)
+	var last inmem.CommitInfo
+	var err error
+	for i := 0; i < 5000; i++ {
+		var info inmem.CommitInfo
+		info, err = e.Update(func(tx *inmem.Tx) error {
+			db, err := tx.CreateDBIfNotExists("d")
+			if err != nil {
+				return err
+			}
+			return db.Put(fmt.Appendf(nil, "k%d", i), make([]byte, 200))
+		})
+		if err != nil {
+			break
+		}
+		last = info
+	}
+	if !errors.Is(err, inmem.ErrLogFull) {
+		t.Fatalf("want ErrLogFull from a log nobody checkpoints, got %v", err)
+	}
+	if e.LastCommit() != last || e.Log().End() != last.End {
+		t.Fatalf("failed commit changed state: last %+v, env %+v, log end %d", last, e.LastCommit(), e.Log().End())
+	}
+	if err := e.Check(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestRollback(t *testing.T) {
+	e := newEnv(t, 4<<20)
+	c := New(e, Policy{KBytes: 4})
+	defer c.Close()
+	now := time.Unix(1000, 0)
+	hashes := map[uint64]uint64{}
+	var ends []uint64
+	for i := 0; i < 200; i++ {
+		info := put(t, e, i)
+		hashes[info.End] = e.ContentHash()
+		ends = append(ends, info.End)
+		if i >= 150 {
+			continue // leave commits after the last checkpoint
+		}
+		if _, err := c.Maybe(now, info.End); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ck := c.LSN()
+	if ck == 0 {
+		t.Fatal("no checkpoint promoted")
+	}
+	var target uint64
+	for _, end := range ends {
+		if end > ck && target == 0 {
+			target = end
+		}
+	}
+	// Roll forward targets above the checkpoint: state equals the state then.
+	for _, lsn := range []uint64{ends[len(ends)-1], target} {
+		if err := c.RollbackTo(lsn); err != nil {
+			t.Fatalf("rollback to %d: %v", lsn, err)
+		}
+		if got := e.ContentHash(); got != hashes[lsn] {
+			t.Fatalf("after rollback to %d: hash %#x, want %#x", lsn, got, hashes[lsn])
+		}
+		if e.Log().End() != lsn {
+			t.Fatalf("log end %d after rollback to %d", e.Log().End(), lsn)
+		}
+	}
+	err := c.RollbackTo(ends[0])
+	if !errors.Is(err, ErrBelowCheckpoint) || !strings.Contains(err.Error(), "internal init") {
+		t.Fatalf("rollback below checkpoint: %v", err)
+	}
+	// Writing continues after a rollback.
+	put(t, e, 7)
+	if err := e.Check(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestReplicaFollowsMasterCheckpoints(t *testing.T) {
+	m := newEnv(t, 256<<10)
+	r := newEnv(t, 256<<10)
+	mc := New(m, Policy{KBytes: 8})
+	defer mc.Close()
+	rc := New(r, Policy{KBytes: 8})
+	rc.SetMaster(false)
+	defer rc.Close()
+	now := time.Unix(1000, 0)
+	hashes := map[uint64]uint64{}
+	var ends []uint64
+	for i := 0; i < 1500; i++ {
+		info := put(t, m, i)
+		hashes[info.End] = m.ContentHash()
+		ends = append(ends, info.End)
+		if _, err := mc.Maybe(now, info.End); err != nil {
+			t.Fatal(err)
+		}
+		for _, rec := range ship(t, m, r) {
+			rc.Observe(rec)
+		}
+		// The replica writes nothing of its own.
+		if _, err := rc.Maybe(now, 0); err != nil {
+			t.Fatal(err)
+		}
+		if r.Log().End() != m.Log().End() {
+			t.Fatalf("replica log end %d, master %d", r.Log().End(), m.Log().End())
+		}
+	}
+	if rc.LSN() == 0 || rc.LSN() > mc.LSN()+1<<20 || rc.Stats().Missed != 0 {
+		t.Fatalf("replica checkpoint at %d, master %d, stats %+v", rc.LSN(), mc.LSN(), rc.Stats())
+	}
+	if rh, mh := r.ContentHash(), m.ContentHash(); rh != mh {
+		t.Fatalf("replica hash %#x, master %#x", rh, mh)
+	}
+	// Both roll back to the same LSN and agree.
+	var target uint64
+	for _, end := range ends {
+		if end > max(mc.LSN(), rc.LSN()) {
+			target = end
+			break
+		}
+	}
+	if target == 0 {
+		t.Fatal("no commit after the checkpoints")
+	}
+	for _, c := range []*Checkpointer{mc, rc} {
+		if err := c.RollbackTo(target); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if m.ContentHash() != hashes[target] || r.ContentHash() != hashes[target] {
+		t.Fatalf("after rollback to %d the environments differ from the recorded state", target)
+	}
+	// Internal init from the master's checkpoint snapshot plus the log after it.
+	s := mc.Snapshot()
+	im, err := inmem.NewImport(inmem.Options{PoolSize: 16 << 20, LogSize: 256 << 10}, s.Meta())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf []byte
+	for _, pg := range s.PageList() {
+		if buf, err = s.ReadPage(pg, buf); err != nil {
+			t.Fatal(err)
+		}
+		if err := im.PutPage(pg, buf); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n, err := im.Finish()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Remove()
+	ship(t, m, n)
+	if n.ContentHash() != m.ContentHash() {
+		t.Fatal("imported snapshot plus log differs from the master")
+	}
+}
