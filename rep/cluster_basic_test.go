@@ -197,3 +197,73 @@ func TestBadConfig(t *testing.T) {
 		t.Fatalf("Step before Start: %v", err)
 	}
 }
+
+func TestElectAndStepDown(t *testing.T) {
+	c := newCluster(t, []uint16{1, 2, 3}, nil)
+	c.startAll()
+	m := c.oneMaster()
+	gen := m.n.Status().Gen
+	// Phase 0: a master told to elect re-announces itself.
+	m.n.Elect(c.now)
+	c.flush(m)
+	c.run(50 * time.Millisecond)
+	if ms := c.masters(); len(ms) != 1 || ms[0] != m || m.n.Status().Gen != gen {
+		t.Fatalf("Elect on the master changed the master: %s", c.dump())
+	}
+	// A replica's Elect holds a real election; the master's re-announcement
+	// ends it with the master kept.
+	var r *tnode
+	for _, tn := range c.nodes {
+		if tn != m {
+			r = tn
+			break
+		}
+	}
+	r.n.Elect(c.now)
+	c.flush(r)
+	if !r.n.Status().ElectionRunning {
+		t.Fatal("Elect on a replica started no election")
+	}
+	c.runUntil("election over", 5*time.Second, func() bool { return !r.n.Status().ElectionRunning && r.n.Status().Master != NoMaster })
+	// StepDown: the master becomes a replica (CLIENT), someone is elected.
+	m.n.StepDown(c.now)
+	c.flush(m)
+	if m.n.Status().Role != RoleReplica || !hasEvent(m.events, EventClient) {
+		t.Fatalf("after StepDown: %v %v", m.n.Status().Role, m.events)
+	}
+	c.runUntil("a master after step-down", 10*time.Second, func() bool { return len(c.masters()) == 1 })
+	nm := c.masters()[0]
+	if nm.n.Status().Gen <= gen {
+		t.Fatalf("new master gen %d not above %d", nm.n.Status().Gen, gen)
+	}
+	c.write(nm, "x")
+	c.runUntil("convergence", 5*time.Second, c.converged)
+	c.run(5 * time.Millisecond) // the last acks
+	st := nm.n.Status()
+	if st.Counters.MessagesOut == 0 || len(st.Sites) != 2 || st.Role.String() != "master" {
+		t.Fatalf("status %+v", st)
+	}
+	for _, s := range st.Sites {
+		if s.AckedLSN == 0 || s.LagBytes != 0 || s.LastHeard == 0 {
+			t.Fatalf("site status %+v", s)
+		}
+	}
+}
+
+func TestStringers(t *testing.T) {
+	for _, s := range []string{MsgLogMore.String(), MsgType(99).String(), AckQuorum.String(), AckPolicy(9).String(),
+		RoleElecting.String(), EventDupMaster.String(), DropBufferFull.String(), DropReason(99).String(),
+		(Event{Kind: EventNewSite, Site: 4}).String()} {
+		if s == "" {
+			t.Fatal("empty name")
+		}
+	}
+	if DefaultConfig().HeartbeatSend == 0 {
+		t.Fatal("no default heartbeat")
+	}
+	var c Counters
+	c.Dropped[DropMalformed], c.Dropped[DropStaleGen] = 2, 3
+	if c.DroppedTotal() != 5 {
+		t.Fatal("DroppedTotal")
+	}
+}

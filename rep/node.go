@@ -490,8 +490,8 @@ func (n *Node) Status() Status {
 			LastHeard: x.lastHeard}
 		if n.role == RoleMaster {
 			ss.AckedLSN = x.acked
-			if end := n.st.EndLSN(); end > x.acked {
-				ss.LagBytes = end - x.acked
+			if last := n.ms.lastCommit.LSN; last > x.acked {
+				ss.LagBytes = last - x.acked
 			}
 			if x.hasLease {
 				ss.LeaseTo = n.leaseEnd(x.leaseEcho)

@@ -396,7 +396,7 @@ type SiteStatus struct {
 	Learned   bool   // from an announcement, not Config.Peers
 	CaughtUp  bool   // counts toward ack quorums
 	AckedLSN  uint64 // master: highest commit the site applied
-	LagBytes  uint64 // master: log end minus AckedLSN
+	LagBytes  uint64 // master: bytes between AckedLSN and the last commit
 	LastHeard time.Duration
 	LeaseTo   time.Duration // master: the site's grant is valid until (master clock)
 }
