@@ -673,3 +673,31 @@ func (e *Env) RetainLog(lsn uint64) {
 		e.log.Retain(lsn)
 	}
 }
+
+// Stats describes the environment.
+type Stats struct {
+	Pages        shm.AllocStats // the pool allocator (its PendingPages is always 0: see PendingPages)
+	PendingPages uint64         // freed pages waiting for older snapshots to be released
+	Snapshots    int            // in-process readers and pinned snapshots
+	Txid         uint64         // last committed transaction id
+	OldestTxid   uint64         // oldest snapshot still visible (any process)
+}
+
+// Stats reports pool usage and snapshot pinning.
+func (e *Env) Stats() Stats {
+	e.wmu.Lock()
+	defer e.wmu.Unlock()
+	var st Stats
+	st.Pages = e.alloc.Stats()
+	for _, p := range e.pending[e.pendHead:] {
+		st.PendingPages += uint64(p.n)
+	}
+	st.OldestTxid = e.oldest()
+	e.readMu.Lock()
+	for _, n := range e.readers {
+		st.Snapshots += n
+	}
+	st.Txid = e.cur.txid
+	e.readMu.Unlock()
+	return st
+}

@@ -1,0 +1,341 @@
+package inmem
+
+import (
+	"bufio"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// The cross-process tests re-execute the test binary as a reader process.
+const childEnv = "BOARDHA_INMEM_CHILD"
+
+func TestMain(m *testing.M) {
+	if mode := os.Getenv(childEnv); mode != "" {
+		os.Exit(childMain(mode, os.Args[len(os.Args)-1]))
+	}
+	os.Exit(m.Run())
+}
+
+const (
+	invAccounts = 64
+	invTotal    = invAccounts * 1000
+)
+
+// checkInvariant verifies a snapshot of the invariant database: account balances
+// sum to invTotal, and marker key m%d exists iff d < counter.
+func checkInvariant(tx *Tx) (counter uint64, err error) {
+	db := tx.DB("inv")
+	if db == nil {
+		return 0, fmt.Errorf("database inv missing")
+	}
+	var sum uint64
+	for i := range invAccounts {
+		v := db.Get(fmt.Appendf(nil, "acct%03d", i))
+		if len(v) != 8 {
+			return 0, fmt.Errorf("account %d: %d-byte value", i, len(v))
+		}
+		sum += binary.LittleEndian.Uint64(v)
+	}
+	if sum != invTotal {
+		return 0, fmt.Errorf("balances sum to %d, want %d (partial commit visible)", sum, invTotal)
+	}
+	cv := db.Get([]byte("counter"))
+	if len(cv) != 8 {
+		return 0, fmt.Errorf("counter missing")
+	}
+	counter = binary.LittleEndian.Uint64(cv)
+	n := uint64(0)
+	c := db.Cursor()
+	for k, _ := c.Seek([]byte("m")); k != nil && k[0] == 'm'; k, _ = c.Next() {
+		n++
+	}
+	if n != counter {
+		return 0, fmt.Errorf("%d markers, counter %d", n, counter)
+	}
+	return counter, tx.Err()
+}
+
+// childMain runs in the reader process. Modes: "check" verifies snapshots until
+// stdin closes; "pin" holds one snapshot until told to verify it, then waits.
+func childMain(mode, name string) int {
+	r, err := AttachReadOnly(name)
+	if err != nil {
+		fmt.Println("ERR attach:", err)
+		return 2
+	}
+	defer r.Close()
+	in := bufio.NewScanner(os.Stdin)
+	switch mode {
+	case "check":
+		stop := make(chan struct{})
+		go func() { _, _ = io.Copy(io.Discard, os.Stdin); close(stop) }()
+		views, last := 0, uint64(0)
+		for {
+			select {
+			case <-stop:
+				fmt.Printf("DONE %d\n", views)
+				return 0
+			default:
+			}
+			err := r.View(func(tx *Tx) error {
+				c, err := checkInvariant(tx)
+				if err == nil && c < last {
+					err = fmt.Errorf("counter went back from %d to %d", last, c)
+				}
+				last = c
+				return err
+			})
+			if err != nil {
+				fmt.Println("ERR", err)
+				return 1
+			}
+			views++
+			if views%100 == 0 {
+				fmt.Printf("VIEWS %d %d\n", views, last)
+			}
+		}
+	case "pin":
+		return boolToExit(r.View(func(tx *Tx) error {
+			h, err := tx.ContentHash()
+			if err != nil {
+				return err
+			}
+			fmt.Printf("PINNED %d\n", tx.ID())
+			for in.Scan() {
+				h2, err := tx.ContentHash()
+				if err != nil || h2 != h {
+					fmt.Printf("ERR snapshot changed under a pinned reader: %#x -> %#x %v\n", h, h2, err)
+					return fmt.Errorf("changed")
+				}
+				fmt.Println("SAME")
+			}
+			return nil
+		}))
+	case "get":
+		// Benchmark helper: random Gets on a snapshot, reports the rate.
+		n, _ := strconv.Atoi(os.Getenv("BOARDHA_INMEM_GETS"))
+		keys, _ := strconv.Atoi(os.Getenv("BOARDHA_INMEM_KEYS"))
+		var rate float64
+		err := r.View(func(tx *Tx) error {
+			db := tx.DB("bench")
+			var k [16]byte
+			x := uint64(88172645463325252)
+			start := time.Now()
+			for range n {
+				x ^= x << 13
+				x ^= x >> 7
+				x ^= x << 17
+				benchKey(k[:], x%uint64(keys))
+				if db.Get(k[:]) == nil {
+					return fmt.Errorf("key %x missing", k)
+				}
+			}
+			rate = float64(n) / time.Since(start).Seconds()
+			return tx.Err()
+		})
+		if err != nil {
+			fmt.Println("ERR", err)
+			return 1
+		}
+		fmt.Printf("RATE %.0f\n", rate)
+		return 0
+	}
+	return 3
+}
+
+func boolToExit(err error) int {
+	if err != nil {
+		return 1
+	}
+	return 0
+}
+
+// benchKey writes the 16-byte benchmark key of i.
+func benchKey(k []byte, i uint64) {
+	binary.BigEndian.PutUint64(k, i*0x9e3779b97f4a7c15)
+	binary.BigEndian.PutUint64(k[8:], i)
+}
+
+type child struct {
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+	lines chan string
+}
+
+func startChild(t testing.TB, mode, name string, extraEnv ...string) *child {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$", name)
+	cmd.Env = append(append(os.Environ(), childEnv+"="+mode), extraEnv...)
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	mustNoErr(t, err, "stdin pipe")
+	out, err := cmd.StdoutPipe()
+	mustNoErr(t, err, "stdout pipe")
+	mustNoErr(t, cmd.Start(), "start child")
+	c := &child{cmd: cmd, stdin: stdin, lines: make(chan string, 1024)}
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			c.lines <- sc.Text()
+		}
+		close(c.lines)
+	}()
+	t.Cleanup(func() {
+		_ = stdin.Close()
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+		}
+	})
+	return c
+}
+
+// next returns the child's next output line, failing the test after a deadline.
+func (c *child) next(t testing.TB) string {
+	t.Helper()
+	select {
+	case l, ok := <-c.lines:
+		if !ok {
+			t.Fatalf("child exited early")
+		}
+		if strings.HasPrefix(l, "ERR") {
+			t.Fatalf("child: %s", l)
+		}
+		return l
+	case <-time.After(30 * time.Second):
+		t.Fatalf("child silent for 30s")
+	}
+	return ""
+}
+
+func namedEnv(t testing.TB, opt Options) *Env {
+	t.Helper()
+	opt.Name = fmt.Sprintf("boardha-inmem-test-%d-%d", os.Getpid(), time.Now().UnixNano())
+	return newTestEnv(t, opt)
+}
+
+func initInvariant(t testing.TB, e *Env) {
+	_, err := e.Update(func(tx *Tx) error {
+		db, err := tx.CreateDB("inv")
+		if err != nil {
+			return err
+		}
+		var v [8]byte
+		binary.LittleEndian.PutUint64(v[:], invTotal/invAccounts)
+		for i := range invAccounts {
+			if err := db.Put(fmt.Appendf(nil, "acct%03d", i), v[:]); err != nil {
+				return err
+			}
+		}
+		binary.LittleEndian.PutUint64(v[:], 0)
+		return db.Put([]byte("counter"), v[:])
+	})
+	mustNoErr(t, err, "init invariant")
+}
+
+// invariantStep moves money between accounts and adds one marker, in one commit.
+func invariantStep(t testing.TB, e *Env, step uint64) {
+	_, err := e.Update(func(tx *Tx) error {
+		db := tx.DB("inv")
+		for j := range 8 {
+			a := fmt.Appendf(nil, "acct%03d", (step*7+uint64(j)*13)%invAccounts)
+			b := fmt.Appendf(nil, "acct%03d", (step*11+uint64(j)*5+1)%invAccounts)
+			va, vb := binary.LittleEndian.Uint64(db.Get(a)), binary.LittleEndian.Uint64(db.Get(b))
+			amt := min(va, step%97)
+			var x [8]byte
+			binary.LittleEndian.PutUint64(x[:], va-amt)
+			if err := db.Put(a, x[:]); err != nil {
+				return err
+			}
+			vb = binary.LittleEndian.Uint64(db.Get(b)) // a == b is possible
+			binary.LittleEndian.PutUint64(x[:], vb+amt)
+			if err := db.Put(b, x[:]); err != nil {
+				return err
+			}
+		}
+		// Large churn: rewrite a big value so pages are freed and reused.
+		if err := db.Put([]byte("blob"), make([]byte, 3000+int(step%5000))); err != nil {
+			return err
+		}
+		var c [8]byte
+		binary.LittleEndian.PutUint64(c[:], step+1)
+		if err := db.Put(fmt.Appendf(nil, "m%08d", step), nil); err != nil {
+			return err
+		}
+		return db.Put([]byte("counter"), c[:])
+	})
+	mustNoErr(t, err, "invariant step")
+}
+
+func TestCrossProcessReaderSeesWholeCommits(t *testing.T) {
+	e := namedEnv(t, Options{PoolSize: 32 << 20, LogSize: 32 << 20})
+	initInvariant(t, e)
+	ch := startChild(t, "check", e.Name())
+	step, views := uint64(0), 0
+	for views < 2000 || step < 3000 {
+		invariantStep(t, e, step)
+		step++
+		if step%500 == 0 {
+			// Keep the log from filling: nobody checkpoints in this test.
+			e.RetainLog(e.Log().End())
+		}
+		select {
+		case l := <-ch.lines:
+			if strings.HasPrefix(l, "ERR") {
+				t.Fatalf("child: %s", l)
+			}
+			_, _ = fmt.Sscanf(l, "VIEWS %d", &views)
+		default:
+		}
+		if step > 200000 {
+			t.Fatalf("child made only %d views in %d commits", views, step)
+		}
+	}
+	_ = ch.stdin.Close()
+	for {
+		l := ch.next(t)
+		if strings.HasPrefix(l, "DONE") {
+			break
+		}
+	}
+	mustNoErr(t, ch.cmd.Wait(), "child exit")
+	t.Logf("%d commits while the reader process checked %d+ snapshots", step, views)
+}
+
+func TestKilledReaderSlotReclaimed(t *testing.T) {
+	e := namedEnv(t, Options{PoolSize: 16 << 20, LogSize: 32 << 20})
+	initInvariant(t, e)
+	ch := startChild(t, "pin", e.Name())
+	var pinned uint64
+	if _, err := fmt.Sscanf(ch.next(t), "PINNED %d", &pinned); err != nil {
+		t.Fatal(err)
+	}
+	for s := uint64(0); s < 300; s++ {
+		invariantStep(t, e, s)
+	}
+	st := e.Stats()
+	if st.OldestTxid != pinned || st.PendingPages < 100 {
+		t.Fatalf("with a reader pinned at %d: oldest %d, pending pages %d", pinned, st.OldestTxid, st.PendingPages)
+	}
+	// The reader's snapshot is intact after all that churn.
+	_, _ = fmt.Fprintln(ch.stdin, "check")
+	if l := ch.next(t); l != "SAME" {
+		t.Fatalf("child: %q", l)
+	}
+	mustNoErr(t, ch.cmd.Process.Signal(syscall.SIGKILL), "kill child")
+	_ = ch.cmd.Wait()
+	invariantStep(t, e, 300)
+	invariantStep(t, e, 301)
+	st = e.Stats()
+	if st.OldestTxid == pinned || st.PendingPages > 50 {
+		t.Fatalf("after the reader died: oldest %d (was pinned at %d), pending pages %d", st.OldestTxid, pinned, st.PendingPages)
+	}
+}
