@@ -224,6 +224,11 @@ func (tx *Tx) walkTree(pgno uint64, depth int, catalog, validate bool, seen map[
 		return corrupt(pgno, "page referenced twice")
 	}
 	seen[pgno] = struct{}{}
+	if tx.importHave != nil {
+		if _, ok := tx.importHave[pgno]; !ok {
+			return fmt.Errorf("inmem: import: page %d reachable from the snapshot is missing: %w", pgno, ErrCorrupt)
+		}
+	}
 	p, err := tx.page(pgno)
 	if err != nil {
 		return err
@@ -264,6 +269,9 @@ func (tx *Tx) walkTree(pgno uint64, depth int, catalog, validate bool, seen map[
 				return corrupt(ovpg, "overflow run referenced twice")
 			}
 			seen[ovpg] = struct{}{}
+			if _, ok := tx.importHave[ovpg]; tx.importHave != nil && !ok {
+				return fmt.Errorf("inmem: import: overflow run %d reachable from the snapshot is missing: %w", ovpg, ErrCorrupt)
+			}
 			if _, err := tx.overflow(ovpg, vlen); err != nil {
 				return err
 			}
@@ -335,6 +343,7 @@ func (im *Import) Finish() (*Env, error) {
 		return nil, fmt.Errorf("inmem: import already finished: %w", ErrTxClosed)
 	}
 	tx := e.newTx(false)
+	tx.importHave = im.have
 	var runs []run
 	err := tx.walk(im.m, true, func(pg uint64, n int) error {
 		if im.have[pg] != n {

@@ -42,6 +42,7 @@ type Tx struct {
 	changed    bool
 	catChanged bool // databases created or dropped: the id cache is stale after commit
 	unpin      func()
+	importHave map[uint64]int // Import.Finish: pages received
 }
 
 // DB is a handle to a named database inside one transaction.
