@@ -124,6 +124,7 @@ type fdTransport struct {
 	recvMu   sync.Mutex // held for a whole Recv; Close waits on it before closing fds
 	sendMu   sync.Mutex
 	pfds     []unix.PollFd
+	blocking bool // one socket: block in recvmmsg (see initPoll)
 	closeErr error
 	once     sync.Once
 	what     string // "raw bp0" / "udp 10.0.0.1:5405", for error messages
@@ -152,7 +153,14 @@ func (t *fdTransport) recv(msgs []Message) (int, error) {
 				hdrs[i].Len = 0
 				hdrs[i].Hdr.Flags = 0
 			}
-			k, err := recvmmsg(fd, hdrs, unix.MSG_DONTWAIT)
+			flags := unix.MSG_DONTWAIT
+			if t.blocking {
+				flags = unix.MSG_WAITFORONE
+			}
+			k, err := recvmmsg(fd, hdrs, flags)
+			if t.blocking && t.closed.Load() {
+				return 0, fmt.Errorf("recv on %s: %w", t.what, ErrClosed)
+			}
 			if err != nil {
 				if errors.Is(err, unix.EAGAIN) {
 					continue
@@ -189,7 +197,7 @@ func (t *fdTransport) recv(msgs []Message) (int, error) {
 		if n > 0 {
 			return n, nil
 		}
-		if frames > 0 {
+		if frames > 0 || t.blocking {
 			continue // fragments only: drain more before sleeping
 		}
 		timeout := -1
@@ -202,7 +210,23 @@ func (t *fdTransport) recv(msgs []Message) (int, error) {
 	}
 }
 
+// blockingTick bounds how long a blocking receive sleeps before it looks at
+// the closed flag and the reassembly timers again: the longest Close waits.
+const blockingTick = 100 * time.Millisecond
+
+// initPoll prepares waiting. With one socket, Recv blocks in recvmmsg itself
+// (MSG_WAITFORONE, woken by SO_RCVTIMEO ticks, or at once by shutdown(2)
+// where the socket supports it): one syscall per wake-up instead of
+// recvmmsg+poll+recvmmsg, which is most of the transport's share of a
+// round trip. With several sockets (udp multicast), Recv polls them and an
+// eventfd that Close signals.
 func (t *fdTransport) initPoll() {
+	if len(t.fds) == 1 {
+		tv := unix.NsecToTimeval(int64(blockingTick))
+		if unix.SetsockoptTimeval(t.fds[0], unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv) == nil {
+			t.blocking = true
+		}
+	}
 	t.pfds = t.pfds[:0]
 	for _, fd := range t.fds {
 		t.pfds = append(t.pfds, unix.PollFd{Fd: int32(fd), Events: unix.POLLIN})
@@ -215,6 +239,11 @@ func (t *fdTransport) close(extra func() error) error {
 		t.closed.Store(true)
 		if t.wk.efd >= 0 {
 			t.wk.wake()
+		}
+		for _, fd := range t.fds {
+			// Wakes a blocked receive at once on sockets that support it
+			// (udp); AF_PACKET does not, and wakes within blockingTick.
+			_ = unix.Shutdown(fd, unix.SHUT_RD)
 		}
 		t.recvMu.Lock()
 		t.sendMu.Lock()
