@@ -1,111 +1,84 @@
-//go:build repenv
-
 package rep
 
 import (
 	"errors"
 	"fmt"
+	"time"
 
+	"github.com/seed61e250c8/boardha/ckpt"
 	"github.com/seed61e250c8/boardha/inmem"
 	"github.com/seed61e250c8/boardha/logbuf"
 )
 
-// EnvStorage adapts one site's inmem environment to Storage and performs a
-// node's Ready against it, so every driver (the board runtime, the
-// simulator) does the environment work the same way:
+// EnvStorage adapts one site's inmem environment and its ckpt.Checkpointer
+// to Storage, and performs a node's Ready against them, so every driver (the
+// board runtime, the simulator) does the environment work the same way:
 //
 //   - internal init: Begin starts an inmem.Import from the snapshot meta,
-//     Pages are stored, Finish swaps the imported environment in;
+//     Pages are stored, Finish swaps the imported environment in (with a new
+//     Checkpointer whose first checkpoint is the imported state);
 //   - RollbackTo restores the checkpoint snapshot and redoes the log up to
-//     the target (below the checkpoint is an error: the node then inits);
-//   - Apply appends whole transactions through ApplyEncoded;
+//     the target (ckpt.RollbackTo; below the checkpoint it fails and the node
+//     falls back to internal init);
+//   - Apply appends whole transactions through ApplyEncoded; a checkpoint
+//     record among them pins a candidate checkpoint at exactly the master's
+//     LSN, promoted like the master's once it is durable;
 //   - NewGen sets the generation and appends the RecNewGen commit;
-//   - checkpoints: a master checkpoints every CheckpointKBytes of log, and
-//     only when everything it holds is durable by its ack policy
-//     (Ready.CheckpointOK); a replica checkpoints where the master's
-//     RecCheckpoint record arrives (inmem's checkpoint hook), so both hold
-//     the same checkpoints and a rollback never goes below a durable point.
+//   - a master takes checkpoints by the ckpt.Policy; every site promotes a
+//     checkpoint only once Ready.CheckpointOK (what the master's ack policy
+//     made durable) covers it, so no site rolls back below a checkpoint under
+//     QUORUM or stronger.
 //
 // It is not safe for concurrent use; the driver serialises it with the node.
 type EnvStorage struct {
 	env     *inmem.Env
+	ck      *ckpt.Checkpointer
+	policy  ckpt.Policy
 	opt     inmem.Options
-	kbytes  int
-	snap    *inmem.Snapshot // the promoted checkpoint
-	ckptLSN uint64
-	// cand is a checkpoint taken but not yet durable: promoted once the ack
-	// policy covers candCommit, the last commit it includes.
-	cand       *inmem.Snapshot
-	candCommit uint64
-	imp        *inmem.Import
-	commits    []uint64 // scratch for VerifyPoints
-	scratch    []byte
-
-	// Checkpoints counts checkpoints taken (master) or observed (replica).
-	Checkpoints uint64
+	now     func() time.Time
+	imp     *inmem.Import
+	commits []uint64 // scratch for VerifyPoints
+	scratch []byte
 }
 
 // ErrInitOrder: the node handed out pages or a finish without a begin.
 var ErrInitOrder = errors.New("rep: internal init pages or finish without a begin; the init restarts")
 
-// NewEnvStorage wraps env. opt is used to create the environment an internal
-// init imports into (same page, pool and log sizes as the group's); the
-// caller keeps owning env (see Apply for when it is replaced).
-func NewEnvStorage(env *inmem.Env, opt inmem.Options, checkpointKBytes int) (*EnvStorage, error) {
-	if checkpointKBytes <= 0 {
-		checkpointKBytes = 1024
+// NewEnvStorage wraps env with a new Checkpointer (its current state is the
+// first checkpoint). opt creates the environment an internal init imports
+// into (the group's page, pool and log sizes; opt.Now, if set, is the clock
+// for the policy's Interval). The caller keeps owning env (see Apply for
+// when it is replaced) and calls Close.
+func NewEnvStorage(env *inmem.Env, opt inmem.Options, policy ckpt.Policy) *EnvStorage {
+	s := &EnvStorage{opt: opt, policy: policy, now: opt.Now}
+	if s.now == nil {
+		s.now = time.Now
 	}
-	s := &EnvStorage{opt: opt, kbytes: checkpointKBytes}
-	if err := s.reset(env); err != nil {
-		return nil, err
-	}
-	return s, nil
+	s.reset(env)
+	return s
 }
 
 // Env returns the current environment (it changes after an internal init).
 func (s *EnvStorage) Env() *inmem.Env { return s.env }
 
-// reset points the storage at env and pins its current state as the
-// checkpoint to restore and export.
-func (s *EnvStorage) reset(env *inmem.Env) error {
-	s.releaseSnap()
+// Checkpointer returns the current environment's checkpointer.
+func (s *EnvStorage) Checkpointer() *ckpt.Checkpointer { return s.ck }
+
+func (s *EnvStorage) reset(env *inmem.Env) {
+	if s.ck != nil {
+		s.ck.Close()
+	}
 	s.env = env
-	snap, err := env.PinSnapshot()
-	if err != nil {
-		return fmt.Errorf("rep: pin the initial checkpoint snapshot: %w", err)
-	}
-	s.promote(snap)
-	env.SetCheckpointHook(func(sn *inmem.Snapshot, _ logbuf.Record) {
-		s.promote(sn)
-		s.Checkpoints++
-	})
-	return nil
+	s.ck = ckpt.New(env, s.policy)
 }
 
-func (s *EnvStorage) promote(sn *inmem.Snapshot) {
-	if s.snap != nil {
-		s.snap.Release()
-	}
-	s.snap = sn
-	s.ckptLSN = sn.LSN()
-	s.env.Log().Retain(s.ckptLSN)
-}
-
-func (s *EnvStorage) releaseSnap() {
-	if s.snap != nil {
-		s.snap.Release()
-		s.snap = nil
-	}
-	if s.cand != nil {
-		s.cand.Release()
-		s.cand = nil
-	}
-}
-
-// Close releases the pinned snapshot and any import in progress (not the
+// Close releases the checkpoints and any import in progress (not the
 // environment, which the caller owns).
 func (s *EnvStorage) Close() {
-	s.releaseSnap()
+	if s.ck != nil {
+		s.ck.Close()
+		s.ck = nil
+	}
 	if s.imp != nil {
 		s.imp.Abort()
 		s.imp = nil
@@ -130,16 +103,14 @@ type ApplyResult struct {
 // (it re-reads the storage) and recovers, so the driver still calls Advance.
 func (s *EnvStorage) Apply(rd *Ready, master bool) (ApplyResult, error) {
 	var res ApplyResult
+	s.ck.SetMaster(master)
 	if in := rd.Init; in != nil {
 		if err := s.initStep(in, &res); err != nil {
 			return res, err
 		}
 	}
 	if rd.HasRollback {
-		if rd.RollbackTo < s.ckptLSN {
-			return res, fmt.Errorf("rep: rollback to %d below the checkpoint at %d: %w", rd.RollbackTo, s.ckptLSN, ErrLogGone)
-		}
-		if err := s.env.Rollback(s.snap, rd.RollbackTo); err != nil {
+		if err := s.ck.RollbackTo(rd.RollbackTo); err != nil {
 			return res, fmt.Errorf("rep: rollback to %d: %w", rd.RollbackTo, err)
 		}
 	}
@@ -156,10 +127,13 @@ func (s *EnvStorage) Apply(rd *Ready, master bool) (ApplyResult, error) {
 		}
 		res.NewGen, res.HasNewGen = ci, true
 	}
-	if master && rd.CheckpointOK > 0 {
-		ok, err := s.MaybeCheckpoint(rd.CheckpointOK)
+	if rd.CheckpointOK > 0 {
+		// A master takes checkpoints by the policy; master and replica alike
+		// promote one (a replica's was pinned where the master's record
+		// arrived) once it is durable.
+		ok, err := s.ck.Maybe(s.now(), rd.CheckpointOK)
 		if err != nil {
-			return res, err
+			return res, fmt.Errorf("rep: checkpoint (durable up to %d): %w", rd.CheckpointOK, err)
 		}
 		res.Checkpointed = ok
 	}
@@ -198,40 +172,9 @@ func (s *EnvStorage) initStep(in *InitAction, res *ApplyResult) error {
 		return fmt.Errorf("rep: finish internal init at checkpoint %d: %w", in.CkptLSN, err)
 	}
 	old := s.env
-	if err := s.reset(env); err != nil {
-		return err
-	}
+	s.reset(env)
 	res.Replaced = old
 	return nil
-}
-
-// MaybeCheckpoint is the master's kilobyte policy: once CheckpointKBytes of
-// log passed since the last checkpoint it takes a candidate (snapshot pinned,
-// RecCheckpoint logged), and promotes it to be the checkpoint that rollbacks
-// restore and internal inits export only when durable (the ack policy's
-// permanent LSN) covers it, so replicas never roll back below it under
-// QUORUM or stronger. It reports whether a checkpoint was promoted.
-func (s *EnvStorage) MaybeCheckpoint(durable uint64) (bool, error) {
-	if s.cand == nil {
-		end := s.env.Log().End()
-		if end-s.ckptLSN < uint64(s.kbytes)<<10 {
-			return false, nil
-		}
-		last := s.env.LastCommit().LSN
-		sn, _, err := s.env.Checkpoint()
-		if err != nil {
-			return false, fmt.Errorf("rep: checkpoint at %d: %w", end, err)
-		}
-		s.cand, s.candCommit = sn, last
-	}
-	if durable < s.candCommit {
-		return false, nil
-	}
-	sn := s.cand
-	s.cand = nil
-	s.promote(sn)
-	s.Checkpoints++
-	return true, nil
 }
 
 func goneOr(err error) error {
@@ -246,7 +189,7 @@ func goneOr(err error) error {
 func (s *EnvStorage) EndLSN() uint64         { return s.env.Log().End() }
 func (s *EnvStorage) Gen() uint32            { return s.env.Gen() }
 func (s *EnvStorage) LastCommit() CommitInfo { return s.env.LastCommit() }
-func (s *EnvStorage) CheckpointLSN() uint64  { return s.ckptLSN }
+func (s *EnvStorage) CheckpointLSN() uint64  { return s.ck.LSN() }
 
 func (s *EnvStorage) CommitAt(lsn uint64) (CommitInfo, error) {
 	ci, err := s.env.CommitAt(lsn)
@@ -303,10 +246,11 @@ func (s *EnvStorage) VerifyPoints(before uint64, max int, dst []CommitInfo) ([]C
 }
 
 func (s *EnvStorage) Snapshot() (Snapshot, error) {
-	if s.snap == nil {
+	sn := s.ck.Snapshot()
+	if sn == nil {
 		return nil, ErrNoSnapshot
 	}
-	return s.snap, nil
+	return sn, nil
 }
 
 var _ Storage = (*EnvStorage)(nil)

@@ -1,5 +1,3 @@
-//go:build repenv
-
 package rep
 
 import (
@@ -7,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/seed61e250c8/boardha/ckpt"
 	"github.com/seed61e250c8/boardha/inmem"
 )
 
@@ -59,10 +58,7 @@ func (g *envGroup) boot(s *envSite) {
 	if err != nil {
 		g.t.Fatal(err)
 	}
-	s.st, err = NewEnvStorage(env, g.opt, 16)
-	if err != nil {
-		g.t.Fatal(err)
-	}
+	s.st = NewEnvStorage(env, g.opt, ckpt.Policy{KBytes: 16})
 	s.n, err = NewNode(s.cfg, s.st)
 	if err != nil {
 		g.t.Fatal(err)
@@ -167,7 +163,12 @@ func TestEnvStorageGroup(t *testing.T) {
 	g := newEnvGroup(t, 3)
 	g.until("a master", 10*time.Second, func() bool { return g.master() != nil })
 	write := func(i int) {
-		m := g.master()
+		var m *envSite
+		for _, x := range g.sites {
+			if !x.down && x.n.Status().Role == RoleMaster {
+				m = x // the newest-gen one if two think they are master
+			}
+		}
 		ci, err := m.st.Env().Update(func(tx *inmem.Tx) error {
 			db, err := tx.CreateDBIfNotExists("routes")
 			if err != nil {
@@ -187,7 +188,7 @@ func TestEnvStorageGroup(t *testing.T) {
 	}
 	g.until("convergence", 10*time.Second, g.converged)
 	m := g.master()
-	if m.st.Checkpoints == 0 || m.st.CheckpointLSN() == 0 {
+	if m.st.Checkpointer().Stats().Promoted == 0 || m.st.CheckpointLSN() == 0 {
 		t.Fatalf("master never checkpointed (%d KiB of log)", m.st.EndLSN()>>10)
 	}
 	// A replica loses its memory: internal init from the master's checkpoint.
@@ -212,12 +213,37 @@ func TestEnvStorageGroup(t *testing.T) {
 	if victim.n.Counters().Inits == 0 {
 		t.Fatal("no internal init")
 	}
-	// Fail the master: the others elect, nothing permanent is lost.
-	m.down = true
-	g.until("a new master", 20*time.Second, func() bool { nm := g.master(); return nm != nil && nm != m })
-	g.until("convergence after failover", 20*time.Second, g.converged)
+	for _, x := range g.sites {
+		if x != m && x.st.Checkpointer().Stats().Promoted == 0 {
+			t.Errorf("replica %d never promoted a checkpoint", x.id)
+		}
+	}
+	// Cut the master off: it keeps writing (not permanent), the others elect.
+	g.drop = func(p *packet) bool { return p.from == m.id || p.to == m.id }
+	for i := 320; i < 330; i++ {
+		write(i) // on the old master, cut off
+		g.step()
+	}
+	g.until("a second master", 20*time.Second, func() bool {
+		for _, x := range g.sites {
+			if x != m && x.n.Status().Role == RoleMaster {
+				return true
+			}
+		}
+		return false
+	})
+	// Heal: the old master steps down and rolls its unacked writes back.
+	g.drop = nil
+	g.until("convergence after the partition", 20*time.Second, g.converged)
+	if g.master() == m {
+		t.Fatal("the cut-off master kept its role")
+	}
+	if m.n.Counters().Rollbacks == 0 && m.n.Counters().Inits == 0 {
+		t.Fatal("the old master neither rolled back nor re-initialized")
+	}
 	err := g.master().st.Env().View(func(tx *inmem.Tx) error {
 		for i := 0; i < 320; i += 37 {
+			// Every write made while the group had a quorum survived.
 			if tx.DB("routes").Get([]byte(fmt.Sprintf("key-%05d", i))) == nil {
 				return fmt.Errorf("key-%05d lost", i)
 			}

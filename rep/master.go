@@ -21,8 +21,8 @@ const maxPagesPerRequest = 4096
 var errNoRecords = errors.New("rep: no log records at the requested LSN")
 
 type pendingCommit struct {
-	lsn uint64
-	at  time.Duration
+	lsn, end uint64
+	at       time.Duration
 }
 
 // masterState is the master's per-tenure state.
@@ -32,7 +32,8 @@ type masterState struct {
 	lastSend   time.Duration // last multicast: heartbeats fill the silence
 	lastCommit CommitInfo
 	pending    []pendingCommit
-	perm       uint64
+	perm       uint64 // newest permanent commit (LSN of its commit record)
+	permEnd    uint64 // the log up to here is permanent: CheckpointOK
 	ackBuf     []AckSite
 
 	snapLSN   uint64
@@ -56,9 +57,9 @@ func (ms *masterState) reset(n *Node, now time.Duration) {
 		s.joinLSN = ms.lastCommit.LSN
 	}
 	if n.cfg.AckPolicy == AckNone {
-		ms.perm = ms.lastCommit.LSN
+		ms.perm, ms.permEnd = ms.lastCommit.LSN, ms.lastCommit.End
 	}
-	n.checkpointOK = ms.perm
+	n.checkpointOK = ms.permEnd
 }
 
 // stepMaster handles a message while this site is master.
@@ -157,15 +158,15 @@ func (n *Node) noteCommit(c CommitInfo) {
 	}
 	ms.lastCommit = c
 	if n.cfg.AckPolicy == AckNone {
-		ms.perm = c.LSN
-		n.checkpointOK = c.LSN
+		ms.perm, ms.permEnd = c.LSN, c.End
+		n.checkpointOK = c.End
 		return
 	}
 	if len(ms.pending) >= maxPending {
 		n.permFail(ms.pending[0].lsn)
 		ms.pending = ms.pending[1:]
 	}
-	ms.pending = append(ms.pending, pendingCommit{lsn: c.LSN, at: n.now})
+	ms.pending = append(ms.pending, pendingCommit{lsn: c.LSN, end: c.End, at: n.now})
 	n.updatePerm()
 }
 
@@ -190,12 +191,16 @@ func (n *Node) updatePerm() {
 	}
 	i := 0
 	for i < len(ms.pending) && ms.pending[i].lsn <= ms.perm {
+		ms.permEnd = max(ms.permEnd, ms.pending[i].end)
 		i++
 	}
 	if i > 0 {
 		ms.pending = append(ms.pending[:0], ms.pending[i:]...)
 	}
-	n.checkpointOK = ms.perm
+	if ms.perm == ms.lastCommit.LSN {
+		ms.permEnd = max(ms.permEnd, ms.lastCommit.End)
+	}
+	n.checkpointOK = ms.permEnd
 }
 
 // tickMaster sends heartbeats and times out acknowledgements.

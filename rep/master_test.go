@@ -234,8 +234,8 @@ func TestMasterAckTimeoutPermFailed(t *testing.T) {
 	s.n.Committed(s.now, c2)
 	s.ready()
 	o = s.recv(ackFrom(2, 1, c2.LSN, 0))
-	if o.perm != c2.LSN || o.ckpt != c2.LSN {
-		t.Fatalf("perm %d ckptOK %d after quorum ack, want %d", o.perm, o.ckpt, c2.LSN)
+	if o.perm != c2.LSN || o.ckpt != c2.End {
+		t.Fatalf("perm %d ckptOK %d after quorum ack, want %d and %d", o.perm, o.ckpt, c2.LSN, c2.End)
 	}
 	if o := s.tick(s.n.cfg.AckTimeout); len(o.failed) != 0 {
 		t.Fatalf("perm commit reported failed: %v", o.failed)

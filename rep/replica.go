@@ -220,6 +220,7 @@ func (n *Node) adopt(from uint16, h *Header) {
 	n.rs.masterEnd, n.rs.targetEnd = h.End, h.End
 	n.rs.echo = h.SendTime
 	n.rs.masterPerm = 0
+	n.checkpointOK = 0
 	n.event(Event{Kind: EventNewMaster, Site: from, Gen: h.Gen})
 	n.beginSync()
 }
@@ -649,7 +650,10 @@ func (n *Node) advanceReplica(rd *Ready) {
 	if lc.LSN > rs.ackedSent {
 		n.sendAck(MsgAck, false)
 	}
-	n.checkpointOK = min(rs.masterPerm, lc.LSN)
+	if rs.masterPerm >= lc.LSN && lc.End > n.checkpointOK {
+		// Everything applied here is permanent at the master.
+		n.checkpointOK = lc.End
+	}
 	if rs.sync == syncLog && end >= rs.targetEnd {
 		n.goLive()
 	}

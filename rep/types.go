@@ -302,7 +302,7 @@ type Ready struct {
 
 	PermLSN      uint64   // master: every commit <= PermLSN is permanent
 	PermFailed   []uint64 // master: commits that did not become permanent within AckTimeout
-	CheckpointOK uint64   // checkpoint only at or below this LSN
+	CheckpointOK uint64   // the log up to this LSN is durable by the ack policy: checkpoint only up to here
 	Events       []Event
 	App          []Message // received APP/APP_REPLY messages for the runtime
 

@@ -63,7 +63,7 @@ func checkPermDurable(h *History) []string {
 			continue
 		}
 		tag := ""
-		if op.HolderCrashed {
+		if op.Amnesia {
 			tag = " " + AmnesiaTag
 		}
 		for fi := range h.Final {
