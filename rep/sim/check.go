@@ -63,7 +63,7 @@ func checkPermDurable(h *History) []string {
 			continue
 		}
 		tag := ""
-		if op.Amnesia {
+		if op.HolderCrashed {
 			tag = " " + AmnesiaTag
 		}
 		for fi := range h.Final {

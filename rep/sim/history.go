@@ -124,21 +124,18 @@ type Op struct {
 	Call, Return     int64
 	CallAt, ReturnAt time.Duration
 	Outcome          Outcome
-	// Amnesia: the write's durability rests on a site that lost its memory:
-	// a site holding it crashed afterwards, or a site that acked it had
-	// restarted empty after a newer gen than the write's existed (so it
-	// no longer knew that the write's master was stale). A loss of such a
-	// write is the in-memory weakness (an empty restarted site votes and
-	// acks as if it never knew anything), reported apart from losses no
-	// memory loss explains.
-	Amnesia bool
+	// HolderCrashed: some site that held this write's commit lost its
+	// memory afterwards. A loss of such a write is the in-memory weakness
+	// (an empty restarted site votes and acks as if it never knew the
+	// write), reported apart from losses no memory loss explains.
+	HolderCrashed bool
 }
 
 const never = int64(1) << 62
 
 // AmnesiaTag marks violations explained by a site that held the write
-// losing its memory (see Op.Amnesia).
-const AmnesiaTag = "[amnesia: a site holding or acking it had lost its memory]"
+// losing its memory (see Op.HolderCrashed).
+const AmnesiaTag = "[amnesia: a site holding it lost its memory]"
 
 // Rollback says that a site's state stopped containing a Perm write.
 type Rollback struct {

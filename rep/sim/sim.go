@@ -65,11 +65,6 @@ func (s *Stats) add(o Stats) {
 	s.Blocked += o.Blocked
 }
 
-type genBirth struct {
-	gen uint32
-	at  time.Duration
-}
-
 // pendingWrite is a client write waiting for its Perm answer.
 type pendingWrite struct {
 	op  int // index into History.Ops
@@ -110,28 +105,24 @@ type site struct {
 
 // Sim is one simulated run in progress.
 type Sim struct {
-	seed    uint64
-	cfg     Config
-	rng     *rand.Rand
-	q       queue
-	net     *network
-	tr      *tracer
-	now     time.Duration
-	sites   []*site // index = site id; [0] unused
-	h       *History
-	clock   int64 // porcupine's logical time
-	keys    []string
-	nextKey int
-	phase   int // 0 faults, 1 quiesce, 2 done
-	stats   Stats
-	story   []string
-	root    CommitID
-	permIdx []int // indices of Perm ops, for rollback tracking
-	err     error // a harness failure (not a rep violation)
-	// gens records when each newest gen first appeared, to tell whether a
-	// restarted site forgot a gen newer than a write's.
-	gens          []genBirth
-	newestGen     uint32
+	seed          uint64
+	cfg           Config
+	rng           *rand.Rand
+	q             queue
+	net           *network
+	tr            *tracer
+	now           time.Duration
+	sites         []*site // index = site id; [0] unused
+	h             *History
+	clock         int64 // porcupine's logical time
+	keys          []string
+	nextKey       int
+	phase         int // 0 faults, 1 quiesce, 2 done
+	stats         Stats
+	story         []string
+	root          CommitID
+	permIdx       []int // indices of Perm ops, for rollback tracking
+	err           error // a harness failure (not a rep violation)
 	leaseViolated bool
 }
 
@@ -427,7 +418,7 @@ func (s *Sim) markHeld(st *site) {
 	}
 	for i := range s.h.Ops {
 		if op := &s.h.Ops[i]; op.Kind != OpGet && held[op.Commit] {
-			op.Amnesia = true
+			op.HolderCrashed = true
 		}
 	}
 }
@@ -494,10 +485,6 @@ func (s *Sim) perform(st *site, rd rep.Ready) {
 	}
 	switch {
 	case res.HasNewGen:
-		if g := res.NewGen.Gen; g > s.newestGen {
-			s.newestGen = g
-			s.gens = append(s.gens, genBirth{gen: g, at: s.now})
-		}
 		s.stats.Elections++
 		s.tell("site %d becomes master, gen %d", st.id, res.NewGen.Gen)
 		s.masterCommit(st, from, res.NewGen)
@@ -631,9 +618,6 @@ func (s *Sim) resolve(st *site, permLSN uint64, failed []uint64) (newPerm bool) 
 			s.permIdx = append(s.permIdx, p.op)
 			s.stats.PermWrites++
 			newPerm = true
-			if s.forgetfulAcker(st, op) {
-				op.Amnesia = true
-			}
 		case containsLSN(failed, p.lsn):
 			op.Outcome = NotPerm
 			op.ReturnAt = s.now
@@ -644,30 +628,6 @@ func (s *Sim) resolve(st *site, permLSN uint64, failed []uint64) (newPerm bool) 
 	}
 	st.pending = keep
 	return newPerm
-}
-
-// forgetfulAcker reports whether a site that acked op restarted empty after
-// a gen newer than op's had appeared: it acked without knowing op's master
-// was stale.
-func (s *Sim) forgetfulAcker(st *site, op *Op) bool {
-	var newer time.Duration = -1
-	for _, g := range s.gens {
-		if g.gen > op.Gen {
-			newer = g.at
-			break
-		}
-	}
-	if newer < 0 {
-		return false
-	}
-	for _, a := range st.node.Status().Sites {
-		if a.AckedLSN >= op.Commit.LSN && int(a.Site) < len(s.sites) {
-			if o := s.sites[a.Site]; o.boot > 1 && o.bootAt > newer {
-				return true
-			}
-		}
-	}
-	return false
 }
 
 func containsLSN(s []uint64, x uint64) bool {
