@@ -38,6 +38,7 @@ type MemHub struct {
 	links map[[2]uint16]*memLink
 	cut   map[[2]uint16]bool
 	pool  sync.Pool // *[]byte payload buffers
+	dsts  []uint16  // multicast scratch, under mu
 }
 
 type memLink struct {
@@ -194,14 +195,14 @@ func (t *memTransport) Send(to uint16, typ uint8, payload []byte) error {
 		h.sendLinkLocked(t, to, to, typ, payload)
 		return nil
 	}
-	dsts := make([]uint16, 0, len(h.sites))
+	h.dsts = h.dsts[:0]
 	for s := range h.sites {
 		if s != t.site {
-			dsts = append(dsts, s)
+			h.dsts = append(h.dsts, s)
 		}
 	}
-	slices.Sort(dsts) // map order is random; link decisions must not depend on it
-	for _, d := range dsts {
+	slices.Sort(h.dsts) // map order is random; link decisions must not depend on it
+	for _, d := range h.dsts {
 		h.sendLinkLocked(t, d, AllSites, typ, payload)
 	}
 	return nil

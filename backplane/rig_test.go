@@ -2,7 +2,6 @@ package backplane
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -179,9 +178,9 @@ func partitionAndHeal(t *testing.T, b *rig.Board, trs []Transport, chs []<-chan 
 	}
 }
 
-// sendForeign sends n valid frames of another group, addressed to our
-// group's MAC, from a plain AF_PACKET socket on board b.
-func sendForeign(t *testing.T, b *rig.Board, n int) {
+// sendFrames sends backplane frames (after an Ethernet header to our
+// group's MAC) from a plain AF_PACKET socket on board b.
+func sendFrames(t *testing.T, b *rig.Board, frames [][]byte) {
 	t.Helper()
 	err := b.Do(func() error {
 		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
@@ -189,19 +188,15 @@ func sendForeign(t *testing.T, b *rig.Board, n int) {
 			return err
 		}
 		defer unix.Close(fd)
-		var ifindex int
-		if ifi, err := netInterface(b.Iface); err != nil {
+		ifi, err := net.InterfaceByName(b.Iface)
+		if err != nil {
 			return err
-		} else {
-			ifindex = ifi
 		}
-		frame := append([]byte{}, GroupMAC(GroupID(rigGroup))...)
-		frame = append(frame, b.MAC...)
-		frame = append(frame, EtherType>>8, EtherType&0xff)
-		for i := 0; i < n; i++ {
-			f := AppendFrame(frame, Header{Type: 1, Group: GroupID("intruder"), From: b.Site, To: AllSites, MsgID: uint32(i), NFrags: 1}, []byte("foreign"))
-			if err := unix.Sendto(fd, f, 0, &unix.SockaddrLinklayer{Ifindex: ifindex, Protocol: htons(EtherType)}); err != nil {
-				return fmt.Errorf("send foreign frame: %w", err)
+		eth := append(append([]byte{}, GroupMAC(GroupID(rigGroup))...), b.MAC...)
+		eth = append(eth, EtherType>>8, EtherType&0xff)
+		for _, f := range frames {
+			if err := unix.Sendto(fd, append(eth[:14:14], f...), 0, &unix.SockaddrLinklayer{Ifindex: ifi.Index, Protocol: htons(EtherType)}); err != nil {
+				return fmt.Errorf("send crafted frame: %w", err)
 			}
 		}
 		return nil
@@ -221,7 +216,23 @@ func TestRigRawGroupFilter(t *testing.T) {
 		t.Fatal("filter attachment state wrong")
 	}
 	const n = 50
-	sendForeign(t, c.Boards[0], n)
+	var frames [][]byte
+	for i := 0; i < n; i++ {
+		frames = append(frames, AppendFrame(nil, Header{Type: 1, Group: GroupID("intruder"), From: 1, To: AllSites, MsgID: uint32(i), NFrags: 1}, []byte("foreign")))
+	}
+	// Our group but broken: 5 bad crc, 3 bad version, 2 too short for a header.
+	for i := 0; i < 5; i++ {
+		f := AppendFrame(nil, Header{Type: 1, Group: GroupID(rigGroup), From: 1, To: AllSites, MsgID: uint32(i), NFrags: 1}, []byte("corrupt"))
+		f[len(f)-1] ^= 0xff
+		frames = append(frames, f)
+	}
+	for i := 0; i < 3; i++ {
+		f := AppendFrame(nil, Header{Type: 1, Group: GroupID(rigGroup), From: 1, To: AllSites, MsgID: uint32(i), NFrags: 1}, nil)
+		f[2] = 9
+		frames = append(frames, f)
+	}
+	frames = append(frames, []byte{0xA7, 0xB0, 1}, []byte{0xA7, 0xB0, 1, 1, 2, 3, 4, 5})
+	sendFrames(t, c.Boards[0], frames)
 	if err := sender.Send(AllSites, 9, []byte("marker")); err != nil {
 		t.Fatal(err)
 	}
@@ -229,34 +240,21 @@ func TestRigRawGroupFilter(t *testing.T) {
 	firstIs(t, chU, 9, 5*time.Second)
 	fs, us := filtered.Stats(), unfiltered.Stats()
 	// The kernel dropped every foreign frame; user space saw only the marker.
-	if fs.Filter.ForeignGroup != n || fs.Filter.Passed != 1 {
-		t.Fatalf("kernel filter counters %+v, want %d foreign, 1 passed", fs.Filter, n)
+	if fs.Filter.ForeignGroup != n || fs.Filter.Short != 2 || fs.Filter.Passed != 9 {
+		t.Fatalf("kernel filter counters %+v, want %d foreign, 2 short, 9 passed", fs.Filter, n)
 	}
-	if fs.Drop(DropForeignGroup) != 0 || fs.FramesIn != 1 {
+	if fs.Drop(DropForeignGroup) != 0 || fs.FramesIn != 9 {
 		t.Fatalf("foreign frames reached user space: %d frames in, drops %v", fs.FramesIn, fs.Drops)
 	}
-	if pk, _, err := filtered.(*rawTransport).KernelStats(); err != nil || pk != 1 {
-		t.Fatalf("PACKET_STATISTICS: %d packets queued (want 1), %v", pk, err)
+	if fs.Drop(DropBadCRC) != 5 || fs.Drop(DropBadVersion) != 3 || fs.MsgsIn != 1 {
+		t.Fatalf("bad frames of our group: drops %v, %d delivered", fs.Drops, fs.MsgsIn)
+	}
+	if pk, _, err := filtered.(*rawTransport).KernelStats(); err != nil || pk != 9 {
+		t.Fatalf("PACKET_STATISTICS: %d packets queued (want 9), %v", pk, err)
 	}
 	// Without the filter the same frames do reach user space (and are
 	// dropped there), so the check above can fail.
-	if us.Drop(DropForeignGroup) != n {
+	if us.Drop(DropForeignGroup) != n || us.Drop(DropShort) != 2 {
 		t.Fatalf("unfiltered transport counted %d foreign frames, want %d", us.Drop(DropForeignGroup), n)
 	}
-}
-
-func netInterface(name string) (int, error) {
-	ifi, err := netInterfaceByName(name)
-	if err != nil {
-		return 0, errors.Join(err)
-	}
-	return ifi, nil
-}
-
-func netInterfaceByName(name string) (int, error) {
-	ifi, err := net.InterfaceByName(name)
-	if err != nil {
-		return 0, err
-	}
-	return ifi.Index, nil
 }

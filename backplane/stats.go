@@ -46,6 +46,7 @@ type Stats struct {
 	FramesIn, BytesIn   uint64 // frames / wire bytes received, before any check
 	MsgsOut, MsgsIn     uint64 // messages sent / delivered to Recv
 	SendErrors          uint64 // failed send syscalls (the message may be partly sent)
+	RecvErrors          uint64 // transient receive errors skipped (interface down, ICMP errors)
 	Compressed          uint64 // messages sent lz4-compressed
 
 	// Drops counts undelivered frames (or messages, for reassembly and
@@ -104,6 +105,7 @@ func (s Stats) Drop(r DropReason) uint64 {
 type counters struct {
 	framesOut, bytesOut, framesIn, bytesIn atomic.Uint64
 	msgsOut, msgsIn, sendErrors            atomic.Uint64
+	recvErrors                             atomic.Uint64
 	compressed                             atomic.Uint64
 	drops                                  [NumDropReasons]atomic.Uint64
 }
@@ -115,7 +117,7 @@ func (c *counters) snapshot() Stats {
 		FramesOut: c.framesOut.Load(), BytesOut: c.bytesOut.Load(),
 		FramesIn: c.framesIn.Load(), BytesIn: c.bytesIn.Load(),
 		MsgsOut: c.msgsOut.Load(), MsgsIn: c.msgsIn.Load(),
-		SendErrors: c.sendErrors.Load(), Compressed: c.compressed.Load(),
+		SendErrors: c.sendErrors.Load(), RecvErrors: c.recvErrors.Load(), Compressed: c.compressed.Load(),
 	}
 	for i := range c.drops {
 		s.Drops[i] = c.drops[i].Load()

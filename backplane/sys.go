@@ -165,6 +165,10 @@ func (t *fdTransport) recv(msgs []Message) (int, error) {
 				if errors.Is(err, unix.EAGAIN) {
 					continue
 				}
+				if transientRecvErr(err) {
+					t.c.recvErrors.Add(1)
+					continue
+				}
 				if t.closed.Load() {
 					return 0, fmt.Errorf("recv on %s: %w", t.what, ErrClosed)
 				}
@@ -208,6 +212,15 @@ func (t *fdTransport) recv(msgs []Message) (int, error) {
 			return 0, fmt.Errorf("poll on %s: %w", t.what, err)
 		}
 	}
+}
+
+// transientRecvErr reports socket errors that describe the link or a peer,
+// not this socket: the interface went down (AF_PACKET reports ENETDOWN once
+// and keeps the socket usable when it comes back), or an ICMP error for an
+// earlier datagram. Recv counts them and keeps receiving.
+func transientRecvErr(err error) bool {
+	return errors.Is(err, unix.ENETDOWN) || errors.Is(err, unix.ENXIO) || errors.Is(err, unix.ECONNREFUSED) ||
+		errors.Is(err, unix.EHOSTUNREACH) || errors.Is(err, unix.ENETUNREACH)
 }
 
 // blockingTick bounds how long a blocking receive sleeps before it looks at
