@@ -2,6 +2,7 @@ package sim
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/anishathalye/porcupine"
@@ -63,7 +64,7 @@ func checkPermDurable(h *History) []string {
 			continue
 		}
 		tag := ""
-		if op.HolderCrashed {
+		if op.Amnesia {
 			tag = " " + AmnesiaTag
 		}
 		for fi := range h.Final {
@@ -161,8 +162,14 @@ func checkConverged(h *History) []string {
 			continue
 		}
 		if f.Hash != ref.Hash || f.Last != ref.Last {
-			v = append(v, fmt.Sprintf("converge: site %d has content hash %016x at commit %v, site %d has %016x at %v",
-				f.Site, f.Hash, f.Last, ref.Site, ref.Hash, ref.Last))
+			tag := ""
+			for _, x := range []*FinalSite{f, ref} {
+				if strings.Contains(x.LastErr, "pool full") {
+					tag = fmt.Sprintf(" %s site %d: %s", PoolFullTag, x.Site, x.LastErr)
+				}
+			}
+			v = append(v, fmt.Sprintf("converge: site %d has content hash %016x at commit %v, site %d has %016x at %v%s",
+				f.Site, f.Hash, f.Last, ref.Site, ref.Hash, ref.Last, tag))
 		}
 	}
 	if !h.Converged && len(v) == 0 {

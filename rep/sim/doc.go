@@ -7,10 +7,9 @@
 // time, one event queue, no goroutines, no wall clock, so a failing seed
 // replays exactly with
 //
-//	go test -tags repenv ./rep/sim/ -run 'TestSeeds$' -sim.seed=S -v [-sim.fulltrace]
+//	go test ./rep/sim/ -run 'TestSeeds$' -sim.seed=S -v [-sim.fulltrace]
 //
-// (the repenv tag is needed while rep.EnvStorage is behind it, until inmem is
-// committed). -sim.seeds=N sets the sweep size (default 500), -sim.soak runs
+// -sim.seeds=N sets the sweep size (default 500), -sim.soak runs
 // 5000, -sim.first=F moves the window, -sim.strict fails also on losses
 // explained by a site losing its memory, -sim.known runs reproductions of
 // open rep bugs.

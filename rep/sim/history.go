@@ -124,18 +124,21 @@ type Op struct {
 	Call, Return     int64
 	CallAt, ReturnAt time.Duration
 	Outcome          Outcome
-	// HolderCrashed: some site that held this write's commit lost its
-	// memory afterwards. A loss of such a write is the in-memory weakness
-	// (an empty restarted site votes and acks as if it never knew the
-	// write), reported apart from losses no memory loss explains.
-	HolderCrashed bool
+	// Amnesia: the write's durability rests on a site that lost its memory:
+	// a site holding it crashed afterwards, or a site that acked it had
+	// restarted empty after a newer gen than the write's existed (so it
+	// no longer knew that the write's master was stale). A loss of such a
+	// write is the in-memory weakness (an empty restarted site votes and
+	// acks as if it never knew anything), reported apart from losses no
+	// memory loss explains.
+	Amnesia bool
 }
 
 const never = int64(1) << 62
 
 // AmnesiaTag marks violations explained by a site that held the write
-// losing its memory (see Op.HolderCrashed).
-const AmnesiaTag = "[amnesia: a site holding it lost its memory]"
+// losing its memory (see Op.Amnesia).
+const AmnesiaTag = "[amnesia: a site holding or acking it had lost its memory]"
 
 // Rollback says that a site's state stopped containing a Perm write.
 type Rollback struct {
@@ -145,14 +148,20 @@ type Rollback struct {
 	How  string
 }
 
+// PoolFullTag marks a convergence failure of a site whose last environment
+// error was a full page pool (a replica stalls: applies keep failing while
+// the checkpoint that would free pages cannot advance).
+const PoolFullTag = "[pool-full stall]"
+
 // FinalSite is one site's state after healing and quiescing.
 type FinalSite struct {
-	Site   uint16
-	Alive  bool
-	Master bool
-	Last   CommitID
-	Hash   uint64
-	Data   map[string]string
+	Site    uint16
+	LastErr string // the last environment error the site's driver saw
+	Alive   bool
+	Master  bool
+	Last    CommitID
+	Hash    uint64
+	Data    map[string]string
 }
 
 // History is everything a run recorded for the checkers. Checkers take a

@@ -1,5 +1,3 @@
-//go:build repenv
-
 package sim
 
 import (

@@ -1,5 +1,3 @@
-//go:build repenv
-
 package sim
 
 import (
@@ -10,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/seed61e250c8/boardha/ckpt"
 	"github.com/seed61e250c8/boardha/inmem"
 	"github.com/seed61e250c8/boardha/rep"
 )
@@ -65,6 +64,11 @@ func (s *Stats) add(o Stats) {
 	s.Blocked += o.Blocked
 }
 
+type genBirth struct {
+	gen uint32
+	at  time.Duration
+}
+
 // pendingWrite is a client write waiting for its Perm answer.
 type pendingWrite struct {
 	op  int // index into History.Ops
@@ -105,24 +109,28 @@ type site struct {
 
 // Sim is one simulated run in progress.
 type Sim struct {
-	seed          uint64
-	cfg           Config
-	rng           *rand.Rand
-	q             queue
-	net           *network
-	tr            *tracer
-	now           time.Duration
-	sites         []*site // index = site id; [0] unused
-	h             *History
-	clock         int64 // porcupine's logical time
-	keys          []string
-	nextKey       int
-	phase         int // 0 faults, 1 quiesce, 2 done
-	stats         Stats
-	story         []string
-	root          CommitID
-	permIdx       []int // indices of Perm ops, for rollback tracking
-	err           error // a harness failure (not a rep violation)
+	seed    uint64
+	cfg     Config
+	rng     *rand.Rand
+	q       queue
+	net     *network
+	tr      *tracer
+	now     time.Duration
+	sites   []*site // index = site id; [0] unused
+	h       *History
+	clock   int64 // porcupine's logical time
+	keys    []string
+	nextKey int
+	phase   int // 0 faults, 1 quiesce, 2 done
+	stats   Stats
+	story   []string
+	root    CommitID
+	permIdx []int // indices of Perm ops, for rollback tracking
+	err     error // a harness failure (not a rep violation)
+	// gens records when each newest gen first appeared, to tell whether a
+	// restarted site forgot a gen newer than a write's.
+	gens          []genBirth
+	newestGen     uint32
 	leaseViolated bool
 }
 
@@ -316,14 +324,15 @@ func (s *Sim) boot(st *site, mode rep.StartMode) {
 		return
 	}
 	st.env = env
-	store, err := rep.NewEnvStorage(env, s.envOptions(), s.cfg.CkptKB)
-	if err != nil {
-		s.fail("site %d: storage: %v", st.id, err)
-		return
-	}
+	// The environment an internal init imports into gets the site's virtual
+	// clock too: nothing in a run may read the wall clock.
+	opt := s.envOptions()
+	opt.Now = func() time.Time { return time.Unix(0, 0).Add(st.localNow(s.now)) }
+	store := rep.NewEnvStorage(env, opt, ckpt.Policy{KBytes: s.cfg.CkptKB})
 	st.store = store
 	st.boot++
 	st.bootAt = s.now
+	st.lastErr = ""
 	st.origin = time.Duration(s.rng.Int64N(int64(time.Hour)))
 	// Rates within [1/sqrt(1+skew), sqrt(1+skew)]: fastest over slowest is at
 	// most 1+skew, the bound rep is configured with.
@@ -388,7 +397,7 @@ func (s *Sim) crash(st *site, why string) {
 	st.permLSN = 0
 	st.alive = false
 	st.node = nil
-	s.stats.Checkpoints += int(st.store.Checkpoints)
+	s.stats.Checkpoints += int(st.store.Checkpointer().Stats().Promoted)
 	st.store.Close()
 	st.env.Close()
 	st.env = nil
@@ -418,7 +427,7 @@ func (s *Sim) markHeld(st *site) {
 	}
 	for i := range s.h.Ops {
 		if op := &s.h.Ops[i]; op.Kind != OpGet && held[op.Commit] {
-			op.HolderCrashed = true
+			op.Amnesia = true
 		}
 	}
 }
@@ -485,6 +494,10 @@ func (s *Sim) perform(st *site, rd rep.Ready) {
 	}
 	switch {
 	case res.HasNewGen:
+		if g := res.NewGen.Gen; g > s.newestGen {
+			s.newestGen = g
+			s.gens = append(s.gens, genBirth{gen: g, at: s.now})
+		}
 		s.stats.Elections++
 		s.tell("site %d becomes master, gen %d", st.id, res.NewGen.Gen)
 		s.masterCommit(st, from, res.NewGen)
@@ -618,6 +631,9 @@ func (s *Sim) resolve(st *site, permLSN uint64, failed []uint64) (newPerm bool) 
 			s.permIdx = append(s.permIdx, p.op)
 			s.stats.PermWrites++
 			newPerm = true
+			if s.forgetfulAcker(st, op) {
+				op.Amnesia = true
+			}
 		case containsLSN(failed, p.lsn):
 			op.Outcome = NotPerm
 			op.ReturnAt = s.now
@@ -628,6 +644,30 @@ func (s *Sim) resolve(st *site, permLSN uint64, failed []uint64) (newPerm bool) 
 	}
 	st.pending = keep
 	return newPerm
+}
+
+// forgetfulAcker reports whether a site that acked op restarted empty after
+// a gen newer than op's had appeared: it acked without knowing op's master
+// was stale.
+func (s *Sim) forgetfulAcker(st *site, op *Op) bool {
+	var newer time.Duration = -1
+	for _, g := range s.gens {
+		if g.gen > op.Gen {
+			newer = g.at
+			break
+		}
+	}
+	if newer < 0 {
+		return false
+	}
+	for _, a := range st.node.Status().Sites {
+		if a.AckedLSN >= op.Commit.LSN && int(a.Site) < len(s.sites) {
+			if o := s.sites[a.Site]; o.boot > 1 && o.bootAt > newer {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func containsLSN(s []uint64, x uint64) bool {
@@ -988,9 +1028,9 @@ func (s *Sim) finish() {
 		}
 		st.pending = nil
 		if st.store != nil {
-			s.stats.Checkpoints += int(st.store.Checkpoints)
+			s.stats.Checkpoints += int(st.store.Checkpointer().Stats().Promoted)
 		}
-		f := FinalSite{Site: st.id, Alive: st.alive}
+		f := FinalSite{Site: st.id, Alive: st.alive, LastErr: st.lastErr}
 		if st.alive {
 			f.Master = st.isMaster()
 			f.Last = s.commitOf(st.env.LastCommit())
