@@ -1,6 +1,7 @@
 package rep
 
 import (
+	"errors"
 	"testing"
 	"time"
 )
@@ -124,5 +125,73 @@ func TestReplicaDoesNotGrantTwoMastersAtOnce(t *testing.T) {
 	o = s.recv(f2.heartbeat(s.now))
 	if g := o.only(MsgLeaseGrant); len(g) != 1 || decode(t, g[0]).Echo != s.now {
 		t.Fatalf("no grant to site 3 after the old one ran out: %v", o.msgs)
+	}
+}
+
+func TestLeasesNeverOverlapAcrossFailover(t *testing.T) {
+	c := newCluster(t, []uint16{1, 2, 3}, func(cfg *Config) {
+		cfg.Leases = true
+		cfg.LeaseTimeout = 300 * time.Millisecond
+		cfg.ClockSkew = 1.1
+	})
+	c.startAll()
+	old := c.oneMaster()
+	c.write(old, "a")
+	c.runUntil("a valid lease", 2*time.Second, func() bool { return old.n.LeaseValid(c.now) })
+	// Cut the master off from everyone.
+	for _, tn := range c.nodes {
+		if tn != old {
+			c.cut[[2]uint16{old.id, tn.id}], c.cut[[2]uint16{tn.id, old.id}] = true, true
+		}
+	}
+	cutAt := c.now
+	var nm *tnode
+	c.runUntil("a new master with a valid lease", 10*time.Second, func() bool {
+		valid := 0
+		for _, tn := range c.nodes {
+			if tn.n.LeaseValid(c.now) {
+				valid++
+				if tn != old {
+					nm = tn
+				}
+			}
+		}
+		if valid > 1 {
+			t.Fatalf("%d valid lease holders at %v", valid, c.now)
+		}
+		return nm != nil
+	})
+	if old.n.LeaseValid(c.now) {
+		t.Fatal("the cut-off master still claims its lease")
+	}
+	if c.now-cutAt < 300*time.Millisecond {
+		t.Fatalf("new master's lease after %v, before the old grants could expire", c.now-cutAt)
+	}
+}
+
+func TestDecodeRejectsBadRecordFraming(t *testing.T) {
+	f := newFeed(1, 3)
+	good := f.log(0, 0, 3)
+	var d Decoded
+	if err := DecodeMessage(good, &d); err != nil {
+		t.Fatal(err)
+	}
+	recs := d.Data
+	for name, mutate := range map[string]func(b []byte){
+		"short length": func(b []byte) { le.PutUint32(b, 8) },
+		"long length":  func(b []byte) { le.PutUint32(b, uint32(len(b)+1)) },
+		"lsn jump":     func(b []byte) { n := le.Uint32(b); le.PutUint64(b[n+24:], 999) },
+		"truncated":    nil,
+	} {
+		b := append([]byte(nil), recs...)
+		if mutate != nil {
+			mutate(b)
+		} else {
+			b = b[:len(b)-5]
+		}
+		m := mk(1, MsgLog, f.hdr(0), u64s(0), b)
+		if err := DecodeMessage(m, &d); !errors.Is(err, ErrMalformed) {
+			t.Errorf("%s: %v, want ErrMalformed", name, err)
+		}
 	}
 }
