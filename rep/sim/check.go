@@ -56,6 +56,7 @@ func checkPermDurable(h *History) []string {
 			master = &h.Final[i]
 		}
 	}
+	lines := lineSets{}
 	judged := func(f *FinalSite) bool {
 		return f.Alive && f.Data != nil && (master == nil || f == master || f.Last == master.Last)
 	}
@@ -81,7 +82,7 @@ func checkPermDurable(h *History) []string {
 				v = append(v, fmt.Sprintf("perm-lost: op %d del(%s) at commit %v returned Perm at %v, but site %d still has %q%s",
 					op.ID, op.Key, op.Commit, op.ReturnAt, f.Site, got, tag))
 			}
-			if h.tree != nil && f.Last.LSN != 0 && h.tree.known(f.Last) && !h.tree.ancestor(op.Commit, f.Last) {
+			if h.tree != nil && f.Last.LSN != 0 && h.tree.known(f.Last) && !lines.has(h.tree, f.Last, op.Commit) {
 				v = append(v, fmt.Sprintf("perm-lost: op %d commit %v (Perm at %v) is not in site %d's final history (last commit %v)%s",
 					op.ID, op.Commit, op.ReturnAt, f.Site, f.Last, tag))
 			}
@@ -98,6 +99,27 @@ func checkPermDurable(h *History) []string {
 		}
 	}
 	return v
+}
+
+// lineSets caches, per final commit, the set of commits on its line, so
+// that checking thousands of Perm writes does not walk the tree each time.
+type lineSets map[CommitID]map[CommitID]bool
+
+func (l lineSets) has(t *commitTree, last, c CommitID) bool {
+	set, ok := l[last]
+	if !ok {
+		set = make(map[CommitID]bool)
+		for b := last; ; {
+			set[b] = true
+			n, ok := t.nodes[b]
+			if !ok || !n.hasParent {
+				break
+			}
+			b = n.parent
+		}
+		l[last] = set
+	}
+	return set[c]
 }
 
 func containsSite(s []uint16, x uint16) bool {
