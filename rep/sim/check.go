@@ -219,7 +219,7 @@ func checkLinearizable(h *History) []string {
 			Return:   ret,
 		})
 	}
-	res := porcupine.CheckOperationsTimeout(kvModel, ops, linearizabilityTimeout)
+	res := porcupine.CheckOperationsTimeout(kvModel(), ops, linearizabilityTimeout)
 	switch res {
 	case porcupine.Ok:
 		return nil
@@ -241,8 +241,9 @@ func checkLinearizable(h *History) []string {
 // illegalKeys rechecks each key on its own to name the offenders.
 func illegalKeys(ops []porcupine.Operation) []string {
 	var bad []string
-	for _, part := range kvModel.Partition(ops) {
-		if !porcupine.CheckOperations(kvModel, part) {
+	m := kvModel()
+	for _, part := range m.Partition(ops) {
+		if !porcupine.CheckOperations(m, part) {
 			bad = append(bad, part[0].Input.(kvInput).key)
 		}
 	}
