@@ -167,3 +167,22 @@ func TestCompressRoundTrip(t *testing.T) {
 		t.Fatalf("lying size: err %v", err)
 	}
 }
+
+func BenchmarkEncodeHeader1400(b *testing.B) {
+	p := make([]byte, 1400)
+	var hdr [HeaderSize]byte
+	b.SetBytes(int64(len(p)))
+	for b.Loop() {
+		EncodeHeader(hdr[:], Header{Type: 1, Group: 9, From: 1, To: 2, NFrags: 1}, p)
+	}
+}
+
+func BenchmarkDecodeFrame1400(b *testing.B) {
+	f := AppendFrame(nil, Header{Type: 1, Group: 9, From: 1, To: 2, NFrags: 1}, make([]byte, 1400))
+	b.SetBytes(int64(len(f)))
+	for b.Loop() {
+		if _, _, err := DecodeFrame(f); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -257,3 +257,43 @@ func TestUnfragmentedRecvAllocs(t *testing.T) {
 		t.Fatalf("%.1f allocations per unfragmented message", allocs)
 	}
 }
+
+// FuzzReassembly builds valid (crc-correct) fragments from the fuzz input so
+// the fuzzer explores reassembly itself rather than checksums: every 6 bytes
+// are one fragment (source, message id, index, count, length, time step).
+func FuzzReassembly(f *testing.F) {
+	f.Add([]byte{0, 1, 0, 3, 100, 0, 0, 1, 1, 3, 100, 0, 0, 1, 2, 3, 20, 0})
+	f.Add([]byte{1, 2, 2, 3, 50, 0, 1, 2, 0, 3, 100, 200, 1, 2, 1, 3, 100, 0, 1, 2, 1, 3, 100, 0})
+	f.Add([]byte{0, 1, 0, 2, 100, 0, 0, 1, 1, 5, 100, 0, 0, 1, 1, 2, 101, 0})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var c counters
+		rc := ReassemblyConfig{Timeout: time.Second, PerSourceMsgs: 3, PerSourceBytes: 1000, MaxBytes: 1500, MaxMsgs: 4}
+		rx := newRxCore(42, 1, 100, rc, &c)
+		now := testNow
+		payload := pattern(256, 0)
+		var m Message
+		for ; len(b) >= 6; b = b[6:] {
+			nf := uint16(b[3]%8) + 1
+			h := Header{Type: 1, Group: 42, From: 2 + uint16(b[0]%2), To: AllSites, MsgID: uint32(b[1] % 4),
+				Frag: uint16(b[2]) % nf, NFrags: nf}
+			now = now.Add(time.Duration(b[5]) * 10 * time.Millisecond)
+			rx.begin()
+			if rx.frame(AppendFrame(nil, h, payload[:int(b[4])%130]), now, 0, &m) && nf > 1 && len(m.Payload) > int(nf)*100 {
+				t.Fatalf("delivered %d bytes from %d fragments of <= 100", len(m.Payload), nf)
+			}
+			r := rx.reasm
+			sum := 0
+			for _, e := range r.active {
+				sum += e.charge
+			}
+			if sum != r.used || r.used > rc.MaxBytes || len(r.active) > rc.MaxMsgs {
+				t.Fatalf("charged %d, entries sum %d, %d entries (caps %d, %d)", r.used, sum, len(r.active), rc.MaxBytes, rc.MaxMsgs)
+			}
+			for s, st := range r.srcs {
+				if st.msgs > rc.PerSourceMsgs || st.bytes > rc.PerSourceBytes || st.msgs < 0 || st.bytes < 0 {
+					t.Fatalf("source %d: %d msgs %d bytes", s, st.msgs, st.bytes)
+				}
+			}
+		}
+	})
+}

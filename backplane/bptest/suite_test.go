@@ -9,7 +9,7 @@ import (
 // TestSuiteRuns checks the comparison completes and measures something for
 // every variant; it asserts no timing (that is the benchmark's job).
 func TestSuiteRuns(t *testing.T) {
-	c := rig.NewForTest(t, rig.Options{Boards: 2, Prefix: "bpb"})
+	c := newChassis(t)
 	rep, err := Suite(c.Boards[0], c.Boards[1], SuiteConfig{RoundTrips: 50, StreamMsgs: 500, Rounds: 2})
 	if err != nil {
 		t.Fatal(err)
@@ -26,7 +26,7 @@ func TestSuiteRuns(t *testing.T) {
 // BenchmarkSuite runs the full comparison once and reports the ratios.
 // go test -run XXX -bench Suite -benchtime 1x ./backplane/bptest
 func BenchmarkSuite(b *testing.B) {
-	c := rig.NewForTest(b, rig.Options{Boards: 2, Prefix: "bpb"})
+	c := newChassis(b)
 	for i := 0; i < b.N; i++ {
 		rep, err := Suite(c.Boards[0], c.Boards[1], SuiteConfig{})
 		if err != nil {
@@ -38,4 +38,13 @@ func BenchmarkSuite(b *testing.B) {
 		b.ReportMetric(rep.StreamRatio(VariantRaw, VariantBare), "raw/bare-stream")
 		b.ReportMetric(rep.RTTRatio(VariantRaw, VariantRawNoBPF, 64), "filter-rtt64")
 	}
+}
+
+// newChassis makes a two-board chassis named "bpb…", first removing the
+// namespaces of killed earlier runs of this package (only dead ones).
+func newChassis(t testing.TB) *rig.Chassis {
+	t.Helper()
+	rig.RequireRoot(t)
+	_, _ = rig.SweepStale("bpb")
+	return rig.NewForTest(t, rig.Options{Boards: 2, Prefix: "bpb"})
 }
