@@ -185,16 +185,32 @@ func encodeBranchEntry(dst, k []byte, child uint64) []byte {
 	return append(dst, k...)
 }
 
-// search returns the index of the first entry with key >= k and whether it is equal.
+// search returns the index of the first entry with key >= k and whether it is
+// equal. It reads only slots and keys (every offset checked against the page), the
+// hot path of Get and Seek.
 func search(p []byte, k []byte) (idx int, exact bool, ok bool) {
-	lo, hi := 0, pCount(p)
+	n := pCount(p)
+	hdr, koff := branchEntryHdr, 0
+	if pType(p) == pageLeaf {
+		hdr, koff = leafEntryHdr, 2
+	}
+	minOff := pageHeaderSize + slotSize*n
+	if minOff > len(p) {
+		return 0, false, false
+	}
+	lo, hi := 0, n
 	for lo < hi {
 		m := int(uint(lo+hi) >> 1)
-		mk, good := keyAt(p, m)
-		if !good {
+		off := int(binary.LittleEndian.Uint16(p[pageHeaderSize+2*m:]))
+		if off < minOff || off+hdr > len(p) {
 			return 0, false, false
 		}
-		switch c := bytes.Compare(mk, k); {
+		ks := off + hdr
+		ke := ks + int(binary.LittleEndian.Uint16(p[off+koff:]))
+		if ke > len(p) {
+			return 0, false, false
+		}
+		switch c := bytes.Compare(p[ks:ke], k); {
 		case c < 0:
 			lo = m + 1
 		case c > 0:

@@ -87,7 +87,10 @@ func (tx *Tx) get(root uint64, k []byte) ([]byte, error) {
 			if !exact {
 				return nil, nil
 			}
-			raw, _ := entryAt(p, i)
+			raw, ok := entryAt(p, i)
+			if !ok {
+				return nil, corrupt(pgno, "entry out of bounds")
+			}
 			_, v, err := tx.value(raw)
 			return v, err
 		}
