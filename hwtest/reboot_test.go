@@ -46,7 +46,8 @@ func TestRebootUnderLoad(t *testing.T) {
 		return used >= fill && st.Log.Begin > 0, nil
 	})
 	if err != nil {
-		t.Fatalf("filling the group: %v (used %d bytes); last errors: %s", err, used, s.lastErrors(3))
+		t.Fatalf("filling the group: %v (used %d bytes); last errors: %s; stats: %s", err, used, s.lastErrors(3),
+			harness.Describe(s.cl.Stats(s.ctx, time.Second)))
 	}
 	filler.Stop()
 	t.Logf("filled: %d MB used in the master's pool, %d Perm commits", used>>20, s.hist.PermCount())

@@ -190,7 +190,16 @@ func readResponse(r *bufio.Reader) (Response, error) {
 			return resp, err
 		}
 		if len(buf) > maxLine {
-			return resp, fmt.Errorf("%w: response line longer than %d bytes", ErrProtocol, maxLine)
+			// Skip to the end of the line so the stream stays in step.
+			for {
+				_, err := r.ReadSlice('\n')
+				if err == nil {
+					return resp, fmt.Errorf("%w: response line longer than %d bytes", ErrProtocol, maxLine)
+				}
+				if !errors.Is(err, bufio.ErrBufferFull) {
+					return resp, err
+				}
+			}
 		}
 	}
 	if err := json.Unmarshal(bytes.TrimSpace(buf), &resp); err != nil {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"sync"
@@ -64,6 +65,13 @@ func (l *EventLog) Follow(ctx context.Context, board uint16, sock string) error 
 		defer l.wg.Done()
 		for {
 			resp, err := readResponse(r)
+			if errors.Is(err, ErrProtocol) {
+				// One undecodable line; the stream is still in step.
+				l.mu.Lock()
+				l.errs = append(l.errs, fmt.Errorf("events of site %d: %w", board, err))
+				l.mu.Unlock()
+				continue
+			}
 			if err != nil {
 				if ctx.Err() == nil {
 					l.mu.Lock()

@@ -24,6 +24,8 @@ type fakeBoard struct {
 	notPerm func(key string) bool
 	refuse  func(key string) bool // answer "unavail" without committing
 	stat    map[string]any
+	events  chan string // raw event JSON objects streamed to "events" subscribers
+	done    chan struct{}
 	conns   map[net.Conn]bool
 	wg      sync.WaitGroup
 }
@@ -36,10 +38,11 @@ func newFakeBoard(t *testing.T) *fakeBoard {
 		t.Fatal(err)
 	}
 	f := &fakeBoard{t: t, path: path, ln: ln, data: map[string]string{},
-		stat: map[string]any{"site": 1, "role": "master", "master": 1, "gen": 3}, conns: map[net.Conn]bool{}}
+		stat: map[string]any{"site": 1, "role": "master", "master": 1, "gen": 3}, conns: map[net.Conn]bool{}, events: make(chan string, 16), done: make(chan struct{})}
 	f.wg.Add(1)
 	go f.accept()
 	t.Cleanup(func() {
+		close(f.done)
 		ln.Close()
 		f.mu.Lock()
 		for c := range f.conns {
@@ -79,6 +82,10 @@ func (f *fakeBoard) serve(c net.Conn) {
 		var req Request
 		if err := json.Unmarshal(line, &req); err != nil {
 			_ = enc.Encode(Response{Code: CodeUsage, Err: err.Error()})
+			return
+		}
+		if req.Op == "events" {
+			f.streamEvents(c)
 			return
 		}
 		if enc.Encode(f.handle(req)) != nil {
@@ -163,4 +170,24 @@ func newLineServer(t *testing.T, path, reply string) net.Listener {
 	}()
 	t.Cleanup(func() { ln.Close(); wg.Wait() })
 	return ln
+}
+
+// streamEvents acknowledges a subscription and forwards f.events until the
+// connection breaks or the fake closes.
+// Lines are written raw so that a test can stream a malformed event.
+func (f *fakeBoard) streamEvents(w net.Conn) {
+	if _, err := w.Write([]byte("{}\n")); err != nil {
+		return
+	}
+	for {
+		var raw string
+		select {
+		case raw = <-f.events:
+		case <-f.done:
+			return
+		}
+		if _, err := w.Write([]byte(`{"event":` + raw + "}\n")); err != nil {
+			return
+		}
+	}
 }

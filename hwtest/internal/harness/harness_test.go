@@ -365,3 +365,39 @@ func TestStatDecode(t *testing.T) {
 		t.Fatalf("hash %d %v", h, ok)
 	}
 }
+
+func TestEventLog(t *testing.T) {
+	f := newFakeBoard(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var l EventLog
+	if err := l.Follow(ctx, 7, f.path); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	f.events <- `{"type":"client","time":"2026-01-01T00:00:01Z","seq":1}`
+	f.events <- `{"type":"elected","time":"2026-01-01T00:00:03Z","seq":2,"gen":4}`
+	f.events <- `{"type":"master","time":"2026-01-01T00:00:02Z","seq":3,"master":7}`
+	f.events <- `{"type":`
+	f.events <- `{"type":"master","time":"2026-01-01T00:00:09Z","seq":4}`
+	if err := WaitFor(ctxT(t, 10*time.Second), "4 events", time.Millisecond, func(context.Context) (bool, error) {
+		return len(l.Events()) == 4, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	ev, ok := l.First(7, t0.Add(1500*time.Millisecond), "elected", "master")
+	if !ok || ev.Type != "master" || ev.Seq != 3 || ev.Board != 7 || ev.Master != 7 {
+		t.Fatalf("First = %+v, %v; want the master event of seq 3", ev, ok)
+	}
+	if _, ok := l.First(8, t0, "master"); ok {
+		t.Fatal("First found an event of another board")
+	}
+	if errs := l.Errors(); len(errs) != 1 || !errors.Is(errs[0], ErrProtocol) {
+		t.Fatalf("stream errors %v, want one ErrProtocol for the malformed event", errs)
+	}
+	cancel()
+	l.Wait()
+	if err := l.Follow(context.Background(), 9, filepath.Join(shortTempDir(t), "none.sock")); !errors.Is(err, ErrUnreachable) {
+		t.Fatalf("Follow on a missing socket: %v", err)
+	}
+}
