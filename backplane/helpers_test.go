@@ -3,6 +3,7 @@ package backplane
 import (
 	"bytes"
 	"errors"
+	"slices"
 	"testing"
 	"time"
 )
@@ -18,6 +19,20 @@ type collected struct {
 // channel, until tr is closed. Cleanup closes tr and waits for the loop.
 func collect(t testing.TB, tr Transport) <-chan collected {
 	t.Helper()
+	return collectW(t, tr, 0, nil)
+}
+
+// typeWarm marks warm-up messages (see awaitConnected): collectW reports
+// them on warm, tagged with the receiver's index, so tests never see them.
+const typeWarm = 250
+
+type warmMsg struct {
+	rcv  int
+	from uint16
+}
+
+func collectW(t testing.TB, tr Transport, idx int, warm chan<- warmMsg) <-chan collected {
+	t.Helper()
 	ch := make(chan collected, 1<<14)
 	done := make(chan error, 1)
 	go func() {
@@ -30,6 +45,13 @@ func collect(t testing.TB, tr Transport) <-chan collected {
 				return
 			}
 			for _, m := range msgs[:n] {
+				if m.Type == typeWarm && warm != nil {
+					select {
+					case warm <- warmMsg{idx, m.From}:
+					default:
+					}
+					continue
+				}
 				ch <- collected{m.From, m.To, m.Type, bytes.Clone(m.Payload)}
 			}
 		}
@@ -47,6 +69,63 @@ func collect(t testing.TB, tr Transport) <-chan collected {
 	})
 	return ch
 }
+
+// collectAll starts collect loops on every transport and waits until each
+// has heard every other one: a freshly built rig drops frames until its links
+// report carrier (linkwatch runs asynchronously), so the first messages of a
+// test could vanish. Each site multicasts warm-up messages every 50 ms until
+// all others heard it.
+func collectAll(t testing.TB, trs []Transport) []<-chan collected {
+	t.Helper()
+	warm := make(chan warmMsg, 4096)
+	var chs []<-chan collected
+	for i, tr := range trs {
+		chs = append(chs, collectW(t, tr, i, warm))
+	}
+	heard := make([]map[uint16]bool, len(trs))
+	for i := range heard {
+		heard[i] = map[uint16]bool{}
+	}
+	missing := len(trs) * (len(trs) - 1)
+	deadline := time.After(10 * time.Second)
+	for missing > 0 {
+		for _, tr := range trs {
+			if err := tr.Send(AllSites, typeWarm, nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+		tick := time.After(50 * time.Millisecond)
+	wait:
+		for missing > 0 {
+			select {
+			case w := <-warm:
+				if !heard[w.rcv][w.from] {
+					heard[w.rcv][w.from] = true
+					missing--
+				}
+			case <-tick:
+				break wait
+			case <-deadline:
+				t.Fatalf("sites not all connected after 10 s: %v", heard)
+			}
+		}
+	}
+	// Flush: warm-ups still in flight arrive before these markers (each
+	// link is FIFO), so once every site has every marker, none is left.
+	for _, tr := range trs {
+		if err := tr.Send(AllSites, typeSync, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, ch := range chs {
+		if got := want(t, ch, len(trs)-1, 10*time.Second); slices.ContainsFunc(got, func(m collected) bool { return m.Type != typeSync }) {
+			t.Fatalf("site index %d: unexpected message during warm-up: %+v", i, got)
+		}
+	}
+	return chs
+}
+
+const typeSync = 251
 
 // want waits for n messages on ch.
 func want(t testing.TB, ch <-chan collected, n int, within time.Duration) []collected {

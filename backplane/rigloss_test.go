@@ -15,7 +15,7 @@ func TestRigRawLoss(t *testing.T) {
 	c := newChassis(t, 2)
 	tx := rawOn(t, c.Boards[0], nil)
 	rx := rawOn(t, c.Boards[1], func(cfg *RawConfig) { cfg.Reassembly.Timeout = 200 * time.Millisecond })
-	ch := collect(t, rx)
+	ch := collectAll(t, []Transport{tx, rx})[1]
 	inj, err := c.Boards[0].InjectLoss(0.3)
 	if err != nil {
 		t.Fatal(err)

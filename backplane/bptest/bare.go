@@ -228,3 +228,32 @@ func BareStream(a, b *BareConn, size, n int) (Throughput, error) {
 	}
 	return Throughput{Sent: n, Received: r.got, Size: size, Elapsed: r.elapsed}, nil
 }
+
+// AwaitLink sends frames from a until b receives one (or 10 s pass): a
+// freshly created link drops frames until carrier is reported, and a lost
+// first ping would stall a measurement.
+func AwaitLink(a, b *BareConn) error {
+	const typeWarm = 9
+	pfd := []unix.PollFd{{Fd: int32(b.fd), Events: unix.POLLIN}}
+	for i := 0; i < 200; i++ {
+		if _, err := unix.Write(a.fd, a.frame(16, typeWarm, 0)); err != nil {
+			return fmt.Errorf("bare link warm-up: %w", err)
+		}
+		n, err := unix.Poll(pfd, 50)
+		if err != nil && !errors.Is(err, unix.EINTR) {
+			return fmt.Errorf("bare link warm-up: %w", err)
+		}
+		if n > 0 {
+			// Drain whatever warm-ups arrived so the measurement starts clean.
+			for {
+				if _, err := unix.Poll(pfd, 20); err != nil || pfd[0].Revents&unix.POLLIN == 0 {
+					return nil
+				}
+				if _, err := b.read(); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return fmt.Errorf("bare link warm-up: nothing received in 10 s: %w", ErrStalled)
+}

@@ -155,11 +155,12 @@ func suiteRound(a, b *rig.Board, cfg SuiteConfig, rep *Report) error {
 		return err
 	}
 	res := Result{Variant: VariantBare, RTT: map[int]Latencies{}}
-	var err error
+	err := AwaitLink(ba, bb)
 	for _, s := range cfg.Sizes {
-		if res.RTT[s], err = BarePingPong(ba, bb, s, cfg.RoundTrips); err != nil {
+		if err != nil {
 			break
 		}
+		res.RTT[s], err = BarePingPong(ba, bb, s, cfg.RoundTrips)
 	}
 	if err == nil {
 		res.Stream, err = BareStream(ba, bb, cfg.StreamSize, cfg.StreamMsgs)
