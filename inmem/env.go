@@ -23,6 +23,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/seed61e250c8/boardha/logbuf"
 	"github.com/seed61e250c8/boardha/shm"
@@ -302,7 +303,9 @@ func readMetas(data []byte, ps int, lay layout) (meta, *meta, error) {
 	for i := range 2 {
 		off := lay.meta[i] * uint64(ps)
 		var buf [metaSize]byte
-		copy(buf[:], data[off:off+metaSize])
+		crc := atomic.LoadUint32((*uint32)(unsafe.Pointer(&data[off+124])))
+		copy(buf[:124], data[off:off+124])
+		binary.LittleEndian.PutUint32(buf[124:], crc)
 		m[i], errs[i] = decodeMeta(buf[:])
 		if errs[i] == nil && int(m[i].pageSize) != ps {
 			errs[i] = fmt.Errorf("meta page size %d, region's %d: %w", m[i].pageSize, ps, ErrCorrupt)
@@ -491,6 +494,7 @@ func (e *Env) Update(fn func(*Tx) error) (CommitInfo, error) {
 	if err != nil {
 		return CommitInfo{}, err
 	}
+	defer tx.Abort() // a panicking fn must not leave the writer locked
 	if err := fn(tx); err != nil {
 		tx.Abort()
 		return CommitInfo{}, err
@@ -658,7 +662,15 @@ func (e *Env) publish(m meta) {
 	m.pageSize = uint32(e.ps)
 	m.numPages = e.npages
 	off := e.lay.meta[m.txid%2] * uint64(e.ps)
-	m.encode(e.data[off : off+metaSize])
+	var b [metaSize]byte
+	m.encode(b[:])
+	// The checksum word goes last with an atomic store: a release barrier, so a
+	// reader in another process that sees a valid meta also sees the pages it
+	// points to (readMetas loads it first, with acquire semantics).
+	page := e.data[off : off+metaSize]
+	atomic.StoreUint32((*uint32)(unsafe.Pointer(&page[124])), 0)
+	copy(page[:124], b[:124])
+	atomic.StoreUint32((*uint32)(unsafe.Pointer(&page[124])), binary.LittleEndian.Uint32(b[124:]))
 	e.readMu.Lock()
 	e.cur = m
 	e.readMu.Unlock()
