@@ -51,7 +51,7 @@ func story(r *Result) string { return "  " + strings.Join(r.Story, "\n  ") }
 func TestWeakPolicyNoneLosesPerm(t *testing.T) {
 	for seed := uint64(1); seed <= 40; seed++ {
 		c := calm(3, PolicyNone)
-		c.Buggify.CrashAfterPerm = 0.2
+		c.Buggify.CrashAfterPerm = 0.01
 		r := runHeldToGuarantee(seed, c)
 		if hasViolation(r, "perm-lost") {
 			t.Logf("NONE lost a Perm write with seed %d:\n%s\nstory:\n%s", seed, firstViolation(r, "perm-lost"), story(r))
