@@ -141,8 +141,8 @@ func (t *fdTransport) recv(msgs []Message) (int, error) {
 		if t.closed.Load() {
 			return 0, fmt.Errorf("recv on %s: %w", t.what, ErrClosed)
 		}
-		now := time.Now()
 		n, used, frames := 0, 0, 0
+		var now time.Time
 		for _, fd := range t.fds {
 			want := min(len(msgs)-n, len(t.ring.hdrs)-used)
 			if want <= 0 {
@@ -175,6 +175,9 @@ func (t *fdTransport) recv(msgs []Message) (int, error) {
 				return 0, fmt.Errorf("recvmmsg on %s: %w", t.what, err)
 			}
 			frames += k
+			// After the (possibly blocking) receive: reassembly ages
+			// fragments from their arrival.
+			now = time.Now()
 			for i := 0; i < k; i++ {
 				slot := used + i
 				b := t.ring.buf(slot)
@@ -196,6 +199,9 @@ func (t *fdTransport) recv(msgs []Message) (int, error) {
 				}
 			}
 			used += k
+		}
+		if now.IsZero() {
+			now = time.Now()
 		}
 		next := t.rx.reasm.expire(now)
 		if n > 0 {
