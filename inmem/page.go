@@ -383,3 +383,46 @@ func validateOverflow(p []byte, pgno uint64, pageSize int) error {
 func overflowPages(vlen, pageSize int) int {
 	return (pageHeaderSize + vlen + pageSize - 1) / pageSize
 }
+
+// checkBounds is the part of validatePage that write operations depend on to stay
+// in bounds (slots, entry extents, used bytes), without the key-order check: the
+// cheap check a page gets each time a write transaction copies it.
+func checkBounds(p []byte) bool {
+	n := pCount(p)
+	lo := pageHeaderSize + slotSize*n
+	up := pUpper(p)
+	if lo > len(p) || up < lo || up > len(p) {
+		return false
+	}
+	used := 0
+	le := binary.LittleEndian
+	leaf := pType(p) == pageLeaf
+	if !leaf && (pType(p) != pageBranch || n == 0) {
+		return false
+	}
+	for i := 0; i < n; i++ {
+		off := int(le.Uint16(p[pageHeaderSize+2*i:]))
+		var size int
+		if leaf {
+			if off < up || off+leafEntryHdr > len(p) || p[off]&^leafFlagOverflow != 0 {
+				return false
+			}
+			size = leafEntryHdr + int(le.Uint16(p[off+2:]))
+			if p[off]&leafFlagOverflow != 0 {
+				size += 8
+			} else {
+				size += int(le.Uint32(p[off+4:]))
+			}
+		} else {
+			if off < up || off+branchEntryHdr > len(p) {
+				return false
+			}
+			size = branchEntryHdr + int(le.Uint16(p[off:]))
+		}
+		if size > len(p)-off {
+			return false
+		}
+		used += size + slotSize
+	}
+	return used == pUsed(p)
+}

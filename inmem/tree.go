@@ -176,8 +176,8 @@ func (tx *Tx) dirty(pgno uint64) (uint64, []byte, error) {
 	if pTxid(p) == tx.meta.txid {
 		return pgno, p, nil
 	}
-	if err := validatePage(p, pgno, tx.ps); err != nil {
-		return 0, nil, fmt.Errorf("inmem: %w: %w", ErrCorrupt, err)
+	if !checkBounds(p) {
+		return 0, nil, corrupt(pgno, "entries out of bounds (page damaged)")
 	}
 	np, q, err := tx.allocRun(1)
 	if err != nil {
