@@ -29,7 +29,7 @@ func TestMasterKill(t *testing.T) {
 		m, err := s.cl.WaitMaster(ctx)
 		if err != nil {
 			cancel()
-			t.Fatalf("kill %d: no agreed master: %v; stats: %s", i+1, err, harness.Describe(s.cl.Stats(s.ctx, time.Second)))
+			t.Fatalf("kill %d: no agreed master: %v; stats: %s", i+1, err, s.describe())
 		}
 		s.waitPerm(20, 30*time.Second, fmt.Sprintf("commits by master %d before kill %d", m, i+1))
 		at := s.cl.Kill(m)
@@ -44,7 +44,7 @@ func TestMasterKill(t *testing.T) {
 		if err != nil {
 			cancel()
 			t.Fatalf("kill %d of master %d: %v; last errors: %s; stats: %s", i+1, m, err, s.lastErrors(3),
-				harness.Describe(s.cl.Stats(s.ctx, time.Second)))
+				s.describe())
 		}
 		s.failovers = append(s.failovers, first.End.Sub(at))
 		t.Logf("kill %d: master %d killed, first Perm commit by the successor after %v (via site %d)",

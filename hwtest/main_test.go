@@ -12,6 +12,7 @@ import (
 
 var (
 	soak    = flag.Bool("hwtest.soak", false, "run the long fault scenarios (>= 20 master kills, a 200 MB reboot)")
+	fillMB  = flag.Int("hwtest.fillmb", 0, "MB the reboot scenario fills before rebooting (default 8, 200 with -hwtest.soak)")
 	keepLog = flag.Bool("hwtest.keeplogs", false, "keep the boards' logs (their directory is printed) even when a scenario passes")
 )
 

@@ -38,7 +38,7 @@ func TestPartitionMinorityMaster(t *testing.T) {
 	defer cancel()
 	nm, err := s.cl.WaitMaster(ctx, others...)
 	if err != nil {
-		t.Fatalf("the majority elected no master after the partition: %v; stats: %s", err, harness.Describe(s.cl.Stats(s.ctx, time.Second)))
+		t.Fatalf("the majority elected no master after the partition: %v; stats: %s", err, s.describe())
 	}
 	elected := time.Since(cut)
 	s.waitPerm(50, 30*time.Second, "majority commits during the partition")

@@ -20,6 +20,10 @@ func TestRebootUnderLoad(t *testing.T) {
 	if *soak {
 		fill, pool, logSize, reboots = 200<<20, "512M", "32M", 3
 	}
+	if *fillMB > 0 {
+		fill = int64(*fillMB) << 20
+		pool = fmt.Sprintf("%dM", max(64, 3**fillMB))
+	}
 	s := newScenario(t, 3, nil, func(o *harness.ClusterOptions) {
 		o.PoolSize, o.LogSize, o.CheckpointKiB = pool, logSize, 512
 	})
@@ -38,7 +42,11 @@ func TestRebootUnderLoad(t *testing.T) {
 	defer cancel()
 	var used int64
 	err := harness.WaitFor(ctx, fmt.Sprintf("%d MB in the master's pool and a wrapped log", fill>>20), 50*time.Millisecond, func(ctx context.Context) (bool, error) {
-		st, err := s.cl.Stat(ctx, s.cl.Master())
+		m := s.cl.Master()
+		if m == 0 {
+			return false, fmt.Errorf("no master known")
+		}
+		st, err := s.cl.Stat(ctx, m)
 		if err != nil {
 			return false, err
 		}
@@ -47,7 +55,7 @@ func TestRebootUnderLoad(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatalf("filling the group: %v (used %d bytes); last errors: %s; stats: %s", err, used, s.lastErrors(3),
-			harness.Describe(s.cl.Stats(s.ctx, time.Second)))
+			s.describe())
 	}
 	filler.Stop()
 	t.Logf("filled: %d MB used in the master's pool, %d Perm commits", used>>20, s.hist.PermCount())

@@ -113,7 +113,7 @@ func (s *scenario) start() uint16 {
 	}
 	m, err := s.cl.WaitMaster(ctx)
 	if err != nil {
-		s.t.Fatalf("no master elected after start: %v; stats: %s", err, harness.Describe(s.cl.Stats(s.ctx, time.Second)))
+		s.t.Fatalf("no master elected after start: %v; stats: %s", err, s.describe())
 	}
 	return m
 }
@@ -179,7 +179,7 @@ func (s *scenario) waitPermTotal(total int, d time.Duration, what string) {
 	if err != nil {
 		p, np, f := s.hist.Counts()
 		s.t.Fatalf("no progress: %v (perm %d of %d wanted, notperm %d, failed %d; last errors: %s); stats: %s",
-			err, p, total, np, f, s.lastErrors(3), harness.Describe(s.cl.Stats(s.ctx, time.Second)))
+			err, p, total, np, f, s.lastErrors(3), s.describe())
 	}
 }
 
@@ -192,6 +192,63 @@ func (s *scenario) lastErrors(n int) string {
 		}
 	}
 	return strings.Join(errs, " | ")
+}
+
+// describe summarises every board's stat for failure messages. A board
+// whose loop is stuck answers stat only after a second, so wait longer.
+func (s *scenario) describe() string {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	stats := s.cl.Stats(ctx, 3*time.Second)
+	d := harness.Describe(stats)
+	for _, site := range s.cl.Live() {
+		if _, ok := stats[site]; !ok {
+			d += fmt.Sprintf("; %d: no stat answer within 3s", site)
+		}
+	}
+	return d
+}
+
+// logWarnings counts WARN and ERROR lines in every board's log and returns
+// the most frequent message, for the result line: a scenario can pass its
+// checks while the runtime complains, and that is worth seeing.
+func (s *scenario) logWarnings() string {
+	total := 0
+	msgs := map[string]int{}
+	for _, site := range s.cl.Sites() {
+		n := s.cl.Node(site)
+		b, err := os.ReadFile(n.Log)
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if !strings.Contains(line, "level=WARN") && !strings.Contains(line, "level=ERROR") {
+				continue
+			}
+			total++
+			if i := strings.Index(line, "msg="); i >= 0 {
+				m := line[i+4:]
+				if strings.HasPrefix(m, `"`) {
+					if j := strings.Index(m[1:], `"`); j >= 0 {
+						m = m[1 : j+1]
+					}
+				} else if j := strings.IndexByte(m, ' '); j >= 0 {
+					m = m[:j]
+				}
+				msgs[m]++
+			}
+		}
+	}
+	if total == 0 {
+		return "log-warnings=0"
+	}
+	top, topN := "", 0
+	for m, n := range msgs {
+		if n > topN || n == topN && m < top {
+			top, topN = m, n
+		}
+	}
+	return fmt.Sprintf("log-warnings=%d (most: %q x%d)", total, top, topN)
 }
 
 // fault records an injected fault for the result line.
@@ -278,7 +335,7 @@ func (s *scenario) finish(extra string) {
 	if extra != "" {
 		line += " " + extra
 	}
-	line += fmt.Sprintf(" took=%v", time.Since(s.begun).Round(100*time.Millisecond))
+	line += fmt.Sprintf(" took=%v %s", time.Since(s.begun).Round(100*time.Millisecond), s.logWarnings())
 	if miss := s.rep.MissingFeatures(); len(miss) > 0 {
 		line += fmt.Sprintf(" not-checked=[%s]", strings.Join(miss, "; "))
 	}

@@ -43,7 +43,7 @@ func TestTwoSiteNonStrict(t *testing.T) {
 		return st[m].IsMaster() && st[r].IsMaster(), nil
 	})
 	if err != nil {
-		t.Fatalf("non-strict two-site partition: %v; stats: %s", err, harness.Describe(s.cl.Stats(s.ctx, time.Second)))
+		t.Fatalf("non-strict two-site partition: %v; stats: %s", err, s.describe())
 	}
 	t.Logf("both sites master %v after the cut", time.Since(cut).Round(time.Millisecond))
 	side := map[uint16]*harness.Writer{}
