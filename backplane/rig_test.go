@@ -41,10 +41,10 @@ func rawOn(t testing.TB, b *rig.Board, mod func(*RawConfig)) Transport {
 	return tr
 }
 
-func rigUDPSites(c *rig.Chassis) map[uint16]netip.AddrPort {
+func rigUDPSites(c *rig.Chassis, port uint16) map[uint16]netip.AddrPort {
 	sites := make(map[uint16]netip.AddrPort)
 	for _, b := range c.Boards {
-		sites[b.Site] = netip.AddrPortFrom(b.IP, 45406)
+		sites[b.Site] = netip.AddrPortFrom(b.IP, port)
 	}
 	return sites
 }
@@ -62,19 +62,27 @@ func udpOn(t testing.TB, b *rig.Board, sites map[uint16]netip.AddrPort) Transpor
 
 func TestRigTransports(t *testing.T) {
 	c := newChassis(t, 3)
-	for _, kind := range []string{"raw", "udp"} {
+	// udp: one shared socket (site port == group port); udp2: unicast and
+	// group sockets polled together.
+	for _, kind := range []string{"raw", "udp", "udp2"} {
 		t.Run(kind, func(t *testing.T) {
 			var trs []Transport
 			for _, b := range c.Boards {
 				if kind == "raw" {
 					trs = append(trs, rawOn(t, b, nil))
+				} else if kind == "udp" {
+					trs = append(trs, udpOn(t, b, rigUDPSites(c, DefaultUDPPort)))
 				} else {
-					trs = append(trs, udpOn(t, b, rigUDPSites(c)))
+					trs = append(trs, udpOn(t, b, rigUDPSites(c, DefaultUDPPort+1)))
 				}
 			}
-			if kind == "udp" {
+			if kind != "raw" {
 				if s := trs[0].Stats(); s.MulticastFallback {
 					t.Fatalf("udp in the rig should use real multicast: %s", s.FallbackReason)
+				}
+				wantFDs := map[string]int{"udp": 1, "udp2": 2}[kind]
+				if n := len(trs[0].(*udpTransport).fds); n != wantFDs {
+					t.Fatalf("%s: %d sockets, want %d", kind, n, wantFDs)
 				}
 			}
 			chs := collectAll(t, trs)

@@ -27,6 +27,10 @@ type UDPConfig struct {
 	// unicast to each configured site and Stats.MulticastFallback says why.
 	Interface string
 	// MulticastAddr defaults to GroupIP(Group); Port to DefaultUDPPort.
+	// When this site's own port equals Port and no other site's address is
+	// local, one wildcard-bound socket serves unicast and multicast and Recv
+	// blocks in recvmmsg; otherwise a second socket bound to the group is
+	// polled alongside the unicast one (a few µs more per message).
 	MulticastAddr netip.Addr
 	Port          uint16
 	// NoMulticast forces unicast fan-out.
@@ -127,6 +131,13 @@ func (t *udpTransport) open(self netip.AddrPort) error {
 	if t.wk, err = newWaker(); err != nil {
 		return err
 	}
+	ifi, why := t.multicastInterface(self.Addr())
+	if ifi != nil && self.Port() == t.cfg.Port && !t.peersLocal() {
+		ok, err := t.openShared(ifi)
+		if ok || err != nil {
+			return err
+		}
+	}
 	fd, err := udpSocket()
 	if err != nil {
 		return fmt.Errorf("%s: socket: %w", t.what, err)
@@ -136,7 +147,6 @@ func (t *udpTransport) open(self netip.AddrPort) error {
 	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: self.Addr().As4(), Port: int(self.Port())}); err != nil {
 		return fmt.Errorf("%s: bind: %w", t.what, err)
 	}
-	ifi, why := t.multicastInterface(self.Addr())
 	if ifi == nil {
 		t.fallback = why
 		return nil
@@ -169,6 +179,59 @@ func (t *udpTransport) open(self netip.AddrPort) error {
 	}
 	t.mcast = sockaddr4(netip.AddrPortFrom(t.cfg.MulticastAddr, t.cfg.Port))
 	return nil
+}
+
+// openShared tries the one-socket layout: when this site's unicast port is
+// the group port, a single socket bound to the wildcard address receives
+// both unicast and multicast, so Recv can block in recvmmsg (one syscall per
+// wake-up) instead of polling two sockets. It reports false, with no error,
+// when the port is taken by a more specific socket of another site in this
+// namespace; the caller then uses the two-socket layout.
+func (t *udpTransport) openShared(ifi *net.Interface) (bool, error) {
+	fd, err := udpSocket()
+	if err != nil {
+		return false, fmt.Errorf("%s: socket: %w", t.what, err)
+	}
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Port: int(t.cfg.Port)}); err != nil {
+		_ = unix.Close(fd)
+		return false, nil
+	}
+	t.fds = append(t.fds, fd)
+	setRcvBuf(fd, t.cfg.RecvBuffer)
+	// Only the groups this socket joined, not every group any socket of the
+	// namespace joined on this port.
+	_ = unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_MULTICAST_ALL, 0)
+	mreq := &unix.IPMreqn{Multiaddr: t.cfg.MulticastAddr.As4(), Ifindex: int32(ifi.Index)}
+	if err := unix.SetsockoptIPMreqn(fd, unix.IPPROTO_IP, unix.IP_MULTICAST_IF, mreq); err != nil {
+		return false, fmt.Errorf("%s: IP_MULTICAST_IF %s: %w", t.what, ifi.Name, err)
+	}
+	_ = unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_MULTICAST_TTL, 1)
+	if err := unix.SetsockoptIPMreqn(fd, unix.IPPROTO_IP, unix.IP_ADD_MEMBERSHIP, mreq); err != nil {
+		t.fallback = fmt.Sprintf("joining %v on %s failed: %v", t.cfg.MulticastAddr, ifi.Name, err)
+		return true, nil
+	}
+	t.mcast = sockaddr4(netip.AddrPortFrom(t.cfg.MulticastAddr, t.cfg.Port))
+	return true, nil
+}
+
+// peersLocal reports whether another configured site has an address of this
+// namespace: then a wildcard-bound socket would take that site's unicast.
+func (t *udpTransport) peersLocal() bool {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return true
+	}
+	for s, ap := range t.cfg.Sites {
+		if s == t.cfg.Site {
+			continue
+		}
+		for _, a := range addrs {
+			if p, err := netip.ParsePrefix(a.String()); err == nil && p.Addr() == ap.Addr() {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // multicastInterface picks the interface for multicast or says why none fits.

@@ -173,7 +173,7 @@ func suiteRound(a, b *rig.Board, cfg SuiteConfig, rep *Report) error {
 	rep.Get(VariantBare).add(res)
 
 	group := backplane.GroupID("bptest")
-	sites := map[uint16]netip.AddrPort{a.Site: netip.AddrPortFrom(a.IP, 45407), b.Site: netip.AddrPortFrom(b.IP, 45407)}
+	sites := map[uint16]netip.AddrPort{a.Site: netip.AddrPortFrom(a.IP, backplane.DefaultUDPPort), b.Site: netip.AddrPortFrom(b.IP, backplane.DefaultUDPPort)}
 	open := map[string]func(bd *rig.Board) (backplane.Transport, error){
 		VariantRaw: func(bd *rig.Board) (backplane.Transport, error) {
 			return backplane.NewRaw(backplane.RawConfig{Interface: bd.Iface, Site: bd.Site, Group: group})
