@@ -56,6 +56,7 @@ type Checkpointer struct {
 	cand        *inmem.Snapshot
 	candLSN     uint64
 	lastLSN     uint64 // LSN of the newest checkpoint taken (candidate or promoted)
+	lastEnd     uint64 // log end right after it (past its own record)
 	lastTime    time.Time
 	stats       Stats
 
@@ -136,7 +137,7 @@ func (c *Checkpointer) Maybe(now time.Time, durableLSN uint64) (bool, error) {
 			c.lastTime = now
 		}
 		due := c.p.KBytes > 0 && end-c.lastLSN >= uint64(c.p.KBytes)<<10
-		due = due || c.p.Interval > 0 && now.Sub(c.lastTime) >= c.p.Interval && end > c.lastLSN
+		due = due || c.p.Interval > 0 && now.Sub(c.lastTime) >= c.p.Interval && end > max(c.lastLSN, c.lastEnd)
 		take = due && (c.cand == nil || durableLSN < c.candLSN)
 	}
 	c.mu.Unlock()
@@ -149,6 +150,7 @@ func (c *Checkpointer) Maybe(now time.Time, durableLSN uint64) (bool, error) {
 		c.mu.Lock()
 		c.setCandidate(s)
 		c.lastTime = now
+		c.lastEnd = c.env.Log().End()
 		c.mu.Unlock()
 	}
 	c.mu.Lock()
@@ -225,6 +227,7 @@ func (c *Checkpointer) RollbackTo(lsn uint64) error {
 	if c.cand == nil {
 		c.lastLSN = c.promotedLSN
 	}
+	c.lastEnd = min(c.lastEnd, lsn)
 	c.stats.Rollbacks++
 	return nil
 }

@@ -265,3 +265,55 @@ func TestReplicaFollowsMasterCheckpoints(t *testing.T) {
 		t.Fatal("imported snapshot plus log differs from the master")
 	}
 }
+
+func TestIntervalPolicy(t *testing.T) {
+	e := newEnv(t, 1<<20)
+	c := New(e, Policy{Interval: time.Second})
+	defer c.Close()
+	t0 := time.Unix(1000, 0)
+	if _, err := c.Maybe(t0, 0); err != nil {
+		t.Fatal(err)
+	}
+	info := put(t, e, 1)
+	if _, err := c.Maybe(t0.Add(500*time.Millisecond), info.End); err != nil || c.Stats().Candidates != 0 {
+		t.Fatalf("checkpoint before the interval: %+v, %v", c.Stats(), err)
+	}
+	promoted, err := c.Maybe(t0.Add(time.Second), info.End)
+	if err != nil || !promoted || c.LSN() != info.End {
+		t.Fatalf("interval checkpoint: promoted %v, %v, LSN %d want %d", promoted, err, c.LSN(), info.End)
+	}
+	// Nothing written since: no new checkpoint however long we wait.
+	end := e.Log().End()
+	if _, err := c.Maybe(t0.Add(time.Hour), end); err != nil || c.Stats().Candidates != 1 {
+		t.Fatalf("idle checkpoint: %+v, %v", c.Stats(), err)
+	}
+}
+
+func TestRollbackDropsLaterCandidate(t *testing.T) {
+	e := newEnv(t, 1<<20)
+	c := New(e, Policy{KBytes: 1})
+	defer c.Close()
+	now := time.Unix(1000, 0)
+	first := put(t, e, 1)
+	h := e.ContentHash()
+	for i := 2; i < 40; i++ {
+		put(t, e, i)
+	}
+	// A candidate taken but never durable sits after first.End.
+	if _, err := c.Maybe(now, 0); err != nil || c.Stats().Candidates != 1 {
+		t.Fatalf("candidate: %+v, %v", c.Stats(), err)
+	}
+	if err := c.RollbackTo(first.End); err != nil {
+		t.Fatal(err)
+	}
+	if e.ContentHash() != h || e.Log().End() != first.End {
+		t.Fatal("rollback past an undurable candidate did not restore the state")
+	}
+	put(t, e, 99)
+	if _, err := c.Maybe(now, e.Log().End()); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Check(); err != nil {
+		t.Fatal(err)
+	}
+}

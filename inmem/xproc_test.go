@@ -119,6 +119,28 @@ func childMain(mode, name string) int {
 			}
 			return nil
 		}))
+	case "writer":
+		// Take the writer role, commit, report, then wait to be killed.
+		e, err := Open(name)
+		if err != nil {
+			fmt.Println("ERR open:", err)
+			return 1
+		}
+		_, err = e.Update(func(tx *Tx) error {
+			db, err := tx.CreateDBIfNotExists("child")
+			if err != nil {
+				return err
+			}
+			return db.Put([]byte("written-by"), []byte("child"))
+		})
+		if err != nil {
+			fmt.Println("ERR update:", err)
+			return 1
+		}
+		fmt.Println("COMMITTED")
+		for in.Scan() {
+		}
+		return 0
 	case "get":
 		// Benchmark helper: random Gets on a snapshot, reports the rate.
 		n, _ := strconv.Atoi(os.Getenv("BOARDHA_INMEM_GETS"))
@@ -344,4 +366,34 @@ func TestKilledReaderSlotReclaimed(t *testing.T) {
 	if st.OldestTxid == pinned || st.PendingPages > 50 {
 		t.Fatalf("after the reader died: oldest %d (was pinned at %d), pending pages %d", st.OldestTxid, pinned, st.PendingPages)
 	}
+}
+
+func TestDeadWriterTakeover(t *testing.T) {
+	e := namedEnv(t, Options{PoolSize: 1 << 20, LogSize: 1 << 20})
+	initInvariant(t, e)
+	name := e.Name()
+	mustNoErr(t, e.Close(), "close")
+	ch := startChild(t, "writer", name)
+	if l := ch.next(t); l != "COMMITTED" {
+		t.Fatalf("child: %q", l)
+	}
+	if _, err := Open(name); !isErr(err, ErrWriterActive) {
+		t.Fatalf("open while the child writes: %v", err)
+	}
+	mustNoErr(t, ch.cmd.Process.Signal(syscall.SIGKILL), "kill writer")
+	_ = ch.cmd.Wait()
+	e2, err := Open(name)
+	mustNoErr(t, err, "take over from the dead writer")
+	defer e2.Close()
+	err = e2.View(func(tx *Tx) error {
+		if _, err := checkInvariant(tx); err != nil {
+			return err
+		}
+		if db := tx.DB("child"); db == nil || string(db.Get([]byte("written-by"))) != "child" {
+			return fmt.Errorf("the dead writer's commit is missing")
+		}
+		return tx.Check()
+	})
+	mustNoErr(t, err, "view after takeover")
+	invariantStep(t, e2, 1)
 }
