@@ -1,0 +1,280 @@
+package main
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/seed61e250c8/boardha/board"
+)
+
+var policies = []board.AckPolicy{board.AckNone, board.AckOne, board.AckOnePeer, board.AckQuorum, board.AckAllPeers, board.AckAll}
+
+func policyName(p board.AckPolicy) string {
+	return map[board.AckPolicy]string{board.AckNone: "NONE", board.AckOne: "ONE", board.AckOnePeer: "ONE_PEER",
+		board.AckQuorum: "QUORUM", board.AckAllPeers: "ALL_PEERS", board.AckAll: "ALL"}[p]
+}
+
+const inProcessSetup = "Boards run in this process: board.Open is called inside each board's network namespace (rig Board.Do), " +
+	"so each board's raw transport socket lives on its own veth of the chassis; board 1 is started as master (StartMaster), " +
+	"the others as replicas, and every replica has caught up before measuring. Writers call Board.Update on the master, " +
+	"one 16-byte key and a 100-byte value per call, keys cycling over 4096 per writer; latency is the Update call until it returns Perm. " +
+	"Memory: pool 256 MiB, log 32 MiB, checkpoint every 256 KiB (a pinned checkpoint keeps the pages freed after it from reuse, so small commits need frequent checkpoints to stay within the pool); timing settings are the defaults. "
+
+// group is a replication group of in-process boards on the chassis.
+type group struct {
+	boards []*board.Board
+}
+
+func (g *group) close() {
+	for _, b := range g.boards {
+		_ = b.Close()
+	}
+}
+
+// openGroup opens boards 1..n of the chassis as one group and waits until
+// every replica has caught up with board 1, the master.
+func (s *suite) openGroup(ctx context.Context, n int, name string, tune func(*board.Config)) (*group, error) {
+	if n > len(s.chassis.Boards) {
+		return nil, fmt.Errorf("group of %d boards on a chassis of %d", n, len(s.chassis.Boards))
+	}
+	peers := map[uint16]string{}
+	for _, rb := range s.chassis.Boards[:n] {
+		peers[rb.Site] = ""
+	}
+	g := &group{}
+	for _, rb := range s.chassis.Boards[:n] {
+		cfg := board.Config{Site: rb.Site, Group: name, Peers: peers, Priority: 100, Transport: board.RawTransport(rb.Iface),
+			PoolSize: 256 << 20, LogSize: 32 << 20, CheckpointKiB: 256}
+		if tune != nil {
+			tune(&cfg)
+		}
+		var b *board.Board
+		err := rb.Do(func() (err error) { b, err = board.Open(cfg); return err })
+		if err != nil {
+			g.close()
+			return nil, fmt.Errorf("opening board %d: %w", rb.Site, err)
+		}
+		g.boards = append(g.boards, b)
+	}
+	for i, b := range g.boards {
+		mode := board.StartClient
+		if i == 0 {
+			mode = board.StartMaster
+		}
+		if err := b.Start(ctx, mode); err != nil {
+			g.close()
+			return nil, fmt.Errorf("starting board %d: %w", b.Site(), err)
+		}
+	}
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for _, b := range g.boards {
+		m, err := b.WaitMaster(wctx)
+		if err == nil && m != g.boards[0].Site() {
+			err = fmt.Errorf("board %d follows master %d, not the designated board %d", b.Site(), m, g.boards[0].Site())
+		}
+		if err != nil {
+			g.close()
+			return nil, fmt.Errorf("group %s of %d boards: board %d not ready: %w", name, n, b.Site(), err)
+		}
+	}
+	return g, nil
+}
+
+// load is the outcome of writers committing on a master for a while.
+type load struct {
+	lat     Samples
+	commits int
+	notPerm int
+	errs    int
+	err     error // first error
+	elapsed time.Duration
+	perTx   float64 // commits per group-commit batch on the master
+}
+
+func (l load) rate() float64 {
+	if l.elapsed <= 0 {
+		return 0
+	}
+	return float64(l.commits) / l.elapsed.Seconds()
+}
+
+// runLoad runs writers concurrent Update callers against m for d after a
+// warm-up, and returns the measured interval only.
+func runLoad(ctx context.Context, m *board.Board, writers int, d time.Duration) load {
+	warm := min(d/2, 200*time.Millisecond)
+	_ = drive(ctx, m, writers, warm, false)
+	before := m.Stat().Counters
+	l := drive(ctx, m, writers, d, true)
+	after := m.Stat().Counters
+	if b := after.Batches - before.Batches; b > 0 {
+		l.perTx = float64(after.Commits-before.Commits) / float64(b)
+	}
+	return l
+}
+
+func drive(ctx context.Context, m *board.Board, writers int, d time.Duration, record bool) load {
+	var (
+		mu  sync.Mutex
+		out load
+		wg  sync.WaitGroup
+	)
+	start := time.Now()
+	deadline := start.Add(d)
+	val := []byte(strings.Repeat("v", 100))
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			lat := make(Samples, 0, 4096)
+			key := make([]byte, 16)
+			binary.BigEndian.PutUint32(key, uint32(w))
+			var commits, notPerm, errs int
+			var first error
+			for i := 0; ctx.Err() == nil; i++ {
+				t0 := time.Now()
+				// Every writer commits at least once, so an overloaded
+				// machine yields slow figures rather than none.
+				if i > 0 && !t0.Before(deadline) {
+					break
+				}
+				binary.BigEndian.PutUint64(key[8:], uint64(i%4096))
+				c, err := m.Update(ctx, func(tx *board.Tx) error { return tx.Bucket("bench").Put(key, val) })
+				el := time.Since(t0)
+				switch {
+				case err != nil:
+					errs++
+					if first == nil {
+						first = err
+					}
+					if errors.Is(err, board.ErrClosed) || errors.Is(err, board.ErrNotMaster) {
+						return
+					}
+				case !c.Perm:
+					notPerm++
+				default:
+					commits++
+					if record {
+						lat = append(lat, el)
+					}
+				}
+			}
+			mu.Lock()
+			out.lat = append(out.lat, lat...)
+			out.commits += commits
+			out.notPerm += notPerm
+			out.errs += errs
+			if out.err == nil {
+				out.err = first
+			}
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	out.elapsed = time.Since(start)
+	return out
+}
+
+// loadRow renders one load for the commit and scale tables.
+func (s *suite) loadCells(l load) (map[string]float64, []string) {
+	v := map[string]float64{
+		"p50_us": usF(l.lat.Quantile(.5)), "p99_us": usF(l.lat.Quantile(.99)), "commits_per_s": l.rate(),
+		"commits": float64(l.commits), "not_perm": float64(l.notPerm), "errors": float64(l.errs), "commits_per_batch": l.perTx,
+	}
+	ratio := "-"
+	if s.bare != nil && s.bare.rtt[64] > 0 {
+		r := float64(l.lat.Quantile(.5)) / float64(s.bare.rtt[64])
+		v["p50_over_bare_rtt64"] = r
+		ratio = fmt.Sprintf("%.2fx", r)
+	}
+	c := []string{us(l.lat.Quantile(.5)), us(l.lat.Quantile(.99)), fmt.Sprintf("%.0f", l.rate()), ratio, fmt.Sprintf("%.1f", l.perTx),
+		fmt.Sprintf("%d/%d", l.notPerm, l.errs)}
+	return v, c
+}
+
+func (s *suite) runCommit(ctx context.Context) Section {
+	sec := emptySection(secCommit)
+	sec.Setup = inProcessSetup + fmt.Sprintf("Each configuration is measured for %v after a warm-up. Ratio: commit p50 over the bare 64 B round trip of this run.", s.cfg.CommitTime)
+	sec.Columns = []string{"ack policy", "boards", "writers", "p50", "p99", "commits/s", "p50 / bare RTT", "commits per batch", "not perm / errors"}
+	for _, n := range s.cfg.CommitBoards {
+		for _, p := range policies {
+			label := fmt.Sprintf("%s, %d boards", policyName(p), n)
+			if ctx.Err() != nil {
+				sec.missing(label, "interrupted")
+				continue
+			}
+			g, err := s.openGroup(ctx, n, fmt.Sprintf("bench-c%d-%s", n, p), func(c *board.Config) { c.AckPolicy = p })
+			if err != nil {
+				sec.missing(label, err.Error())
+				continue
+			}
+			for _, w := range s.cfg.Writers {
+				l := runLoad(ctx, g.boards[0], w, s.cfg.CommitTime)
+				if l.commits == 0 {
+					sec.missing(policyName(p), fmt.Sprintf("%d boards, %d writers: no permanent commit (%d not perm, %d errors, first: %v)", n, w, l.notPerm, l.errs, l.err))
+					continue
+				}
+				v, c := s.loadCells(l)
+				v["boards"], v["writers"] = float64(n), float64(w)
+				sec.add(policyName(p), v, append([]string{fmt.Sprint(n), fmt.Sprint(w)}, c...)...)
+				if n == 3 && w == 1 {
+					s.latency[policyName(p)] = l.lat
+				}
+				if l.err != nil {
+					sec.note("%s, %d boards, %d writers: %d errors, first: %v", policyName(p), n, w, l.errs, l.err)
+				}
+				s.logf("commit %s boards=%d writers=%d p50=%v rate=%.0f/s", policyName(p), n, w, l.lat.Quantile(.5), l.rate())
+			}
+			g.close()
+		}
+	}
+	return sec
+}
+
+func (s *suite) runScale(ctx context.Context) Section {
+	sec := emptySection(secScale)
+	sec.Setup = inProcessSetup + fmt.Sprintf("Ack policy QUORUM; %v per configuration after a warm-up. Growth: p50 over the p50 of the smallest group.", s.cfg.ScaleTime)
+	sec.Columns = []string{"boards", "p50 1 writer", "p99 1 writer", "commits/s 1 writer", "growth", "p50 64 writers", "p99 64 writers", "commits/s 64 writers"}
+	var base time.Duration
+	for _, n := range s.cfg.ScaleBoards {
+		label := fmt.Sprint(n)
+		if ctx.Err() != nil {
+			sec.missing(label, "interrupted")
+			continue
+		}
+		g, err := s.openGroup(ctx, n, fmt.Sprintf("bench-s%d", n), func(c *board.Config) { c.AckPolicy = board.AckQuorum })
+		if err != nil {
+			sec.missing(label, err.Error())
+			continue
+		}
+		one := runLoad(ctx, g.boards[0], 1, s.cfg.ScaleTime)
+		many := runLoad(ctx, g.boards[0], 64, s.cfg.ScaleTime)
+		g.close()
+		if one.commits == 0 || many.commits == 0 {
+			sec.missing(label, fmt.Sprintf("no permanent commit (1 writer: %d not perm, %d errors, first %v; 64 writers: %d not perm, %d errors, first %v)",
+				one.notPerm, one.errs, one.err, many.notPerm, many.errs, many.err))
+			continue
+		}
+		p50 := one.lat.Quantile(.5)
+		if base == 0 {
+			base = p50
+		}
+		growth := float64(p50) / float64(base)
+		sec.add(label, map[string]float64{
+			"boards": float64(n), "p50_1w_us": usF(p50), "p99_1w_us": usF(one.lat.Quantile(.99)), "commits_per_s_1w": one.rate(), "growth_p50_1w": growth,
+			"p50_64w_us": usF(many.lat.Quantile(.5)), "p99_64w_us": usF(many.lat.Quantile(.99)), "commits_per_s_64w": many.rate(),
+			"not_perm": float64(one.notPerm + many.notPerm), "errors": float64(one.errs + many.errs),
+		}, us(p50), us(one.lat.Quantile(.99)), fmt.Sprintf("%.0f", one.rate()), fmt.Sprintf("%.2fx", growth),
+			us(many.lat.Quantile(.5)), us(many.lat.Quantile(.99)), fmt.Sprintf("%.0f", many.rate()))
+		if one.notPerm+many.notPerm+one.errs+many.errs > 0 {
+			sec.note("%d boards: %d commits not perm, %d errors (first: %v %v)", n, one.notPerm+many.notPerm, one.errs+many.errs, one.err, many.err)
+		}
+		s.logf("scale boards=%d p50=%v rate64=%.0f/s", n, p50, many.rate())
+	}
+	return sec
+}

@@ -1,0 +1,175 @@
+package main
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/seed61e250c8/boardha/board"
+)
+
+// runInit fills a master with cfg.InitBytes of data, then starts an empty
+// board that must copy it (internal init: the master's log no longer holds
+// the whole history) and measures the copy.
+func (s *suite) runInit(ctx context.Context) Section {
+	sec := emptySection(secInit)
+	const valSize = 1800 // two values per 4 KiB leaf page
+	logSize := 4 << 20
+	pool := s.cfg.InitBytes*2 + 128<<20
+	sec.Setup = fmt.Sprintf("Two in-process boards on boards 1 and 2 of the chassis (raw transport, page size 4 KiB, log %d MiB, pool %d MiB). "+
+		"Board 1 alone (AckPolicy NONE, checkpoint every 512 KiB) is filled with >= %d MiB of random (incompressible) values (%d bytes each), far more than its log holds, "+
+		"then board 2 (priority 0) starts empty and joins: the master sends its checkpoint's pages (internal init) and then the log since. "+
+		"Rate = pages copied (Stat.Init.PagesDone) x page size / time from board 2's init-started to its init-done event; join = Start until board 2 is ready.",
+		logSize>>20, pool>>20, s.cfg.InitBytes>>20, valSize)
+	sec.Columns = []string{"what", "data", "duration", "MB/s", "vs bare stream MB/s"}
+	peers := map[uint16]string{1: "", 2: ""}
+	// The joining board has priority 0: in a two-site group a board that
+	// misses heartbeats may otherwise win an election alone, and an empty
+	// winner would make the full board copy nothing from it.
+	open := func(i int) (*board.Board, error) {
+		rb := s.chassis.Boards[i]
+		var b *board.Board
+		err := rb.Do(func() (err error) {
+			b, err = board.Open(board.Config{Site: rb.Site, Group: "bench-init", Peers: peers, Priority: uint32(100 * (1 - i)),
+				Transport: board.RawTransport(rb.Iface), AckPolicy: board.AckNone, PoolSize: pool, LogSize: logSize, CheckpointKiB: 512, Logger: s.dbg})
+			return err
+		})
+		return b, err
+	}
+	m, err := open(0)
+	if err != nil {
+		sec.NotMeasured = fmt.Sprintf("opening the master: %v", err)
+		return sec
+	}
+	defer m.Close()
+	if err := m.Start(ctx, board.StartMaster); err != nil {
+		sec.NotMeasured = fmt.Sprintf("starting the master: %v", err)
+		return sec
+	}
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	_, err = m.WaitMaster(wctx)
+	cancel()
+	if err != nil {
+		sec.NotMeasured = fmt.Sprintf("board 1 never became master: %v", err)
+		return sec
+	}
+
+	// Fill with 16 writers, 32 values per transaction.
+	t0 := time.Now()
+	var next atomic.Int64
+	var full atomic.Bool
+	var fillErr error
+	var once sync.Once
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			key := make([]byte, 8)
+			// Random values: the transport compresses, and a page of
+			// repeated bytes would travel faster than the link.
+			rng := rand.NewChaCha8([32]byte{byte(len(key))})
+			val := make([]byte, valSize)
+			for ctx.Err() == nil && !full.Load() {
+				base := next.Add(32) - 32
+				if base*valSize >= s.cfg.InitBytes {
+					full.Store(true)
+					return
+				}
+				_, err := m.Update(ctx, func(tx *board.Tx) error {
+					bk := tx.Bucket("init")
+					for j := base; j < base+32; j++ {
+						binary.BigEndian.PutUint64(key, uint64(j))
+						_, _ = rng.Read(val)
+						if err := bk.Put(key, val); err != nil {
+							return err
+						}
+					}
+					return nil
+				})
+				if err != nil {
+					once.Do(func() { fillErr = err })
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if fillErr != nil || ctx.Err() != nil {
+		sec.NotMeasured = fmt.Sprintf("filling the master: %v %v", fillErr, ctx.Err())
+		return sec
+	}
+	st := m.Stat()
+	data := min(next.Load(), s.cfg.InitBytes/valSize+32) * valSize
+	fill := time.Since(t0)
+	s.logf("init: master holds %d MiB after %v (log begins at %d)", data>>20, fill.Round(time.Millisecond), st.Log.Begin)
+	sec.add(fmt.Sprintf("fill of the master (local commits; %d pages in use)", st.Pool.UsedPages), map[string]float64{"bytes": float64(data), "seconds": fill.Seconds(), "mb_per_s": float64(data) / 1e6 / fill.Seconds()},
+		fmt.Sprintf("%.1f MB", float64(data)/1e6), ms(fill), fmt.Sprintf("%.1f", float64(data)/1e6/fill.Seconds()), "-")
+
+	r, err := open(1)
+	if err != nil {
+		sec.missing("internal init", fmt.Sprintf("opening the joining board: %v", err))
+		return sec
+	}
+	defer r.Close()
+	j0 := time.Now()
+	if err := r.Start(ctx, board.StartClient); err != nil {
+		sec.missing("internal init", fmt.Sprintf("starting the joining board: %v", err))
+		return sec
+	}
+	// The init's own span comes from the joining board's events; WaitMaster
+	// alone is not enough (it may report ready while pages still arrive).
+	wctx, cancel = context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	var started, done time.Time
+	for done.IsZero() && wctx.Err() == nil {
+		select {
+		case ev := <-r.Events():
+			switch ev.Type {
+			case board.EventInitStarted:
+				started = ev.Time
+			case board.EventInitDone:
+				done = ev.Time
+			}
+		case <-wctx.Done():
+		}
+	}
+	if done.IsZero() || started.IsZero() {
+		sec.missing("internal init", fmt.Sprintf("no init-started/init-done events from the joining board within 120 s (%v; init stat %+v)", wctx.Err(), r.Stat().Init))
+		return sec
+	}
+	_, err = r.WaitMaster(wctx)
+	join := time.Since(j0)
+	if err != nil {
+		sec.missing("internal init", fmt.Sprintf("the joining board was not ready within 120 s: %v (init stat %+v)", err, r.Stat().Init))
+		return sec
+	}
+	in := r.Stat().Init
+	span := done.Sub(started)
+	if span <= 0 {
+		span = in.LastDuration
+	}
+	copied := float64(in.PagesDone) * float64(st.Pool.PageSize)
+	if in.PagesDone == 0 {
+		copied = float64(data)
+		sec.note("Stat.Init.PagesDone was 0; the rate uses the master's used pages instead")
+	}
+	rate := copied / 1e6 / span.Seconds()
+	v := map[string]float64{"bytes": copied, "seconds": span.Seconds(), "stat_last_duration_s": in.LastDuration.Seconds(), "mb_per_s": rate, "join_seconds": join.Seconds(), "pages": float64(in.PagesDone)}
+	ratio := "-"
+	if s.bare != nil && s.bare.mbPerSec > 0 {
+		v["of_bare_stream"] = rate / s.bare.mbPerSec
+		ratio = fmt.Sprintf("%.0f%%", 100*rate/s.bare.mbPerSec)
+	}
+	sec.add("internal init", v, fmt.Sprintf("%.1f MB (%d pages)", copied/1e6, in.PagesDone), ms(span), fmt.Sprintf("%.1f", rate), ratio)
+	sec.add("join (Start until ready)", map[string]float64{"seconds": join.Seconds(), "mb_per_s": copied / 1e6 / join.Seconds()},
+		"", ms(join), fmt.Sprintf("%.1f", copied/1e6/join.Seconds()), "-")
+	if s.bare != nil {
+		sec.note("bare stream of this run: %.1f MB/s (%.0f frames/s of %d B, %s)", s.bare.mbPerSec, s.bare.frameRate, s.bare.streamSize, s.bare.streamVia)
+	}
+	return sec
+}

@@ -1,0 +1,109 @@
+// Command bench measures boardha on a chassis of network namespaces built
+// on this machine, next to the physical limit of the same links, in one run:
+//
+//	sudo go run ./bench                 # full run (a few minutes)
+//	sudo go run ./bench -quick          # smaller, for a first look
+//	sudo go run ./bench -sections bare,commit -out /tmp/b
+//
+// Sections: bare (plain AF_PACKET round trip and stream rate), commit
+// (latency and throughput per ack policy), scale (3..15 boards), init
+// (internal init rate), xproc (reads from shared memory in another process),
+// failover (SIGKILL and SIGSTOP of a boardd master). Results go to stdout
+// and to -out: results.md, results.json, commit_latency_cdf.png and
+// failover_hist.png. Every figure is measured in the run that prints it;
+// what could not be measured is printed as "not measured: <reason>".
+//
+// Everything the run creates (namespaces, boardd processes, shared memory
+// regions, temporary files) is removed on exit and on Ctrl-C.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+)
+
+// childEnv selects a helper mode when bench re-executes itself as a child
+// process (the cross-process reader).
+const childEnv = "BOARDHA_BENCH_CHILD"
+
+func main() {
+	if os.Getenv(childEnv) != "" {
+		os.Exit(childMain(os.Args[1:], os.Stdout, os.Stderr))
+	}
+	os.Exit(cliMain(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func cliMain(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	quick := fs.Bool("quick", false, "smaller sizes and shorter intervals (about a minute)")
+	sections := fs.String("sections", strings.Join(allSections, ","), "comma-separated sections to run: "+strings.Join(allSections, ","))
+	out := fs.String("out", "bench/out", "directory for results.md, results.json and the plots")
+	quiet := fs.Bool("q", false, "no progress lines on stderr")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "bench: unexpected arguments %q; see -h\n", fs.Args())
+		return 2
+	}
+	mode := "full"
+	if *quick {
+		mode = "quick"
+	}
+	cfg, err := sized(mode)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 2
+	}
+	cfg.Out = *out
+	cfg.Sections = nil
+	for _, s := range strings.Split(*sections, ",") {
+		s = strings.TrimSpace(s)
+		if s == "" {
+			continue
+		}
+		known := false
+		for _, k := range allSections {
+			known = known || k == s
+		}
+		if !known {
+			fmt.Fprintf(stderr, "bench: section %q unknown; choose from %s\n", s, strings.Join(allSections, ","))
+			return 2
+		}
+		cfg.Sections = append(cfg.Sections, s)
+	}
+	if len(cfg.Sections) == 0 {
+		fmt.Fprintln(stderr, "bench: no section selected")
+		return 2
+	}
+	if !*quiet {
+		cfg.Log = stderr
+	}
+	// The first Ctrl-C ends the run cleanly (sections stop, everything is
+	// removed, the partial results are written); stop() then restores the
+	// default so a second one kills at once (children die with us through
+	// Pdeathsig; the next run sweeps leftover namespaces).
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	go func() { <-ctx.Done(); stop() }()
+	defer stop()
+	res, err := Run(ctx, cfg)
+	if res != nil {
+		fmt.Fprint(stdout, res.Markdown())
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	if ctx.Err() != nil {
+		fmt.Fprintln(stderr, "bench: interrupted; partial results written to", cfg.Out)
+		return 130
+	}
+	return 0
+}

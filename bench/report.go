@@ -1,0 +1,217 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"image/color"
+	"os"
+	"path/filepath"
+	"slices"
+
+	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/vg"
+)
+
+// targets checks the goals against this run's figures.
+func (s *suite) targets() {
+	add := func(name, goal, unit string, value float64, ok bool, met bool, reason string) {
+		t := Target{Name: name, Goal: goal, Unit: unit}
+		if !ok {
+			t.Reason = reason
+		} else {
+			t.Value, t.Met = value, met
+		}
+		s.res.Targets = append(s.res.Targets, t)
+	}
+	find := func(id string, match func(Row) bool) (Row, string) {
+		sec := s.section(id)
+		if sec == nil {
+			return Row{}, "section not selected"
+		}
+		if sec.NotMeasured != "" {
+			return Row{}, sec.NotMeasured
+		}
+		for _, r := range sec.Rows {
+			if match(r) {
+				if r.NotMeasured != "" {
+					return Row{}, r.NotMeasured
+				}
+				return r, ""
+			}
+		}
+		return Row{}, "no such row in this run"
+	}
+	quorum := func(boards, writers float64) func(Row) bool {
+		return func(r Row) bool {
+			return r.Label == "QUORUM" && (r.NotMeasured != "" || r.Values["boards"] == boards && r.Values["writers"] == writers)
+		}
+	}
+
+	r, why := find(secCommit, quorum(3, 1))
+	v, ok := r.Values["p50_over_bare_rtt64"]
+	if why == "" && !ok {
+		why = "bare round trip not measured"
+	}
+	add("QUORUM commit p50 / bare RTT (3 boards, 1 writer)", "<= 2x", "x", v, why == "", v <= 2, why)
+
+	r, why = find(secCommit, quorum(3, 64))
+	v = r.Values["commits_per_s"]
+	add("QUORUM commits/s (3 boards, 64 writers)", ">= 100000", "commits/s", v, why == "", v >= 100000, why)
+
+	r, why = find(secFailover, func(r Row) bool { return r.Label == "SIGKILL master" })
+	v = r.Values["median_ms"]
+	add("failover median after SIGKILL", "<= 20 ms", "ms", v, why == "", v <= 20, why)
+
+	r, why = find(secInit, func(r Row) bool { return r.Label == "internal init" })
+	v, ok = r.Values["of_bare_stream"]
+	if why == "" && !ok {
+		why = "bare stream not measured"
+	}
+	add("internal init rate / bare stream rate", ">= 50%", "%", 100*v, why == "", v >= .5, why)
+
+	sec := s.section(secScale)
+	var last Row
+	why = "section not selected"
+	if sec != nil {
+		why = sec.NotMeasured
+		if why == "" {
+			why = "fewer than two group sizes measured"
+			var measured []Row
+			for _, r := range sec.Rows {
+				if r.NotMeasured == "" {
+					measured = append(measured, r)
+				}
+			}
+			if len(measured) >= 2 {
+				last, why = measured[len(measured)-1], ""
+			}
+		}
+	}
+	v = last.Values["growth_p50_1w"]
+	add(fmt.Sprintf("commit p50 growth 3 -> %.0f boards (QUORUM, 1 writer)", last.Values["boards"]), "<= 1.5x", "x", v, why == "", v <= 1.5, why)
+}
+
+// write stores results.md, results.json and the plots in cfg.Out.
+func (s *suite) write() error {
+	md := s.res.Markdown()
+	js, err := json.MarshalIndent(s.res, "", "  ")
+	if err != nil {
+		return fmt.Errorf("bench: encoding the results: %w", err)
+	}
+	var errs []error
+	if err := os.WriteFile(filepath.Join(s.cfg.Out, "results.md"), []byte(md), 0o644); err != nil {
+		errs = append(errs, err)
+	}
+	if err := os.WriteFile(filepath.Join(s.cfg.Out, "results.json"), append(js, '\n'), 0o644); err != nil {
+		errs = append(errs, err)
+	}
+	if err := s.plotCDF(filepath.Join(s.cfg.Out, "commit_latency_cdf.png")); err != nil {
+		errs = append(errs, err)
+	}
+	if err := s.plotFailover(filepath.Join(s.cfg.Out, "failover_hist.png")); err != nil {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("bench: writing the results to %s: %w", s.cfg.Out, err)
+	}
+	return nil
+}
+
+var palette = []color.Color{
+	color.RGBA{0x1f, 0x77, 0xb4, 0xff}, color.RGBA{0xff, 0x7f, 0x0e, 0xff}, color.RGBA{0x2c, 0xa0, 0x2c, 0xff},
+	color.RGBA{0xd6, 0x27, 0x28, 0xff}, color.RGBA{0x94, 0x67, 0xbd, 0xff}, color.RGBA{0x8c, 0x56, 0x4b, 0xff},
+}
+
+// plotCDF draws the commit latency distribution of each ack policy (3
+// boards, 1 writer); with nothing measured it draws an empty, titled plot
+// so the file set stays the same.
+func (s *suite) plotCDF(path string) error {
+	p := plot.New()
+	p.Title.Text = "Commit latency CDF, 3 boards, 1 writer"
+	p.X.Label.Text = "commit latency (µs, log scale)"
+	p.Y.Label.Text = "fraction of commits"
+	p.Legend.Top = false
+	p.Legend.Left = false
+	logX := false
+	for i, pol := range policies {
+		lat := s.latency[policyName(pol)]
+		if len(lat) == 0 {
+			continue
+		}
+		sorted := lat.sorted()
+		// At most ~500 points per line: the shape, not every sample.
+		step := max(1, len(sorted)/500)
+		var xy plotter.XYs
+		for j := 0; j < len(sorted); j += step {
+			xy = append(xy, plotter.XY{X: max(usF(sorted[j]), 0.1), Y: float64(j+1) / float64(len(sorted))})
+		}
+		xy = append(xy, plotter.XY{X: max(usF(sorted[len(sorted)-1]), 0.1), Y: 1})
+		l, err := plotter.NewLine(xy)
+		if err != nil {
+			return err
+		}
+		l.Color = palette[i%len(palette)]
+		l.Width = vg.Points(1.5)
+		p.Add(l)
+		p.Legend.Add(policyName(pol), l)
+		logX = true
+	}
+	if logX {
+		p.X.Scale = plot.LogScale{}
+		p.X.Tick.Marker = plot.LogTicks{Prec: -1}
+	} else {
+		p.Title.Text += " (not measured)"
+	}
+	if s.bare != nil && s.bare.rtt[64] > 0 && logX {
+		x := usF(s.bare.rtt[64])
+		l, err := plotter.NewLine(plotter.XYs{{X: x, Y: 0}, {X: x, Y: 1}})
+		if err != nil {
+			return err
+		}
+		l.Dashes = []vg.Length{vg.Points(4), vg.Points(3)}
+		p.Add(l)
+		p.Legend.Add("bare RTT 64 B", l)
+	}
+	p.Add(plotter.NewGrid())
+	return p.Save(18*vg.Centimeter, 12*vg.Centimeter, path)
+}
+
+// plotFailover draws histograms of the failover times, one per fault.
+func (s *suite) plotFailover(path string) error {
+	p := plot.New()
+	p.Title.Text = "Failover: fault of the master -> first commit by the new master"
+	p.X.Label.Text = "failover time (ms)"
+	p.Y.Label.Text = "count"
+	kinds := make([]string, 0, len(s.failover))
+	for k := range s.failover {
+		kinds = append(kinds, k)
+	}
+	slices.Sort(kinds)
+	any := false
+	for i, k := range kinds {
+		smp := s.failover[k]
+		if len(smp) == 0 {
+			continue
+		}
+		vals := make(plotter.Values, len(smp))
+		for j, d := range smp {
+			vals[j] = msF(d)
+		}
+		h, err := plotter.NewHist(vals, min(30, max(5, len(vals)/2)))
+		if err != nil {
+			return err
+		}
+		c := palette[i%len(palette)]
+		h.FillColor = color.RGBA{R: c.(color.RGBA).R, G: c.(color.RGBA).G, B: c.(color.RGBA).B, A: 0x90}
+		h.LineStyle.Color = c
+		p.Add(h)
+		p.Legend.Add(fmt.Sprintf("%s (n=%d)", k, len(smp)), h)
+		any = true
+	}
+	if !any {
+		p.Title.Text += " (not measured)"
+	}
+	return p.Save(18*vg.Centimeter, 12*vg.Centimeter, path)
+}
