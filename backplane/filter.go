@@ -1,6 +1,7 @@
 package backplane
 
 import (
+	"errors"
 	"fmt"
 	"math/bits"
 
@@ -101,5 +102,5 @@ func (f *groupFilter) stats() FilterStats {
 }
 
 func (f *groupFilter) close() error {
-	return errorsJoin(f.prog.Close(), f.counters.Close())
+	return errors.Join(f.prog.Close(), f.counters.Close())
 }

@@ -1,7 +1,6 @@
 package backplane
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"sync"
@@ -236,5 +235,3 @@ func (t *rawTransport) KernelStats() (packets, drops uint32, err error) {
 	}
 	return st.Packets, st.Drops, nil
 }
-
-func errorsJoin(errs ...error) error { return errors.Join(errs...) }
