@@ -251,15 +251,36 @@ func Open(name string) (*Env, error) {
 	if err := tx.walk(cur, false, func(pg uint64, n int) error { used[pg] = n; return nil }); err != nil {
 		return fail(err)
 	}
+	// Keep the previous commit's own pages too (a reader may still use it), but
+	// only if its tree checks out completely and overlaps nothing live: a writer
+	// that died mid-transaction may already have reused some of them.
 	var older []run
 	if other != nil {
-		_ = tx.walk(*other, false, func(pg uint64, n int) error {
-			if _, ok := used[pg]; !ok && pg >= e.lo && pg+uint64(n) <= e.npages {
-				used[pg] = n
-				older = append(older, run{pg, n})
+		live := make(map[uint64]struct{}, len(used))
+		for pg, n := range used {
+			for i := range uint64(n) {
+				live[pg+i] = struct{}{}
 			}
+		}
+		var cand []run
+		err := tx.walk(*other, true, func(pg uint64, n int) error {
+			if _, ok := used[pg]; ok {
+				return nil
+			}
+			for i := range uint64(n) {
+				if _, clash := live[pg+i]; clash {
+					return fmt.Errorf("page %d of the older meta overlaps the live tree: %w", pg+i, ErrCorrupt)
+				}
+			}
+			cand = append(cand, run{pg, n})
 			return nil
 		})
+		if err == nil {
+			older = cand
+			for _, r := range cand {
+				used[r.pgno] = r.n
+			}
+		}
 	}
 	e.alloc.Rebuild(func(yield func(uint64, int) bool) {
 		e.reserved(yield)

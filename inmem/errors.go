@@ -33,6 +33,7 @@ var (
 	ErrBadRecords    = errors.New("inmem: malformed record batch; apply only whole transactions in LSN order")
 	ErrLayout        = errors.New("inmem: page outside the importing pool's tree area; create the importer with the master's PageSize, PoolSize and LogSize")
 	ErrNotCommit     = errors.New("inmem: no commit record at that LSN; pass the LSN a CommitInfo reported")
+	ErrBusy          = errors.New("inmem: could not pin a snapshot while the writer kept committing; retry")
 	ErrTxOpen        = errors.New("inmem: a write transaction is still open; commit or abort it first")
 	ErrBadOptions    = errors.New("inmem: invalid options; fix the configuration")
 )

@@ -78,15 +78,17 @@ func (r *ReadEnv) View(fn func(*Tx) error) error {
 	var m meta
 	var err error
 	if r.active == 0 {
+		err = fmt.Errorf("inmem: the writer committed during each of 1000 snapshot attempts; retry: %w", ErrBusy)
 		for range 1000 {
-			if m, err = r.newest(); err != nil {
-				break
-			}
-			r.slot.Set(m.txid)
 			var again meta
-			if again, err = r.newest(); err != nil || again.txid == m.txid {
+			if m, err = r.newest(); err == nil {
+				r.slot.Set(m.txid)
+				again, err = r.newest()
+			}
+			if err != nil || again.txid == m.txid {
 				break
 			}
+			err = fmt.Errorf("inmem: the writer committed during each of 1000 snapshot attempts; retry: %w", ErrBusy)
 		}
 	} else {
 		// A slot already published for an older snapshot protects every newer one.
