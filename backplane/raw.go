@@ -36,9 +36,11 @@ type rawTransport struct {
 	macMu sync.RWMutex
 	macs  map[uint16][6]byte
 
-	eth   [EthHeaderSize]byte // send path, under sendMu
-	mmsgs []unix.Mmsghdr
-	iovs  []unix.Iovec
+	eth [EthHeaderSize]byte // send path, under sendMu
+
+	kPackets, kDrops uint64 // accumulated PACKET_STATISTICS, under sendMu
+	mmsgs            []unix.Mmsghdr
+	iovs             []unix.Iovec
 }
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
@@ -206,6 +208,7 @@ func (t *rawTransport) Stats() Stats {
 	if t.filter != nil && !t.closed.Load() {
 		s.Filter = t.filter.stats()
 	}
+	_, s.SocketDrops, _ = t.kernelStats()
 	return s
 }
 
@@ -218,20 +221,23 @@ func (t *rawTransport) Close() error {
 	})
 }
 
-// KernelStats returns the socket's PACKET_STATISTICS (frames queued to the
-// socket and frames the kernel dropped for lack of buffer space) since the
-// previous call; the kernel resets them on read.
-func (t *rawTransport) KernelStats() (packets, drops uint32, err error) {
+// kernelStats returns the socket's cumulative PACKET_STATISTICS: frames
+// queued to the socket (after the filter) and frames the kernel dropped for
+// lack of receive buffer space. The kernel resets the counters on every read,
+// so they are accumulated here.
+func (t *rawTransport) kernelStats() (packets, drops uint64, err error) {
 	// sendMu, not recvMu (held by a blocked Recv), keeps Close from closing
 	// the fd under us.
 	t.sendMu.Lock()
 	defer t.sendMu.Unlock()
-	if t.closed.Load() {
-		return 0, 0, fmt.Errorf("packet statistics on %s: %w", t.what, ErrClosed)
+	if !t.closed.Load() {
+		st, gerr := unix.GetsockoptTpacketStats(t.fds[0], unix.SOL_PACKET, unix.PACKET_STATISTICS)
+		if gerr != nil {
+			err = fmt.Errorf("packet statistics on %s: %w", t.what, gerr)
+		} else {
+			t.kPackets += uint64(st.Packets)
+			t.kDrops += uint64(st.Drops)
+		}
 	}
-	st, err := unix.GetsockoptTpacketStats(t.fds[0], unix.SOL_PACKET, unix.PACKET_STATISTICS)
-	if err != nil {
-		return 0, 0, err
-	}
-	return st.Packets, st.Drops, nil
+	return t.kPackets, t.kDrops, err
 }

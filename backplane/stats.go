@@ -47,7 +47,11 @@ type Stats struct {
 	MsgsOut, MsgsIn     uint64 // messages sent / delivered to Recv
 	SendErrors          uint64 // failed send syscalls (the message may be partly sent)
 	RecvErrors          uint64 // transient receive errors skipped (interface down, ICMP errors)
-	Compressed          uint64 // messages sent lz4-compressed
+	// SocketDrops counts frames the kernel dropped because the socket's
+	// receive buffer was full (raw: PACKET_STATISTICS). Raise RecvBuffer or
+	// drain faster when it grows.
+	SocketDrops uint64
+	Compressed  uint64 // messages sent lz4-compressed
 
 	// Drops counts undelivered frames (or messages, for reassembly and
 	// decompression reasons) by reason.
