@@ -186,8 +186,11 @@ func checkConverged(h *History) []string {
 		if f.Hash != ref.Hash || f.Last != ref.Last {
 			tag := ""
 			for _, x := range []*FinalSite{f, ref} {
-				if strings.Contains(x.LastErr, "pool full") {
+				switch {
+				case strings.Contains(x.LastErr, "pool full"):
 					tag = fmt.Sprintf(" %s site %d: %s", PoolFullTag, x.Site, x.LastErr)
+				case strings.Contains(x.LastErr, "log full"):
+					tag = fmt.Sprintf(" %s site %d: %s", LogFullTag, x.Site, x.LastErr)
 				}
 			}
 			v = append(v, fmt.Sprintf("converge: site %d has content hash %016x at commit %v, site %d has %016x at %v%s",
@@ -231,8 +234,23 @@ func checkLinearizable(h *History) []string {
 	bad := illegalKeys(ops)
 	if len(bad) > 0 {
 		msg += fmt.Sprintf("; offending keys: %v", bad)
-		for _, k := range bad {
+		for i, k := range bad {
+			if i == 5 {
+				msg += fmt.Sprintf("\n    ... %d more keys", len(bad)-5)
+				break
+			}
 			msg += "\n    " + describeKey(h, k)
+		}
+		// Reads that saw a Perm write which a site's memory loss then
+		// destroyed are a consequence of that loss, not a lease failure.
+		explained := true
+		for _, k := range bad {
+			if !amnesiaKey(h, k) {
+				explained = false
+			}
+		}
+		if explained {
+			msg += " " + AmnesiaTag
 		}
 	}
 	return []string{msg}
@@ -248,6 +266,16 @@ func illegalKeys(ops []porcupine.Operation) []string {
 		}
 	}
 	return bad
+}
+
+// amnesiaKey reports whether a write to key was lost to a site's memory loss.
+func amnesiaKey(h *History, key string) bool {
+	for _, op := range h.Ops {
+		if op.Key == key && op.Kind != OpGet && op.Amnesia {
+			return true
+		}
+	}
+	return false
 }
 
 func describeKey(h *History, key string) string {

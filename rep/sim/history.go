@@ -153,6 +153,11 @@ type Rollback struct {
 // the checkpoint that would free pages cannot advance).
 const PoolFullTag = "[pool-full stall]"
 
+// LogFullTag marks a convergence failure of a site whose last environment
+// error was a full log (a replica stalls: it cannot append until a
+// checkpoint is promoted, which waits for durability that waits for it).
+const LogFullTag = "[log-full stall]"
+
 // FinalSite is one site's state after healing and quiescing.
 type FinalSite struct {
 	Site    uint16
