@@ -21,7 +21,9 @@ func TestMain(m *testing.M) {
 	if mode := os.Getenv(childEnv); mode != "" {
 		os.Exit(childMain(mode, os.Args[len(os.Args)-1]))
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	big.cleanup()
+	os.Exit(code)
 }
 
 const (
