@@ -170,23 +170,22 @@ func (c *BareConn) recvBatch() (int, error) {
 }
 
 // BareStream sends n size-byte payloads from a to b, one write per frame,
-// and measures what b receives (recvmmsg batches) between its first frame
-// and the end marker.
+// and measures what b receives (recvmmsg batches) from the first send until
+// the end marker arrives.
 func BareStream(a, b *BareConn, size, n int) (Throughput, error) {
 	size = max(size, 2)
 	type result struct {
-		got     int
-		elapsed time.Duration
-		err     error
+		got int
+		end time.Time
+		err error
 	}
 	res := make(chan result, 1)
 	go func() {
-		var first time.Time
 		got := 0
 		for {
 			k, err := b.recvBatch()
 			if err != nil {
-				res <- result{got, 0, err}
+				res <- result{got, time.Time{}, err}
 				return
 			}
 			for i := 0; i < k; i++ {
@@ -196,22 +195,16 @@ func BareStream(a, b *BareConn, size, n int) (Throughput, error) {
 				}
 				switch f[14] {
 				case typeData:
-					if got == 0 {
-						first = time.Now()
-					}
 					got++
 				case typeEnd:
-					var el time.Duration
-					if got > 0 {
-						el = time.Since(first)
-					}
-					res <- result{got, el, nil}
+					res <- result{got, time.Now(), nil}
 					return
 				}
 			}
 		}
 	}()
 	var err error
+	start := time.Now()
 	f := a.frame(size, typeData, 0)
 	for i := 0; i < n && err == nil; i++ {
 		_, err = unix.Write(a.fd, f)
@@ -226,7 +219,7 @@ func BareStream(a, b *BareConn, size, n int) (Throughput, error) {
 	if r.err != nil {
 		return Throughput{}, r.err
 	}
-	return Throughput{Sent: n, Received: r.got, Size: size, Elapsed: r.elapsed}, nil
+	return Throughput{Sent: n, Received: r.got, Size: size, Elapsed: r.end.Sub(start)}, nil
 }
 
 // AwaitLink sends frames from a until b receives one (or 10 s pass): a

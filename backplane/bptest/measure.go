@@ -62,7 +62,7 @@ func (l Latencies) Mean() time.Duration {
 type Throughput struct {
 	Sent, Received int           // messages
 	Size           int           // payload bytes per message
-	Elapsed        time.Duration // receiver's first to last message
+	Elapsed        time.Duration // from the first send to the end marker's arrival
 }
 
 // MsgsPerSec is the received message rate.
@@ -186,42 +186,34 @@ func PingPong(a, b backplane.Transport, bSite uint16, size, n int) (Latencies, e
 }
 
 // Stream sends n size-byte messages from a to bSite as fast as Send allows
-// and measures what b receives between its first message and the end
-// marker. Messages the receiver could not keep up with are lost, not
+// and measures what b receives from the first send until the end marker
+// arrives (the sender's clock and the receiver's are the same). Messages the receiver could not keep up with are lost, not
 // retransmitted: Received says how many arrived.
 func Stream(a, b backplane.Transport, bSite uint16, size, n int) (Throughput, error) {
 	wd := newWatchdog(func() { a.Close(); b.Close() })
 	type result struct {
-		got     int
-		elapsed time.Duration
-		err     error
+		got int
+		end time.Time
+		err error
 	}
 	res := make(chan result, 1)
 	ready := make(chan struct{})
 	go func() {
 		msgs := make([]backplane.Message, 64)
-		var first time.Time
 		got := 0
 		close(ready)
 		for {
 			k, err := b.Recv(msgs)
 			if err != nil {
-				res <- result{got, 0, err}
+				res <- result{got, time.Time{}, err}
 				return
 			}
 			for _, m := range msgs[:k] {
 				switch m.Type {
 				case typeData:
-					if got == 0 {
-						first = time.Now()
-					}
 					got++
 				case typeEnd:
-					var el time.Duration
-					if got > 0 {
-						el = time.Since(first)
-					}
-					res <- result{got, el, nil}
+					res <- result{got, time.Now(), nil}
 					return
 				}
 			}
@@ -231,6 +223,7 @@ func Stream(a, b backplane.Transport, bSite uint16, size, n int) (Throughput, er
 	<-ready
 	payload := make([]byte, size)
 	var err error
+	start := time.Now()
 	for i := 0; i < n && err == nil; i++ {
 		err = a.Send(bSite, typeData, payload)
 	}
@@ -248,5 +241,5 @@ func Stream(a, b backplane.Transport, bSite uint16, size, n int) (Throughput, er
 	if r.err != nil {
 		return Throughput{}, fmt.Errorf("stream receiver: %w", r.err)
 	}
-	return Throughput{Sent: n, Received: r.got, Size: size, Elapsed: r.elapsed}, nil
+	return Throughput{Sent: n, Received: r.got, Size: size, Elapsed: r.end.Sub(start)}, nil
 }

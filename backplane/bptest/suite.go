@@ -20,7 +20,7 @@ type SuiteConfig struct {
 	StreamSize int   // stream payload size; default 1400 (one frame on a 1500 MTU)
 	// Rounds splits every measurement into rounds run variant after
 	// variant, so a burst of load from other processes on the machine hits
-	// all variants alike instead of skewing one; default 4.
+	// all variants alike instead of skewing one; default 8.
 	Rounds int
 }
 
@@ -120,17 +120,17 @@ func Suite(a, b *rig.Board, cfg SuiteConfig) (*Report, error) {
 		cfg.StreamSize = 1400
 	}
 	if cfg.Rounds <= 0 {
-		cfg.Rounds = 4
+		cfg.Rounds = 8
 	}
 	rep := &Report{Config: cfg}
-	for _, v := range []string{VariantBare, VariantRaw, VariantRawNoBPF, VariantUDP} {
+	for _, v := range variants {
 		rep.Results = append(rep.Results, Result{Variant: v, RTT: map[int]Latencies{}})
 	}
 	round := cfg
 	round.RoundTrips = max(1, cfg.RoundTrips/cfg.Rounds)
 	round.StreamMsgs = max(1, cfg.StreamMsgs/cfg.Rounds)
 	for r := 0; r < cfg.Rounds; r++ {
-		if err := suiteRound(a, b, round, rep); err != nil {
+		if err := suiteRound(a, b, round, rep, r); err != nil {
 			return nil, fmt.Errorf("round %d of %d: %w", r+1, cfg.Rounds, err)
 		}
 	}
@@ -150,35 +150,11 @@ func (r *Result) add(o Result) {
 	}
 }
 
-func suiteRound(a, b *rig.Board, cfg SuiteConfig, rep *Report) error {
+// variants in report order; each round starts at a different one so that
+// position in a round (right after a transport was closed, say) favours none.
+var variants = [...]string{VariantBare, VariantRaw, VariantRawNoBPF, VariantUDP}
 
-	// Bare.
-	var ba, bb *BareConn
-	if err := a.Do(func() (err error) { ba, err = OpenBare(a.Iface, b.MAC); return err }); err != nil {
-		return err
-	}
-	if err := b.Do(func() (err error) { bb, err = OpenBare(b.Iface, a.MAC); return err }); err != nil {
-		ba.Close()
-		return err
-	}
-	res := Result{Variant: VariantBare, RTT: map[int]Latencies{}}
-	err := AwaitLink(ba, bb)
-	for _, s := range cfg.Sizes {
-		if err != nil {
-			break
-		}
-		res.RTT[s], err = BarePingPong(ba, bb, s, cfg.RoundTrips)
-	}
-	if err == nil {
-		res.Stream, err = BareStream(ba, bb, cfg.StreamSize, cfg.StreamMsgs)
-	}
-	ba.Close()
-	bb.Close()
-	if err != nil {
-		return fmt.Errorf("bare: %w", err)
-	}
-	rep.Get(VariantBare).add(res)
-
+func suiteRound(a, b *rig.Board, cfg SuiteConfig, rep *Report, round int) error {
 	group := backplane.GroupID("bptest")
 	sites := map[uint16]netip.AddrPort{a.Site: netip.AddrPortFrom(a.IP, backplane.DefaultUDPPort), b.Site: netip.AddrPortFrom(b.IP, backplane.DefaultUDPPort)}
 	open := map[string]func(bd *rig.Board) (backplane.Transport, error){
@@ -192,14 +168,48 @@ func suiteRound(a, b *rig.Board, cfg SuiteConfig, rep *Report) error {
 			return backplane.NewUDP(backplane.UDPConfig{Site: bd.Site, Group: group, Sites: sites})
 		},
 	}
-	for _, v := range []string{VariantRaw, VariantRawNoBPF, VariantUDP} {
-		res, err := measure(v, open[v], a, b, cfg)
+	for i := range variants {
+		v := variants[(round+i)%len(variants)]
+		var res Result
+		var err error
+		if v == VariantBare {
+			res, err = measureBare(a, b, cfg)
+		} else {
+			res, err = measure(v, open[v], a, b, cfg)
+		}
 		if err != nil {
 			return err
 		}
 		rep.Get(v).add(res)
 	}
 	return nil
+}
+
+func measureBare(a, b *rig.Board, cfg SuiteConfig) (Result, error) {
+	res := Result{Variant: VariantBare, RTT: map[int]Latencies{}}
+	var ba, bb *BareConn
+	if err := a.Do(func() (err error) { ba, err = OpenBare(a.Iface, b.MAC); return err }); err != nil {
+		return res, err
+	}
+	if err := b.Do(func() (err error) { bb, err = OpenBare(b.Iface, a.MAC); return err }); err != nil {
+		ba.Close()
+		return res, err
+	}
+	defer func() { _ = errors.Join(ba.Close(), bb.Close()) }()
+	err := AwaitLink(ba, bb)
+	for _, s := range cfg.Sizes {
+		if err != nil {
+			break
+		}
+		res.RTT[s], err = BarePingPong(ba, bb, s, cfg.RoundTrips)
+	}
+	if err == nil {
+		res.Stream, err = BareStream(ba, bb, cfg.StreamSize, cfg.StreamMsgs)
+	}
+	if err != nil {
+		return res, fmt.Errorf("bare: %w", err)
+	}
+	return res, nil
 }
 
 func measure(variant string, open func(*rig.Board) (backplane.Transport, error), a, b *rig.Board, cfg SuiteConfig) (Result, error) {
