@@ -138,7 +138,9 @@ func (c *Checkpointer) Maybe(now time.Time, durableLSN uint64) (bool, error) {
 		}
 		due := c.p.KBytes > 0 && end-c.lastLSN >= uint64(c.p.KBytes)<<10
 		due = due || c.p.Interval > 0 && now.Sub(c.lastTime) >= c.p.Interval && end > max(c.lastLSN, c.lastEnd)
-		take = due && (c.cand == nil || durableLSN < c.candLSN)
+		// One candidate at a time: replacing a pending one whenever K KiB more
+		// arrive would never promote anything under a steady ack lag.
+		take = due && c.cand == nil
 	}
 	c.mu.Unlock()
 	if take {

@@ -317,3 +317,29 @@ func TestRollbackDropsLaterCandidate(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// Under a steady ack lag the pending candidate is kept (not replaced) until the
+// durable LSN reaches it, so checkpoints keep being promoted and the log reclaimed.
+func TestCheckpointUnderAckLag(t *testing.T) {
+	e := newEnv(t, 64<<10)
+	c := New(e, Policy{KBytes: 4})
+	defer c.Close()
+	now := time.Unix(1000, 0)
+	var ends []uint64
+	for i := 0; i < 3000; i++ {
+		ends = append(ends, put(t, e, i).End)
+		durable := uint64(0)
+		if i >= 40 {
+			durable = ends[i-40]
+		}
+		if _, err := c.Maybe(now, durable); err != nil {
+			t.Fatalf("commit %d: %v", i, err)
+		}
+		if c.LSN() > durable && c.LSN() != 0 {
+			t.Fatalf("promoted checkpoint %d beyond the durable LSN %d", c.LSN(), durable)
+		}
+	}
+	if st := c.Stats(); st.Replaced != 0 || st.Promoted < 10 {
+		t.Fatalf("stats %+v", st)
+	}
+}
