@@ -54,6 +54,7 @@ type cluster struct {
 	firstEnd time.Time // end of the first Perm write started after `after`
 	perms    atomic.Uint64
 	errs     atomic.Uint64
+	logf     func(format string, args ...any)
 }
 
 func goTool() string {
@@ -303,14 +304,16 @@ func (s *suite) runFailover(ctx context.Context) Section {
 		sec.NotMeasured = err.Error()
 		return sec
 	}
-	c := &cluster{dir: dir, bin: filepath.Join(dir, "boardd")}
+	c := &cluster{dir: dir, bin: filepath.Join(dir, "boardd"), logf: s.logf}
 	defer c.close()
 	s.logf("failover: building boardd")
 	build := exec.CommandContext(ctx, goTool(), "build", "-o", c.bin, "github.com/seed61e250c8/boardha/cmd/boardd")
+	t0 := time.Now()
 	if out, err := build.CombinedOutput(); err != nil {
 		sec.NotMeasured = fmt.Sprintf("building boardd: %v: %s", err, strings.TrimSpace(string(out)))
 		return sec
 	}
+	s.logf("failover: boardd built in %v", time.Since(t0).Round(time.Millisecond))
 	var sites []string
 	for i := range n {
 		sites = append(sites, strconv.Itoa(int(s.chassis.Boards[i].Site)))
@@ -327,10 +330,12 @@ func (s *suite) runFailover(ctx context.Context) Section {
 			return sec
 		}
 	}
+	t0 = time.Now()
 	if err := waitFor(ctx, 30*time.Second, "a master agreed by all boards", func() bool { m, _ := c.master(); return m != 0 }); err != nil {
 		sec.NotMeasured = fmt.Sprintf("%v; board logs: %s", err, c.tail())
 		return sec
 	}
+	s.logf("failover: %d boards up, master agreed after %v", n, time.Since(t0).Round(time.Millisecond))
 	wctx, stopWriters := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	for _, p := range c.procs {
@@ -351,6 +356,7 @@ func (s *suite) runFailover(ctx context.Context) Section {
 		var failed error
 		for r := 0; r < k.rounds && failed == nil; r++ {
 			var d, o time.Duration
+			rt0 := time.Now()
 			d, o, failed = c.round(ctx, k.sig)
 			if failed != nil {
 				failed = fmt.Errorf("round %d of %d: %w", r+1, k.rounds, failed)
@@ -360,7 +366,7 @@ func (s *suite) runFailover(ctx context.Context) Section {
 			if o > 0 {
 				own = append(own, o)
 			}
-			s.logf("failover %s round %d: %v", k.name, r+1, d.Round(10*time.Microsecond))
+			s.logf("failover %s round %d: %v (round took %v)", k.name, r+1, d.Round(10*time.Microsecond), time.Since(rt0).Round(time.Millisecond))
 		}
 		if failed != nil {
 			sec.note("%s: stopped after %d rounds: %v; board logs: %s", k.name, len(got), failed, c.tail())
@@ -396,11 +402,13 @@ func (c *cluster) round(ctx context.Context, sig syscall.Signal) (time.Duration,
 	if err := waitFor(ctx, 30*time.Second, "an agreed master", func() bool { m, _ = c.master(); return m != 0 }); err != nil {
 		return 0, 0, err
 	}
+	rt0 := time.Now()
 	base := c.perms.Load()
 	if err := waitFor(ctx, 30*time.Second, "20 Perm writes before the fault", func() bool { return c.perms.Load() >= base+20 }); err != nil {
 		return 0, 0, err
 	}
 	victim := c.bySite(m)
+	pre := time.Since(rt0)
 	c.mu.Lock()
 	c.after, c.firstEnd = time.Time{}, time.Time{}
 	c.mu.Unlock()
@@ -436,6 +444,7 @@ func (c *cluster) round(ctx context.Context, sig syscall.Signal) (time.Duration,
 		return 0, 0, err
 	}
 	own := sts[nm].Election.LastFailover
+	agreed := time.Since(t0)
 	// Restore: the faulted board comes back empty and must catch up before
 	// the next round, so every round starts from a full group.
 	c.kill(victim)
@@ -458,6 +467,8 @@ func (c *cluster) round(ctx context.Context, sig syscall.Signal) (time.Duration,
 		}
 		return false
 	})
+	c.logf("failover round: master %d -> %d; before the fault %v, fault to agreed new master %v, restart and catch-up of site %d %v",
+		m, nm, pre.Round(time.Millisecond), agreed.Round(time.Millisecond), victim.site, time.Since(t0).Round(time.Millisecond)-agreed.Round(time.Millisecond))
 	return d, own, err
 }
 

@@ -17,9 +17,11 @@ import (
 // the whole history) and measures the copy.
 func (s *suite) runInit(ctx context.Context) Section {
 	sec := emptySection(secInit)
-	const valSize = 1800 // two values per 4 KiB leaf page
+	const valSize = 1800 // at most two values per 4 KiB leaf page
 	logSize := 4 << 20
-	pool := s.cfg.InitBytes*2 + 128<<20
+	// Sequential inserts leave leaves about half full: the pages hold
+	// roughly twice the values' bytes, plus copies a checkpoint pins.
+	pool := s.cfg.InitBytes*4 + 128<<20
 	sec.Setup = fmt.Sprintf("Two in-process boards on boards 1 and 2 of the chassis (raw transport, page size 4 KiB, log %d MiB, pool %d MiB). "+
 		"Board 1 alone (AckPolicy NONE, checkpoint every 512 KiB) is filled with >= %d MiB of random (incompressible) values (%d bytes each), far more than its log holds, "+
 		"then board 2 (priority 0) starts empty and joins: the master sends its checkpoint's pages (internal init) and then the log since. "+

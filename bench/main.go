@@ -42,7 +42,8 @@ func main() {
 func cliMain(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	quick := fs.Bool("quick", false, "smaller sizes and shorter intervals (about a minute)")
+	quick := fs.Bool("quick", false, "smaller sizes and shorter intervals (a few minutes)")
+	tiny := fs.Bool("tiny", false, "smallest sizes, as the smoke test runs them (checks the setup; figures not meaningful)")
 	sections := fs.String("sections", strings.Join(allSections, ","), "comma-separated sections to run: "+strings.Join(allSections, ","))
 	out := fs.String("out", "bench/out", "directory for results.md, results.json and the plots")
 	quiet := fs.Bool("q", false, "no progress lines on stderr")
@@ -56,6 +57,9 @@ func cliMain(args []string, stdout, stderr io.Writer) int {
 	mode := "full"
 	if *quick {
 		mode = "quick"
+	}
+	if *tiny {
+		mode = "tiny"
 	}
 	cfg, err := sized(mode)
 	if err != nil {

@@ -48,7 +48,7 @@ type Config struct {
 	ScaleBoards []int
 	ScaleTime   time.Duration
 
-	InitBytes int64 // data on the master before a board joins empty
+	InitBytes int64 // values written on the master before a board joins empty (the pages copied are about twice that)
 
 	XprocKeys int
 	XprocTime time.Duration
@@ -65,14 +65,14 @@ func sized(mode string) (Config, error) {
 		c.RoundTrips, c.StreamFrames = 5000, 200000
 		c.CommitTime = 1500 * time.Millisecond
 		c.ScaleBoards, c.ScaleTime = []int{3, 5, 7, 9, 11, 13, 15}, 1500*time.Millisecond
-		c.InitBytes = 256 << 20
+		c.InitBytes = 128 << 20
 		c.XprocKeys, c.XprocTime = 200000, time.Second
 		c.FailoverBoards, c.Kills, c.Stops = 5, 24, 12
 	case "quick":
 		c.RoundTrips, c.StreamFrames = 1000, 30000
 		c.CommitTime = 300 * time.Millisecond
 		c.ScaleBoards, c.ScaleTime = []int{3, 7, 15}, 300*time.Millisecond
-		c.InitBytes = 48 << 20
+		c.InitBytes = 24 << 20
 		c.XprocKeys, c.XprocTime = 20000, 300*time.Millisecond
 		c.FailoverBoards, c.Kills, c.Stops = 3, 5, 3
 	case "tiny": // the smoke test: shape only, numbers meaningless
@@ -80,7 +80,7 @@ func sized(mode string) (Config, error) {
 		c.CommitTime = 60 * time.Millisecond
 		c.CommitBoards = []int{3}
 		c.ScaleBoards, c.ScaleTime = []int{3, 5}, 60*time.Millisecond
-		c.InitBytes = 8 << 20
+		c.InitBytes = 4 << 20
 		c.XprocKeys, c.XprocTime = 2000, 60*time.Millisecond
 		c.FailoverBoards, c.Kills, c.Stops = 3, 2, 1
 	default:
