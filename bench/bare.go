@@ -20,7 +20,8 @@ type bareFigures struct {
 	streamVia  string // which bare stream gave frameRate (the faster one)
 }
 
-var rttSizes = []int{64, 1400}
+// rttSizes are the ping-pong payload sizes.
+func rttSizes() []int { return []int{64, 1400} }
 
 const streamSize = 1400
 
@@ -105,7 +106,7 @@ func (s *suite) runBare(ctx context.Context) Section {
 	}
 	defer func() { _ = errors.Join(ta.Close(), tb.Close()) }()
 	rlat := map[int]bptest.Latencies{}
-	for _, size := range rttSizes {
+	for _, size := range rttSizes() {
 		if ctx.Err() != nil {
 			sec.missing("raw transport", "interrupted")
 			return sec
@@ -165,7 +166,7 @@ func bareOnce(ctx context.Context, a, b *rig.Board, cfg Config) (*bareFigures, m
 	}
 	fig := &bareFigures{rtt: map[int]time.Duration{}, streamSize: streamSize, streamVia: "one write(2) per frame"}
 	lat := map[int]bptest.Latencies{}
-	for _, size := range rttSizes {
+	for _, size := range rttSizes() {
 		if ctx.Err() != nil {
 			return nil, nil, th, errInterrupted
 		}

@@ -12,7 +12,10 @@ import (
 	"github.com/seed61e250c8/boardha/board"
 )
 
-var policies = []board.AckPolicy{board.AckNone, board.AckOne, board.AckOnePeer, board.AckQuorum, board.AckAllPeers, board.AckAll}
+// ackPolicies lists every ack policy, weakest first.
+func ackPolicies() []board.AckPolicy {
+	return []board.AckPolicy{board.AckNone, board.AckOne, board.AckOnePeer, board.AckQuorum, board.AckAllPeers, board.AckAll}
+}
 
 func policyName(p board.AckPolicy) string {
 	return map[board.AckPolicy]string{board.AckNone: "NONE", board.AckOne: "ONE", board.AckOnePeer: "ONE_PEER",
@@ -202,7 +205,7 @@ func (s *suite) runCommit(ctx context.Context) Section {
 	sec.Setup = inProcessSetup + fmt.Sprintf("Each configuration is measured for %v after a warm-up. Ratio: commit p50 over the bare 64 B round trip of this run.", s.cfg.CommitTime)
 	sec.Columns = []string{"ack policy", "boards", "writers", "p50", "p99", "commits/s", "p50 / bare RTT", "commits per batch", "not perm / errors"}
 	for _, n := range s.cfg.CommitBoards {
-		for _, p := range policies {
+		for _, p := range ackPolicies() {
 			label := fmt.Sprintf("%s, %d boards", policyName(p), n)
 			if ctx.Err() != nil {
 				sec.missing(label, "interrupted")

@@ -28,7 +28,9 @@ import (
 // is smaller and checkpoints more frequent than the defaults so the small
 // commits of the writers cannot fill the pool with pages a pinned checkpoint
 // keeps from reuse.
-var boarddArgs = []string{"-transport", "raw", "-iface", "bp0", "-pool-size", "256M", "-log-size", "32M", "-checkpoint-kib", "256", "-log-level", "warn"}
+func boarddArgs() []string {
+	return []string{"-transport", "raw", "-iface", "bp0", "-pool-size", "256M", "-log-size", "32M", "-checkpoint-kib", "256", "-log-level", "warn"}
+}
 
 // proc is one `boardd run` process in a board namespace.
 type proc struct {
@@ -323,7 +325,7 @@ func (s *suite) runFailover(ctx context.Context) Section {
 		p := &proc{site: rb.Site, ns: rb, sock: filepath.Join(dir, fmt.Sprintf("b%d.sock", rb.Site)),
 			shm: fmt.Sprintf("boardha-bench%d-f%d", os.Getpid(), rb.Site), logf: filepath.Join(dir, fmt.Sprintf("b%d.log", rb.Site))}
 		p.args = append([]string{"run", "-site", strconv.Itoa(int(rb.Site)), "-group", "bench-fo", "-peers", strings.Join(sites, ","),
-			"-sock", p.sock, "-shm", p.shm}, boarddArgs...)
+			"-sock", p.sock, "-shm", p.shm}, boarddArgs()...)
 		c.procs = append(c.procs, p)
 		if err := c.start(p); err != nil {
 			sec.NotMeasured = err.Error()
@@ -501,6 +503,11 @@ func (c *cluster) tail() string {
 		}
 		lines := strings.Split(strings.TrimSpace(string(b)), "\n")
 		lines = lines[max(0, len(lines)-3):]
+		for i, l := range lines {
+			if len(l) > 300 {
+				lines[i] = l[:300] + "..."
+			}
+		}
 		parts = append(parts, fmt.Sprintf("[site %d] %s", p.site, strings.Join(lines, " / ")))
 	}
 	if len(parts) == 0 {

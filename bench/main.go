@@ -44,7 +44,7 @@ func cliMain(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	quick := fs.Bool("quick", false, "smaller sizes and shorter intervals (a few minutes)")
 	tiny := fs.Bool("tiny", false, "smallest sizes, as the smoke test runs them (checks the setup; figures not meaningful)")
-	sections := fs.String("sections", strings.Join(allSections, ","), "comma-separated sections to run: "+strings.Join(allSections, ","))
+	sections := fs.String("sections", strings.Join(allSections(), ","), "comma-separated sections to run: "+strings.Join(allSections(), ","))
 	out := fs.String("out", "bench/out", "directory for results.md, results.json and the plots")
 	quiet := fs.Bool("q", false, "no progress lines on stderr")
 	if err := fs.Parse(args); err != nil {
@@ -74,11 +74,11 @@ func cliMain(args []string, stdout, stderr io.Writer) int {
 			continue
 		}
 		known := false
-		for _, k := range allSections {
+		for _, k := range allSections() {
 			known = known || k == s
 		}
 		if !known {
-			fmt.Fprintf(stderr, "bench: section %q unknown; choose from %s\n", s, strings.Join(allSections, ","))
+			fmt.Fprintf(stderr, "bench: section %q unknown; choose from %s\n", s, strings.Join(allSections(), ","))
 			return 2
 		}
 		cfg.Sections = append(cfg.Sections, s)

@@ -93,7 +93,7 @@ func (r *Results) Markdown() string {
 		b.WriteString("### Targets\n\n| target | measured | goal | met |\n|---|---:|---|---|\n")
 		for _, t := range r.Targets {
 			if t.Reason != "" {
-				fmt.Fprintf(&b, "| %s | not measured: %s | %s | - |\n", t.Name, t.Reason, t.Goal)
+				fmt.Fprintf(&b, "| %s | not measured: %s | %s | - |\n", t.Name, mdCell(t.Reason), t.Goal)
 				continue
 			}
 			met := "no"
@@ -110,7 +110,7 @@ func (r *Results) Markdown() string {
 			fmt.Fprintf(&b, "%s\n\n", s.Setup)
 		}
 		if s.NotMeasured != "" {
-			fmt.Fprintf(&b, "Not measured: %s\n\n", s.NotMeasured)
+			fmt.Fprintf(&b, "Not measured: %s\n\n", mdCell(s.NotMeasured))
 		}
 		if len(s.Rows) > 0 {
 			b.WriteString("| " + strings.Join(s.Columns, " | ") + " |\n|")
@@ -125,7 +125,7 @@ func (r *Results) Markdown() string {
 			for _, row := range s.Rows {
 				cells := row.Cells
 				if row.NotMeasured != "" {
-					cells = []string{"not measured: " + row.NotMeasured}
+					cells = []string{"not measured: " + mdCell(row.NotMeasured)}
 					for len(cells) < len(s.Columns)-1 {
 						cells = append(cells, "")
 					}
@@ -142,6 +142,11 @@ func (r *Results) Markdown() string {
 		}
 	}
 	return b.String()
+}
+
+// mdCell keeps free text (error messages, log lines) inside one table cell.
+func mdCell(s string) string {
+	return strings.NewReplacer("|", "\\|", "\r", " ", "\n", " ").Replace(s)
 }
 
 func fmtNum(v float64) string {

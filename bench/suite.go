@@ -28,7 +28,10 @@ const (
 	secFailover = "failover"
 )
 
-var allSections = []string{secBare, secCommit, secScale, secInit, secXproc, secFailover}
+// allSections lists the section ids in run order.
+func allSections() []string {
+	return []string{secBare, secCommit, secScale, secInit, secXproc, secFailover}
+}
 
 // Config sizes a run. sized fills it for a mode; flags and the smoke test
 // adjust it.
@@ -59,7 +62,7 @@ type Config struct {
 }
 
 func sized(mode string) (Config, error) {
-	c := Config{Mode: mode, Sections: allSections, Out: "bench/out", Writers: []int{1, 64}, CommitBoards: []int{3, 7}}
+	c := Config{Mode: mode, Sections: allSections(), Out: "bench/out", Writers: []int{1, 64}, CommitBoards: []int{3, 7}}
 	switch mode {
 	case "full":
 		c.RoundTrips, c.StreamFrames = 5000, 200000
@@ -168,7 +171,7 @@ func (s *suite) runSections(ctx context.Context) {
 		secXproc:    s.runXproc,
 		secFailover: s.runFailover,
 	}
-	for _, id := range allSections {
+	for _, id := range allSections() {
 		if !s.selected(id) {
 			continue
 		}
@@ -191,7 +194,7 @@ func (s *suite) runSections(ctx context.Context) {
 
 func (s *suite) skipAll(reason string) {
 	s.logf("%s", reason)
-	for _, id := range allSections {
+	for _, id := range allSections() {
 		if s.selected(id) {
 			sec := emptySection(id)
 			sec.NotMeasured = reason
