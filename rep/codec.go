@@ -29,7 +29,7 @@ import (
 //	PAGE_REQ:          ckpt u64 | first u32 | count u32
 //	PAGE:              ckpt u64 | first u32 | n u32 | n × (pgno u64 | len u32 | data)
 //	PAGE_FAIL:         ckpt u64
-//	VOTE1:             site u16 | egen u32 | lastGen u32 | lsn u64 | priority u32 | tiebreaker u32
+//	VOTE1:             elect's vote codec (elect.VoteSize bytes, versioned)
 //	VOTE2:             the sender's vote, as VOTE1 (the designee learns its priority)
 //	APP APP_REPLY:     opaque bytes
 const HeaderSize = 32
@@ -241,11 +241,14 @@ func DecodeMessage(m Message, d *Decoded) error {
 		}
 		d.LSN = le.Uint64(b)
 	case MsgVote1, MsgVote2:
-		if err := exact(26); err != nil {
+		if err := exact(elect.VoteSize); err != nil {
 			return err
 		}
-		d.Vote = elect.Vote{Site: le.Uint16(b), Egen: le.Uint32(b[2:]), LastGen: le.Uint32(b[6:]),
-			LSN: le.Uint64(b[10:]), Priority: le.Uint32(b[18:]), Tiebreaker: le.Uint32(b[22:])}
+		v, err := elect.DecodeVote(b)
+		if err != nil {
+			return malformed(m.Type, "%v", err)
+		}
+		d.Vote = v
 	case MsgApp, MsgAppReply:
 		d.Data = b
 	}
@@ -326,14 +329,8 @@ func appendU16(dst []byte, v uint16) []byte { return le.AppendUint16(dst, v) }
 func appendU32(dst []byte, v uint32) []byte { return le.AppendUint32(dst, v) }
 func appendU64(dst []byte, v uint64) []byte { return le.AppendUint64(dst, v) }
 
-func appendVote(dst []byte, v elect.Vote) []byte {
-	dst = appendU16(dst, v.Site)
-	dst = appendU32(dst, v.Egen)
-	dst = appendU32(dst, v.LastGen)
-	dst = appendU64(dst, v.LSN)
-	dst = appendU32(dst, v.Priority)
-	return appendU32(dst, v.Tiebreaker)
-}
+// appendVote uses elect's versioned vote codec so the two packages cannot drift.
+func appendVote(dst []byte, v elect.Vote) []byte { return elect.AppendVote(dst, v) }
 
 func appendPoint(dst []byte, p CommitPoint) []byte {
 	dst = appendU64(dst, p.LSN)
