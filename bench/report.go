@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"time"
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
@@ -195,27 +196,40 @@ func (s *suite) plotFailover(path string) error {
 		kinds = append(kinds, k)
 	}
 	slices.Sort(kinds)
+	// Shared bins from 0 to the largest sample; within a bin each fault
+	// gets its own slice of the width, so the distributions sit side by
+	// side instead of hiding each other.
+	var top time.Duration
+	for _, k := range kinds {
+		top = max(top, s.failover[k].Max())
+	}
+	const nbins = 25
+	width := max(msF(top)*1.02, 1) / nbins
 	any := false
+	var tallest float64
 	for i, k := range kinds {
 		smp := s.failover[k]
 		if len(smp) == 0 {
 			continue
 		}
-		vals := make(plotter.Values, len(smp))
-		for j, d := range smp {
-			vals[j] = msF(d)
+		counts := make([]float64, nbins)
+		for _, d := range smp {
+			counts[min(int(msF(d)/width), nbins-1)]++
 		}
-		h, err := plotter.NewHist(vals, min(30, max(5, len(vals)/2)))
-		if err != nil {
-			return err
+		tallest = max(tallest, slices.Max(counts))
+		sub := width / float64(len(kinds))
+		h := &plotter.Histogram{FillColor: palette()[i%len(palette())], LineStyle: plotter.DefaultLineStyle}
+		for b, c := range counts {
+			lo := float64(b)*width + float64(i)*sub
+			h.Bins = append(h.Bins, plotter.HistogramBin{Min: lo, Max: lo + sub, Weight: c})
 		}
-		c := palette()[i%len(palette())]
-		h.FillColor = color.RGBA{R: c.(color.RGBA).R, G: c.(color.RGBA).G, B: c.(color.RGBA).B, A: 0x90}
-		h.LineStyle.Color = c
+		h.Width = sub
 		p.Add(h)
 		p.Legend.Add(fmt.Sprintf("%s (n=%d)", k, len(smp)), h)
 		any = true
 	}
+	p.Legend.Top = true
+	p.Y.Max = tallest * 1.3 // room for the legend above the bars
 	if !any {
 		p.Title.Text += " (not measured)"
 	}
