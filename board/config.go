@@ -155,6 +155,9 @@ type Config struct {
 	// absolute path on a tmpfs) so other processes can Attach; empty
 	// means private memory.
 	ShmName string
+	// KeepShm leaves a named region in place on Close (by default Close
+	// removes it: an orderly shutdown releases the board's memory).
+	KeepShm bool
 
 	// EventBuffer is the capacity of the Events channel: 1..1<<20,
 	// default 1024. When full the oldest event is dropped and counted.

@@ -54,7 +54,11 @@ func TestConfigRejects(t *testing.T) {
 		{"HeartbeatMonitor", func(c *Config) { c.HeartbeatSend = 5 * time.Millisecond; c.HeartbeatMonitor = 5 * time.Millisecond }},
 		{"ElectionTimeout", func(c *Config) { c.ElectionTimeout = -1 }},
 		{"ElectionBackoffMax", func(c *Config) { c.ElectionTimeout = time.Second; c.ElectionBackoffMax = time.Millisecond }},
-		{"LeaseTimeout", func(c *Config) { c.Leases = true; c.LeaseTimeout = time.Millisecond; c.HeartbeatSend = 2 * time.Millisecond }},
+		{"LeaseTimeout", func(c *Config) {
+			c.Leases = true
+			c.LeaseTimeout = time.Millisecond
+			c.HeartbeatSend = 2 * time.Millisecond
+		}},
 		{"ClockSkew", func(c *Config) { c.ClockSkew = 0.5 }},
 		{"ClockSkew", func(c *Config) { c.ClockSkew = 3 }},
 		{"LogSize", func(c *Config) { c.LogSize = 1000 }},

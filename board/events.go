@@ -102,13 +102,13 @@ type eventQueue struct {
 func newEventQueue(n int) *eventQueue { return &eventQueue{ch: make(chan Event, n)} }
 
 // push is called only by the runtime loop (single producer).
-func (q *eventQueue) push(e Event) {
+func (q *eventQueue) push(e Event) Event {
 	q.seq++
 	e.Seq = q.seq
 	for {
 		select {
 		case q.ch <- e:
-			return
+			return e
 		default:
 		}
 		select {

@@ -39,8 +39,8 @@ func Delete(db string, key []byte) Op { return Op{Kind: OpDelete, DB: db, Key: k
 
 // Limits for forwarded operations: they must fit one backplane message.
 const (
-	maxOps     = 4096
-	maxDBName  = 255
+	maxOps    = 4096
+	maxDBName = 255
 )
 
 // APP payload formats (board-level; rep carries them opaquely):

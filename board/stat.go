@@ -1,8 +1,11 @@
 package board
 
 import (
+	"context"
 	"fmt"
 	"time"
+
+	"github.com/seed61e250c8/boardha/rep"
 )
 
 // Role is a board's part in the group.
@@ -53,6 +56,9 @@ type Stat struct {
 	CheckpointLSN uint64        `json:"checkpoint_lsn"`
 	LockedOut     bool          `json:"locked_out"`
 	Uptime        time.Duration `json:"uptime_ns"`
+	// ContentHash is filled only by callers that ask for it (boardd's stat
+	// does): see Tx.ContentHash.
+	ContentHash uint64 `json:"content_hash,omitempty"`
 
 	Sites    []SiteStat   `json:"sites"`
 	Lease    LeaseStat    `json:"lease"`
@@ -126,9 +132,86 @@ type Counters struct {
 	MsgsRecv      uint64 `json:"msgs_recv"`
 	SendErrors    uint64 `json:"send_errors"`
 	FramesDropped uint64 `json:"frames_dropped"` // bad or foreign frames dropped by the transport
+	MsgsDropped   uint64 `json:"msgs_dropped"`   // messages the replication layer dropped (stale, duplicate, malformed, ...)
 	Commits       uint64 `json:"commits"`        // local Update transactions committed
 	Batches       uint64 `json:"batches"`        // group-commit batches (Commits/Batches = batching factor)
 	AppForwarded  uint64 `json:"app_forwarded"`  // Apply calls forwarded to the master
 	AppServed     uint64 `json:"app_served"`     // forwarded Applies this master executed
 	PermFailed    uint64 `json:"perm_failed"`
+}
+
+// Stat returns a snapshot of the board's state. It asks the runtime, so it
+// waits (at most a second) for the loop to be free; a closed or unstarted
+// board reports what it can without it.
+func (b *Board) Stat() Stat {
+	st := Stat{Site: b.cfg.Site, Group: b.cfg.Group, Uptime: time.Since(b.origin)}
+	p := b.pub.Load()
+	st.Role, st.Master, st.Gen = p.role, p.master, p.gen
+	st.Lease.Enabled = b.cfg.Leases
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if b.do(ctx, func() { b.rt.fillStat(&st) }) != nil {
+		b.envMu.RLock()
+		if p.role != RoleClosed {
+			fillEnvStat(&st, b.env)
+		}
+		b.envMu.RUnlock()
+	}
+	st.Counters.EventsDropped = b.events.dropped.Load()
+	st.Counters.Commits = b.ctr.commits.Load()
+	st.Counters.Batches = b.ctr.batches.Load()
+	st.Counters.AppForwarded = b.ctr.appForwarded.Load()
+	st.Counters.AppServed = b.ctr.appServed.Load()
+	st.Counters.SendErrors = b.ctr.sendErrors.Load()
+	st.Counters.PermFailed = b.ctr.permFailed.Load()
+	ts := b.tr.Stats()
+	st.Counters.FramesDropped = ts.Dropped()
+	return st
+}
+
+func (rt *runtime) fillStat(st *Stat) {
+	b := rt.b
+	now := b.now()
+	s := rt.node.Status()
+	st.Role = rt.role
+	if s.Role == rep.RoleMaster {
+		st.Role = RoleMaster
+	}
+	st.Master = 0
+	if s.Master != rep.NoMaster {
+		st.Master = s.Master
+	}
+	st.Gen, st.Egen = s.Gen, s.Egen
+	st.PermLSN = s.PermLSN
+	st.LockedOut = s.Lockout
+	st.CheckpointLSN = rt.store.ckptLSN
+	st.Lease.Valid = s.LeaseValid
+	st.Election.InProgress = s.ElectionRunning
+	if s.ElectionRunning {
+		st.Election.Phase = s.Role.String()
+	}
+	st.Election.Elections = s.Counters.Elections
+	st.Election.LastFailover = rt.lastFailover
+	st.Init = InitStat{Active: rt.initActive, PagesDone: uint64(rt.initDone), PagesTotal: uint64(rt.initTotal),
+		PagesPerSec: rt.initRate, Count: rt.initCount, LastDuration: rt.initLast}
+	if rt.initActive && s.InitPagesTotal > 0 {
+		st.Init.PagesDone, st.Init.PagesTotal = uint64(s.InitPagesDone), uint64(s.InitPagesTotal)
+	}
+	if st.Init.PagesTotal > 0 {
+		st.Init.Percent = 100 * float64(st.Init.PagesDone) / float64(st.Init.PagesTotal)
+	}
+	for _, ss := range s.Sites {
+		heard := time.Duration(-1)
+		if ss.LastHeard > 0 {
+			heard = now - ss.LastHeard
+		}
+		st.Sites = append(st.Sites, SiteStat{Site: ss.Site, AckedLSN: ss.AckedLSN, LagBytes: ss.LagBytes,
+			LastHeard: heard, Electable: ss.Priority > 0})
+	}
+	st.Counters.ReRequests = s.Counters.ReRequestsSent
+	st.Counters.Elections = s.Counters.Elections
+	st.Counters.MsgsSent = s.Counters.MessagesOut
+	st.Counters.MsgsRecv = s.Counters.MessagesIn
+	st.Counters.MsgsDropped = s.Counters.DroppedTotal()
+	fillEnvStat(st, b.env)
 }

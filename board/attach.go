@@ -1,0 +1,34 @@
+package board
+
+import (
+	"fmt"
+
+	"github.com/seed61e250c8/boardha/inmem"
+)
+
+// Reader reads a board's data from another process on the same board: it
+// maps the owning process's shared-memory region read-only and reads keys
+// and values in place (zero copy) while the owner keeps committing. Each
+// View sees one consistent snapshot.
+type Reader struct {
+	env *inmem.ReadEnv
+}
+
+// Attach opens the named region (Config.ShmName of the owning board: a
+// name in /dev/shm or an absolute path) read-only.
+func Attach(name string) (*Reader, error) {
+	env, err := inmem.AttachReadOnly(name)
+	if err != nil {
+		return nil, fmt.Errorf("board: attaching to shared memory %q (is the board running with Config.ShmName set?): %w", name, err)
+	}
+	return &Reader{env: env}, nil
+}
+
+// View runs fn on a consistent snapshot. A snapshot held for long delays
+// the reuse of pages the owner frees; keep fn short.
+func (r *Reader) View(fn func(*Tx) error) error {
+	return r.env.View(func(tx *inmem.Tx) error { return fn(&Tx{tx: tx}) })
+}
+
+// Close releases the mapping and the reader slot.
+func (r *Reader) Close() error { return r.env.Close() }

@@ -1,0 +1,405 @@
+package board
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/seed61e250c8/boardha/backplane"
+	"github.com/seed61e250c8/boardha/inmem"
+)
+
+// Board is one board's replicated environment and its runtime. All methods
+// are safe for concurrent use.
+//
+// One goroutine (the loop) owns the replication state machine: it feeds it
+// received messages, ticks and local commits, and carries out what it asks
+// (send, apply, roll back, initialise, checkpoint, release commit waiters,
+// deliver events). Writes run on that goroutine too, in group-commit batches,
+// so a local commit can never interleave with records applied from a master.
+type Board struct {
+	cfg    Config
+	log    *slog.Logger
+	origin time.Time
+
+	// envMu guards the env pointer: internal init replaces the environment
+	// under the write lock; View and friends hold the read lock.
+	envMu sync.RWMutex
+	env   *inmem.Env
+
+	tr     backplane.Transport
+	events *eventQueue
+
+	writeCh  chan *writeReq
+	ctrlCh   chan func()
+	rxCh     chan []backplane.Message
+	rxAck    chan struct{}
+	closing  chan struct{}
+	loopDone chan struct{}
+	rxDone   chan struct{}
+
+	startOnce sync.Once
+	started   atomic.Bool
+	closeOnce sync.Once
+	closeErr  error
+
+	pub     atomic.Pointer[published]
+	condMu  sync.Mutex
+	pubCond chan struct{} // closed and replaced whenever pub changes; guarded by condMu
+
+	nextAppID atomic.Uint64
+	ctr       struct {
+		commits, batches, appForwarded, appServed, sendErrors, permFailed atomic.Uint64
+	}
+
+	// Everything below is owned by the loop goroutine.
+	rt *runtime
+}
+
+// published is the loop's state as other goroutines see it.
+type published struct {
+	role     Role
+	master   uint16 // 0 = none
+	gen      uint32
+	canWrite error
+	// ready: a master is known and this board is it or has caught up with it.
+	ready bool
+}
+
+// Open validates cfg, creates the environment and the transport, and returns
+// a Board that takes part in the group once Start is called.
+func Open(cfg Config) (*Board, error) {
+	cfg, err := cfg.validated()
+	if err != nil {
+		return nil, err
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	log = log.With("site", cfg.Site, "group", cfg.Group)
+	b := &Board{
+		cfg:      cfg,
+		log:      log,
+		origin:   time.Now(),
+		events:   newEventQueue(cfg.EventBuffer),
+		writeCh:  make(chan *writeReq, maxBatch),
+		ctrlCh:   make(chan func(), 16),
+		rxCh:     make(chan []backplane.Message),
+		rxAck:    make(chan struct{}),
+		closing:  make(chan struct{}),
+		loopDone: make(chan struct{}),
+		rxDone:   make(chan struct{}),
+		pubCond:  make(chan struct{}),
+	}
+	b.nextAppID.Store(rand.Uint64() >> 1)
+	b.pub.Store(&published{role: RoleStarting, canWrite: ErrNotStarted})
+
+	env, err := openEnv(cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	b.env = env
+	rt, err := newRuntime(b, env)
+	if err != nil {
+		closeEnv(env, cfg)
+		return nil, err
+	}
+	b.rt = rt
+	tr, err := newTransport(cfg)
+	if err != nil {
+		closeEnv(env, cfg)
+		return nil, err
+	}
+	b.tr = tr
+	return b, nil
+}
+
+// Start joins the group: as a replica (StartClient, an election picks a
+// master if none answers) or as the designated master (StartMaster). It
+// returns once the runtime runs; use WaitMaster or Events to learn when a
+// master is known. ctx bounds the start itself.
+func (b *Board) Start(ctx context.Context, mode StartMode) error {
+	if mode != StartClient && mode != StartMaster {
+		return fmt.Errorf("%w: start mode %d unknown; use StartClient or StartMaster", ErrInvalidConfig, mode)
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	select {
+	case <-b.closing:
+		return ErrClosed
+	default:
+	}
+	err := fmt.Errorf("board: Start called twice; the board is already running")
+	b.startOnce.Do(func() {
+		err = nil
+		b.started.Store(true)
+		b.rt.start(mode)
+		go b.rxLoop()
+		go b.loop()
+		b.log.Info("board started", "mode", mode, "transport", b.cfg.Transport, "priority", b.cfg.Priority)
+	})
+	return err
+}
+
+// Close stops the board: the runtime stops, pending calls fail with
+// ErrClosed, the transport is closed and the environment released (a named
+// shared-memory region is removed unless Config.KeepShm is set). Other
+// boards see this board go silent and, if it was master, elect a new one.
+func (b *Board) Close() error {
+	b.closeOnce.Do(func() {
+		close(b.closing)
+		err := b.tr.Close()
+		if b.started.Load() {
+			<-b.rxDone
+			<-b.loopDone
+		}
+		b.publish(&published{role: RoleClosed, canWrite: ErrClosed})
+		b.envMu.Lock()
+		if cerr := closeEnv(b.env, b.cfg); err == nil {
+			err = cerr
+		}
+		b.envMu.Unlock()
+		b.closeErr = err
+		b.log.Info("board closed")
+	})
+	return b.closeErr
+}
+
+// Events delivers replication events in order. The channel is bounded
+// (Config.EventBuffer); when nobody reads, the oldest events are dropped and
+// counted (Stat.Counters.EventsDropped, gaps in Event.Seq). It is never
+// closed.
+func (b *Board) Events() <-chan Event { return b.events.ch }
+
+// Site is this board's site id.
+func (b *Board) Site() uint16 { return b.cfg.Site }
+
+// Config returns the configuration in effect (defaults filled in).
+func (b *Board) Config() Config { return b.cfg }
+
+// Master returns the master this board knows of, 0 if none.
+func (b *Board) Master() uint16 { return b.pub.Load().master }
+
+// IsMaster reports whether this board is master now.
+func (b *Board) IsMaster() bool { return b.pub.Load().role == RoleMaster }
+
+// WaitMaster blocks until this board knows a master (and, on a replica, has
+// finished synchronising with it), then returns the master's site.
+func (b *Board) WaitMaster(ctx context.Context) (uint16, error) {
+	for {
+		p, ch := b.state()
+		if p.role == RoleClosed {
+			return 0, ErrClosed
+		}
+		if p.ready {
+			return p.master, nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return 0, fmt.Errorf("%w: waiting for a master: %w", ErrUnavail, ctx.Err())
+		}
+	}
+}
+
+// Elect asks for an election now (a master re-announces itself) and waits
+// until a master is known.
+func (b *Board) Elect(ctx context.Context) error {
+	if err := b.do(ctx, func() { b.rt.elect() }); err != nil {
+		return err
+	}
+	_, err := b.WaitMaster(ctx)
+	return err
+}
+
+// StepDown makes a master give up mastership and waits until it is a
+// replica; the others elect a new master. On a replica it does nothing.
+func (b *Board) StepDown(ctx context.Context) error {
+	if err := b.do(ctx, func() { b.rt.stepDown() }); err != nil {
+		return err
+	}
+	for {
+		p, ch := b.state()
+		if p.role != RoleMaster {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("%w: waiting to step down: %w", ErrUnavail, ctx.Err())
+		}
+	}
+}
+
+// View runs fn on a consistent snapshot of this board's data. It works on
+// every board; on a replica it may lag the master (use ViewLeased on the
+// master for authoritative reads).
+func (b *Board) View(fn func(*Tx) error) error {
+	b.envMu.RLock()
+	defer b.envMu.RUnlock()
+	if b.pub.Load().role == RoleClosed {
+		return ErrClosed
+	}
+	return b.env.View(func(tx *inmem.Tx) error { return fn(&Tx{tx: tx}) })
+}
+
+// ViewLeased runs fn on the master only while it holds valid leases from a
+// majority, so what fn reads is the group's latest state (linearizable).
+// It fails with ErrNotMaster on a replica and ErrLeaseExpired when the
+// master's leases lapsed (or Config.Leases is off).
+func (b *Board) ViewLeased(fn func(*Tx) error) error {
+	switch p := b.pub.Load(); {
+	case p.role == RoleClosed:
+		return ErrClosed
+	case !b.cfg.Leases:
+		return fmt.Errorf("%w: leases are off (Config.Leases=false); enable them to read authoritatively", ErrLeaseExpired)
+	case p.role != RoleMaster:
+		// Checked before taking envMu: a replica may be swapping in an
+		// internally initialised environment under the write lock.
+		return ErrNotMaster
+	}
+	b.envMu.RLock()
+	defer b.envMu.RUnlock()
+	// Snapshot first, lease check second: every commit acknowledged before
+	// the check is in the snapshot, and no other master can commit while
+	// the lease checked after it holds.
+	tx, err := b.env.Begin(false)
+	if err != nil {
+		return err
+	}
+	defer tx.Abort()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	var leaseErr error
+	if err := b.do(ctx, func() { leaseErr = b.rt.leaseCheck() }); err != nil {
+		return err
+	}
+	if leaseErr != nil {
+		return leaseErr
+	}
+	return fn(&Tx{tx: tx})
+}
+
+// Update runs fn in a write transaction on the master and commits it.
+// Concurrent Updates are combined into one transaction (group commit); if
+// one fn fails the others are rerun individually, so fn may run more than
+// once and must have no side effects outside tx. fn runs on the board's
+// replication goroutine: keep it short, and call no Board method from it
+// (other than View).
+//
+// It returns when the commit is permanent by the ack policy (Perm=true),
+// when the policy was missed within AckTimeout (Perm=false, no error; the
+// commit stays on the master), or with an error: ErrNotMaster, ErrLockout,
+// ErrPoolFull, ErrLogFull, fn's error, or ctx's error (the commit may still
+// happen).
+func (b *Board) Update(ctx context.Context, fn func(*Tx) error) (Commit, error) {
+	if fn == nil {
+		return Commit{}, fmt.Errorf("board: Update with a nil function")
+	}
+	p := b.pub.Load()
+	if p.role == RoleClosed {
+		return Commit{}, ErrClosed
+	}
+	if p.canWrite != nil {
+		return Commit{}, p.canWrite
+	}
+	return b.submit(ctx, &writeReq{fn: fn})
+}
+
+// Apply performs ops in one transaction on the master, from any board: on a
+// replica they are forwarded over the backplane and retried across master
+// changes until ctx ends. The result is the master's (Commit.Perm as for
+// Update). Forwarding is at-least-once; puts and deletes are idempotent.
+func (b *Board) Apply(ctx context.Context, ops ...Op) (Commit, error) {
+	payload, err := encodeAppRequest(nil, 0, ops)
+	if err != nil {
+		return Commit{}, err
+	}
+	for {
+		p := b.pub.Load()
+		if p.role == RoleClosed {
+			return Commit{}, ErrClosed
+		}
+		if p.role == RoleMaster {
+			c, err := b.submit(ctx, &writeReq{ops: ops})
+			if !errors.Is(err, ErrNotMaster) {
+				return c, err
+			}
+			continue // lost mastership meanwhile: forward instead
+		}
+		id := b.nextAppID.Add(1)
+		binaryPutID(payload, id)
+		b.ctr.appForwarded.Add(1)
+		return b.forward(ctx, id, payload)
+	}
+}
+
+// submit hands a write to the loop and waits for its result.
+func (b *Board) submit(ctx context.Context, w *writeReq) (Commit, error) {
+	w.res = make(chan writeResult, 1)
+	select {
+	case b.writeCh <- w:
+	case <-b.closing:
+		return Commit{}, ErrClosed
+	case <-ctx.Done():
+		return Commit{}, ctx.Err()
+	}
+	select {
+	case r := <-w.res:
+		return r.c, r.err
+	case <-b.closing:
+		return Commit{}, ErrClosed
+	case <-ctx.Done():
+		return Commit{}, ctx.Err()
+	}
+}
+
+// do runs f on the loop goroutine and waits for it.
+func (b *Board) do(ctx context.Context, f func()) error {
+	if !b.started.Load() {
+		return ErrNotStarted
+	}
+	done := make(chan struct{})
+	g := func() { f(); close(done) }
+	select {
+	case b.ctrlCh <- g:
+	case <-b.closing:
+		return ErrClosed
+	case <-ctx.Done():
+		return fmt.Errorf("%w: board busy: %w", ErrUnavail, ctx.Err())
+	}
+	select {
+	case <-done:
+		return nil
+	case <-b.loopDone:
+		return ErrClosed
+	case <-ctx.Done():
+		return fmt.Errorf("%w: board busy: %w", ErrUnavail, ctx.Err())
+	}
+}
+
+// now is the monotonic clock the replication state machine runs on.
+func (b *Board) now() time.Duration { return time.Since(b.origin) }
+
+func (b *Board) publish(p *published) {
+	b.condMu.Lock()
+	b.pub.Store(p)
+	close(b.pubCond)
+	b.pubCond = make(chan struct{})
+	b.condMu.Unlock()
+}
+
+// state returns the published state and a channel closed when it changes.
+func (b *Board) state() (*published, chan struct{}) {
+	b.condMu.Lock()
+	defer b.condMu.Unlock()
+	return b.pub.Load(), b.pubCond
+}

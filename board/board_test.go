@@ -1,0 +1,495 @@
+package board
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/seed61e250c8/boardha/backplane"
+	"github.com/seed61e250c8/boardha/inmem"
+)
+
+// testGroup is n boards of one group on a mem hub.
+type testGroup struct {
+	t      *testing.T
+	hub    *backplane.MemHub
+	cfg    func(site uint16) Config
+	boards map[uint16]*Board
+}
+
+// testConfig has timings relaxed enough for a loaded CI machine.
+func testConfig(hub *backplane.MemHub, site uint16, n int) Config {
+	peers := map[uint16]string{}
+	for i := 1; i <= n; i++ {
+		peers[uint16(i)] = ""
+	}
+	return Config{Site: site, Group: "test", Peers: peers, Priority: 100, Transport: MemTransport(hub),
+		HeartbeatSend: 5 * time.Millisecond, HeartbeatMonitor: 150 * time.Millisecond,
+		ElectionTimeout: 60 * time.Millisecond, AckTimeout: time.Second,
+		PoolSize: 8 << 20, LogSize: 1 << 20, CheckpointKiB: 128, Seed: uint64(site)}
+}
+
+func newGroup(t *testing.T, n int, mod func(*Config)) *testGroup {
+	t.Helper()
+	g := &testGroup{t: t, hub: backplane.NewMemHub(backplane.MemConfig{Seed: 1}), boards: map[uint16]*Board{}}
+	g.cfg = func(site uint16) Config {
+		c := testConfig(g.hub, site, n)
+		if mod != nil {
+			mod(&c)
+		}
+		return c
+	}
+	t.Cleanup(func() {
+		for _, b := range g.boards {
+			b.Close()
+		}
+	})
+	for i := 1; i <= n; i++ {
+		g.start(uint16(i), StartClient)
+	}
+	return g
+}
+
+func (g *testGroup) start(site uint16, mode StartMode) *Board {
+	g.t.Helper()
+	b, err := Open(g.cfg(site))
+	if err != nil {
+		g.t.Fatalf("open site %d: %v", site, err)
+	}
+	g.boards[site] = b
+	if err := b.Start(context.Background(), mode); err != nil {
+		g.t.Fatalf("start site %d: %v", site, err)
+	}
+	return b
+}
+
+func (g *testGroup) stop(site uint16) {
+	g.t.Helper()
+	if err := g.boards[site].Close(); err != nil {
+		g.t.Errorf("close site %d: %v", site, err)
+	}
+	delete(g.boards, site)
+}
+
+// master waits until every running board agrees on one master.
+func (g *testGroup) master(not uint16) *Board {
+	g.t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		var m uint16
+		agree := true
+		for _, b := range g.boards {
+			ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+			s, err := b.WaitMaster(ctx)
+			cancel()
+			if err != nil || s == not || m != 0 && s != m {
+				agree = false
+				break
+			}
+			m = s
+		}
+		if agree && m != 0 && g.boards[m] != nil && g.boards[m].IsMaster() {
+			return g.boards[m]
+		}
+	}
+	g.t.Fatalf("no agreed master within 15s")
+	return nil
+}
+
+// eventually polls cond until it holds or the deadline passes.
+func eventually(t *testing.T, what string, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(2 * time.Millisecond) // polling a condition with a deadline, not synchronising
+	}
+}
+
+func get(b *Board, db, key string) []byte {
+	var v []byte
+	_ = b.View(func(tx *Tx) error {
+		if got := tx.Bucket(db).Get([]byte(key)); got != nil {
+			v = append([]byte{}, got...)
+		}
+		return nil
+	})
+	return v
+}
+
+func put(t *testing.T, b *Board, db, k, v string) Commit {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := b.Update(ctx, func(tx *Tx) error { return tx.Bucket(db).Put([]byte(k), []byte(v)) })
+	if err != nil {
+		t.Fatalf("put %s=%s on site %d: %v", k, v, b.Site(), err)
+	}
+	return c
+}
+
+func TestWritesReplicate(t *testing.T) {
+	g := newGroup(t, 3, nil)
+	m := g.master(0)
+	c := put(t, m, "routes", "10.0.0.0/8", "eth1")
+	if c.LSN == 0 || !c.Perm {
+		t.Fatalf("commit %+v: want an LSN and Perm under QUORUM", c)
+	}
+	for site, b := range g.boards {
+		eventually(t, fmt.Sprintf("the route on site %d", site), 5*time.Second, func() bool {
+			return string(get(b, "routes", "10.0.0.0/8")) == "eth1"
+		})
+	}
+	// Replicas refuse local writes.
+	for _, b := range g.boards {
+		if b == m {
+			continue
+		}
+		_, err := b.Update(context.Background(), func(tx *Tx) error { return nil })
+		if !errors.Is(err, ErrNotMaster) {
+			t.Fatalf("Update on replica %d: %v, want ErrNotMaster", b.Site(), err)
+		}
+		if err := b.ViewLeased(func(*Tx) error { return nil }); !errors.Is(err, ErrLeaseExpired) && !errors.Is(err, ErrNotMaster) {
+			t.Fatalf("ViewLeased on replica %d: %v", b.Site(), err)
+		}
+	}
+}
+
+func TestApplyFromReplica(t *testing.T) {
+	g := newGroup(t, 3, nil)
+	m := g.master(0)
+	var r *Board
+	for _, b := range g.boards {
+		if b != m {
+			r = b
+			break
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := r.Apply(ctx, Put("arp", []byte("10.0.0.1"), []byte("02:00:00:00:00:01")), Put("arp", []byte("10.0.0.2"), []byte("x")))
+	if err != nil {
+		t.Fatalf("Apply on replica %d: %v", r.Site(), err)
+	}
+	if c.LSN == 0 || !c.Perm {
+		t.Fatalf("forwarded commit %+v: want the master's LSN and Perm", c)
+	}
+	if v := get(m, "arp", "10.0.0.1"); string(v) != "02:00:00:00:00:01" {
+		t.Fatalf("master has %q after a forwarded Apply", v)
+	}
+	if _, err := r.Apply(ctx, Delete("arp", []byte("10.0.0.2"))); err != nil {
+		t.Fatalf("forwarded delete: %v", err)
+	}
+	if v := get(m, "arp", "10.0.0.2"); v != nil {
+		t.Fatalf("key still on the master after a forwarded delete: %q", v)
+	}
+	if st := r.Stat(); st.Counters.AppForwarded != 2 {
+		t.Fatalf("replica forwarded %d, want 2", st.Counters.AppForwarded)
+	}
+	// Apply on the master runs locally.
+	if _, err := m.Apply(ctx, Put("arp", []byte("local"), []byte("1"))); err != nil {
+		t.Fatalf("Apply on the master: %v", err)
+	}
+}
+
+func TestFailoverAfterMasterClose(t *testing.T) {
+	g := newGroup(t, 3, nil)
+	m := g.master(0)
+	put(t, m, "kv", "before", "1")
+	old := m.Site()
+	for _, b := range g.boards {
+		eventually(t, "replication of before", 5*time.Second, func() bool { return get(b, "kv", "before") != nil })
+	}
+	t0 := time.Now()
+	g.stop(old)
+	m2 := g.master(old)
+	t.Logf("new master %d after %v", m2.Site(), time.Since(t0))
+	if m2.Site() == old {
+		t.Fatalf("closed master %d still master", old)
+	}
+	put(t, m2, "kv", "after", "2")
+	if v := get(m2, "kv", "before"); string(v) != "1" {
+		t.Fatalf("new master lost a Perm write: %q", v)
+	}
+	if st := m2.Stat(); st.Gen < 2 || st.Role != RoleMaster {
+		t.Fatalf("new master stat %+v: want role master, gen >= 2", st)
+	}
+}
+
+func TestInternalInit(t *testing.T) {
+	g := newGroup(t, 3, nil)
+	m := g.master(0)
+	// Write more than the log holds so the log is reclaimed and an empty
+	// board cannot catch up from it.
+	val := bytes.Repeat([]byte("v"), 400)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for i := 0; i < 5000; i++ {
+		_, err := m.Update(ctx, func(tx *Tx) error {
+			return tx.Bucket("fill").Put([]byte(fmt.Sprintf("k%06d", i)), val)
+		})
+		if err != nil {
+			t.Fatalf("fill %d: %v", i, err)
+		}
+	}
+	var victim uint16
+	for s := range g.boards {
+		if s != m.Site() {
+			victim = s
+			break
+		}
+	}
+	g.stop(victim)
+	b := g.start(victim, StartClient)
+	eventually(t, "internal init of the restarted board", 30*time.Second, func() bool {
+		return b.Stat().Init.Count > 0 && get(b, "fill", "k004999") != nil
+	})
+	st := b.Stat()
+	t.Logf("internal init: %d pages in %v (%.0f pages/s)", st.Init.PagesTotal, st.Init.LastDuration, st.Init.PagesPerSec)
+	put(t, m, "fill", "after-init", "1")
+	eventually(t, "a write after init", 5*time.Second, func() bool { return get(b, "fill", "after-init") != nil })
+	var n int
+	b.View(func(tx *Tx) error {
+		c := tx.Bucket("fill").Cursor()
+		for k, _ := c.First(); k != nil; k, _ = c.Next() {
+			n++
+		}
+		return nil
+	})
+	if n != 5001 {
+		t.Fatalf("initialised board holds %d keys, want 5001", n)
+	}
+	// Every board converges to the master's content.
+	hash := func(b *Board) uint64 {
+		var h uint64
+		b.View(func(tx *Tx) error { var err error; h, err = tx.ContentHash(); return err })
+		return h
+	}
+	want := hash(m)
+	for s, o := range g.boards {
+		eventually(t, fmt.Sprintf("site %d to converge", s), 10*time.Second, func() bool { return hash(o) == want })
+	}
+}
+
+func TestEventsInOrder(t *testing.T) {
+	g := newGroup(t, 3, nil)
+	m := g.master(0)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var seq uint64
+	sawMaster := false
+	for !sawMaster {
+		select {
+		case ev := <-m.Events():
+			if ev.Seq <= seq {
+				t.Fatalf("event %v after seq %d: out of order", ev, seq)
+			}
+			seq = ev.Seq
+			if ev.Type == EventMaster {
+				sawMaster = true
+				if ev.Master != m.Site() {
+					t.Fatalf("EventMaster names master %d, want %d", ev.Master, m.Site())
+				}
+			}
+		case <-ctx.Done():
+			t.Fatalf("no EventMaster on the master")
+		}
+	}
+	for _, b := range g.boards {
+		if b == m {
+			continue
+		}
+		saw := false
+		for !saw {
+			select {
+			case ev := <-b.Events():
+				saw = ev.Type == EventNewMaster && ev.Site == m.Site()
+			case <-ctx.Done():
+				t.Fatalf("no EventNewMaster for %d on site %d", m.Site(), b.Site())
+			}
+		}
+	}
+}
+
+func TestLeasedReadsRefusedAfterPartition(t *testing.T) {
+	g := newGroup(t, 3, func(c *Config) { c.Leases = true; c.LeaseTimeout = 100 * time.Millisecond })
+	m := g.master(0)
+	put(t, m, "kv", "k", "v")
+	eventually(t, "a leased read on the master", 5*time.Second, func() bool {
+		var v []byte
+		err := m.ViewLeased(func(tx *Tx) error { v = tx.Bucket("kv").Get([]byte("k")); return nil })
+		return err == nil && string(v) == "v"
+	})
+	var others []uint16
+	for s := range g.boards {
+		if s != m.Site() {
+			others = append(others, s)
+		}
+	}
+	g.hub.Partition([]uint16{m.Site()}, others)
+	eventually(t, "leased reads refused on the partitioned master", 5*time.Second, func() bool {
+		err := m.ViewLeased(func(*Tx) error { return nil })
+		return errors.Is(err, ErrLeaseExpired) || errors.Is(err, ErrNotMaster)
+	})
+	g.hub.Heal()
+}
+
+func TestGroupCommit(t *testing.T) {
+	g := newGroup(t, 3, nil)
+	m := g.master(0)
+	before := m.Stat().Counters
+	const writers = 64
+	var wg sync.WaitGroup
+	errs := make(chan error, writers)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for i := 0; i < writers; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			c, err := m.Update(ctx, func(tx *Tx) error { return tx.Bucket("gc").Put([]byte(fmt.Sprint(i)), []byte("x")) })
+			if err == nil && !c.Perm {
+				err = fmt.Errorf("writer %d: commit not perm", i)
+			}
+			errs <- err
+		}(i)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	after := m.Stat().Counters
+	commits, batches := after.Commits-before.Commits, after.Batches-before.Batches
+	t.Logf("%d commits in %d batches", commits, batches)
+	if commits != writers || batches >= commits {
+		t.Fatalf("%d commits in %d batches: want %d commits combined into fewer batches", commits, batches, writers)
+	}
+	// A failing fn does not sink the others.
+	var wg2 sync.WaitGroup
+	results := make([]error, 8)
+	for i := range results {
+		wg2.Add(1)
+		go func(i int) {
+			defer wg2.Done()
+			_, results[i] = m.Update(ctx, func(tx *Tx) error {
+				if i == 3 {
+					return errors.New("refused")
+				}
+				return tx.Bucket("gc2").Put([]byte(fmt.Sprint(i)), []byte("x"))
+			})
+		}(i)
+	}
+	wg2.Wait()
+	for i, err := range results {
+		if (i == 3) != (err != nil) {
+			t.Fatalf("writer %d: %v", i, err)
+		}
+	}
+}
+
+func TestUpdateFnPanicIsAnError(t *testing.T) {
+	g := newGroup(t, 1, nil)
+	m := g.master(0)
+	_, err := m.Update(context.Background(), func(tx *Tx) error { panic("boom") })
+	if err == nil || !strings.Contains(err.Error(), "panicked") {
+		t.Fatalf("panicking fn: %v", err)
+	}
+	put(t, m, "kv", "still", "works")
+}
+
+func TestPoolFull(t *testing.T) {
+	g := newGroup(t, 1, func(c *Config) { c.PoolSize = 64 * 4096; c.LogSize = 4 << 20; c.CheckpointKiB = 64 })
+	m := g.master(0)
+	val := bytes.Repeat([]byte("p"), 900)
+	var err error
+	ok := 0
+	for i := 0; i < 10000 && err == nil; i++ {
+		_, err = m.Update(context.Background(), func(tx *Tx) error {
+			return tx.Bucket("big").Put([]byte(fmt.Sprintf("%08d", i)), val)
+		})
+		if err == nil {
+			ok++
+		}
+	}
+	if !errors.Is(err, ErrPoolFull) || !errors.Is(err, inmem.ErrPoolFull) {
+		t.Fatalf("filling the pool: %v, want ErrPoolFull (board and inmem)", err)
+	}
+	// The refused transaction left nothing behind; reads still work.
+	n := 0
+	m.View(func(tx *Tx) error {
+		c := tx.Bucket("big").Cursor()
+		for k, _ := c.First(); k != nil; k, _ = c.Next() {
+			n++
+		}
+		return nil
+	})
+	if n != ok {
+		t.Fatalf("%d keys after %d successful writes", n, ok)
+	}
+}
+
+func TestOpenRejectsInvalidConfig(t *testing.T) {
+	hub := backplane.NewMemHub(backplane.MemConfig{})
+	c := testConfig(hub, 1, 1)
+	c.HeartbeatSend = time.Hour
+	_, err := Open(c)
+	if !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), "HeartbeatSend") {
+		t.Fatalf("Open with a bad heartbeat: %v", err)
+	}
+}
+
+func TestCloseFailsCalls(t *testing.T) {
+	g := newGroup(t, 1, nil)
+	m := g.master(0)
+	g.stop(m.Site())
+	if _, err := m.Update(context.Background(), func(*Tx) error { return nil }); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Update after Close: %v", err)
+	}
+	if err := m.View(func(*Tx) error { return nil }); !errors.Is(err, ErrClosed) {
+		t.Fatalf("View after Close: %v", err)
+	}
+	if err := m.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+}
+
+func TestAttachReadsSharedMemory(t *testing.T) {
+	name := fmt.Sprintf("boardha-test-%d", os.Getpid())
+	g := newGroup(t, 1, func(c *Config) { c.ShmName = name })
+	m := g.master(0)
+	put(t, m, "routes", "a", "1")
+	r, err := Attach(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	read := func() string {
+		var v string
+		if err := r.View(func(tx *Tx) error { v = string(tx.Bucket("routes").Get([]byte("a"))); return nil }); err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	if v := read(); v != "1" {
+		t.Fatalf("attached reader sees %q", v)
+	}
+	put(t, m, "routes", "a", "2")
+	if v := read(); v != "2" {
+		t.Fatalf("attached reader sees %q after an update", v)
+	}
+	g.stop(1)
+	if _, err := os.Stat("/dev/shm/" + name); !os.IsNotExist(err) {
+		t.Fatalf("region left behind after Close: %v", err)
+	}
+}

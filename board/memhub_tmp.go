@@ -1,3 +1,0 @@
-package board
-
-type memHub = any

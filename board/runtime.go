@@ -1,0 +1,926 @@
+package board
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/seed61e250c8/boardha/backplane"
+	"github.com/seed61e250c8/boardha/inmem"
+	"github.com/seed61e250c8/boardha/rep"
+)
+
+// Loop limits.
+const (
+	maxBatch      = 256  // writes combined into one transaction
+	rxBatch       = 64   // messages taken from the transport at once
+	maxReadyLoops = 64   // Ready/Advance rounds per wake-up before other inputs get a turn
+	appDedupe     = 4096 // forwarded requests remembered by the master
+)
+
+type writeReq struct {
+	fn  func(*Tx) error
+	ops []Op
+	res chan writeResult // local caller; nil for a forwarded request
+	// forwarded request (master side): where to reply.
+	from uint16
+	id   uint64
+}
+
+type writeResult struct {
+	c   Commit
+	err error
+}
+
+// waiter is a commit waiting for its ack policy.
+type waiter struct {
+	lsn      uint64
+	deadline time.Duration
+	reqs     []*writeReq
+}
+
+// appCall is an Apply forwarded by this replica, waiting for the master.
+type appCall struct {
+	id      uint64
+	payload []byte
+	res     chan writeResult
+	sentTo  uint16
+	sentAt  time.Duration
+	retryAt time.Duration
+}
+
+type appKey struct {
+	from uint16
+	id   uint64
+}
+
+// runtime is the loop goroutine's state; only the loop touches it (Stat and
+// the control calls reach it through Board.do).
+type runtime struct {
+	b     *Board
+	node  *rep.Node
+	store *envStore
+
+	role    Role
+	master  uint16
+	gen     uint32
+	startup bool // replica: caught up with the master
+
+	waiters []waiter
+
+	calls   map[uint64]*appCall
+	served  map[appKey][]byte // encoded replies of finished forwarded requests (nil while running)
+	servedQ []appKey          // FIFO bounding served
+
+	txw Tx
+
+	// Group commit: writes wait here while an earlier commit is in flight
+	// (not yet acked), so they share one transaction and one LOG message.
+	pending      []*writeReq
+	pendingSince time.Duration
+
+	masterHeard  time.Duration // last message from the master
+	lostFrom     uint16        // the last master known (kept while none is)
+	lastFailover time.Duration
+
+	initStart   time.Time
+	initActive  bool
+	initDone    int
+	initTotal   int
+	initRate    float64
+	initCount   uint64
+	initLast    time.Duration
+	initImport  *inmem.Import
+	ckErrLogged bool
+}
+
+func newRuntime(b *Board, env *inmem.Env) (*runtime, error) {
+	rt := &runtime{b: b, calls: map[uint64]*appCall{}, served: map[appKey][]byte{}}
+	store, err := newEnvStore(env, b.cfg.CheckpointKiB)
+	if err != nil {
+		return nil, err
+	}
+	rt.store = store
+	node, err := rep.NewNode(repConfig(b.cfg), store)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+	}
+	rt.node = node
+	return rt, nil
+}
+
+func repConfig(c Config) rep.Config {
+	rc := rep.Config{
+		Site: c.Site, Priority: c.Priority,
+		AckPolicy: rep.AckPolicy(c.AckPolicy - 1), AckTimeout: c.AckTimeout,
+		HeartbeatSend: c.HeartbeatSend, HeartbeatMonitor: c.HeartbeatMonitor,
+		ElectionTimeout: c.ElectionTimeout, ElectionBackoffMax: c.ElectionBackoffMax,
+		Leases: c.Leases, LeaseTimeout: c.LeaseTimeout, ClockSkew: c.ClockSkew,
+		TwoSiteStrict: c.TwoSiteStrict, NoAutoInit: c.NoAutoInit,
+		ReRequestMin: max(c.HeartbeatSend, time.Millisecond), ReRequestMax: max(8*c.HeartbeatMonitor, 50*time.Millisecond),
+		MaxMessageBytes: c.MaxMessageBytes, Seed: c.Seed,
+	}
+	if rc.Seed == 0 {
+		rc.Seed = uint64(time.Now().UnixNano()) ^ uint64(c.Site)<<48
+	}
+	for s := range c.Peers {
+		if s != c.Site {
+			rc.Peers = append(rc.Peers, s)
+		}
+	}
+	return rc
+}
+
+func (rt *runtime) start(mode StartMode) {
+	m := rep.StartClient
+	if mode == StartMaster {
+		m = rep.StartMaster
+	}
+	rt.node.Start(rt.b.now(), m)
+	rt.processReady()
+}
+
+// tickEvery is the loop's timer resolution: fine enough for the heartbeat.
+func tickEvery(c Config) time.Duration {
+	return min(max(c.HeartbeatSend/2, 250*time.Microsecond), 10*time.Millisecond)
+}
+
+func (b *Board) rxLoop() {
+	defer close(b.rxDone)
+	msgs := make([]backplane.Message, rxBatch)
+	for {
+		n, err := b.tr.Recv(msgs)
+		if err != nil {
+			select {
+			case <-b.closing:
+				return
+			default:
+			}
+			if errors.Is(err, backplane.ErrClosed) {
+				return
+			}
+			b.log.Warn("backplane receive failed", "err", err)
+			select {
+			case <-b.closing:
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+			continue
+		}
+		select {
+		case b.rxCh <- msgs[:n]:
+		case <-b.closing:
+			return
+		}
+		// The payloads alias the transport's buffers: wait until the loop
+		// is done with them before receiving again.
+		select {
+		case <-b.rxAck:
+		case <-b.closing:
+			return
+		}
+	}
+}
+
+func (b *Board) loop() {
+	rt := b.rt
+	defer close(b.loopDone)
+	defer rt.shutdown()
+	tick := time.NewTicker(tickEvery(b.cfg))
+	defer tick.Stop()
+	for {
+		select {
+		case <-b.closing:
+			return
+		case msgs := <-b.rxCh:
+			now := b.now()
+			for i := range msgs {
+				m := &msgs[i]
+				if m.From == rt.master {
+					rt.masterHeard = now
+				}
+				// Step's errors are drops the node already counts.
+				_ = rt.node.Step(now, rep.Message{From: m.From, To: m.To, Type: rep.MsgType(m.Type), Payload: m.Payload})
+			}
+			rt.processReady()
+			select {
+			case b.rxAck <- struct{}{}:
+			case <-b.closing:
+				return
+			}
+		case <-tick.C:
+			rt.node.Tick(b.now())
+			rt.expire()
+			rt.processReady()
+			rt.flush(false)
+		case w := <-b.writeCh:
+			rt.queue(w)
+		drain:
+			for {
+				select {
+				case w := <-b.writeCh:
+					rt.queue(w)
+				default:
+					break drain
+				}
+			}
+			rt.flush(false)
+			rt.processReady()
+		case f := <-b.ctrlCh:
+			f()
+			rt.processReady()
+		}
+	}
+}
+
+// processReady carries out what the node asks until it has nothing more.
+func (rt *runtime) processReady() {
+	for i := 0; i < maxReadyLoops; i++ {
+		if len(rt.pending) > 0 && len(rt.waiters) == 0 {
+			// The commit in flight is acked: the writes that gathered
+			// meanwhile go out as one transaction.
+			rt.flush(true)
+		}
+		rd := rt.node.Ready()
+		empty := rd.Empty()
+		rt.perform(&rd)
+		rt.node.Advance(rd)
+		if empty {
+			break
+		}
+	}
+	rt.publish()
+}
+
+func (rt *runtime) perform(rd *rep.Ready) {
+	b := rt.b
+	for _, m := range rd.Messages {
+		if err := b.tr.Send(m.To, uint8(m.Type), m.Payload); err != nil {
+			b.ctr.sendErrors.Add(1)
+			b.log.Debug("backplane send failed", "to", m.To, "type", m.Type, "err", err)
+		}
+	}
+	if rd.Init != nil {
+		rt.doInit(rd.Init)
+	}
+	if rd.HasRollback {
+		rt.rollback(rd.RollbackTo)
+	}
+	if len(rd.Apply) > 0 {
+		rt.apply(rd.Apply)
+	}
+	if rd.NewGen != 0 {
+		rt.newGen(rd.NewGen)
+	}
+	// Only the master takes checkpoints of its own; a replica's come from
+	// the master's checkpoint records (a record of its own would fork its
+	// log from the master's).
+	if rd.CheckpointOK != 0 && rt.node.CanWrite() == nil {
+		if err := rt.store.maybeCheckpoint(rd.CheckpointOK); err != nil && !rt.ckErrLogged {
+			rt.ckErrLogged = true
+			b.log.Warn("checkpoint failed", "err", err)
+		}
+	}
+	for _, ev := range rd.Events {
+		rt.event(ev)
+	}
+	if rd.PermLSN != 0 {
+		rt.releasePerm(rd.PermLSN)
+	}
+	for _, lsn := range rd.PermFailed {
+		rt.releaseFailed(lsn)
+	}
+	for i := range rd.App {
+		rt.app(&rd.App[i])
+	}
+}
+
+func (rt *runtime) apply(recs []byte) {
+	// The store's checkpoint hook checkpoints where the master's
+	// checkpoint records say.
+	if _, err := rt.b.env.ApplyEncoded(recs); err != nil {
+		// The node notices the log did not advance and asks again.
+		rt.b.log.Warn("applying replicated records failed", "bytes", len(recs), "err", err)
+	}
+}
+
+func (rt *runtime) rollback(lsn uint64) {
+	b := rt.b
+	if err := rt.store.rollback(lsn); err != nil {
+		b.log.Warn("rollback failed", "to", lsn, "err", err)
+		return
+	}
+	// Commits this board made past lsn are gone: their waiters learn
+	// they are not permanent.
+	rt.failWaitersAbove(lsn)
+	b.log.Info("rolled back", "to", lsn)
+}
+
+func (rt *runtime) newGen(gen uint32) {
+	b := rt.b
+	b.env.SetGen(gen)
+	if _, err := b.env.AppendNewGen(gen); err != nil {
+		b.log.Warn("writing the new generation record failed", "gen", gen, "err", err)
+	}
+}
+
+func (rt *runtime) doInit(ia *rep.InitAction) {
+	b := rt.b
+	if ia.Begin {
+		if rt.initImport != nil {
+			rt.initImport.Abort()
+		}
+		im, err := inmem.NewImport(importOptions(b.cfg), ia.Meta)
+		if err != nil {
+			b.log.Warn("internal init: starting the import failed", "err", err)
+			rt.initImport = nil
+			return
+		}
+		rt.initImport = im
+		rt.initActive = true
+		rt.initStart = time.Now()
+		rt.emit(Event{Type: EventInitStarted, Master: rt.master, LSN: ia.CkptLSN,
+			Detail: fmt.Sprintf("%d pages", ia.PageCount)})
+		b.log.Info("internal init started", "pages", ia.PageCount, "checkpoint", ia.CkptLSN)
+	}
+	rt.initDone, rt.initTotal = ia.PagesDone, ia.PagesTotal
+	if el := time.Since(rt.initStart).Seconds(); el > 0 {
+		rt.initRate = float64(ia.PagesDone) / el
+	}
+	if rt.initImport == nil {
+		return
+	}
+	for _, pg := range ia.Pages {
+		if err := rt.initImport.PutPage(pg.Pgno, pg.Data); err != nil {
+			b.log.Warn("internal init: storing a page failed", "pgno", pg.Pgno, "err", err)
+		}
+	}
+	if !ia.Finish {
+		return
+	}
+	env, err := rt.initImport.Finish()
+	if err != nil {
+		// The node restarts the init when the environment did not change.
+		rt.initImport.Abort()
+		rt.initImport, rt.initActive = nil, false
+		b.log.Warn("internal init: finishing the import failed", "err", err)
+		return
+	}
+	rt.initImport, rt.initActive = nil, false
+	b.envMu.Lock()
+	old := b.env
+	if err := adoptImported(env, b.cfg); err != nil {
+		b.log.Warn("internal init: renaming the imported region", "err", err)
+	}
+	b.env = env
+	if err := rt.store.reset(env); err != nil {
+		b.log.Warn("internal init: adopting the imported environment", "err", err)
+	}
+	b.envMu.Unlock()
+	_ = old.Close()
+	rt.initCount++
+	rt.initLast = time.Since(rt.initStart)
+	if s := rt.initLast.Seconds(); s > 0 {
+		rt.initRate = float64(rt.initTotal) / s
+	}
+	b.log.Info("internal init done", "pages", rt.initTotal, "took", rt.initLast, "pages_per_sec", int(rt.initRate))
+}
+
+// event turns a node event into board state and a board Event.
+func (rt *runtime) event(ev rep.Event) {
+	b := rt.b
+	e := Event{Gen: ev.Gen, LSN: ev.LSN}
+	switch ev.Kind {
+	case rep.EventClient:
+		e.Type = EventClient
+		if rt.role == RoleMaster {
+			rt.failAllWaiters()
+		}
+		rt.role = RoleClient
+		rt.startup = false
+		if rt.master == b.cfg.Site {
+			rt.master = 0
+		}
+	case rep.EventElected:
+		e.Type = EventElected
+	case rep.EventMaster:
+		e.Type = EventMaster
+		rt.role = RoleMaster
+		rt.setMaster(b.cfg.Site)
+		rt.startup = true
+		rt.gen = ev.Gen
+	case rep.EventNewMaster:
+		e.Type = EventNewMaster
+		e.Site = ev.Site
+		if ev.Site != rep.NoMaster {
+			rt.setMaster(ev.Site)
+		}
+		rt.gen = ev.Gen
+	case rep.EventPermFailed:
+		e.Type = EventPermFailed
+	case rep.EventStartupDone:
+		e.Type = EventStartupDone
+		rt.startup = true
+	case rep.EventDupMaster:
+		e.Type = EventDupMaster
+		rt.failAllWaiters()
+		rt.role = RoleClient
+		rt.master = 0
+	case rep.EventJoinFailure:
+		e.Type = EventJoinFailure
+	case rep.EventNewSite:
+		e.Type = EventSiteAdded
+		e.Site = ev.Site
+	case rep.EventRollback:
+		e.Type = EventRollback
+	case rep.EventInitDone:
+		e.Type = EventInitDone
+	default:
+		e.Type = EventOther
+		e.Detail = ev.String()
+	}
+	e.Master = rt.master
+	rt.emit(e)
+}
+
+func (rt *runtime) setMaster(site uint16) {
+	b := rt.b
+	now := b.now()
+	// Failover time: from the last message of the previous master (or of
+	// a master this board lost) to a new master being known. A board that
+	// was master itself, or is just starting, measures nothing.
+	if site != rt.master && rt.lostFrom != 0 && rt.lostFrom != b.cfg.Site && rt.masterHeard > 0 {
+		rt.lastFailover = now - rt.masterHeard
+	}
+	if site != rt.master {
+		b.log.Info("master known", "master", site, "gen", rt.gen)
+	}
+	rt.master, rt.lostFrom = site, site
+	rt.masterHeard = now
+}
+
+func (rt *runtime) emit(e Event) {
+	e.Time = time.Now()
+	e = rt.b.events.push(e)
+	rt.b.log.Debug("event", "event", e.String())
+}
+
+// publish makes the loop's view visible to other goroutines.
+func (rt *runtime) publish() {
+	b := rt.b
+	cw := rt.node.CanWrite()
+	switch {
+	case cw == nil:
+	case errors.Is(cw, rep.ErrLockout):
+		cw = fmt.Errorf("%w (%w)", ErrLockout, cw)
+	default:
+		cw = ErrNotMaster
+	}
+	// The node is the authority on mastership; events only add detail.
+	switch {
+	case cw == nil:
+		if rt.role != RoleMaster {
+			rt.role, rt.startup = RoleMaster, true
+			rt.setMaster(b.cfg.Site)
+		}
+	case rt.role == RoleMaster:
+		// Stepped down: the new master is not known yet.
+		rt.role, rt.master, rt.startup = RoleClient, 0, false
+		rt.failAllWaiters()
+	case rt.role == RoleStarting:
+		rt.role = RoleClient
+	}
+	ready := rt.master != 0 && (rt.role == RoleMaster || rt.startup)
+	old := b.pub.Load()
+	if old.role == rt.role && old.master == rt.master && old.gen == rt.gen && old.ready == ready &&
+		(old.canWrite == nil) == (cw == nil) && errors.Is(old.canWrite, ErrLockout) == errors.Is(cw, ErrLockout) {
+		return
+	}
+	b.publish(&published{role: rt.role, master: rt.master, gen: rt.gen, canWrite: cw, ready: ready})
+}
+
+// shutdown fails everything still waiting when the loop stops.
+func (rt *runtime) shutdown() {
+	for _, w := range rt.waiters {
+		for _, r := range w.reqs {
+			rt.respond(r, Commit{LSN: w.lsn}, ErrClosed)
+		}
+	}
+	rt.waiters = nil
+	for id, c := range rt.calls {
+		c.res <- writeResult{err: ErrClosed}
+		delete(rt.calls, id)
+	}
+	if rt.initImport != nil {
+		rt.initImport.Abort()
+		rt.initImport = nil
+	}
+}
+
+// queue holds a write for the next group commit.
+func (rt *runtime) queue(w *writeReq) {
+	if len(rt.pending) == 0 {
+		rt.pendingSince = rt.b.now()
+	}
+	rt.pending = append(rt.pending, w)
+}
+
+// flush commits the queued writes when nothing is in flight, when the batch
+// is full, when they waited long enough, or when forced.
+func (rt *runtime) flush(force bool) {
+	if len(rt.pending) == 0 {
+		return
+	}
+	hold := tickEvery(rt.b.cfg)
+	if !force && len(rt.waiters) > 0 && len(rt.pending) < maxBatch && rt.b.now()-rt.pendingSince < hold {
+		return
+	}
+	for len(rt.pending) > 0 {
+		n := min(len(rt.pending), maxBatch)
+		rt.runBatch(rt.pending[:n])
+		rt.pending = rt.pending[n:]
+	}
+	rt.pending = rt.pending[:0:0]
+}
+
+// runBatch commits a group of writes, in one transaction when every fn
+// succeeds, else each on its own.
+func (rt *runtime) runBatch(reqs []*writeReq) {
+	b := rt.b
+	if err := rt.node.CanWrite(); err != nil {
+		err = mapRepErr(err)
+		for _, r := range reqs {
+			rt.respond(r, Commit{}, err)
+		}
+		return
+	}
+	if len(reqs) > 1 {
+		ci, err := rt.commit(reqs)
+		if err == nil {
+			rt.committed(ci, reqs)
+			return
+		}
+	}
+	for _, r := range reqs {
+		ci, err := rt.commit([]*writeReq{r})
+		if err != nil {
+			rt.respond(r, Commit{}, err)
+			continue
+		}
+		rt.committed(ci, []*writeReq{r})
+	}
+	_ = b
+}
+
+// commit runs reqs in one write transaction.
+func (rt *runtime) commit(reqs []*writeReq) (inmem.CommitInfo, error) {
+	tx, err := rt.b.env.Begin(true)
+	if err != nil {
+		return inmem.CommitInfo{}, mapErr(err)
+	}
+	rt.txw = Tx{tx: tx, writable: true}
+	for _, r := range reqs {
+		if err := rt.run(r); err != nil {
+			tx.Abort()
+			return inmem.CommitInfo{}, err
+		}
+	}
+	ci, err := tx.Commit()
+	if err != nil {
+		return ci, mapErr(err)
+	}
+	return ci, nil
+}
+
+// run executes one request inside rt.txw, turning a panic in user code into
+// an error for that caller instead of killing the board.
+func (rt *runtime) run(r *writeReq) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("board: Update function panicked: %v", p)
+		}
+	}()
+	if r.fn != nil {
+		return r.fn(&rt.txw)
+	}
+	for _, op := range r.ops {
+		bk := rt.txw.Bucket(op.DB)
+		switch op.Kind {
+		case OpPut:
+			err = bk.Put(op.Key, op.Value)
+		case OpDelete:
+			err = bk.Delete(op.Key)
+		default:
+			err = fmt.Errorf("board: op kind %d unknown", op.Kind)
+		}
+		if err != nil {
+			return fmt.Errorf("board: %s %q in %q: %w", opName(op.Kind), op.Key, op.DB, err)
+		}
+	}
+	return nil
+}
+
+func opName(k OpKind) string {
+	if k == OpDelete {
+		return "delete"
+	}
+	return "put"
+}
+
+func (rt *runtime) committed(ci inmem.CommitInfo, reqs []*writeReq) {
+	b := rt.b
+	b.ctr.batches.Add(1)
+	b.ctr.commits.Add(uint64(len(reqs)))
+	now := b.now()
+	rt.node.Committed(now, rep.CommitInfo(ci))
+	if b.cfg.AckPolicy == AckNone {
+		for _, r := range reqs {
+			rt.respond(r, Commit{LSN: ci.LSN, Perm: true}, nil)
+		}
+		return
+	}
+	// The node's ack timeout normally reports the outcome; the deadline
+	// here only guards against a lost report.
+	// reqs is the loop's reusable batch: keep a copy.
+	rt.waiters = append(rt.waiters, waiter{lsn: ci.LSN, deadline: now + 2*b.cfg.AckTimeout + 10*tickEvery(b.cfg), reqs: slices.Clone(reqs)})
+}
+
+func (rt *runtime) releasePerm(perm uint64) {
+	n := 0
+	for n < len(rt.waiters) && rt.waiters[n].lsn <= perm {
+		w := rt.waiters[n]
+		for _, r := range w.reqs {
+			rt.respond(r, Commit{LSN: w.lsn, Perm: true}, nil)
+		}
+		n++
+	}
+	rt.dropWaiters(n)
+}
+
+// releaseFailed reports commits up to lsn not permanent: the node reports
+// each timed-out commit, and earlier ones cannot have fared better.
+func (rt *runtime) releaseFailed(lsn uint64) {
+	n := 0
+	for n < len(rt.waiters) && rt.waiters[n].lsn <= lsn {
+		rt.failWaiter(rt.waiters[n])
+		n++
+	}
+	rt.dropWaiters(n)
+}
+
+func (rt *runtime) failWaiter(w waiter) {
+	rt.b.ctr.permFailed.Add(1)
+	for _, r := range w.reqs {
+		rt.respond(r, Commit{LSN: w.lsn}, nil)
+	}
+}
+
+func (rt *runtime) failAllWaiters() {
+	for _, w := range rt.waiters {
+		rt.failWaiter(w)
+	}
+	rt.dropWaiters(len(rt.waiters))
+}
+
+func (rt *runtime) failWaitersAbove(lsn uint64) {
+	keep := rt.waiters[:0]
+	for _, w := range rt.waiters {
+		if w.lsn >= lsn {
+			for _, r := range w.reqs {
+				rt.respond(r, Commit{}, fmt.Errorf("%w: commit at LSN %d was rolled back to %d", ErrHandleDead, w.lsn, lsn))
+			}
+			continue
+		}
+		keep = append(keep, w)
+	}
+	clear(rt.waiters[len(keep):])
+	rt.waiters = keep
+}
+
+func (rt *runtime) dropWaiters(n int) {
+	if n == 0 {
+		return
+	}
+	copy(rt.waiters, rt.waiters[n:])
+	clear(rt.waiters[len(rt.waiters)-n:])
+	rt.waiters = rt.waiters[:len(rt.waiters)-n]
+}
+
+// expire handles lost reports and forwarded calls due for a retry.
+func (rt *runtime) expire() {
+	now := rt.b.now()
+	n := 0
+	for n < len(rt.waiters) && rt.waiters[n].deadline <= now {
+		rt.failWaiter(rt.waiters[n])
+		n++
+	}
+	rt.dropWaiters(n)
+	for _, c := range rt.calls {
+		if now >= c.retryAt || c.sentTo != rt.master {
+			rt.sendCall(c, now)
+		}
+	}
+}
+
+func (rt *runtime) respond(r *writeReq, c Commit, err error) {
+	if r.res != nil {
+		r.res <- writeResult{c: c, err: err}
+		return
+	}
+	// A forwarded request: reply to the replica that sent it.
+	rep := appReplyMsg{id: r.id, lsn: c.LSN, perm: c.Perm, code: replyCode(err)}
+	if err != nil {
+		rep.msg = err.Error()
+	}
+	payload := encodeAppReply(nil, rep)
+	k := appKey{r.from, r.id}
+	if _, ok := rt.served[k]; ok {
+		rt.served[k] = payload
+	}
+	rt.node.SendApp(r.from, true, payload)
+}
+
+func replyCode(err error) uint8 {
+	switch {
+	case err == nil:
+		return replyOK
+	case errors.Is(err, ErrNotMaster):
+		return replyNotMaster
+	case errors.Is(err, ErrLockout):
+		return replyLockout
+	case errors.Is(err, ErrPoolFull):
+		return replyPoolFull
+	case errors.Is(err, ErrLogFull):
+		return replyLogFull
+	case errors.Is(err, ErrClosed):
+		return replyClosed
+	}
+	return replyOther
+}
+
+func replyErr(r appReplyMsg) error {
+	switch r.code {
+	case replyOK:
+		return nil
+	case replyNotMaster:
+		return fmt.Errorf("%w (master said: %s)", ErrNotMaster, r.msg)
+	case replyLockout:
+		return fmt.Errorf("%w (master said: %s)", ErrLockout, r.msg)
+	case replyPoolFull:
+		return fmt.Errorf("%w (master said: %s)", ErrPoolFull, r.msg)
+	case replyLogFull:
+		return fmt.Errorf("%w (master said: %s)", ErrLogFull, r.msg)
+	case replyClosed:
+		return fmt.Errorf("%w (master said: %s)", ErrUnavail, r.msg)
+	}
+	return fmt.Errorf("board: forwarded write failed on the master: %s", r.msg)
+}
+
+func mapRepErr(err error) error {
+	switch {
+	case errors.Is(err, rep.ErrLockout):
+		return fmt.Errorf("%w (%w)", ErrLockout, err)
+	case errors.Is(err, rep.ErrNotMaster):
+		return ErrNotMaster
+	case errors.Is(err, rep.ErrJoinFailure):
+		return fmt.Errorf("%w (%w)", ErrJoinFailure, err)
+	}
+	return err
+}
+
+// app handles a received APP or APP_REPLY message.
+func (rt *runtime) app(m *rep.Message) {
+	b := rt.b
+	if len(m.Payload) == 0 {
+		return
+	}
+	switch m.Payload[0] {
+	case appRequest:
+		// The payload buffer is reused once this Ready is done; the
+		// queued write keeps its own copy.
+		id, ops, err := decodeAppRequest(bytes.Clone(m.Payload))
+		if err != nil {
+			b.log.Debug("dropping malformed forwarded write", "from", m.From, "err", err)
+			return
+		}
+		k := appKey{m.From, id}
+		if prev, ok := rt.served[k]; ok {
+			if prev != nil { // finished: the reply was lost, send it again
+				rt.node.SendApp(m.From, true, prev)
+			}
+			return
+		}
+		if err := rt.node.CanWrite(); err != nil {
+			rt.node.SendApp(m.From, true, encodeAppReply(nil, appReplyMsg{id: id, code: replyCode(mapRepErr(err)), msg: mapRepErr(err).Error()}))
+			return
+		}
+		rt.remember(k)
+		b.ctr.appServed.Add(1)
+		rt.queue(&writeReq{ops: ops, from: m.From, id: id})
+	case appReply:
+		r, err := decodeAppReply(m.Payload)
+		if err != nil {
+			return
+		}
+		c, ok := rt.calls[r.id]
+		if !ok {
+			return
+		}
+		if r.code == replyNotMaster || r.code == replyLockout || r.code == replyClosed {
+			// The master moved or is busy: retry shortly.
+			c.retryAt = b.now() + max(b.cfg.HeartbeatMonitor, 5*time.Millisecond)
+			return
+		}
+		delete(rt.calls, r.id)
+		c.res <- writeResult{c: Commit{LSN: r.lsn, Perm: r.perm}, err: replyErr(r)}
+	}
+}
+
+func (rt *runtime) remember(k appKey) {
+	if len(rt.servedQ) >= appDedupe {
+		delete(rt.served, rt.servedQ[0])
+		copy(rt.servedQ, rt.servedQ[1:])
+		rt.servedQ = rt.servedQ[:len(rt.servedQ)-1]
+	}
+	rt.served[k] = nil
+	rt.servedQ = append(rt.servedQ, k)
+}
+
+// sendCall (re)sends a forwarded Apply to the current master; when this
+// board has become master it runs the call itself.
+func (rt *runtime) sendCall(c *appCall, now time.Duration) {
+	b := rt.b
+	resend := max(b.cfg.AckTimeout+4*b.cfg.HeartbeatMonitor, 20*time.Millisecond)
+	if rt.master == 0 {
+		c.sentTo, c.retryAt = 0, now+b.cfg.HeartbeatMonitor
+		return
+	}
+	if rt.master == b.cfg.Site {
+		delete(rt.calls, c.id)
+		_, ops, err := decodeAppRequest(c.payload)
+		if err != nil {
+			c.res <- writeResult{err: err}
+			return
+		}
+		rt.queue(&writeReq{ops: ops, res: c.res})
+		return
+	}
+	c.sentTo, c.sentAt, c.retryAt = rt.master, now, now+resend
+	rt.node.SendApp(rt.master, false, c.payload)
+}
+
+// forward sends a write to the master and waits for its reply.
+func (b *Board) forward(ctx context.Context, id uint64, payload []byte) (Commit, error) {
+	c := &appCall{id: id, payload: payload, res: make(chan writeResult, 1)}
+	if err := b.do(ctx, func() {
+		b.rt.calls[id] = c
+		b.rt.sendCall(c, b.now())
+	}); err != nil {
+		return Commit{}, err
+	}
+	select {
+	case r := <-c.res:
+		return r.c, r.err
+	case <-ctx.Done():
+		// Forget the call; a late reply is ignored.
+		rctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_ = b.do(rctx, func() { delete(b.rt.calls, id) })
+		cancel()
+		select {
+		case r := <-c.res:
+			return r.c, r.err
+		default:
+		}
+		return Commit{}, fmt.Errorf("%w: forwarded write got no answer from master %d: %w", ErrUnavail, b.Master(), ctx.Err())
+	case <-b.closing:
+		return Commit{}, ErrClosed
+	}
+}
+
+func binaryPutID(payload []byte, id uint64) { binary.LittleEndian.PutUint64(payload[1:], id) }
+
+// elect starts an election. On a replica the master is unknown until the
+// election's NEWMASTER, so Elect's wait sees the outcome, not the old master;
+// a master merely re-announces itself.
+func (rt *runtime) elect() {
+	if rt.role != RoleMaster {
+		rt.master, rt.startup = 0, false
+	}
+	rt.node.Elect(rt.b.now())
+}
+
+func (rt *runtime) stepDown() { rt.node.StepDown(rt.b.now()) }
+
+func (rt *runtime) leaseCheck() error {
+	if err := rt.node.CanWrite(); err != nil {
+		return mapRepErr(err)
+	}
+	if !rt.node.LeaseValid(rt.b.now()) {
+		return fmt.Errorf("%w: no majority of unexpired grants", ErrLeaseExpired)
+	}
+	return nil
+}
