@@ -74,15 +74,19 @@ type Node struct {
 	// Restarts counts how often the board was (re)started.
 	Restarts int
 
-	proc *Proc
+	// proc is swapped by Start while writers and the monitor read it.
+	proc atomic.Pointer[Proc]
 	cl   *Client // for the cluster's own stat calls
 }
 
 // Proc returns the current process, nil if never started.
-func (n *Node) Proc() *Proc { return n.proc }
+func (n *Node) Proc() *Proc { return n.proc.Load() }
 
 // Running reports whether the board's process is alive.
-func (n *Node) Running() bool { return n.proc != nil && !n.proc.Exited() }
+func (n *Node) Running() bool {
+	p := n.proc.Load()
+	return p != nil && !p.Exited()
+}
 
 // Cluster runs boardd on boards of a chassis over the raw transport.
 type Cluster struct {
@@ -199,7 +203,7 @@ func (c *Cluster) Start(ctx context.Context, s uint16, master bool) error {
 		return fmt.Errorf("harness: site %d not in the cluster", s)
 	}
 	if n.Running() {
-		return fmt.Errorf("harness: site %d already running (pid %d)", s, n.proc.Pid)
+		return fmt.Errorf("harness: site %d already running (pid %d)", s, n.proc.Load().Pid)
 	}
 	// The process is tied to no context: the supervisor ends it by pid,
 	// and a context kill would race the scenario's own SIGKILLs.
@@ -209,13 +213,13 @@ func (c *Cluster) Start(ctx context.Context, s uint16, master bool) error {
 		return err
 	}
 	c.mu.Lock()
-	n.proc = p
+	n.proc.Store(p)
 	n.Restarts++
 	c.mu.Unlock()
 	_ = n.cl.Close()
 	err = WaitFor(ctx, fmt.Sprintf("site %d socket", s), 10*time.Millisecond, func(ctx context.Context) (bool, error) {
 		if p.Exited() {
-			return false, fmt.Errorf("boardd site %d exited: %v; log tail:\n%s", s, p.Err(), p.Tail(2000))
+			return false, Abort(fmt.Errorf("boardd site %d exited: %v", s, p.Err()))
 		}
 		sctx, cancel := context.WithTimeout(ctx, time.Second)
 		defer cancel()
@@ -242,10 +246,10 @@ func (c *Cluster) StartAll(ctx context.Context) error {
 // Kill SIGKILLs site s and returns when it is reaped, with the signal time.
 func (c *Cluster) Kill(s uint16) time.Time {
 	n := c.Node(s)
-	if n == nil || n.proc == nil {
+	if n == nil || n.proc.Load() == nil {
 		return time.Time{}
 	}
-	at := n.proc.Kill()
+	at := n.proc.Load().Kill()
 	_ = n.cl.Close()
 	if uint32(s) == c.master.Load() {
 		c.master.Store(0)
@@ -537,10 +541,11 @@ func (c *Cluster) Tails(n int) string {
 	var b strings.Builder
 	for _, s := range c.Sites() {
 		nd := c.Node(s)
-		if nd.proc == nil {
+		p := nd.proc.Load()
+		if p == nil {
 			continue
 		}
-		fmt.Fprintf(&b, "--- site %d (%s) ---\n%s\n", s, nd.Log, nd.proc.Tail(n))
+		fmt.Fprintf(&b, "--- site %d (%s) ---\n%s\n", s, nd.Log, p.Tail(n))
 	}
 	return b.String()
 }

@@ -348,6 +348,15 @@ func TestWaitFor(t *testing.T) {
 	if !errors.Is(err, boom) || !strings.Contains(err.Error(), "never") {
 		t.Fatalf("WaitFor timeout: %v; want the last error and the condition's name", err)
 	}
+	polls := 0
+	start := time.Now()
+	err = WaitFor(ctxT(t, 10*time.Second), "aborted", time.Millisecond, func(context.Context) (bool, error) {
+		polls++
+		return false, Abort(boom)
+	})
+	if !errors.Is(err, boom) || polls != 1 || time.Since(start) > 5*time.Second {
+		t.Fatalf("WaitFor with Abort: %v after %d polls", err, polls)
+	}
 }
 
 func TestStatDecode(t *testing.T) {

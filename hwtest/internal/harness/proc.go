@@ -152,6 +152,16 @@ func (s *Supervisor) Close() {
 	}
 }
 
+// abortError marks a condition error that ends WaitFor at once.
+type abortError struct{ err error }
+
+func (e *abortError) Error() string { return e.err.Error() }
+func (e *abortError) Unwrap() error { return e.err }
+
+// Abort wraps err so that WaitFor returns it at once instead of polling on
+// (the awaited thing can no longer happen, e.g. the process exited).
+func Abort(err error) error { return &abortError{err} }
+
 // WaitFor polls cond every interval until it returns true or an error, or
 // ctx ends (then the last error from cond, or the context's, is returned
 // with what). It is the only way scenarios wait: on a condition with a
@@ -164,6 +174,10 @@ func WaitFor(ctx context.Context, what string, interval time.Duration, cond func
 		ok, err := cond(ctx)
 		if err == nil && ok {
 			return nil
+		}
+		var ab *abortError
+		if errors.As(err, &ab) {
+			return fmt.Errorf("harness: gave up waiting for %s: %w", what, ab.err)
 		}
 		if err != nil {
 			last = err
