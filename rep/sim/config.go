@@ -102,9 +102,12 @@ type Config struct {
 // Guarantee reports whether the configuration promises that Perm writes
 // survive: QUORUM or stronger with majority elections.
 func (c *Config) Guarantee() bool {
-	if c.Policy < PolicyQuorum {
-		return false
-	}
+	return c.Policy >= PolicyQuorum && c.MajorityElections()
+}
+
+// MajorityElections reports whether elections need a majority of the
+// electable sites (so two masters can never be elected at the same gen).
+func (c *Config) MajorityElections() bool {
 	electable := c.Sites - c.ZeroPriority
 	return electable >= 3 || (c.Sites == 2 && c.TwoSiteStrict && c.ZeroPriority == 0)
 }

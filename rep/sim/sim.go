@@ -136,6 +136,7 @@ type Sim struct {
 	gens          []genBirth
 	newestGen     uint32
 	commits       int // master commits so far (hash sampling)
+	genMaster     map[uint32]uint16
 	leaseViolated bool
 }
 
@@ -173,7 +174,8 @@ func run(seed uint64, cfg Config, traceAll bool) *Result {
 }
 
 func newSim(seed uint64, cfg Config) *Sim {
-	s := &Sim{seed: seed, cfg: cfg, rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)), tr: newTracer()}
+	s := &Sim{seed: seed, cfg: cfg, rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)), tr: newTracer(),
+		genMaster: make(map[uint32]uint16)}
 	s.net = newNetwork(cfg.Sites, s.rng, &s.q, cfg.Net)
 	s.tr.typeName = func(t uint8) string { return rep.MsgType(t).String() }
 	// Leased reads are promised linearizable only where writes are promised
@@ -418,20 +420,44 @@ func (s *Sim) crash(st *site, why string) {
 	}
 }
 
-// markHeld flags every write whose commit the crashing site holds: from now
-// on one copy fewer exists than the acks that made it Perm claim.
+// markHeld flags the writes this crash leaves on fewer than a majority of
+// intact sites: from now on an election majority may exist without any
+// site holding them, so their loss is the in-memory weakness. Writes still
+// on a majority of intact sites are not flagged, so a later loss of those
+// is reported as a rep failure.
 func (s *Sim) markHeld(st *site) {
-	held := make(map[CommitID]bool)
-	for b := st.last; ; {
-		held[b] = true
-		n, ok := s.h.tree.nodes[b]
-		if !ok || !n.hasParent {
-			break
+	lineOf := func(last CommitID) map[CommitID]bool {
+		set := make(map[CommitID]bool)
+		for b := last; ; {
+			set[b] = true
+			n, ok := s.h.tree.nodes[b]
+			if !ok || !n.hasParent {
+				break
+			}
+			b = n.parent
 		}
-		b = n.parent
+		return set
 	}
+	held := lineOf(st.last)
+	var others []map[CommitID]bool
+	for _, o := range s.sites[1:] {
+		if o != st && o.alive {
+			others = append(others, lineOf(o.last))
+		}
+	}
+	need := majority(s.cfg.Sites)
 	for i := range s.h.Ops {
-		if op := &s.h.Ops[i]; op.Kind != OpGet && held[op.Commit] {
+		op := &s.h.Ops[i]
+		if op.Kind == OpGet || op.Amnesia || !held[op.Commit] {
+			continue
+		}
+		copies := 0
+		for _, l := range others {
+			if l[op.Commit] {
+				copies++
+			}
+		}
+		if copies < need {
 			op.Amnesia = true
 		}
 	}
@@ -499,6 +525,10 @@ func (s *Sim) perform(st *site, rd rep.Ready) {
 	}
 	switch {
 	case res.HasNewGen:
+		if prev, ok := s.genMaster[res.NewGen.Gen]; ok && prev != st.id && s.cfg.MajorityElections() {
+			s.violate("election: sites %d and %d were both elected master at gen %d (majority elections)", prev, st.id, res.NewGen.Gen)
+		}
+		s.genMaster[res.NewGen.Gen] = st.id
 		if g := res.NewGen.Gen; g > s.newestGen {
 			s.newestGen = g
 			s.gens = append(s.gens, genBirth{gen: g, at: s.now})
