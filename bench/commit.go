@@ -33,6 +33,21 @@ type group struct {
 	boards []*board.Board
 }
 
+// master returns the board that is master now, waiting up to 5 s for one
+// (on a loaded machine a replica may miss heartbeats and call an election).
+func (g *group) master(ctx context.Context) *board.Board {
+	deadline := time.Now().Add(5 * time.Second)
+	for ctx.Err() == nil && time.Now().Before(deadline) {
+		for _, b := range g.boards {
+			if b.IsMaster() {
+				return b
+			}
+		}
+		time.Sleep(time.Millisecond) // polling the published role; no event covers "any board"
+	}
+	return nil
+}
+
 func (g *group) close() {
 	for _, b := range g.boards {
 		_ = b.Close()
@@ -98,6 +113,7 @@ type load struct {
 	err     error // first error
 	elapsed time.Duration
 	perTx   float64 // commits per group-commit batch on the master
+	moves   int     // times the writers found mastership had moved
 }
 
 func (l load) rate() float64 {
@@ -107,13 +123,17 @@ func (l load) rate() float64 {
 	return float64(l.commits) / l.elapsed.Seconds()
 }
 
-// runLoad runs writers concurrent Update callers against m for d after a
-// warm-up, and returns the measured interval only.
-func runLoad(ctx context.Context, m *board.Board, writers int, d time.Duration) load {
+// runLoad runs writers concurrent Update callers against the group's
+// master for d after a warm-up, and returns the measured interval only.
+func runLoad(ctx context.Context, g *group, writers int, d time.Duration) load {
 	warm := min(d/2, 200*time.Millisecond)
-	_ = drive(ctx, m, writers, warm, false)
+	_ = drive(ctx, g, writers, warm, false)
+	m := g.master(ctx)
+	if m == nil {
+		return load{err: fmt.Errorf("no master in the group after the warm-up")}
+	}
 	before := m.Stat().Counters
-	l := drive(ctx, m, writers, d, true)
+	l := drive(ctx, g, writers, d, true)
 	after := m.Stat().Counters
 	if b := after.Batches - before.Batches; b > 0 {
 		l.perTx = float64(after.Commits-before.Commits) / float64(b)
@@ -121,7 +141,7 @@ func runLoad(ctx context.Context, m *board.Board, writers int, d time.Duration) 
 	return l
 }
 
-func drive(ctx context.Context, m *board.Board, writers int, d time.Duration, record bool) load {
+func drive(ctx context.Context, g *group, writers int, d time.Duration, record bool) load {
 	var (
 		mu  sync.Mutex
 		out load
@@ -137,9 +157,10 @@ func drive(ctx context.Context, m *board.Board, writers int, d time.Duration, re
 			lat := make(Samples, 0, 4096)
 			key := make([]byte, 16)
 			binary.BigEndian.PutUint32(key, uint32(w))
-			var commits, notPerm, errs int
+			var commits, notPerm, errs, moves int
 			var first error
-			for i := 0; ctx.Err() == nil; i++ {
+			m := g.master(ctx)
+			for i := 0; ctx.Err() == nil && m != nil; i++ {
 				t0 := time.Now()
 				// Every writer commits at least once, so an overloaded
 				// machine yields slow figures rather than none.
@@ -155,8 +176,15 @@ func drive(ctx context.Context, m *board.Board, writers int, d time.Duration, re
 					if first == nil {
 						first = err
 					}
-					if errors.Is(err, board.ErrClosed) || errors.Is(err, board.ErrNotMaster) {
-						return
+					// Mastership moved (an election on a busy machine):
+					// follow it, and say so in the results.
+					if errors.Is(err, board.ErrNotMaster) || errors.Is(err, board.ErrLockout) || errors.Is(err, board.ErrUnavail) {
+						moves++
+						time.Sleep(200 * time.Microsecond) // pacing while a lockout lasts, not synchronisation
+						m = g.master(ctx)
+					}
+					if errors.Is(err, board.ErrClosed) {
+						m = nil
 					}
 				case !c.Perm:
 					notPerm++
@@ -172,6 +200,7 @@ func drive(ctx context.Context, m *board.Board, writers int, d time.Duration, re
 			out.commits += commits
 			out.notPerm += notPerm
 			out.errs += errs
+			out.moves += moves
 			if out.err == nil {
 				out.err = first
 			}
@@ -217,7 +246,7 @@ func (s *suite) runCommit(ctx context.Context) Section {
 				continue
 			}
 			for _, w := range s.cfg.Writers {
-				l := runLoad(ctx, g.boards[0], w, s.cfg.CommitTime)
+				l := runLoad(ctx, g, w, s.cfg.CommitTime)
 				if l.commits == 0 {
 					sec.missing(policyName(p), fmt.Sprintf("%d boards, %d writers: no permanent commit (%d not perm, %d errors, first: %v)", n, w, l.notPerm, l.errs, l.err))
 					continue
@@ -229,7 +258,7 @@ func (s *suite) runCommit(ctx context.Context) Section {
 					s.latency[policyName(p)] = l.lat
 				}
 				if l.err != nil {
-					sec.note("%s, %d boards, %d writers: %d errors, first: %v", policyName(p), n, w, l.errs, l.err)
+					sec.note("%s, %d boards, %d writers: %d errors (%d times mastership had moved), first: %v", policyName(p), n, w, l.errs, l.moves, l.err)
 				}
 				s.logf("commit %s boards=%d writers=%d p50=%v rate=%.0f/s", policyName(p), n, w, l.lat.Quantile(.5), l.rate())
 			}
@@ -255,8 +284,8 @@ func (s *suite) runScale(ctx context.Context) Section {
 			sec.missing(label, err.Error())
 			continue
 		}
-		one := runLoad(ctx, g.boards[0], 1, s.cfg.ScaleTime)
-		many := runLoad(ctx, g.boards[0], 64, s.cfg.ScaleTime)
+		one := runLoad(ctx, g, 1, s.cfg.ScaleTime)
+		many := runLoad(ctx, g, 64, s.cfg.ScaleTime)
 		g.close()
 		if one.commits == 0 || many.commits == 0 {
 			sec.missing(label, fmt.Sprintf("no permanent commit (1 writer: %d not perm, %d errors, first %v; 64 writers: %d not perm, %d errors, first %v)",
@@ -275,7 +304,7 @@ func (s *suite) runScale(ctx context.Context) Section {
 		}, us(p50), us(one.lat.Quantile(.99)), fmt.Sprintf("%.0f", one.rate()), fmt.Sprintf("%.2fx", growth),
 			us(many.lat.Quantile(.5)), us(many.lat.Quantile(.99)), fmt.Sprintf("%.0f", many.rate()))
 		if one.notPerm+many.notPerm+one.errs+many.errs > 0 {
-			sec.note("%d boards: %d commits not perm, %d errors (first: %v %v)", n, one.notPerm+many.notPerm, one.errs+many.errs, one.err, many.err)
+			sec.note("%d boards: %d commits not perm, %d errors (%d times mastership had moved; first: %v %v)", n, one.notPerm+many.notPerm, one.errs+many.errs, one.moves+many.moves, one.err, many.err)
 		}
 		s.logf("scale boards=%d p50=%v rate64=%.0f/s", n, p50, many.rate())
 	}
