@@ -211,13 +211,25 @@ func (b *Board) WaitMaster(ctx context.Context) (uint16, error) {
 }
 
 // Elect asks for an election now (a master re-announces itself) and waits
-// until a master is known.
-func (b *Board) Elect(ctx context.Context) error {
+// until it is settled and a master is known, which it returns.
+func (b *Board) Elect(ctx context.Context) (uint16, error) {
 	if err := b.do(ctx, func() { b.rt.elect() }); err != nil {
-		return err
+		return 0, err
 	}
-	_, err := b.WaitMaster(ctx)
-	return err
+	for {
+		var m uint16
+		if err := b.do(ctx, func() { m = b.rt.electionSettled() }); err != nil {
+			return 0, err
+		}
+		if m != 0 {
+			return m, nil
+		}
+		select {
+		case <-ctx.Done():
+			return 0, fmt.Errorf("%w: waiting for the election to settle: %w", ErrUnavail, ctx.Err())
+		case <-time.After(tickEvery(b.cfg)):
+		}
+	}
 }
 
 // StepDown makes a master give up mastership and waits until it is a

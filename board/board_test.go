@@ -493,3 +493,32 @@ func TestAttachReadsSharedMemory(t *testing.T) {
 		t.Fatalf("region left behind after Close: %v", err)
 	}
 }
+
+func TestStepDownAndElect(t *testing.T) {
+	g := newGroup(t, 3, nil)
+	m := g.master(0)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if err := m.StepDown(ctx); err != nil {
+		t.Fatalf("StepDown: %v", err)
+	}
+	if m.IsMaster() {
+		t.Fatalf("site %d still master after StepDown", m.Site())
+	}
+	m2 := g.master(0)
+	put(t, m2, "kv", "after-stepdown", "1")
+	var r *Board
+	for _, b := range g.boards {
+		if b != m2 {
+			r = b
+			break
+		}
+	}
+	if _, err := r.Elect(ctx); err != nil {
+		t.Fatalf("Elect on replica %d: %v", r.Site(), err)
+	}
+	m3 := g.master(0)
+	if v := get(m3, "kv", "after-stepdown"); string(v) != "1" {
+		t.Fatalf("master %d after Elect lacks a Perm write: %q", m3.Site(), v)
+	}
+}

@@ -10,31 +10,27 @@ import (
 type EventType uint8
 
 const (
-	EventClient         EventType = iota + 1 // this board is a replica now
-	EventMaster                              // this board is master now
-	EventElected                             // this board won an election (EventMaster follows)
-	EventNewMaster                           // a (possibly different) master is known: Event.Master
-	EventPermFailed                          // a commit missed its ack policy before AckTimeout: Event.LSN
-	EventStartupDone                         // caught up with the master; lockout over
-	EventDupMaster                           // another master in the same gen; this board stepped down
-	EventElectionFailed                      // an election attempt timed out (another follows)
-	EventJoinFailure                         // needs internal init but NoAutoInit is set
-	EventInitStarted                         // internal init began (memory will be replaced)
-	EventInitDone                            // internal init finished
-	EventRollback                            // local transactions past Event.LSN were rolled back
-	EventLeaseExpired                        // the master lost its majority of lease grants
-	EventSiteAdded                           // a new site announced itself: Event.Site
-	EventSiteLost                            // a site stopped answering: Event.Site
-	EventOther                               // a replication event without a board-level name
+	EventClient      EventType = iota + 1 // this board is a replica now
+	EventMaster                           // this board is master now
+	EventElected                          // this board won an election (EventMaster follows)
+	EventNewMaster                        // a (possibly different) master is known: Event.Master
+	EventPermFailed                       // a commit missed its ack policy before AckTimeout: Event.LSN
+	EventStartupDone                      // caught up with the master; lockout over
+	EventDupMaster                        // another master in the same gen; this board stepped down
+	EventJoinFailure                      // needs internal init but NoAutoInit is set
+	EventInitStarted                      // internal init began (memory will be replaced)
+	EventInitDone                         // internal init finished
+	EventRollback                         // local transactions past Event.LSN were rolled back
+	EventSiteAdded                        // a new site announced itself: Event.Site
+	EventOther                            // a replication event without a board-level name (Detail)
 )
 
 var eventNames = [...]string{
 	EventClient: "client", EventMaster: "master", EventElected: "elected",
 	EventNewMaster: "newmaster", EventPermFailed: "permfailed", EventStartupDone: "startupdone",
-	EventDupMaster: "dupmaster", EventElectionFailed: "electionfailed", EventJoinFailure: "joinfailure",
+	EventDupMaster: "dupmaster", EventJoinFailure: "joinfailure",
 	EventInitStarted: "initstarted", EventInitDone: "initdone", EventRollback: "rollback",
-	EventLeaseExpired: "leaseexpired", EventSiteAdded: "siteadded", EventSiteLost: "sitelost",
-	EventOther: "other",
+	EventSiteAdded: "siteadded", EventOther: "other",
 }
 
 func (t EventType) String() string {

@@ -903,14 +903,16 @@ func (b *Board) forward(ctx context.Context, id uint64, payload []byte) (Commit,
 
 func binaryPutID(payload []byte, id uint64) { binary.LittleEndian.PutUint64(payload[1:], id) }
 
-// elect starts an election. On a replica the master is unknown until the
-// election's NEWMASTER, so Elect's wait sees the outcome, not the old master;
-// a master merely re-announces itself.
-func (rt *runtime) elect() {
-	if rt.role != RoleMaster {
-		rt.master, rt.startup = 0, false
+func (rt *runtime) elect() { rt.node.Elect(rt.b.now()) }
+
+// electionSettled reports the master once no election runs and this board
+// is master or in sync with one.
+func (rt *runtime) electionSettled() uint16 {
+	st := rt.node.Status()
+	if st.ElectionRunning || st.Master == rep.NoMaster || !st.StartupDone {
+		return 0
 	}
-	rt.node.Elect(rt.b.now())
+	return st.Master
 }
 
 func (rt *runtime) stepDown() { rt.node.StepDown(rt.b.now()) }

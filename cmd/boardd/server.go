@@ -24,7 +24,7 @@ type backend interface {
 	Scan(db string, prefix, start, end []byte, limit int) ([]kv, bool, error)
 	Apply(ctx context.Context, ops ...board.Op) (board.Commit, error)
 	Stat(withHash bool) board.Stat
-	Elect(ctx context.Context) error
+	Elect(ctx context.Context) (uint16, error)
 	Events() <-chan board.Event
 }
 
@@ -266,11 +266,11 @@ func (s *server) handle(req request) response {
 		st := s.be.Stat(!req.NoHash)
 		return response{Stat: &st}
 	case "elect":
-		if err := s.be.Elect(ctx); err != nil {
+		m, err := s.be.Elect(ctx)
+		if err != nil {
 			return errResponse(err)
 		}
-		st := s.be.Stat(false)
-		return response{Master: st.Master, Stat: &st}
+		return response{Master: m}
 	}
 	return errResponse(fmt.Errorf("%w: unknown op %q; use get, put, del, scan, stat, elect or events", errUsage, req.Op))
 }

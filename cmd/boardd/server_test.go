@@ -85,8 +85,8 @@ func (f *fakeBackend) Stat(bool) board.Stat {
 	return board.Stat{Site: 1, Group: "g", Role: board.RoleMaster, Master: 1, Gen: 2, LSN: f.lsn,
 		Sites: []board.SiteStat{{Site: 2, AckedLSN: f.lsn, LastHeard: time.Millisecond, Electable: true}}}
 }
-func (f *fakeBackend) Elect(ctx context.Context) error { return nil }
-func (f *fakeBackend) Events() <-chan board.Event      { return f.events }
+func (f *fakeBackend) Elect(ctx context.Context) (uint16, error) { return 1, nil }
+func (f *fakeBackend) Events() <-chan board.Event                { return f.events }
 
 func startFake(t *testing.T) (*fakeBackend, string) {
 	t.Helper()
