@@ -1,0 +1,50 @@
+package main
+
+import (
+	"io"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/seed61e250c8/boardha/board"
+)
+
+func TestRunConfigFileAndFlags(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "board.json")
+	file := `{"site": 2, "group": "fib", "peers": {"1": "127.0.0.1:7001", "2": "127.0.0.1:7002"},
+		"priority": 50, "ack": "all", "heartbeat_send": "4ms", "log_size": "2M", "shm": "private"}`
+	if err := os.WriteFile(path, []byte(file), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fc, err := loadRunConfig([]string{"-config", path, "-priority", "7", "-heartbeat-monitor", "40ms"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := fc.boardConfig(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Site != 2 || c.Group != "fib" || len(c.Peers) != 2 || c.Peers[1] != "127.0.0.1:7001" {
+		t.Fatalf("file values lost: %+v", c)
+	}
+	if c.Priority != 7 || c.HeartbeatMonitor != 40*time.Millisecond {
+		t.Fatalf("flags did not override: priority %d monitor %v", c.Priority, c.HeartbeatMonitor)
+	}
+	if c.AckPolicy != board.AckAll || c.HeartbeatSend != 4*time.Millisecond || c.LogSize != 2<<20 || c.ShmName != "" {
+		t.Fatalf("file settings not applied: %+v", c)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatalf("valid config rejected: %v", err)
+	}
+	// Unknown fields are mistakes, not silently ignored.
+	os.WriteFile(path, []byte(`{"sight": 2}`), 0o600)
+	if _, err := loadRunConfig([]string{"-config", path}, io.Discard); err == nil {
+		t.Fatal("unknown config field accepted")
+	}
+	// The default region name follows group and site.
+	fc.Shm = ""
+	if c, _ = fc.boardConfig(nil); c.ShmName != "boardha-fib-2" {
+		t.Fatalf("default ShmName %q", c.ShmName)
+	}
+}
