@@ -550,7 +550,6 @@ func (rt *runtime) flush(force bool) {
 // runBatch commits a group of writes, in one transaction when every fn
 // succeeds, else each on its own.
 func (rt *runtime) runBatch(reqs []*writeReq) {
-	b := rt.b
 	if err := rt.node.CanWrite(); err != nil {
 		err = mapRepErr(err)
 		for _, r := range reqs {
@@ -573,7 +572,6 @@ func (rt *runtime) runBatch(reqs []*writeReq) {
 		}
 		rt.committed(ci, []*writeReq{r})
 	}
-	_ = b
 }
 
 // commit runs reqs in one write transaction.

@@ -25,7 +25,9 @@ import (
 
 // rigBoardArgs are the embedded defaults of every rig board: a small pool
 // and log so a demo internal init and log reclamation happen within seconds.
-var rigBoardArgs = []string{"-pool-size", "64M", "-log-size", "8M", "-checkpoint-kib", "1024", "-log-level", "warn"}
+func rigBoardArgs() []string {
+	return []string{"-pool-size", "64M", "-log-size", "8M", "-checkpoint-kib", "1024", "-log-level", "warn"}
+}
 
 // chassisRig is a whole chassis of `boardd run` processes.
 type chassisRig struct {
@@ -188,7 +190,7 @@ func (r *chassisRig) setup(n int, wantRaw bool) error {
 			sock: filepath.Join(r.dir, fmt.Sprintf("b%d.sock", site)),
 			shm:  fmt.Sprintf("boardha-rig%d-%d", os.Getpid(), site)}
 		b.args = append([]string{"run", "-site", strconv.Itoa(int(site)), "-group", r.group,
-			"-peers", strings.Join(peers, ","), "-sock", b.sock, "-shm", b.shm}, rigBoardArgs...)
+			"-peers", strings.Join(peers, ","), "-sock", b.sock, "-shm", b.shm}, rigBoardArgs()...)
 		if r.raw {
 			b.ns = r.chassis.Boards[i]
 			b.args = append(b.args, "-transport", "raw", "-iface", b.ns.Iface)
