@@ -12,6 +12,7 @@ type Cursor struct {
 	depth int // 0: not positioned
 	mods  uint64
 	key   []byte // last key returned, kept in write transactions for re-seeking
+	leaf  []byte // the leaf page under the cursor, for the in-leaf fast path
 }
 
 func (tx *Tx) cursorOn(root uint64) *Cursor {
@@ -68,8 +69,37 @@ func (c *Cursor) Seek(k []byte) (key, v []byte) {
 	return c.settle(true)
 }
 
+// fast steps within the current leaf, the common case of a scan: no page lookup.
+func (c *Cursor) fast(delta int) (k, v []byte, ok bool) {
+	tx := c.tx
+	if c.depth == 0 || tx.closed || tx.err != nil || (c.db != nil && c.db.dropped) || (tx.writable && c.mods != tx.mods) {
+		return nil, nil, false
+	}
+	top := &c.stack[c.depth-1]
+	i := top.idx + delta
+	if i < 0 || i >= pCount(c.leaf) {
+		return nil, nil, false
+	}
+	raw, good := entryAt(c.leaf, i)
+	if !good {
+		return nil, nil, false
+	}
+	k, v, err := tx.value(raw)
+	if err != nil {
+		return nil, nil, false
+	}
+	top.idx = i
+	if tx.writable {
+		c.key = append(c.key[:0], k...)
+	}
+	return k, v, true
+}
+
 // Next moves to the next key.
 func (c *Cursor) Next() (k, v []byte) {
+	if k, v, ok := c.fast(1); ok {
+		return k, v
+	}
 	if !c.usable() || c.depth == 0 {
 		return nil, nil
 	}
@@ -90,6 +120,9 @@ func (c *Cursor) Next() (k, v []byte) {
 
 // Prev moves to the previous key.
 func (c *Cursor) Prev() (k, v []byte) {
+	if k, v, ok := c.fast(-1); ok {
+		return k, v
+	}
 	if !c.usable() || c.depth == 0 {
 		return nil, nil
 	}
@@ -270,6 +303,7 @@ func (c *Cursor) settle(fwd bool) ([]byte, []byte) {
 			c.key = append(c.key[:0], k...)
 			c.mods = tx.mods
 		}
+		c.leaf = p
 		return k, v
 	}
 	c.depth = 0

@@ -183,9 +183,13 @@ func (tx *Tx) dirty(pgno uint64) (uint64, []byte, error) {
 	if err != nil {
 		return 0, nil, err
 	}
-	copy(q, p)
-	binary.LittleEndian.PutUint64(q[8:], tx.meta.txid)
-	binary.LittleEndian.PutUint64(q[16:], np)
+	// Rebuild rather than copy: entries land in key order, contiguous, so later
+	// scans read the page sequentially and the holes of deletes are gone.
+	initPage(q, pType(p), tx.meta.txid, np)
+	for i := range pCount(p) {
+		raw, _ := entryAt(p, i)
+		appendRaw(q, raw)
+	}
 	tx.freeRun(pgno, 1)
 	return np, q, nil
 }
