@@ -98,3 +98,62 @@ func TestCursorAcrossWrites(t *testing.T) {
 	})
 	mustNoErr(t, err, "update")
 }
+
+// Growing a deep tree and deleting everything in random order exercises leaf and
+// branch merges and root collapse; the tree stays valid and shrinks to one page.
+func TestGrowAndShrink(t *testing.T) {
+	r := newRand(testSeed(t, 7))
+	e := newTestEnv(t, Options{PoolSize: 32 << 20, LogSize: 32 << 20, PageSize: 1024})
+	const n = 20000
+	perm := r.Perm(n)
+	for start := 0; start < n; start += 1000 {
+		_, err := e.Update(func(tx *Tx) error {
+			db, err := tx.CreateDBIfNotExists("d")
+			if err != nil {
+				return err
+			}
+			for _, i := range perm[start : start+1000] {
+				if err := db.Put(fmt.Appendf(nil, "key-%08d", i), make([]byte, i%40)); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		mustNoErr(t, err, "fill")
+	}
+	mustNoErr(t, e.Check(), "check full")
+	perm = r.Perm(n)
+	for start := 0; start < n; start += 500 {
+		_, err := e.Update(func(tx *Tx) error {
+			db := tx.DB("d")
+			for _, i := range perm[start : start+500] {
+				if err := db.Delete(fmt.Appendf(nil, "key-%08d", i)); err != nil {
+					return err
+				}
+			}
+			return tx.Check()
+		})
+		mustNoErr(t, err, fmt.Sprintf("delete batch at %d", start))
+	}
+	err := e.View(func(tx *Tx) error {
+		db := tx.DB("d")
+		if k, _ := db.Cursor().First(); k != nil {
+			return fmt.Errorf("key %q left", k)
+		}
+		p, err := tx.page(db.root)
+		if err != nil {
+			return err
+		}
+		if pType(p) != pageLeaf {
+			return fmt.Errorf("empty tree's root is not a leaf")
+		}
+		return nil
+	})
+	mustNoErr(t, err, "empty")
+	e.RetainLog(e.Log().End())
+	st := e.Stats()
+	// Pending pages are still allocated in shm's view until released.
+	if st.Pages.UsedPages-st.PendingPages > 2+e.lay.logPages+2 {
+		t.Fatalf("after deleting everything %d pages used, %d pending", st.Pages.UsedPages, st.PendingPages)
+	}
+}

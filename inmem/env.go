@@ -709,7 +709,7 @@ func (e *Env) RetainLog(lsn uint64) {
 
 // Stats describes the environment.
 type Stats struct {
-	Pages        shm.AllocStats // the pool allocator (its PendingPages is always 0: see PendingPages)
+	Pages        shm.AllocStats // the pool allocator; its UsedPages include PendingPages below (held here, not in shm)
 	PendingPages uint64         // freed pages waiting for older snapshots to be released
 	Snapshots    int            // in-process readers and pinned snapshots
 	Txid         uint64         // last committed transaction id
