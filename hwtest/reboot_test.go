@@ -38,7 +38,11 @@ func TestRebootUnderLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.writers = append(s.writers, filler)
-	ctx, cancel := s.within(3 * time.Minute)
+	fillFor := 3 * time.Minute
+	if *soak {
+		fillFor = 10 * time.Minute
+	}
+	ctx, cancel := s.within(fillFor)
 	defer cancel()
 	var used int64
 	err := harness.WaitFor(ctx, fmt.Sprintf("%d MB in the master's pool and a wrapped log", fill>>20), 50*time.Millisecond, func(ctx context.Context) (bool, error) {

@@ -13,8 +13,14 @@ import (
 	"github.com/seed61e250c8/boardha/hwtest/rig"
 )
 
-// scenarioBudget bounds one scenario unless the test deadline is nearer.
-const scenarioBudget = 4 * time.Minute
+// scenarioBudget bounds one scenario unless the test deadline is nearer;
+// soak runs get longer.
+func scenarioBudget() time.Duration {
+	if *soak {
+		return 15 * time.Minute
+	}
+	return 4 * time.Minute
+}
 
 // scenario is one fault scenario: a chassis, a boardd cluster on it, the
 // writers' history and the report of what the checks found.
@@ -59,8 +65,8 @@ func newScenario(t *testing.T, boards int, sites []uint16, mod func(*harness.Clu
 		}
 		os.RemoveAll(dir)
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), scenarioBudget)
-	if dl, ok := t.Deadline(); ok && time.Until(dl) < scenarioBudget+30*time.Second {
+	ctx, cancel := context.WithTimeout(context.Background(), scenarioBudget())
+	if dl, ok := t.Deadline(); ok && time.Until(dl) < scenarioBudget()+30*time.Second {
 		ctx, cancel = context.WithDeadline(context.Background(), dl.Add(-30*time.Second))
 	}
 	t.Cleanup(cancel)
