@@ -7,21 +7,35 @@ import (
 	"testing"
 	"time"
 
+	"github.com/anishathalye/porcupine"
+
 	"github.com/seed61e250c8/boardha/hwtest/internal/harness"
 )
 
-// read is one leased read attempt on the master.
+// read is one leased read attempt on a master.
 type read struct {
+	site       uint16
 	sent, recv time.Time
-	ok         bool
+	ok         bool // served (a value or "not found"), not refused
+	value      string
 	err        string
 }
 
+// regKey is the key written and read as a register; it lies outside the
+// writers' prefix, so the phantom check leaves it alone.
+const regKey = "reg"
+
 // TestLeases partitions the master of a 5-board group with leases on while
-// a reader does authoritative (leased) reads on it. The old master must stop
-// serving leased reads before the majority's new master is elected: its last
-// successful leased read must come before the new master's election event.
-// Stat sampling meanwhile must never show two masters with valid leases.
+// a register key is written through whichever board is master and read with
+// authoritative (leased) reads on the old and, later, the new master.
+//
+//   - The old master must stop serving leased reads before the majority's
+//     new master is elected: its last served leased read must come before
+//     the new master's election event.
+//   - Every served leased read and every write together must be
+//     linearizable as one register (porcupine), with writes that failed or
+//     returned without Perm free to take effect at any later time or never.
+//   - Stat sampling must never show two masters with valid leases.
 func TestLeases(t *testing.T) {
 	s := newScenario(t, 5, nil, func(o *harness.ClusterOptions) { o.Leases = true })
 	old := s.start()
@@ -44,7 +58,7 @@ func TestLeases(t *testing.T) {
 		}
 	}
 
-	ctx, cancel := s.within(60 * time.Second)
+	ctx, cancel := s.within(90 * time.Second)
 	defer cancel()
 	// A leased read on a replica must be refused; a daemon that ignores
 	// the "leased" field would answer it from its local copy.
@@ -63,57 +77,118 @@ func TestLeases(t *testing.T) {
 		t.Fatalf("leased get on replica %d: %v, want code %q (not master)", replica, err, harness.CodeUnavail)
 	}
 
-	mc := harness.NewClient(s.cl.Node(old).Sock)
-	defer mc.Close()
-	err := harness.WaitFor(ctx, fmt.Sprintf("a leased read on master %d", old), 10*time.Millisecond, func(ctx context.Context) (bool, error) {
-		v, err := mc.Get(ctx, s.db, []byte(key), true)
-		return err == nil && len(v) > 0, err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-
 	var mu sync.Mutex
 	var reads []read
-	rctx, rcancel := context.WithCancel(s.ctx)
-	var rwg sync.WaitGroup
-	rwg.Add(1)
+	var regOps []harness.RegOp
+	loops, stopLoops := context.WithCancel(s.ctx)
+	var wg sync.WaitGroup
+	stopAll := func() {
+		stopLoops()
+		wg.Wait()
+	}
+	defer stopAll()
+
+	// The register writer: a new value every 10 ms through the master the
+	// monitor knows (or any board, which forwards).
+	wg.Add(1)
 	go func() {
-		defer rwg.Done()
-		// One read per millisecond at most: enough resolution for a
-		// lease of 100 ms, without a busy loop on a shared machine.
-		tick := time.NewTicker(time.Millisecond)
+		defer wg.Done()
+		clients := map[string]*harness.Client{}
+		defer func() {
+			for _, c := range clients {
+				c.Close()
+			}
+		}()
+		tick := time.NewTicker(10 * time.Millisecond)
 		defer tick.Stop()
-		for rctx.Err() == nil {
+		for n, attempt := 0, 0; loops.Err() == nil; n++ {
 			select {
-			case <-rctx.Done():
+			case <-loops.Done():
 				return
 			case <-tick.C:
 			}
-			c, cancel := context.WithTimeout(rctx, 2*time.Second)
-			r := read{sent: time.Now()}
-			_, err := mc.Get(c, s.db, []byte(key), true)
+			tg, ok := s.cl.Pick(0, attempt)
+			if !ok {
+				continue
+			}
+			c := clients[tg.Sock]
+			if c == nil {
+				c = harness.NewClient(tg.Sock)
+				clients[tg.Sock] = c
+			}
+			op := harness.RegOp{Write: true, Value: fmt.Sprintf("r%d", n), Call: time.Now(), Site: tg.Site}
+			wctx, cancel := context.WithTimeout(context.WithoutCancel(loops), 3*time.Second)
+			cm, err := c.Put(wctx, s.db, []byte(regKey), []byte(op.Value))
 			cancel()
-			r.recv, r.ok = time.Now(), err == nil
+			op.Return = time.Now()
+			op.Unknown = err != nil || !cm.Perm
 			if err != nil {
-				r.err = err.Error()
+				attempt++
+			} else {
+				attempt = 0
 			}
 			mu.Lock()
-			reads = append(reads, r)
+			regOps = append(regOps, op)
 			mu.Unlock()
 		}
 	}()
-	stopReader := func() {
-		rcancel()
-		rwg.Wait()
+
+	// readLoop does leased reads of the register on site, one per
+	// millisecond at most: enough resolution for a 100 ms lease without a
+	// busy loop on a shared machine.
+	readLoop := func(site uint16) {
+		defer wg.Done()
+		c := harness.NewClient(s.cl.Node(site).Sock)
+		defer c.Close()
+		tick := time.NewTicker(time.Millisecond)
+		defer tick.Stop()
+		for loops.Err() == nil {
+			select {
+			case <-loops.Done():
+				return
+			case <-tick.C:
+			}
+			rctx, cancel := context.WithTimeout(loops, 2*time.Second)
+			r := read{site: site, sent: time.Now()}
+			v, err := c.Get(rctx, s.db, []byte(regKey), true)
+			cancel()
+			r.recv = time.Now()
+			switch {
+			case err == nil:
+				r.ok, r.value = true, string(v)
+			case harness.IsCode(err, harness.CodeNotFound):
+				r.ok = true
+			default:
+				r.err = err.Error()
+			}
+			if loops.Err() != nil && !r.ok {
+				return // cancelled, not refused
+			}
+			mu.Lock()
+			reads = append(reads, r)
+			if r.ok {
+				regOps = append(regOps, harness.RegOp{Value: r.value, Call: r.sent, Return: r.recv, Site: site})
+			}
+			mu.Unlock()
+		}
 	}
-	defer stopReader()
-	err = harness.WaitFor(ctx, "leased reads before the cut", 5*time.Millisecond, func(context.Context) (bool, error) {
+	served := func(site uint16, after time.Time) int {
 		mu.Lock()
 		defer mu.Unlock()
-		return len(reads) >= 20, nil
-	})
-	if err != nil {
+		n := 0
+		for _, r := range reads {
+			if r.site == site && r.ok && r.sent.After(after) {
+				n++
+			}
+		}
+		return n
+	}
+	wg.Add(1)
+	go readLoop(old)
+	begin := time.Now()
+	if err := harness.WaitFor(ctx, fmt.Sprintf("leased reads served by master %d", old), 5*time.Millisecond, func(context.Context) (bool, error) {
+		return served(old, begin) >= 50, nil
+	}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -136,21 +211,38 @@ func TestLeases(t *testing.T) {
 	err = harness.WaitFor(ctx, "the isolated master refusing leased reads", 5*time.Millisecond, func(context.Context) (bool, error) {
 		mu.Lock()
 		defer mu.Unlock()
-		last := reads[len(reads)-1]
-		return !last.ok && last.sent.After(cut), nil
+		for i := len(reads) - 1; i >= 0; i-- {
+			if reads[i].site == old {
+				return !reads[i].ok && reads[i].sent.After(cut), nil
+			}
+		}
+		return false, nil
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	stopReader()
+	// The new master serves leased reads once its grants arrive.
+	wg.Add(1)
+	go readLoop(nm)
+	if err := harness.WaitFor(ctx, fmt.Sprintf("leased reads served by the new master %d", nm), 5*time.Millisecond, func(context.Context) (bool, error) {
+		return served(nm, cut) >= 50, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	stopAll()
+
 	elected, ok := events.First(nm, cut, "elected", "master")
 	if !ok {
 		t.Fatalf("no elected/master event from the new master %d after the cut; events: %v, stream errors: %v", nm, events.Events(), events.Errors())
 	}
 	var lastOK read
-	var refusals int
+	var refusals, oldReads int
 	var refusal string
 	for _, r := range reads {
+		if r.site != old {
+			continue
+		}
+		oldReads++
 		if r.ok {
 			lastOK = r
 		} else if r.sent.After(cut) {
@@ -169,12 +261,24 @@ func TestLeases(t *testing.T) {
 			lastOK.sent.Format("15:04:05.000000"), lastOK.recv.Format("15:04:05.000000"), elected.Time.Format("15:04:05.000000"))
 	}
 
+	lin, err := harness.CheckRegister(regOps, 60*time.Second)
+	switch {
+	case err != nil:
+		t.Fatal(err)
+	case lin == porcupine.Illegal:
+		s.rep.Add(harness.Violation{Kind: "non-linearizable", Msg: fmt.Sprintf(
+			"%d register writes and leased reads are not linearizable: a leased read returned a value no real-time order of the writes allows; e.g. %v",
+			len(regOps), harness.ExplainRegister(regOps, 3))})
+	case lin == porcupine.Unknown:
+		s.rep.Missing("register linearizability (porcupine timed out after 60s)")
+	}
+
 	if err := s.ch.Board(old).LinkUp(); err != nil {
 		t.Fatal(err)
 	}
 	s.fault("link up on site %d", old)
 	s.verify()
-	s.finish(fmt.Sprintf("old=%d new=%d leased-reads=%d refused-after-cut=%d last-ok-after-cut=%v elected-after-cut=%v gap=%v refusal=%q",
-		old, nm, len(reads), refusals, lastOK.recv.Sub(cut).Round(time.Millisecond), elected.Time.Sub(cut).Round(time.Millisecond),
-		gap.Round(time.Millisecond), refusal))
+	s.finish(fmt.Sprintf("old=%d new=%d old-master-reads=%d refused-after-cut=%d last-ok-after-cut=%v elected-after-cut=%v gap=%v register-ops=%d linearizable=%s refusal=%q",
+		old, nm, oldReads, refusals, lastOK.recv.Sub(cut).Round(time.Millisecond), elected.Time.Sub(cut).Round(time.Millisecond),
+		gap.Round(time.Millisecond), len(regOps), lin, refusal))
 }
