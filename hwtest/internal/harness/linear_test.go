@@ -42,3 +42,33 @@ func TestCheckRegister(t *testing.T) {
 		t.Error("an op returning before its call was accepted")
 	}
 }
+
+func TestExplainRegister(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	w := func(v string, call, ret int) RegOp {
+		return RegOp{Write: true, Value: v, Call: at(call), Return: at(ret), Site: 1}
+	}
+	r := func(v string, call, ret int, site uint16) RegOp {
+		return RegOp{Value: v, Call: at(call), Return: at(ret), Site: site}
+	}
+	lost := RegOp{Write: true, Value: "x", Call: at(4), Unknown: true, Site: 1}
+	clean := []RegOp{w("a", 0, 1), r("a", 2, 3, 1), w("b", 4, 5), r("b", 6, 7, 2)}
+	if got := ExplainRegister(clean, 3); len(got) != 0 {
+		t.Fatalf("clean history explained as %v", got)
+	}
+	cases := map[string][]RegOp{
+		"stale":       {w("a", 0, 1), w("b", 2, 3), r("a", 4, 5, 2)},
+		"never":       {w("a", 0, 1), r("z", 2, 3, 1)},
+		"future":      {r("a", 0, 1, 1), w("a", 2, 3)},
+		"rolled back": {w("a", 0, 1), lost, r("x", 5, 6, 1), r("a", 7, 8, 2)},
+	}
+	for name, ops := range cases {
+		if got := ExplainRegister(ops, 3); len(got) == 0 {
+			t.Errorf("%s: no explanation", name)
+		}
+		if res, err := CheckRegister(ops, 10*time.Second); err != nil || res != porcupine.Illegal {
+			t.Errorf("%s: CheckRegister = %v %v, want Illegal", name, res, err)
+		}
+	}
+}
