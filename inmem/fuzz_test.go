@@ -31,6 +31,15 @@ func FuzzDecodePage(f *testing.F) {
 			_ = validatePage(data, pPgno(data), len(data))
 			_ = validatePage(data, pPgno(data), fuzzPS)
 		}
+		if len(data) >= pageHeaderSize {
+			q := make([]byte, len(data))
+			initPage(q, pType(data), 1, 1)
+			if rebuildChecked(q, data) && pType(q) == pageLeaf {
+				if err := validatePage(q, 1, len(q)); err != nil && validatePage(data, pPgno(data), len(data)) == nil {
+					t.Fatalf("rebuilt copy of a valid page is invalid: %v", err)
+				}
+			}
+		}
 		tx := fuzzTx(data)
 		_, _ = tx.get(1, []byte("k0001"))
 		_, _ = tx.get(1, nil)

@@ -5,7 +5,9 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"slices"
+	"strconv"
 	"testing"
 
 	"github.com/seed61e250c8/boardha/logbuf"
@@ -422,9 +424,13 @@ func (mr *modelRun) leakCheck(e *Env) {
 
 func TestModel(t *testing.T) {
 	base := testSeed(t, 1)
-	seeds, steps := 8, 250
+	seeds, steps := 12, 300
 	if testing.Short() {
 		seeds, steps = 3, 120
+	}
+	// BOARDHA_SOAK=n runs n times as many seeds (long soaks outside CI).
+	if n, err := strconv.Atoi(os.Getenv("BOARDHA_SOAK")); err == nil && n > 1 {
+		seeds *= n
 	}
 	for i := range seeds {
 		seed := base + uint64(i)

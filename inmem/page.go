@@ -384,27 +384,27 @@ func overflowPages(vlen, pageSize int) int {
 	return (pageHeaderSize + vlen + pageSize - 1) / pageSize
 }
 
-// checkBounds is the part of validatePage that write operations depend on to stay
-// in bounds (slots, entry extents, used bytes), without the key-order check: the
-// cheap check a page gets each time a write transaction copies it.
-func checkBounds(p []byte) bool {
+// rebuildChecked writes p's entries into the empty page q in key order (packed,
+// no holes), checking every slot and entry extent on the way like checkBounds
+// does. q's header (type, txid, pgno) must be initialised. False if p is damaged.
+func rebuildChecked(q, p []byte) bool {
 	n := pCount(p)
 	lo := pageHeaderSize + slotSize*n
-	up := pUpper(p)
-	if lo > len(p) || up < lo || up > len(p) {
+	pu := pUpper(p)
+	if lo > len(p) || pu < lo || pu > len(p) || len(q) != len(p) {
 		return false
 	}
-	used := 0
 	le := binary.LittleEndian
 	leaf := pType(p) == pageLeaf
 	if !leaf && (pType(p) != pageBranch || n == 0) {
 		return false
 	}
+	up := len(q)
 	for i := 0; i < n; i++ {
 		off := int(le.Uint16(p[pageHeaderSize+2*i:]))
 		var size int
 		if leaf {
-			if off < up || off+leafEntryHdr > len(p) || p[off]&^leafFlagOverflow != 0 {
+			if off < pu || off+leafEntryHdr > len(p) || p[off]&^leafFlagOverflow != 0 {
 				return false
 			}
 			size = leafEntryHdr + int(le.Uint16(p[off+2:]))
@@ -414,15 +414,24 @@ func checkBounds(p []byte) bool {
 				size += int(le.Uint32(p[off+4:]))
 			}
 		} else {
-			if off < up || off+branchEntryHdr > len(p) {
+			if off < pu || off+branchEntryHdr > len(p) {
 				return false
 			}
 			size = branchEntryHdr + int(le.Uint16(p[off:]))
 		}
-		if size > len(p)-off {
+		if size > len(p)-off || up-size < lo {
 			return false
 		}
-		used += size + slotSize
+		up -= size
+		copy(q[up:up+size], p[off:off+size])
+		le.PutUint16(q[pageHeaderSize+2*i:], uint16(up))
 	}
-	return used == pUsed(p)
+	used := len(q) - up + slotSize*n
+	if used != pUsed(p) {
+		return false
+	}
+	setCount(q, n)
+	setUpper(q, up)
+	setUsed(q, used)
+	return true
 }

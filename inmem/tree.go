@@ -176,19 +176,16 @@ func (tx *Tx) dirty(pgno uint64) (uint64, []byte, error) {
 	if pTxid(p) == tx.meta.txid {
 		return pgno, p, nil
 	}
-	if !checkBounds(p) {
-		return 0, nil, corrupt(pgno, "entries out of bounds (page damaged)")
-	}
 	np, q, err := tx.allocRun(1)
 	if err != nil {
 		return 0, nil, err
 	}
 	// Rebuild rather than copy: entries land in key order, contiguous, so later
-	// scans read the page sequentially and the holes of deletes are gone.
+	// scans read the page sequentially and the holes of deletes are gone; the
+	// same pass checks every entry's bounds (write operations rely on them).
 	initPage(q, pType(p), tx.meta.txid, np)
-	for i := range pCount(p) {
-		raw, _ := entryAt(p, i)
-		appendRaw(q, raw)
+	if !rebuildChecked(q, p) {
+		return 0, nil, corrupt(pgno, "entries out of bounds (page damaged)")
 	}
 	tx.freeRun(pgno, 1)
 	return np, q, nil
