@@ -1,5 +1,7 @@
 package inmem
 
+import "encoding/binary"
+
 // Cursor walks a database in key order. Keys and values alias the pool and are
 // valid until the transaction ends. In a write transaction a cursor survives puts
 // and deletes between its calls: it re-seeks from its last key when the tree
@@ -80,14 +82,20 @@ func (c *Cursor) fast(delta int) (k, v []byte, ok bool) {
 	if i < 0 || i >= pCount(c.leaf) {
 		return nil, nil, false
 	}
-	raw, good := entryAt(c.leaf, i)
-	if !good {
+	// Inline leaf decoding (c.leaf is a leaf: settle checked), bounds checked;
+	// anything unusual takes the slow path, which reports errors.
+	p := c.leaf
+	off := int(binary.LittleEndian.Uint16(p[pageHeaderSize+2*i:]))
+	if off < pageHeaderSize+slotSize*pCount(p) || off+leafEntryHdr > len(p) || p[off] != 0 {
 		return nil, nil, false
 	}
-	k, v, err := tx.value(raw)
-	if err != nil {
+	ks := off + leafEntryHdr
+	vs := ks + int(binary.LittleEndian.Uint16(p[off+2:]))
+	ve := vs + int(binary.LittleEndian.Uint32(p[off+4:]))
+	if ve > len(p) || ve < vs {
 		return nil, nil, false
 	}
+	k, v = p[ks:vs:vs], p[vs:ve:ve]
 	top.idx = i
 	if tx.writable {
 		c.key = append(c.key[:0], k...)
