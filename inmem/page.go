@@ -384,9 +384,10 @@ func overflowPages(vlen, pageSize int) int {
 	return (pageHeaderSize + vlen + pageSize - 1) / pageSize
 }
 
-// rebuildChecked writes p's entries into the empty page q in key order (packed,
-// no holes), checking every slot and entry extent on the way like checkBounds
-// does. q's header (type, txid, pgno) must be initialised. False if p is damaged.
+// rebuildChecked writes p's entries into the empty page q in key order at
+// ascending addresses (packed, no holes: a scan then reads the page forwards),
+// checking every slot and entry extent like validatePage's bounds checks. q's
+// header (type, txid, pgno) must be initialised. False if p is damaged.
 func rebuildChecked(q, p []byte) bool {
 	n := pCount(p)
 	lo := pageHeaderSize + slotSize*n
@@ -399,39 +400,53 @@ func rebuildChecked(q, p []byte) bool {
 	if !leaf && (pType(p) != pageBranch || n == 0) {
 		return false
 	}
-	up := len(q)
-	for i := 0; i < n; i++ {
-		off := int(le.Uint16(p[pageHeaderSize+2*i:]))
-		var size int
+	size := func(off int) int {
 		if leaf {
 			if off < pu || off+leafEntryHdr > len(p) || p[off]&^leafFlagOverflow != 0 {
-				return false
+				return -1
 			}
-			size = leafEntryHdr + int(le.Uint16(p[off+2:]))
+			s := leafEntryHdr + int(le.Uint16(p[off+2:]))
 			if p[off]&leafFlagOverflow != 0 {
-				size += 8
+				s += 8
 			} else {
-				size += int(le.Uint32(p[off+4:]))
+				s += int(le.Uint32(p[off+4:]))
 			}
-		} else {
-			if off < pu || off+branchEntryHdr > len(p) {
-				return false
+			if s > len(p)-off {
+				return -1
 			}
-			size = branchEntryHdr + int(le.Uint16(p[off:]))
+			return s
 		}
-		if size > len(p)-off || up-size < lo {
+		if off < pu || off+branchEntryHdr > len(p) {
+			return -1
+		}
+		s := branchEntryHdr + int(le.Uint16(p[off:]))
+		if s > len(p)-off {
+			return -1
+		}
+		return s
+	}
+	total := 0
+	for i := 0; i < n; i++ {
+		sz := size(int(le.Uint16(p[pageHeaderSize+2*i:])))
+		if sz < 0 {
 			return false
 		}
-		up -= size
-		copy(q[up:up+size], p[off:off+size])
-		le.PutUint16(q[pageHeaderSize+2*i:], uint16(up))
+		total += sz
 	}
-	used := len(q) - up + slotSize*n
-	if used != pUsed(p) {
+	if total+slotSize*n != pUsed(p) || lo+total > len(p) {
 		return false
+	}
+	up := len(q) - total
+	at := up
+	for i := 0; i < n; i++ {
+		off := int(le.Uint16(p[pageHeaderSize+2*i:]))
+		sz := size(off)
+		copy(q[at:at+sz], p[off:off+sz])
+		le.PutUint16(q[pageHeaderSize+2*i:], uint16(at))
+		at += sz
 	}
 	setCount(q, n)
 	setUpper(q, up)
-	setUsed(q, used)
+	setUsed(q, total+slotSize*n)
 	return true
 }
