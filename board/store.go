@@ -30,8 +30,10 @@ type envStore struct {
 	cand    *inmem.Snapshot // master: taken, not yet durable
 	candAt  uint64          // the last commit before cand: durable once perm covers it
 	ckptLSN uint64
-	commits []uint64 // VerifyPoints scratch
-	count   uint64   // checkpoints promoted
+	// usedAtCkpt: pages in use right after the last promotion.
+	usedAtCkpt uint64
+	commits    []uint64 // VerifyPoints scratch
+	count      uint64   // checkpoints promoted
 }
 
 func newEnvStore(env *inmem.Env, kbytes int) (*envStore, error) {
@@ -85,7 +87,7 @@ func (s *envStore) release() {
 // and promoted once durable.
 func (s *envStore) maybeCheckpoint(durable uint64) error {
 	if s.cand == nil {
-		if s.env.Log().End()-s.ckptLSN < uint64(s.kbytes)<<10 {
+		if !s.due() {
 			return nil
 		}
 		// The checkpoint record is not a commit (never acked itself): the
@@ -102,7 +104,25 @@ func (s *envStore) maybeCheckpoint(durable uint64) error {
 	}
 	s.promote(s.cand)
 	s.cand = nil
+	// Not in promote: the checkpoint hook runs under inmem's writer lock,
+	// which PageStats takes too. Only the master needs the figure.
+	s.usedAtCkpt = s.env.PageStats().UsedPages
 	return nil
+}
+
+// due says a checkpoint is needed: CheckpointKiB of log since the last one,
+// or pool pressure. The pages each commit copies stay allocated while the
+// checkpoint snapshot is pinned (about 3 pages per small commit), so with
+// many small commits the garbage can outgrow the pool long before the log
+// reaches CheckpointKiB; a new checkpoint lets it be reused. So: checkpoint
+// too once a quarter of the pages free at the last checkpoint are used.
+func (s *envStore) due() bool {
+	since := s.env.Log().End() - s.ckptLSN
+	if since >= uint64(s.kbytes)<<10 {
+		return true
+	}
+	ps := s.env.PageStats()
+	return since > 0 && ps.UsedPages > s.usedAtCkpt && ps.UsedPages-s.usedAtCkpt > (ps.TotalPages-min(s.usedAtCkpt, ps.TotalPages))/4
 }
 
 // rollback restores the checkpoint and redoes the log up to lsn.
