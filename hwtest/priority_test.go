@@ -54,7 +54,9 @@ func TestPriorities(t *testing.T) {
 		// Ask the priority-0 board to call the election: it may run it,
 		// it must not win it.
 		ec, ecancel := context.WithTimeout(ctx, 5*time.Second)
-		_, _ = harness.NewClient(s.cl.Node(1).Sock).Elect(ec)
+		c1 := harness.NewClient(s.cl.Node(1).Sock)
+		_, _ = c1.Elect(ec)
+		c1.Close()
 		ecancel()
 		got, err := s.cl.WaitMaster(ctx)
 		if err != nil {
