@@ -40,8 +40,12 @@
 // Electing: a replica that heard nothing from its master for
 // HeartbeatMonitor, or found none at start, holds an election (package
 // elect); log records are ignored meanwhile. A master told to elect
-// re-announces itself (phase 0). The winner takes gen = max(gen+1, egen),
-// announces NEWMASTER and has the driver log a RecNewGen commit.
+// re-announces itself (phase 0). The winner takes as gen the egen it won,
+// announces NEWMASTER and has the driver log a RecNewGen commit. A site
+// starts and joins only elections whose egen is above its gen and its
+// promise (votes of older egens are dropped), so the egen won is above the
+// winner's gen, and since an egen has at most one winner, two elected
+// masters never share a gen.
 //
 // # Synchronizing with a new master
 //
@@ -76,8 +80,8 @@
 //     share a site, and the vote order (last gen, then LSN) elects a site
 //     holding every permanent commit. Voters promise: after casting a VOTE2 in
 //     egen E a site follows no master of a gen below E (a master elected
-//     earlier is told with DUPMASTER, steps down and re-elects); elected gens
-//     are at least the egen won. Without this an older master could complete
+//     earlier is told with DUPMASTER, steps down and re-elects); an elected
+//     master's gen is the egen it won. Without this an older master could complete
 //     commits with acks from sites whose votes had already elected its
 //     successor. The promise is kept across restarts by the driver
 //     (Node.Promised, Config.Promised).

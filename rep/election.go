@@ -104,9 +104,13 @@ func stepElecting(n *Node, d *Decoded) {
 	}
 	switch d.Type {
 	case MsgVote1:
-		n.el.StepVote1(n.now, d.Vote)
+		if !n.voteIgnored(d) {
+			n.el.StepVote1(n.now, d.Vote)
+		}
 	case MsgVote2:
-		n.el.StepVote2Vote(n.now, d.Vote)
+		if !n.voteIgnored(d) {
+			n.el.StepVote2Vote(n.now, d.Vote)
+		}
 	case MsgNewClient:
 		n.sendEmpty(d.From, MsgAlive)
 	case MsgLog, MsgLogMore:
@@ -114,6 +118,19 @@ func stepElecting(n *Node, d *Decoded) {
 	default:
 		n.drop(DropNotMaster)
 	}
+}
+
+// voteIgnored drops a VOTE1/VOTE2 of an election this site must not take
+// part in: one whose egen is not above its gen (its winner would take a gen
+// some master already had, or an older one) or not above its promise (it may
+// already have voted in that egen, possibly before a restart). Every site
+// applying this is what makes the winner's gen, its egen, unique.
+func (n *Node) voteIgnored(d *Decoded) bool {
+	if d.Vote.Egen <= n.gen || d.Vote.Egen <= n.promised {
+		n.drop(DropStaleGen)
+		return true
+	}
+	return false
 }
 
 func (n *Node) tickElecting() {

@@ -118,6 +118,7 @@ func NewNode(cfg Config, st Storage) (*Node, error) {
 	n.promised = cfg.Promised
 	n.el.ObserveEgen(cfg.Promised)
 	n.gen = max(st.Gen(), st.LastCommit().Gen)
+	n.el.ObserveEgen(n.gen)
 	n.becomeRole(RoleReplica)
 	return n, nil
 }
@@ -529,12 +530,16 @@ func (n *Node) becomeRole(r Role) {
 func (n *Node) becomeMaster(now time.Duration, elected bool) {
 	n.becomeRole(RoleMaster)
 	n.gen = max(n.gen, n.st.Gen(), n.st.LastCommit().Gen) + 1
-	if egen, ok := n.el.Won(); ok && elected && egen > n.gen {
-		// An elected master's gen is at least the egen it won: voters that
-		// promised this egen then refuse every master elected earlier.
+	if egen, ok := n.el.Won(); ok && elected && egen >= n.gen {
+		// An elected master's gen is the egen it won. Every site starts
+		// or joins only elections with an egen above its own gen (see
+		// voteIgnored), so this is above the winner's gen, and an egen
+		// has at most one winner: two elected masters never share a gen,
+		// and voters, who promised this egen, follow it.
 		n.gen = egen
 	}
 	n.el.Cancel()
+	n.el.ObserveEgen(n.gen)
 	n.master = n.cfg.Site
 	n.rs.reset(n)
 	n.ms.reset(n, now)
@@ -630,7 +635,7 @@ func (n *Node) event(e Event) { n.cur.events = append(n.cur.events, e) }
 func (n *Node) drop(r DropReason) { n.counters.Dropped[r]++ }
 
 func (n *Node) header() Header {
-	h := Header{Gen: n.gen, Egen: n.el.Egen(), End: n.st.EndLSN(), SendTime: n.now,
+	h := Header{Gen: n.gen, Egen: max(n.el.Egen(), n.promised), End: n.st.EndLSN(), SendTime: n.now,
 		Priority: n.cfg.Priority, Master: n.master}
 	if n.role == RoleMaster {
 		h.Flags |= FlagMaster

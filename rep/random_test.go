@@ -152,6 +152,20 @@ func randomRun(t *testing.T, seed uint64) {
 		}
 	}
 	c.runUntil("convergence after healing", 30*time.Second, c.converged)
+	// Majority elections never elect two masters at one gen: the winner's
+	// gen is the egen it won, and an egen has one winner.
+	electedBy := map[uint32]uint16{}
+	for _, tn := range c.nodes {
+		for _, e := range tn.events {
+			if e.Kind != EventElected {
+				continue
+			}
+			if o, ok := electedBy[e.Gen]; ok && o != tn.id {
+				t.Fatalf("sites %d and %d both elected at gen %d\n%s", o, tn.id, e.Gen, c.dump())
+			}
+			electedBy[e.Gen] = tn.id
+		}
+	}
 	m := c.masters()[0]
 	perms := 0
 	for _, w := range ws {

@@ -158,13 +158,18 @@ func stepReplica(n *Node, d *Decoded) {
 	case MsgPageFail:
 		n.onPageFail(d)
 	case MsgVote1:
+		if n.voteIgnored(d) {
+			return
+		}
 		n.el.StepVote1(n.now, d.Vote)
 		if n.rs.sync == syncNone || n.now-n.rs.masterHeard >= n.cfg.HeartbeatMonitor {
 			// HOLDELECTION: the master is gone for us too; join.
 			n.startElection()
 		}
 	case MsgVote2:
-		n.el.StepVote2Vote(n.now, d.Vote)
+		if !n.voteIgnored(d) {
+			n.el.StepVote2Vote(n.now, d.Vote)
+		}
 	case MsgNewClient:
 		n.sendEmpty(d.From, MsgAlive)
 	case MsgDupMaster:
@@ -212,10 +217,13 @@ func (n *Node) fromMaster(d *Decoded) bool {
 // adopt follows a (new) master and starts synchronizing with it.
 func (n *Node) adopt(from uint16, h *Header) {
 	if n.role == RoleElecting {
-		n.el.Cancel()
 		n.becomeRole(RoleReplica)
 	}
+	// Cancel also forgets votes of elections heard while idle: their egen
+	// may not be above the gen adopted now.
+	n.el.Cancel()
 	n.master, n.gen = from, h.Gen
+	n.el.ObserveEgen(h.Gen)
 	n.rs.masterHeard = n.now
 	n.rs.masterEnd, n.rs.targetEnd = h.End, h.End
 	n.rs.echo = h.SendTime
