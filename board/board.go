@@ -114,6 +114,7 @@ func Open(cfg Config) (*Board, error) {
 	b.rt = rt
 	tr, err := newTransport(cfg)
 	if err != nil {
+		rt.store.Close()
 		closeEnv(env, cfg)
 		return nil, err
 	}
@@ -159,7 +160,9 @@ func (b *Board) Close() error {
 		err := b.tr.Close()
 		if b.started.Load() {
 			<-b.rxDone
-			<-b.loopDone
+			<-b.loopDone // the loop closed the store
+		} else {
+			b.rt.store.Close()
 		}
 		b.publish(&published{role: RoleClosed, canWrite: ErrClosed})
 		b.envMu.Lock()

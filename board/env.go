@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
-	"os"
-	"strings"
 
 	"github.com/seed61e250c8/boardha/backplane"
 	"github.com/seed61e250c8/boardha/inmem"
@@ -55,29 +53,6 @@ func openEnv(c Config, log *slog.Logger) (*inmem.Env, error) {
 	return env, nil
 }
 
-// importSuffix names the region an internal init builds beside the live one;
-// it takes the configured name once complete.
-const importSuffix = ".init"
-
-func importOptions(c Config) inmem.Options {
-	o := envOptions(c)
-	if o.Name != "" {
-		o.Name += importSuffix
-		_ = shm.Remove(o.Name) // left by a process that died during an init
-	}
-	return o
-}
-
-// adoptImported gives a finished import the configured region name, so
-// Attach finds the new data (readers attached earlier keep the old mapping
-// and must attach again).
-func adoptImported(env *inmem.Env, c Config) error {
-	if c.ShmName == "" {
-		return nil
-	}
-	return os.Rename(env.Region().Path(), strings.TrimSuffix(env.Region().Path(), importSuffix))
-}
-
 // closeEnv releases the environment; a named region is removed unless the
 // configuration keeps it.
 func closeEnv(env *inmem.Env, c Config) error {
@@ -87,7 +62,8 @@ func closeEnv(env *inmem.Env, c Config) error {
 	if env.Name() == c.ShmName {
 		return env.Remove()
 	}
-	// An imported environment, renamed to the configured name.
+	// An imported environment, renamed to the configured name by
+	// rep.EnvStorage.
 	err := env.Close()
 	if rerr := shm.Remove(c.ShmName); err == nil {
 		err = rerr

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/seed61e250c8/boardha/backplane"
+	"github.com/seed61e250c8/boardha/ckpt"
 	"github.com/seed61e250c8/boardha/inmem"
 	"github.com/seed61e250c8/boardha/rep"
 )
@@ -61,9 +62,11 @@ type appKey struct {
 // runtime is the loop goroutine's state; only the loop touches it (Stat and
 // the control calls reach it through Board.do).
 type runtime struct {
-	b     *Board
-	node  *rep.Node
-	store *envStore
+	b    *Board
+	node *rep.Node
+	// store performs the node's environment work (init, rollback, apply,
+	// checkpoints): the same adapter the simulator proves.
+	store *rep.EnvStorage
 
 	role    Role
 	master  uint16
@@ -94,19 +97,16 @@ type runtime struct {
 	initRate    float64
 	initCount   uint64
 	initLast    time.Duration
-	initImport  *inmem.Import
 	ckErrLogged bool
 }
 
 func newRuntime(b *Board, env *inmem.Env) (*runtime, error) {
 	rt := &runtime{b: b, calls: map[uint64]*appCall{}, served: map[appKey][]byte{}}
-	store, err := newEnvStore(env, b.cfg.CheckpointKiB)
-	if err != nil {
-		return nil, err
-	}
+	store := rep.NewEnvStorage(env, envOptions(b.cfg), ckpt.Policy{KBytes: b.cfg.CheckpointKiB})
 	rt.store = store
 	node, err := rep.NewNode(repConfig(b.cfg), store)
 	if err != nil {
+		store.Close()
 		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
 	}
 	rt.node = node
@@ -264,27 +264,7 @@ func (rt *runtime) perform(rd *rep.Ready) {
 			b.log.Debug("backplane send failed", "to", m.To, "type", m.Type, "err", err)
 		}
 	}
-	if rd.Init != nil {
-		rt.doInit(rd.Init)
-	}
-	if rd.HasRollback {
-		rt.rollback(rd.RollbackTo)
-	}
-	if len(rd.Apply) > 0 {
-		rt.apply(rd.Apply)
-	}
-	if rd.NewGen != 0 {
-		rt.newGen(rd.NewGen)
-	}
-	// Only the master takes checkpoints of its own; a replica's come from
-	// the master's checkpoint records (a record of its own would fork its
-	// log from the master's).
-	if rd.CheckpointOK != 0 && rt.node.CanWrite() == nil {
-		if err := rt.store.maybeCheckpoint(rd.CheckpointOK); err != nil && !rt.ckErrLogged {
-			rt.ckErrLogged = true
-			b.log.Warn("checkpoint failed", "err", err)
-		}
-	}
+	rt.envWork(rd)
 	for _, ev := range rd.Events {
 		rt.event(ev)
 	}
@@ -299,89 +279,68 @@ func (rt *runtime) perform(rd *rep.Ready) {
 	}
 }
 
-func (rt *runtime) apply(recs []byte) {
-	// The store's checkpoint hook checkpoints where the master's
-	// checkpoint records say.
-	if _, err := rt.b.env.ApplyEncoded(recs); err != nil {
-		// The node notices the log did not advance and asks again.
-		rt.b.log.Warn("applying replicated records failed", "bytes", len(recs), "err", err)
-	}
-}
-
-func (rt *runtime) rollback(lsn uint64) {
+// envWork has the store do rd's environment work and turns the outcome
+// into board state: the swapped environment, init progress, waiters of
+// rolled-back commits.
+func (rt *runtime) envWork(rd *rep.Ready) {
 	b := rt.b
-	if err := rt.store.rollback(lsn); err != nil {
-		b.log.Warn("rollback failed", "to", lsn, "err", err)
-		return
-	}
-	// Commits this board made past lsn are gone: their waiters learn
-	// they are not permanent.
-	rt.failWaitersAbove(lsn)
-	b.log.Info("rolled back", "to", lsn)
-}
-
-func (rt *runtime) newGen(gen uint32) {
-	b := rt.b
-	b.env.SetGen(gen)
-	if _, err := b.env.AppendNewGen(gen); err != nil {
-		b.log.Warn("writing the new generation record failed", "gen", gen, "err", err)
-	}
-}
-
-func (rt *runtime) doInit(ia *rep.InitAction) {
-	b := rt.b
-	if ia.Begin {
-		if rt.initImport != nil {
-			rt.initImport.Abort()
-		}
-		im, err := inmem.NewImport(importOptions(b.cfg), ia.Meta)
-		if err != nil {
-			b.log.Warn("internal init: starting the import failed", "err", err)
-			rt.initImport = nil
-			return
-		}
-		rt.initImport = im
-		rt.initActive = true
+	ia := rd.Init
+	if ia != nil && ia.Begin {
 		rt.initStart = time.Now()
+	}
+	// A master that cannot write (lockout) takes no checkpoints either: it
+	// would append to a log it may have to roll back.
+	res, err := rt.store.Apply(rd, rt.node.CanWrite() == nil)
+	if res.InitBegun {
+		rt.initActive = true
 		rt.emit(Event{Type: EventInitStarted, Master: rt.master, LSN: ia.CkptLSN,
 			Detail: fmt.Sprintf("%d pages", ia.PageCount)})
 		b.log.Info("internal init started", "pages", ia.PageCount, "checkpoint", ia.CkptLSN)
 	}
-	rt.initDone, rt.initTotal = ia.PagesDone, ia.PagesTotal
-	if el := time.Since(rt.initStart).Seconds(); el > 0 {
-		rt.initRate = float64(ia.PagesDone) / el
-	}
-	if rt.initImport == nil {
-		return
-	}
-	for _, pg := range ia.Pages {
-		if err := rt.initImport.PutPage(pg.Pgno, pg.Data); err != nil {
-			b.log.Warn("internal init: storing a page failed", "pgno", pg.Pgno, "err", err)
+	if ia != nil {
+		rt.initDone, rt.initTotal = ia.PagesDone, ia.PagesTotal
+		if el := time.Since(rt.initStart).Seconds(); el > 0 {
+			rt.initRate = float64(ia.PagesDone) / el
 		}
 	}
-	if !ia.Finish {
-		return
-	}
-	env, err := rt.initImport.Finish()
-	if err != nil {
+	if res.Replaced != nil {
+		rt.adopt(res.Replaced)
+	} else if ia != nil && ia.Finish {
 		// The node restarts the init when the environment did not change.
-		rt.initImport.Abort()
-		rt.initImport, rt.initActive = nil, false
-		b.log.Warn("internal init: finishing the import failed", "err", err)
-		return
+		rt.initActive = false
 	}
-	rt.initImport, rt.initActive = nil, false
+	if res.RolledBack {
+		// Commits this board made at or past the target are gone: their
+		// waiters learn they are not permanent.
+		rt.failWaitersAbove(rd.RollbackTo)
+		b.log.Info("rolled back", "to", rd.RollbackTo)
+	}
+	switch {
+	case err == nil:
+	case errors.Is(err, rep.ErrCheckpoint):
+		// Retried at every Ready: say it once.
+		if !rt.ckErrLogged {
+			rt.ckErrLogged = true
+			b.log.Warn("checkpoint failed", "err", err)
+		}
+	default:
+		// The node notices the storage did not move and asks again.
+		b.log.Warn("replication storage work failed", "err", err)
+	}
+}
+
+// adopt publishes the environment an internal init imported in place of
+// old, which it closes (its region file was already replaced by the new
+// one's, so it is closed, not removed).
+func (rt *runtime) adopt(old *inmem.Env) {
+	b := rt.b
+	rt.initActive = false
 	b.envMu.Lock()
-	old := b.env
-	if err := adoptImported(env, b.cfg); err != nil {
-		b.log.Warn("internal init: renaming the imported region", "err", err)
-	}
-	b.env = env
-	if err := rt.store.reset(env); err != nil {
-		b.log.Warn("internal init: adopting the imported environment", "err", err)
-	}
+	b.env = rt.store.Env()
 	b.envMu.Unlock()
-	_ = old.Close()
+	if err := old.Close(); err != nil {
+		b.log.Warn("internal init: closing the replaced environment", "err", err)
+	}
 	rt.initCount++
 	rt.initLast = time.Since(rt.initStart)
 	if s := rt.initLast.Seconds(); s > 0 {
@@ -515,10 +474,9 @@ func (rt *runtime) shutdown() {
 		c.res <- writeResult{err: ErrClosed}
 		delete(rt.calls, id)
 	}
-	if rt.initImport != nil {
-		rt.initImport.Abort()
-		rt.initImport = nil
-	}
+	// The checkpoints' pinned snapshots and any import in progress; the
+	// environment itself is Close's.
+	rt.store.Close()
 }
 
 // queue holds a write for the next group commit.

@@ -184,7 +184,7 @@ func (rt *runtime) fillStat(st *Stat) {
 	st.Gen, st.Egen = s.Gen, s.Egen
 	st.PermLSN = s.PermLSN
 	st.LockedOut = s.Lockout
-	st.CheckpointLSN = rt.store.ckptLSN
+	st.CheckpointLSN = rt.store.CheckpointLSN()
 	st.Lease.Valid = s.LeaseValid
 	st.Election.InProgress = s.ElectionRunning
 	if s.ElectionRunning {

@@ -3,20 +3,27 @@ package rep
 import (
 	"errors"
 	"fmt"
+	"os"
+	"strings"
 	"time"
 
 	"github.com/seed61e250c8/boardha/ckpt"
 	"github.com/seed61e250c8/boardha/inmem"
 	"github.com/seed61e250c8/boardha/logbuf"
+	"github.com/seed61e250c8/boardha/shm"
 )
 
 // EnvStorage adapts one site's inmem environment and its ckpt.Checkpointer
-// to Storage, and performs a node's Ready against them, so every driver (the
-// board runtime, the simulator) does the environment work the same way:
+// to Storage, and performs a node's Ready against them. It is the one
+// adapter: the board runtime and the simulator both drive their nodes
+// through it, so the simulator exercises the code boards run:
 //
 //   - internal init: Begin starts an inmem.Import from the snapshot meta,
 //     Pages are stored, Finish swaps the imported environment in (with a new
-//     Checkpointer whose first checkpoint is the imported state);
+//     Checkpointer whose first checkpoint is the imported state). With a
+//     named region the import is built beside the live one (Name+".init")
+//     and renamed over it once complete, so the live region stays intact
+//     until the copy is whole and Attach then finds the new data;
 //   - RollbackTo restores the checkpoint snapshot and redoes the log up to
 //     the target (ckpt.RollbackTo; below the checkpoint it fails and the node
 //     falls back to internal init);
@@ -24,10 +31,12 @@ import (
 //     record among them pins a candidate checkpoint at exactly the master's
 //     LSN, promoted like the master's once it is durable;
 //   - NewGen sets the generation and appends the RecNewGen commit;
-//   - a master takes checkpoints by the ckpt.Policy; every site promotes a
-//     checkpoint only once Ready.CheckpointOK (what the master's ack policy
-//     made durable) covers it, so no site rolls back below a checkpoint under
-//     QUORUM or stronger.
+//   - only a master takes checkpoints (a replica's come from the master's
+//     records: one of its own would fork its log from the master's), by the
+//     ckpt.Policy or on pool pressure; every site promotes a checkpoint only
+//     once Ready.CheckpointOK (what the master's ack policy made durable)
+//     covers it, so no site rolls back below a checkpoint under QUORUM or
+//     stronger.
 //
 // It is not safe for concurrent use; the driver serialises it with the node.
 type EnvStorage struct {
@@ -39,16 +48,29 @@ type EnvStorage struct {
 	imp     *inmem.Import
 	commits []uint64 // scratch for VerifyPoints
 	scratch []byte
+	rec     []byte // scratch for a pool-pressure checkpoint record
+
+	// candAt is the LSN of the checkpoint candidate this site took as
+	// master and has not seen promoted (0: none); one at a time, as in ckpt.
+	candAt uint64
+	// usedAtCkpt is the fewest pool pages in use since the last
+	// promotion: the base of the pool-pressure trigger.
+	usedAtCkpt uint64
 }
+
+// ErrCheckpoint wraps a failure to take or promote a checkpoint. The
+// replicated state is intact; the log keeps growing until one succeeds.
+var ErrCheckpoint = errors.New("rep: checkpoint failed")
 
 // ErrInitOrder: the node handed out pages or a finish without a begin.
 var ErrInitOrder = errors.New("rep: internal init pages or finish without a begin; the init restarts")
 
 // NewEnvStorage wraps env with a new Checkpointer (its current state is the
 // first checkpoint). opt creates the environment an internal init imports
-// into (the group's page, pool and log sizes; opt.Now, if set, is the clock
-// for the policy's Interval). The caller keeps owning env (see Apply for
-// when it is replaced) and calls Close.
+// into (the group's page, pool and log sizes; opt.Name, if set, is env's
+// region name, which the imported region takes over; opt.Now, if set, is
+// the clock for the policy's Interval). The caller keeps owning env (see
+// Apply for when it is replaced) and calls Close.
 func NewEnvStorage(env *inmem.Env, opt inmem.Options, policy ckpt.Policy) *EnvStorage {
 	s := &EnvStorage{opt: opt, policy: policy, now: opt.Now}
 	if s.now == nil {
@@ -70,6 +92,8 @@ func (s *EnvStorage) reset(env *inmem.Env) {
 	}
 	s.env = env
 	s.ck = ckpt.New(env, s.policy)
+	s.candAt = 0
+	s.usedAtCkpt = env.PageStats().UsedPages
 }
 
 // Close releases the checkpoints and any import in progress (not the
@@ -93,25 +117,38 @@ type ApplyResult struct {
 	// NewGen is the RecNewGen commit appended for Ready.NewGen.
 	NewGen    inmem.CommitInfo
 	HasNewGen bool
-	// Checkpointed reports a master checkpoint taken for CheckpointOK.
+	// Checkpointed reports a checkpoint promoted for CheckpointOK.
 	Checkpointed bool
+	// InitBegun reports an internal init import started by Ready.Init.
+	InitBegun bool
+	// RolledBack reports Ready.RollbackTo done: commits at or past it are
+	// gone.
+	RolledBack bool
 }
 
 // Apply performs rd's environment work in the order the node requires:
-// Init, RollbackTo, Apply, NewGen, then (master) a checkpoint if due. It
-// stops at the first failure and returns it; the node notices in Advance
-// (it re-reads the storage) and recovers, so the driver still calls Advance.
+// Init, RollbackTo, Apply, NewGen, then checkpoints. master says the site
+// may write (a replica never takes checkpoints of its own). It stops at the
+// first failure and returns it; the node notices in Advance (it re-reads
+// the storage) and recovers, so the driver still calls Advance. A
+// checkpoint failure wraps ErrCheckpoint.
 func (s *EnvStorage) Apply(rd *Ready, master bool) (ApplyResult, error) {
 	var res ApplyResult
 	s.ck.SetMaster(master)
+	var late error // the init's region rename: the data is right, go on
 	if in := rd.Init; in != nil {
-		if err := s.initStep(in, &res); err != nil {
+		if err := s.initStep(in, &res, &late); err != nil {
 			return res, err
 		}
 	}
 	if rd.HasRollback {
 		if err := s.ck.RollbackTo(rd.RollbackTo); err != nil {
 			return res, fmt.Errorf("rep: rollback to %d: %w", rd.RollbackTo, err)
+		}
+		res.RolledBack = true
+		if s.candAt > rd.RollbackTo {
+			// ckpt dropped the candidate: its record was truncated away.
+			s.candAt = 0
 		}
 	}
 	if len(rd.Apply) > 0 {
@@ -128,29 +165,123 @@ func (s *EnvStorage) Apply(rd *Ready, master bool) (ApplyResult, error) {
 		res.NewGen, res.HasNewGen = ci, true
 	}
 	if rd.CheckpointOK > 0 {
-		// A master takes checkpoints by the policy; master and replica alike
-		// promote one (a replica's was pinned where the master's record
-		// arrived) once it is durable.
-		ok, err := s.ck.Maybe(s.now(), rd.CheckpointOK)
+		ok, err := s.checkpoint(rd.CheckpointOK, master)
 		if err != nil {
-			return res, fmt.Errorf("rep: checkpoint (durable up to %d): %w", rd.CheckpointOK, err)
+			return res, fmt.Errorf("%w (durable up to %d): %w", ErrCheckpoint, rd.CheckpointOK, err)
 		}
 		res.Checkpointed = ok
 	}
-	return res, nil
+	return res, late
 }
 
-func (s *EnvStorage) initStep(in *InitAction, res *ApplyResult) error {
+// checkpoint takes a master's checkpoint when due and promotes any
+// candidate durable covers.
+func (s *EnvStorage) checkpoint(durable uint64, master bool) (bool, error) {
+	if !master {
+		s.candAt = 0
+		ok, err := s.ck.Maybe(s.now(), durable)
+		return ok, err
+	}
+	if s.candAt <= s.ck.LSN() {
+		s.candAt = 0
+	}
+	took := false
+	if s.candAt == 0 && s.poolPressure() {
+		lsn, err := s.pressureCheckpoint()
+		if err != nil {
+			return false, err
+		}
+		s.candAt, took = lsn, true
+	}
+	before, end := s.ck.Stats().Candidates, s.env.Log().End()
+	ok, err := s.ck.Maybe(s.now(), durable)
+	if err != nil {
+		return false, err
+	}
+	if !took && s.ck.Stats().Candidates > before {
+		// The policy's checkpoint, taken at the log end.
+		s.candAt = end
+	}
+	if ok {
+		s.usedAtCkpt = s.env.PageStats().UsedPages
+		if s.candAt <= s.ck.LSN() {
+			s.candAt = 0
+		}
+	}
+	return ok, nil
+}
+
+// poolPressure says the pool needs a checkpoint before the policy's
+// kilobytes are reached. The pages each commit copies stay allocated while
+// the checkpoint snapshot is pinned (about 3 pages per small commit), so
+// with many small commits the garbage can outgrow the pool long before the
+// log reaches Policy.KBytes; a new checkpoint lets it be reused. So: once a
+// quarter of the pages free since the last checkpoint are used.
+func (s *EnvStorage) poolPressure() bool {
+	ps := s.env.PageStats()
+	// Right after a promotion the garbage the old snapshot pinned is not
+	// yet reclaimed: the base is the low water mark since, else each
+	// checkpoint would raise the trigger until it sat at a full pool.
+	s.usedAtCkpt = min(s.usedAtCkpt, ps.UsedPages)
+	if s.env.Log().End() <= s.ck.LSN() {
+		return false
+	}
+	base := min(s.usedAtCkpt, ps.TotalPages)
+	return ps.UsedPages > base && ps.UsedPages-base > (ps.TotalPages-base)/4
+}
+
+// pressureCheckpoint appends a checkpoint record describing the current
+// state and hands it to the Checkpointer as a candidate, returning its LSN.
+// The Checkpointer's policy decides on its own when to checkpoint and has
+// no way to be asked, but it takes the checkpoint records that
+// ApplyEncoded pins (a replica's path) as candidates: so the record
+// inmem.Env.Checkpoint would write is built here and applied.
+func (s *EnvStorage) pressureCheckpoint() (uint64, error) {
+	sn, err := s.env.PinSnapshot()
+	if err != nil {
+		return 0, fmt.Errorf("pinning the state for a pool-pressure checkpoint: %w", err)
+	}
+	info, err := sn.Info()
+	txid, lsn := sn.Txid(), sn.LSN()
+	sn.Release()
+	if err != nil {
+		return 0, fmt.Errorf("describing the state for a pool-pressure checkpoint: %w", err)
+	}
+	if end := s.env.Log().End(); end != lsn {
+		return 0, fmt.Errorf("pool-pressure checkpoint: log end %d is not the state's LSN %d", end, lsn)
+	}
+	s.rec = logbuf.EncodeRecord(s.rec[:0], logbuf.Record{Type: logbuf.RecCheckpoint, Gen: s.env.Gen(), Txn: txid,
+		LSN: lsn, Body: inmem.AppendCheckpointBody(nil, info)})
+	if _, err := s.env.ApplyEncoded(s.rec); err != nil {
+		return 0, fmt.Errorf("appending a pool-pressure checkpoint record at %d: %w", lsn, err)
+	}
+	return lsn, nil
+}
+
+// importSuffix names the region an internal init builds beside the live
+// one; it takes the live name once complete.
+const importSuffix = ".init"
+
+func (s *EnvStorage) initStep(in *InitAction, res *ApplyResult, late *error) error {
 	if in.Begin {
 		if s.imp != nil {
 			s.imp.Abort()
-		}
-		im, err := inmem.NewImport(s.opt, in.Meta)
-		if err != nil {
 			s.imp = nil
+		}
+		opt := s.opt
+		if opt.Name != "" {
+			opt.Name += importSuffix
+			// Left by a process that died during an init.
+			if err := shm.Remove(opt.Name); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return fmt.Errorf("rep: begin internal init: removing the leftover region %q: %w", opt.Name, err)
+			}
+		}
+		im, err := inmem.NewImport(opt, in.Meta)
+		if err != nil {
 			return fmt.Errorf("rep: begin internal init from checkpoint %d: %w", in.CkptLSN, err)
 		}
 		s.imp = im
+		res.InitBegun = true
 	}
 	if s.imp == nil {
 		if len(in.Pages) > 0 || in.Finish {
@@ -170,6 +301,14 @@ func (s *EnvStorage) initStep(in *InitAction, res *ApplyResult) error {
 	s.imp = nil
 	if err != nil {
 		return fmt.Errorf("rep: finish internal init at checkpoint %d: %w", in.CkptLSN, err)
+	}
+	if s.opt.Name != "" {
+		// The live region's file is replaced; its mapping stays valid
+		// until the caller closes the old environment.
+		p := env.Region().Path()
+		if err := os.Rename(p, strings.TrimSuffix(p, importSuffix)); err != nil {
+			*late = fmt.Errorf("rep: internal init done, but renaming the imported region over %q failed (Attach finds the old data): %w", s.opt.Name, err)
+		}
 	}
 	old := s.env
 	s.reset(env)

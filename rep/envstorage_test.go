@@ -1,12 +1,15 @@
 package rep
 
 import (
+	"errors"
 	"fmt"
+	"os"
 	"testing"
 	"time"
 
 	"github.com/seed61e250c8/boardha/ckpt"
 	"github.com/seed61e250c8/boardha/inmem"
+	"github.com/seed61e250c8/boardha/shm"
 )
 
 // envSite is one site of a group over real inmem environments driven
@@ -22,16 +25,22 @@ type envSite struct {
 }
 
 type envGroup struct {
-	t     *testing.T
-	now   time.Duration
-	opt   inmem.Options
-	sites []*envSite
-	q     []packet
-	drop  func(p *packet) bool
+	t      *testing.T
+	now    time.Duration
+	opt    inmem.Options
+	policy ckpt.Policy
+	name   func(site uint16) string // named regions when set
+	sites  []*envSite
+	q      []packet
+	drop   func(p *packet) bool
 }
 
 func newEnvGroup(t *testing.T, n int) *envGroup {
-	g := &envGroup{t: t, opt: inmem.Options{PoolSize: 8 << 20, LogSize: 64 << 10}}
+	return newEnvGroupWith(t, n, inmem.Options{PoolSize: 8 << 20, LogSize: 64 << 10}, ckpt.Policy{KBytes: 16}, nil)
+}
+
+func newEnvGroupWith(t *testing.T, n int, opt inmem.Options, policy ckpt.Policy, name func(uint16) string) *envGroup {
+	g := &envGroup{t: t, opt: opt, policy: policy, name: name}
 	for i := 1; i <= n; i++ {
 		cfg := Config{Site: uint16(i), Priority: 100, AckPolicy: AckQuorum, Seed: uint64(i),
 			InitWindowPages: 8, MaxMessageBytes: 64 << 10}
@@ -48,17 +57,30 @@ func newEnvGroup(t *testing.T, n int) *envGroup {
 		for _, s := range g.sites {
 			s.st.Close()
 			s.st.Env().Close()
+			if g.name != nil {
+				// After an init the live region's file holds the plain name.
+				for _, n := range []string{g.name(s.id), g.name(s.id) + importSuffix} {
+					if err := shm.Remove(n); err != nil && !errors.Is(err, os.ErrNotExist) {
+						t.Errorf("removing region %q: %v", n, err)
+					}
+				}
+			}
 		}
 	})
 	return g
 }
 
 func (g *envGroup) boot(s *envSite) {
-	env, err := inmem.Create(g.opt)
+	opt := g.opt
+	if g.name != nil {
+		opt.Name = g.name(s.id)
+		_ = shm.Remove(opt.Name) // the memory of a site that went down
+	}
+	env, err := inmem.Create(opt)
 	if err != nil {
 		g.t.Fatal(err)
 	}
-	s.st = NewEnvStorage(env, g.opt, ckpt.Policy{KBytes: 16})
+	s.st = NewEnvStorage(env, opt, g.policy)
 	s.n, err = NewNode(s.cfg, s.st)
 	if err != nil {
 		g.t.Fatal(err)
@@ -252,5 +274,118 @@ func TestEnvStorageGroup(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// write commits key=val on the master (the newest-gen one if two think they
+// are) and flushes it.
+func (g *envGroup) write(key string, val []byte) {
+	g.t.Helper()
+	var m *envSite
+	for _, x := range g.sites {
+		if !x.down && x.n.Status().Role == RoleMaster {
+			m = x
+		}
+	}
+	if m == nil {
+		g.t.Fatal("no master to write on")
+	}
+	ci, err := m.st.Env().Update(func(tx *inmem.Tx) error {
+		db, err := tx.CreateDBIfNotExists("routes")
+		if err != nil {
+			return err
+		}
+		return db.Put([]byte(key), val)
+	})
+	if err != nil {
+		g.t.Fatalf("write %q: %v", key, err)
+	}
+	m.n.Committed(g.now, ci)
+	g.flush(m)
+}
+
+// Many small commits over a few keys, with a kilobyte policy the log never
+// reaches: the pages the commits copy stay allocated while the checkpoint
+// snapshot is pinned, so only pool-pressure checkpoints keep the pools (the
+// master's and, through its records, the replicas') from filling.
+func TestEnvStoragePoolPressure(t *testing.T) {
+	g := newEnvGroupWith(t, 3, inmem.Options{PoolSize: 1 << 20, LogSize: 1 << 20}, ckpt.Policy{KBytes: 1 << 20}, nil)
+	g.until("a master", 10*time.Second, func() bool { return g.master() != nil })
+	total := g.master().st.Env().PageStats().TotalPages
+	val := make([]byte, 64)
+	// Each commit copies a few pages: this many would fill the pool
+	// several times over without a checkpoint.
+	n := int(4 * total)
+	for i := 0; i < n; i++ {
+		g.write(fmt.Sprintf("key-%03d", i%50), val)
+		g.step()
+		if i%16 == 15 {
+			// A replica promotes a checkpoint once it learns the master
+			// made it permanent, which under a continuous stream waits
+			// for a pause (the heartbeat carries the master's perm LSN).
+			for range 150 {
+				g.step()
+			}
+		}
+	}
+	g.until("convergence", 10*time.Second, g.converged)
+	for _, s := range g.sites {
+		if len(s.errs) > 0 {
+			t.Errorf("site %d: storage errors: %v", s.id, s.errs)
+		}
+		if s.st.Checkpointer().Stats().Promoted == 0 {
+			t.Errorf("site %d promoted no checkpoint in %d small commits", s.id, n)
+		}
+	}
+}
+
+// With named regions an internal init builds the new region beside the live
+// one and renames it over it: a reader attaching by name sees the imported
+// data and no build region is left behind.
+func TestEnvStorageNamedInit(t *testing.T) {
+	name := func(site uint16) string { return fmt.Sprintf("boardha-reptest%d-%d", os.Getpid(), site) }
+	g := newEnvGroupWith(t, 3, inmem.Options{PoolSize: 8 << 20, LogSize: 64 << 10, Mode: 0o600}, ckpt.Policy{KBytes: 16}, name)
+	g.until("a master", 10*time.Second, func() bool { return g.master() != nil })
+	for i := 0; i < 300; i++ {
+		g.write(fmt.Sprintf("key-%05d", i), make([]byte, 200))
+		g.step()
+	}
+	g.until("convergence", 10*time.Second, g.converged)
+	m := g.master()
+	var victim *envSite
+	for _, s := range g.sites {
+		if s != m {
+			victim = s
+			break
+		}
+	}
+	victim.st.Close()
+	if err := victim.st.Env().Remove(); err != nil {
+		t.Fatal(err)
+	}
+	g.boot(victim)
+	g.write("after-reboot", []byte("x"))
+	g.until("convergence after memory loss", 20*time.Second, g.converged)
+	if victim.n.Counters().Inits == 0 {
+		t.Fatal("no internal init: the log should have been reclaimed")
+	}
+	if _, err := os.Stat("/dev/shm/" + name(victim.id) + importSuffix); !os.IsNotExist(err) {
+		t.Fatalf("the import region is left behind (stat: %v)", err)
+	}
+	r, err := inmem.AttachReadOnly(name(victim.id))
+	if err != nil {
+		t.Fatalf("attach by name after the init: %v", err)
+	}
+	defer r.Close()
+	err = r.View(func(tx *inmem.Tx) error {
+		for _, k := range []string{"key-00000", "key-00299", "after-reboot"} {
+			if tx.DB("routes").Get([]byte(k)) == nil {
+				return fmt.Errorf("%s missing", k)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("the region under the live name is not the imported one: %v", err)
 	}
 }
