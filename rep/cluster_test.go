@@ -20,6 +20,11 @@ type cluster struct {
 	filter func(p *packet) bool
 	sent   map[MsgType]int
 	trace  bool
+	// delay, if set, gives each packet's transit time instead of 1 ms
+	// (packets are then delivered in arrival order, not send order); stall,
+	// if set, skips a node's tick (a busy board ticking late).
+	delay func() time.Duration
+	stall func(id uint16) bool
 }
 
 type tnode struct {
@@ -122,7 +127,7 @@ func (c *cluster) flush(tn *tnode) {
 		}
 		for _, m := range rd.Messages {
 			c.sent[m.Type]++
-			c.q = append(c.q, packet{at: c.now + time.Millisecond, from: tn.id, to: m.To, typ: m.Type,
+			c.enqueue(packet{at: c.now + c.transit(), from: tn.id, to: m.To, typ: m.Type,
 				payload: append([]byte(nil), m.Payload...)})
 		}
 		tn.events = append(tn.events, rd.Events...)
@@ -153,6 +158,24 @@ func (c *cluster) flush(tn *tnode) {
 		tn.n.Advance(rd)
 	}
 	c.t.Fatalf("node %d: Ready never empties", tn.id)
+}
+
+func (c *cluster) transit() time.Duration {
+	if c.delay != nil {
+		return c.delay()
+	}
+	return time.Millisecond
+}
+
+// enqueue keeps the queue ordered by arrival time (stable for equal times).
+func (c *cluster) enqueue(p packet) {
+	i := len(c.q)
+	for i > 0 && c.q[i-1].at > p.at {
+		i--
+	}
+	c.q = append(c.q, packet{})
+	copy(c.q[i+1:], c.q[i:])
+	c.q[i] = p
 }
 
 // deliver hands one packet to its destination(s).
@@ -193,7 +216,7 @@ func (c *cluster) stepOnce() {
 		c.deliver(&p)
 	}
 	for _, tn := range c.nodes {
-		if tn.down {
+		if tn.down || (c.stall != nil && c.stall(tn.id)) {
 			continue
 		}
 		tn.n.Tick(c.now)

@@ -94,11 +94,15 @@ func stepElecting(n *Node, d *Decoded) {
 			if d.Type == MsgHeartbeat || d.Type == MsgLog || d.Type == MsgLogMore {
 				stepReplica(n, d)
 			}
-		case h.Gen > n.gen || (h.Gen == n.gen && d.From != n.rs.lastMaster):
+		case h.Gen >= n.gen:
+			// A newer master, another master at our gen (the masters
+			// settle that between them), or our last master at our gen
+			// before we had synchronized with it: follow it. Refusing the
+			// last one would tell it to step down although no promise
+			// forbids it, and start the churn of needless elections.
 			n.adopt(d.From, h)
 		default:
-			n.sendEmpty(d.From, MsgDupMaster)
-			n.drop(DropStaleGen)
+			n.sendRefusal(d.From)
 		}
 		return
 	}
@@ -153,7 +157,19 @@ func (n *Node) leaseWait() Duration {
 // refusePromised answers a master elected before an election this site voted
 // in: DUPMASTER with our egen makes it step down and hold an election, which
 // it normally wins again with a gen above every promise (see stepMaster).
-func (n *Node) refusePromised(from uint16) {
+func (n *Node) refusePromised(from uint16) { n.sendRefusal(from) }
+
+// sendRefusal tells a master this site will not follow it: DUPMASTER whose
+// Egen is this site's promise, not the egen of its last election. A master
+// steps down for a promise above its gen (it must, see refusePromised), but
+// an egen raised by elections this site only voted itself in (false alarms,
+// attempts while alone) promises nothing; stepping down for it made masters
+// re-elect over and over after a failover.
+func (n *Node) sendRefusal(from uint16) {
 	n.drop(DropStaleGen)
-	n.sendEmpty(from, MsgDupMaster)
+	start := len(n.cur.arena)
+	h := n.header()
+	h.Egen = n.promised
+	n.cur.arena = appendHeader(n.cur.arena, &h)
+	n.finish(from, MsgDupMaster, start)
 }

@@ -108,9 +108,11 @@ func (n *Node) resolveDup(d *Decoded) bool {
 	mine := [3]uint64{uint64(n.gen), n.st.EndLSN(), uint64(n.cfg.Site)}
 	if d.Type == MsgDupMaster && h.Flags&FlagMaster == 0 {
 		// A replica that voted in an election newer than our gen refuses
-		// to follow us (its promise): step down and hold an election, so
-		// the next master's gen covers every promise. Otherwise the
-		// replica saw a newer gen, which stepMaster already handled.
+		// to follow us (its promise, which a refusal carries as Egen):
+		// step down and hold an election, so the next master's gen covers
+		// every promise. Otherwise the replica saw a newer gen, which
+		// stepMaster already handled, or it refused us for a reason that
+		// binds no one else: stay master.
 		if h.Egen > n.gen {
 			n.stepDownDup(d)
 			n.startElection()

@@ -203,9 +203,9 @@ func (n *Node) fromMaster(d *Decoded) bool {
 		n.adopt(d.From, h)
 		return d.Type == MsgHeartbeat // its End is worth noting; LOG waits for sync
 	case h.Gen < n.gen:
-		// A stale master: tell it so it steps down and re-syncs.
-		n.sendEmpty(d.From, MsgDupMaster)
-		n.drop(DropStaleGen)
+		// A stale master: tell it so it steps down and re-syncs (our
+		// newer gen in the header is what makes it step down).
+		n.sendRefusal(d.From)
 		return false
 	default:
 		// Same gen, another master: the masters settle it between them.
