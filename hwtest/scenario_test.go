@@ -306,7 +306,7 @@ func (s *scenario) verify() uint16 {
 
 // checkHashes compares content hashes if the daemon publishes them.
 func (s *scenario) checkHashes(ctx context.Context, m uint16, live []uint16) {
-	stats := s.cl.Stats(ctx, 2*time.Second)
+	stats := s.cl.StatsWithHash(ctx, 30*time.Second)
 	mh, ok := stats[m].ContentHash()
 	if !ok {
 		s.rep.Missing("content hash in `stat` (board.Stat has no content_hash; convergence checked by full scan only)")

@@ -68,8 +68,11 @@ type Request struct {
 	Limit     int    `json:"limit,omitempty"`
 	TimeoutMS int64  `json:"timeout_ms,omitempty"`
 	// Leased asks for an authoritative read (Board.ViewLeased). Daemons
-	// that do not know the field ignore it; ProbeLeasedGet tells.
+	// that do not know the field ignore it, so scenarios probe it first.
 	Leased bool `json:"leased,omitempty"`
+	// NoHash: stat without the content hash, which reads every key;
+	// frequent polling must not turn into full scans of the board.
+	NoHash bool `json:"nohash,omitempty"`
 }
 
 // Commit is a write's result.
@@ -208,8 +211,20 @@ func readResponse(r *bufio.Reader) (Response, error) {
 	return resp, nil
 }
 
-// Stat asks for the board's state.
+// Stat asks for the board's state, without the content hash (cheap
+// enough to poll).
 func (c *Client) Stat(ctx context.Context) (Stat, error) {
+	resp, err := c.Call(ctx, Request{Op: "stat", NoHash: true})
+	if err != nil {
+		return Stat{}, err
+	}
+	return DecodeStat(resp.Stat)
+}
+
+// StatWithHash asks for the board's state including its content hash
+// (Stat.ContentHash): the daemon reads every key, so call it once at the
+// end of a scenario, not in a polling loop.
+func (c *Client) StatWithHash(ctx context.Context) (Stat, error) {
 	resp, err := c.Call(ctx, Request{Op: "stat"})
 	if err != nil {
 		return Stat{}, err

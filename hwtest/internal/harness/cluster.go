@@ -299,6 +299,21 @@ func (c *Cluster) Stats(ctx context.Context, timeout time.Duration) map[uint16]S
 	return out
 }
 
+// StatsWithHash is Stats with every board's content hash (a full read of
+// each board: for final checks only).
+func (c *Cluster) StatsWithHash(ctx context.Context, timeout time.Duration) map[uint16]Stat {
+	out := map[uint16]Stat{}
+	for _, s := range c.Live() {
+		sctx, cancel := context.WithTimeout(ctx, timeout)
+		st, err := c.Node(s).cl.StatWithHash(sctx)
+		cancel()
+		if err == nil {
+			out[s] = st
+		}
+	}
+	return out
+}
+
 // Stat asks one board.
 func (c *Cluster) Stat(ctx context.Context, s uint16) (Stat, error) {
 	n := c.Node(s)

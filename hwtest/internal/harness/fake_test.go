@@ -99,7 +99,13 @@ func (f *fakeBoard) handle(req Request) Response {
 	defer f.mu.Unlock()
 	switch req.Op {
 	case "stat":
-		raw, _ := json.Marshal(f.stat)
+		st := map[string]any{}
+		for k, v := range f.stat {
+			if k != "content_hash" || !req.NoHash {
+				st[k] = v
+			}
+		}
+		raw, _ := json.Marshal(st)
 		return Response{Stat: raw}
 	case "put":
 		if f.refuse != nil && f.refuse(string(req.Key)) {

@@ -75,6 +75,13 @@ func TestClientOps(t *testing.T) {
 	if !st.IsMaster() || st.Gen != 3 || st.Counters.FramesDropped != 7 {
 		t.Fatalf("stat decoded as %+v", st)
 	}
+	if _, ok := st.ContentHash(); ok {
+		t.Fatal("Stat asked for (and got) the content hash; polling must not make the board read every key")
+	}
+	st, err = c.StatWithHash(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if h, ok := st.ContentHash(); !ok || h != 0x1f {
 		t.Fatalf("ContentHash = %#x, %v; want 0x1f, true", h, ok)
 	}
@@ -84,7 +91,7 @@ func TestClientOps(t *testing.T) {
 	}
 	delete(f.stat, "content_hash")
 	f.stat["counters"] = map[string]any{"frames_dropped": 7}
-	st, err = c.Stat(ctx)
+	st, err = c.StatWithHash(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
