@@ -277,7 +277,13 @@ func (s *scenario) stopWriters() {
 func (s *scenario) verify() uint16 {
 	s.t.Helper()
 	s.stopWriters()
-	ctx, cancel := s.within(90 * time.Second)
+	// Reading back a soak-sized group (hundreds of MB per board through
+	// the socket) takes minutes, not seconds.
+	budget := 90 * time.Second
+	if *soak {
+		budget = 6 * time.Minute
+	}
+	ctx, cancel := s.within(budget)
 	defer cancel()
 	m, err := s.cl.WaitCaughtUp(ctx)
 	if err != nil {
