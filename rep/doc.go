@@ -75,8 +75,15 @@
 //     and majority elections (TwoSiteStrict in a two-site group), a commit
 //     reported permanent is never rolled back, whatever sites crash, restart
 //     or get partitioned — as long as no majority of electable sites loses its
-//     memory at once (total group failure; a site that lost its memory still
-//     votes, with an empty log). An ack quorum and an election quorum always
+//     memory at once (total group failure). A site that starts with an empty
+//     environment (it may have lost its memory, and with it what it acked
+//     and voted) first asks ALIVE_REQ until it has heard a majority of the
+//     other electable sites (all others in a strict two-site group), or a
+//     majority of electable sites all as empty as itself (a group that lost
+//     its memory as a whole); it takes the highest gen and egen heard as its
+//     promise, and only then follows a master, acks or votes. Otherwise its
+//     acks could make a stale master's writes permanent while a newer master,
+//     elected with its lost vote, exists. An ack quorum and an election quorum always
 //     share a site, and the vote order (last gen, then LSN) elects a site
 //     holding every permanent commit. Voters promise: after casting a VOTE2 in
 //     egen E a site follows no master of a gen below E (a master elected

@@ -20,6 +20,9 @@ type site struct {
 	lastHeard time.Duration
 	leaseEcho time.Duration // master: send time of the message its last grant answered
 	hasLease  bool
+	// recovery (an empty site after start): heard since start, and knew
+	// nothing either (gen and egen 0)
+	recHeard, recEmpty bool
 }
 
 func (s *site) electable() bool { return !s.prioKnown || s.priority > 0 }
@@ -90,6 +93,16 @@ type Node struct {
 	// master elected earlier could make commits permanent with acks from
 	// sites whose votes already elected its successor.
 	promised uint32
+
+	// recovering: this site started with an empty environment (it may
+	// have lost its memory, and with it the promise and log it acked). Until
+	// it has heard from enough electable sites to know the group's newest
+	// gen and egen (recoveryDone) it neither follows a master, nor acks,
+	// nor votes: otherwise its acks could make a stale master's writes
+	// Perm although a newer master, elected with its own lost vote, exists.
+	recovering   bool
+	recoverTop   uint32 // highest gen or egen heard while recovering
+	recoverAskAt time.Duration
 
 	counters  Counters
 	dec       Decoded
@@ -218,7 +231,81 @@ func (n *Node) Start(now time.Duration, mode StartMode) {
 	}
 	n.becomeReplica(now, true)
 	n.broadcast(MsgNewClient)
+	if n.gen == 0 && n.st.LastCommit().LSN == 0 && n.recoveryNeed() > 0 {
+		n.recovering = true
+		n.recoverAskAt = now + n.cfg.HeartbeatMonitor
+		n.broadcast(MsgAliveReq)
+		return
+	}
 	n.broadcast(MsgMasterReq)
+}
+
+// recoveryNeed is how many other electable sites an empty site must hear
+// before it acts: enough that, whichever majority acked a Perm write or
+// elected the newest master, one of them is among those heard (a majority
+// of the electable sites, itself not counted: it remembers nothing). Zero
+// without majority elections (a non-strict two-site group, or no other
+// electable site), where there is no such guarantee to keep.
+func (n *Node) recoveryNeed() int {
+	e := n.electableSites()
+	if n.cfg.Priority > 0 {
+		e-- // others only
+	}
+	if e == 0 || (n.electableSites() == 2 && !n.cfg.TwoSiteStrict) {
+		return 0
+	}
+	// A majority, or every other site if a majority needs this one too
+	// (two sites, strict): every quorum holds one of those heard.
+	return min(n.electableSites()/2+1, e)
+}
+
+// noteRecovery records what a message tells a recovering site and ends the
+// recovery once enough sites were heard. A majority of electable sites that
+// all know nothing (this one and empty others) means the group lost its
+// memory as a whole: nothing is left to protect, carry on.
+func (n *Node) noteRecovery(s *site, h *Header) {
+	n.recoverTop = max(n.recoverTop, h.Gen, h.Egen)
+	if !s.recHeard {
+		s.recHeard, s.recEmpty = true, h.Gen == 0 && h.Egen == 0
+	}
+	heard, empty := 0, 0
+	for _, x := range n.sites {
+		if x.recHeard && x.electable() {
+			heard++
+			if x.recEmpty {
+				empty++
+			}
+		}
+	}
+	need := n.recoveryNeed()
+	majority := n.electableSites()/2 + 1
+	selfEmpty := 0
+	if n.cfg.Priority > 0 {
+		selfEmpty = 1
+	}
+	if heard < need && empty+selfEmpty < majority {
+		return
+	}
+	// Follow no master older than the newest gen or promise heard, and vote
+	// in no election at or below it (this site may have voted there before
+	// it lost its memory).
+	n.recovering = false
+	n.promised = max(n.promised, n.recoverTop)
+	n.el.ObserveEgen(n.recoverTop)
+	n.rs.lookingSince = n.now
+	n.broadcast(MsgMasterReq)
+}
+
+// stepRecovering handles a message while recovering: answer liveness
+// questions (other empty sites count on them), ignore the rest.
+func (n *Node) stepRecovering(d *Decoded) {
+	switch d.Type {
+	case MsgAliveReq, MsgNewClient:
+		n.sendEmpty(d.From, MsgAlive)
+	case MsgAlive:
+	default:
+		n.drop(DropRecovering)
+	}
 }
 
 // Step processes one received message. Malformed input is dropped, counted
@@ -249,6 +336,14 @@ func (n *Node) Step(now time.Duration, m Message) error {
 	}
 	s.heard, s.lastHeard = true, now
 	n.el.ObserveEgen(d.Header.Egen)
+	if n.recovering {
+		n.noteRecovery(s, &d.Header)
+		if n.recovering {
+			n.stepRecovering(d)
+			n.afterStep()
+			return nil
+		}
+	}
 	if n.stepCommon(d) {
 		return nil
 	}
@@ -290,12 +385,17 @@ func (n *Node) Tick(now time.Duration) {
 	if !n.started {
 		return
 	}
-	switch n.role {
-	case RoleMaster:
+	switch {
+	case n.recovering:
+		if n.now >= n.recoverAskAt {
+			n.recoverAskAt = n.now + n.cfg.HeartbeatMonitor
+			n.broadcast(MsgAliveReq)
+		}
+	case n.role == RoleMaster:
 		n.tickMaster()
-	case RoleReplica:
+	case n.role == RoleReplica:
 		n.tickReplica()
-	case RoleElecting:
+	case n.role == RoleElecting:
 		n.tickElecting()
 	}
 	n.afterStep()
@@ -337,6 +437,9 @@ func (n *Node) Elect(now time.Duration) {
 	if n.role == RoleMaster {
 		n.announceMaster(AllSites)
 		return
+	}
+	if n.recovering {
+		return // it may not vote yet; it elects once it has recovered
 	}
 	n.startElection()
 	n.afterStep()

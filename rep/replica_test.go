@@ -59,7 +59,23 @@ func newReplica(t *testing.T, mod func(*Config)) *solo {
 	s := newSolo(t, cfg)
 	s.n.Start(0, StartClient)
 	s.ready()
+	recoverFresh(s)
 	return s
+}
+
+// recoverFresh lets a solo node that started empty hear its peers, empty
+// too (a fresh group), so it may act.
+func recoverFresh(s *solo) {
+	s.t.Helper()
+	for _, p := range s.n.cfg.Peers {
+		if !s.n.recovering {
+			break
+		}
+		s.recv(mk(p, MsgAlive, Header{Priority: 100}))
+	}
+	if s.n.recovering {
+		s.t.Fatal("still recovering after hearing every peer")
+	}
 }
 
 func decode(t *testing.T, m Message) Decoded {

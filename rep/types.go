@@ -332,6 +332,7 @@ const (
 	DropMisaligned                    // records that do not line up with the local log
 	DropNotMaster                     // a request only a master serves
 	DropUnexpected                    // not meaningful in the current state
+	DropRecovering                    // an empty site has not yet heard enough sites to act
 	dropReasons
 )
 
@@ -359,6 +360,8 @@ func (r DropReason) String() string {
 		return "not-master"
 	case DropUnexpected:
 		return "unexpected"
+	case DropRecovering:
+		return "recovering"
 	}
 	return fmt.Sprintf("DropReason(%d)", uint8(r))
 }
