@@ -62,7 +62,10 @@
 // reaches the master's end as of the adoption.
 //
 // Internal init, when the log needed is gone, nothing is common, or a rollback
-// would go below the checkpoint: UPDATE_REQ; the master answers UPDATE from
+// would go below the checkpoint, or applies keep failing at the same LSN
+// (maxApplyStalls in a row: a full log that under ALL/ALL_PEERS only this
+// replica's own progress could free, since its checkpoints are promoted once
+// durable): UPDATE_REQ; the master answers UPDATE from
 // its pinned checkpoint snapshot (LSN, meta, page count); the replica asks for
 // windows of InitWindowPages pages, many per PAGE message, re-requests what is
 // lost after a back-off, restarts if the master's checkpoint moved

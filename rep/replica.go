@@ -71,7 +71,22 @@ type replicaState struct {
 	rollbackTarget uint64
 	init           initState
 	ackedSent      uint64
+
+	// Applies that failed in a row at stallEnd, the local end (log full,
+	// corrupt record, no memory): see maxApplyStalls.
+	stallEnd uint64
+	stalls   int
 }
+
+// maxApplyStalls is how many applies in a row may fail at the same local
+// end before the replica falls back to internal init. A replica whose log is
+// full cannot make room on its own: its checkpoints are promoted only once
+// the master's ack policy made them durable, and under ALL or ALL_PEERS that
+// waits for this very replica to apply, so re-requesting the records would
+// retry forever. Internal init replaces the environment with the master's
+// checkpoint and restarts the log there, which the master's own log of the
+// same size shows fits.
+const maxApplyStalls = 3
 
 func (rs *replicaState) reset(n *Node) {
 	segs := rs.segs[:0]
@@ -636,14 +651,24 @@ func (n *Node) advanceReplica(rd *Ready) {
 			rs.scanOff -= k
 			rs.commitOff -= k
 			rs.applyLen = 0
+			rs.stalls = 0
 			progress = true
 		} else {
 			// Not applied (log full, corrupt record, ...): drop the stream;
-			// the gap logic asks for the records again.
+			// the gap logic asks for the records again, unless this keeps
+			// failing at the same place.
 			n.counters.ApplyStalls++
 			rs.applyLen = 0
 			n.clearStream(end)
 			rs.gapActive = false
+			if end != rs.stallEnd {
+				rs.stallEnd, rs.stalls = end, 0
+			}
+			rs.stalls++
+			if rs.stalls >= maxApplyStalls && (rs.sync == syncLog || rs.sync == syncLive) {
+				n.startInit()
+				return
+			}
 		}
 	}
 	if rs.sync != syncLog && rs.sync != syncLive {
@@ -697,6 +722,7 @@ func (n *Node) startInit() {
 	rs := &n.rs
 	n.clearStream(n.st.EndLSN())
 	rs.init = initState{}
+	rs.stalls = 0
 	if n.cfg.NoAutoInit {
 		if rs.sync != syncJoinFailed {
 			rs.sync = syncJoinFailed

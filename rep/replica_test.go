@@ -250,3 +250,29 @@ func TestReplicaApplyFailureIsRetried(t *testing.T) {
 		t.Fatal("not converged after retry")
 	}
 }
+
+// TestReplicaLogFullFallsBackToInit: applies that keep failing at the same
+// place (a full log that only this replica's own progress could free under
+// ALL/ALL_PEERS) make the replica fall back to internal init instead of
+// re-requesting the records forever.
+func TestReplicaLogFullFallsBackToInit(t *testing.T) {
+	f := newFeed(1, 3)
+	s := joined(t, f, 0, nil)
+	s.st.failNext = 1 << 30 // the log stays full
+	var o out
+	for i := 0; i < maxApplyStalls; i++ {
+		o = s.recv(f.log(s.now, 0, 3))
+		if len(o.only(MsgAck)) != 0 {
+			t.Fatalf("acked records the driver failed to apply: %v", o.msgs)
+		}
+		if i < maxApplyStalls-1 && len(o.only(MsgUpdateReq)) != 0 {
+			t.Fatalf("internal init after %d failed applies", i+1)
+		}
+	}
+	if len(o.only(MsgUpdateReq)) != 1 || !s.n.lockedOut() {
+		t.Fatalf("no internal init after %d failed applies at one place: %v", maxApplyStalls, o.msgs)
+	}
+	if s.n.counters.Inits != 1 {
+		t.Fatalf("inits %d", s.n.counters.Inits)
+	}
+}
