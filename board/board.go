@@ -293,7 +293,31 @@ func (b *Board) ViewLeased(fn func(*Tx) error) error {
 	defer tx.Abort()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
+	// Read index: the snapshot may hold commits not yet permanent, which a
+	// new master could roll back; the read waits until they are (buffered,
+	// so the loop never blocks on a reader that gave up).
 	var leaseErr error
+	permDone := make(chan error, 1)
+	if err := b.do(ctx, func() {
+		if leaseErr = b.rt.leaseCheck(); leaseErr == nil {
+			b.rt.awaitPerm(b.env.LastCommit().LSN, permDone)
+		}
+	}); err != nil {
+		return err
+	}
+	if leaseErr != nil {
+		return leaseErr
+	}
+	select {
+	case err := <-permDone:
+		if err != nil {
+			return err
+		}
+	case <-ctx.Done():
+		return fmt.Errorf("%w: the read's snapshot did not become permanent in time; retry", ErrLeaseExpired)
+	}
+	// The lease must still hold now that the snapshot is permanent: reads
+	// are served only while no other master can have been elected.
 	if err := b.do(ctx, func() { leaseErr = b.rt.leaseCheck() }); err != nil {
 		return err
 	}

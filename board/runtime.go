@@ -44,6 +44,14 @@ type waiter struct {
 	reqs     []*writeReq
 }
 
+// readIndex is a leased read waiting for lsn to become permanent: until then
+// its snapshot may hold a commit a new master would roll back.
+type readIndex struct {
+	lsn      uint64
+	deadline time.Duration
+	done     chan error
+}
+
 // appCall is an Apply forwarded by this replica, waiting for the master.
 type appCall struct {
 	id      uint64
@@ -74,6 +82,10 @@ type runtime struct {
 	startup bool // replica: caught up with the master
 
 	waiters []waiter
+	// reads are leased reads waiting until everything their snapshot holds
+	// is permanent (the read-index rule), sorted by lsn.
+	reads   []readIndex
+	permLSN uint64 // the node's permanent LSN in this mastership (0 otherwise)
 
 	calls   map[uint64]*appCall
 	served  map[appKey][]byte // encoded replies of finished forwarded requests (nil while running)
@@ -267,6 +279,10 @@ func (rt *runtime) perform(rd *rep.Ready) {
 	rt.envWork(rd)
 	for _, ev := range rd.Events {
 		rt.event(ev)
+	}
+	if rd.PermLSN != 0 && rt.role == RoleMaster {
+		rt.permLSN = max(rt.permLSN, rd.PermLSN)
+		rt.releaseReads()
 	}
 	if rd.PermLSN != 0 {
 		rt.releasePerm(rd.PermLSN)
@@ -635,7 +651,46 @@ func (rt *runtime) failWaiter(w waiter) {
 	}
 }
 
+// awaitPerm registers a leased read of a snapshot holding commits up to lsn.
+func (rt *runtime) awaitPerm(lsn uint64, done chan error) {
+	if rt.role == RoleMaster && lsn <= rt.permLSN {
+		done <- nil
+		return
+	}
+	if rt.role != RoleMaster {
+		done <- ErrNotMaster
+		return
+	}
+	deadline := rt.b.now() + 2*rt.b.cfg.AckTimeout + 10*tickEvery(rt.b.cfg)
+	i := len(rt.reads)
+	for i > 0 && rt.reads[i-1].lsn > lsn {
+		i--
+	}
+	rt.reads = slices.Insert(rt.reads, i, readIndex{lsn: lsn, deadline: deadline, done: done})
+}
+
+func (rt *runtime) releaseReads() {
+	n := 0
+	for n < len(rt.reads) && rt.reads[n].lsn <= rt.permLSN {
+		rt.reads[n].done <- nil
+		n++
+	}
+	rt.reads = slices.Delete(rt.reads, 0, n)
+}
+
+// failReads ends every waiting leased read with err: the mastership they
+// relied on is over, or the commit they need was rolled back.
+func (rt *runtime) failReads(err error) {
+	for _, r := range rt.reads {
+		r.done <- err
+	}
+	clear(rt.reads)
+	rt.reads = rt.reads[:0]
+	rt.permLSN = 0
+}
+
 func (rt *runtime) failAllWaiters() {
+	rt.failReads(fmt.Errorf("%w: mastership ended before the read's snapshot was permanent", ErrNotMaster))
 	for _, w := range rt.waiters {
 		rt.failWaiter(w)
 	}
@@ -643,6 +698,7 @@ func (rt *runtime) failAllWaiters() {
 }
 
 func (rt *runtime) failWaitersAbove(lsn uint64) {
+	rt.failReads(fmt.Errorf("%w: the read's snapshot was rolled back to LSN %d", ErrLeaseExpired, lsn))
 	keep := rt.waiters[:0]
 	for _, w := range rt.waiters {
 		if w.lsn >= lsn {
@@ -675,6 +731,16 @@ func (rt *runtime) expire() {
 		n++
 	}
 	rt.dropWaiters(n)
+	keep := rt.reads[:0]
+	for _, r := range rt.reads {
+		if r.deadline <= now {
+			r.done <- fmt.Errorf("%w: the read's snapshot did not become permanent within the ack timeout; retry", ErrLeaseExpired)
+			continue
+		}
+		keep = append(keep, r)
+	}
+	clear(rt.reads[len(keep):])
+	rt.reads = keep
 	for _, c := range rt.calls {
 		if now >= c.retryAt || c.sentTo != rt.master {
 			rt.sendCall(c, now)
