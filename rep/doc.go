@@ -83,8 +83,12 @@
 //     and voted) first asks ALIVE_REQ until it has heard a majority of the
 //     other electable sites (all others in a strict two-site group), or a
 //     majority of electable sites all as empty as itself (a group that lost
-//     its memory as a whole); it takes the highest gen and egen heard as its
-//     promise, and only then follows a master, acks or votes. Otherwise its
+//     its memory as a whole); it then follows no master below the highest
+//     gen heard and votes in no election at or below the highest egen heard
+//     (it may have voted there before), and only then follows a master, acks
+//     or votes. (The egen heard only bounds what was promised; refusing
+//     masters below it made a recovered site depose the one master holding
+//     the writes it had acked before losing them.) Otherwise its
 //     acks could make a stale master's writes permanent while a newer master,
 //     elected with its lost vote, exists. An ack quorum and an election quorum always
 //     share a site, and the vote order (last gen, then LSN) elects a site

@@ -130,7 +130,7 @@ func stepElecting(n *Node, d *Decoded) {
 // already have voted in that egen, possibly before a restart). Every site
 // applying this is what makes the winner's gen, its egen, unique.
 func (n *Node) voteIgnored(d *Decoded) bool {
-	if d.Vote.Egen <= n.gen || d.Vote.Egen <= n.promised {
+	if d.Vote.Egen <= n.gen || d.Vote.Egen <= n.promised || d.Vote.Egen <= n.voteFloor {
 		n.drop(DropStaleGen)
 		return true
 	}

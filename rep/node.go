@@ -100,8 +100,13 @@ type Node struct {
 	// gen and egen (recoveryDone) it neither follows a master, nor acks,
 	// nor votes: otherwise its acks could make a stale master's writes
 	// Perm although a newer master, elected with its own lost vote, exists.
-	recovering   bool
-	recoverTop   uint32 // highest gen or egen heard while recovering
+	recovering bool
+	recoverGen uint32 // highest gen heard while recovering
+	// voteFloor: this site votes in no election at or below it (the
+	// highest egen heard while recovering: it may have voted there before
+	// it lost its memory).
+	voteFloor    uint32
+	recoverTop   uint32 // highest egen heard while recovering
 	recoverAskAt time.Duration
 
 	counters  Counters
@@ -264,6 +269,7 @@ func (n *Node) recoveryNeed() int {
 // all know nothing (this one and empty others) means the group lost its
 // memory as a whole: nothing is left to protect, carry on.
 func (n *Node) noteRecovery(s *site, h *Header) {
+	n.recoverGen = max(n.recoverGen, h.Gen)
 	n.recoverTop = max(n.recoverTop, h.Gen, h.Egen)
 	if !s.recHeard {
 		s.recHeard, s.recEmpty = true, h.Gen == 0 && h.Egen == 0
@@ -286,11 +292,12 @@ func (n *Node) noteRecovery(s *site, h *Header) {
 	if heard < need && empty+selfEmpty < majority {
 		return
 	}
-	// Follow no master older than the newest gen or promise heard, and vote
-	// in no election at or below it (this site may have voted there before
-	// it lost its memory).
+	// Follow no master older than the newest gen heard, and vote in no
+	// election at or below the newest egen heard (this site may have voted
+	// there before it lost its memory).
 	n.recovering = false
-	n.promised = max(n.promised, n.recoverTop)
+	n.promised = max(n.promised, n.recoverGen)
+	n.voteFloor = max(n.voteFloor, n.recoverTop)
 	n.el.ObserveEgen(n.recoverTop)
 	n.rs.lookingSince = n.now
 	n.broadcast(MsgMasterReq)
