@@ -3,6 +3,7 @@ package board
 import (
 	"context"
 	"fmt"
+	"github.com/seed61e250c8/boardha/backplane"
 	"time"
 
 	"github.com/seed61e250c8/boardha/rep"
@@ -133,11 +134,15 @@ type Counters struct {
 	SendErrors    uint64 `json:"send_errors"`
 	FramesDropped uint64 `json:"frames_dropped"` // bad or foreign frames dropped by the transport
 	MsgsDropped   uint64 `json:"msgs_dropped"`   // messages the replication layer dropped (stale, duplicate, malformed, ...)
-	Commits       uint64 `json:"commits"`        // local Update transactions committed
-	Batches       uint64 `json:"batches"`        // group-commit batches (Commits/Batches = batching factor)
-	AppForwarded  uint64 `json:"app_forwarded"`  // Apply calls forwarded to the master
-	AppServed     uint64 `json:"app_served"`     // forwarded Applies this master executed
-	PermFailed    uint64 `json:"perm_failed"`
+	// Drops breaks the transport's drops down by reason (backplane
+	// DropReason names), plus the raw transport's in-kernel eBPF filter
+	// drops as kernel_other_ethertype, kernel_foreign_group, kernel_short.
+	Drops        map[string]uint64 `json:"drops"`
+	Commits      uint64            `json:"commits"`       // local Update transactions committed
+	Batches      uint64            `json:"batches"`       // group-commit batches (Commits/Batches = batching factor)
+	AppForwarded uint64            `json:"app_forwarded"` // Apply calls forwarded to the master
+	AppServed    uint64            `json:"app_served"`    // forwarded Applies this master executed
+	PermFailed   uint64            `json:"perm_failed"`
 }
 
 // Stat returns a snapshot of the board's state. It asks the runtime, so it
@@ -166,6 +171,15 @@ func (b *Board) Stat() Stat {
 	st.Counters.PermFailed = b.ctr.permFailed.Load()
 	ts := b.tr.Stats()
 	st.Counters.FramesDropped = ts.Dropped()
+	st.Counters.Drops = make(map[string]uint64, len(ts.Drops)+3)
+	for r, n := range ts.Drops {
+		st.Counters.Drops[backplane.DropReason(r).String()] = n
+	}
+	if ts.Filter.Attached {
+		st.Counters.Drops["kernel_other_ethertype"] = ts.Filter.OtherEtherType
+		st.Counters.Drops["kernel_foreign_group"] = ts.Filter.ForeignGroup
+		st.Counters.Drops["kernel_short"] = ts.Filter.Short
+	}
 	return st
 }
 

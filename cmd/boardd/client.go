@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -294,6 +295,9 @@ func printStat(w io.Writer, st board.Stat) {
 	fmt.Fprintf(tw, "pool %d/%d pages (%.1f%%)\tlog %d/%d bytes (%.1f%%)\n", st.Pool.UsedPages, st.Pool.TotalPages, poolPct, st.Log.End-st.Log.Begin, st.Log.Size, logPct)
 	k := st.Counters
 	fmt.Fprintf(tw, "msgs sent %d\trecv %d\tdropped %d\tsend errors %d\tframes dropped %d\tevents dropped %d\trerequests %d\n", k.MsgsSent, k.MsgsRecv, k.MsgsDropped, k.SendErrors, k.FramesDropped, k.EventsDropped, k.ReRequests)
+	if reasons := nonZeroDrops(k.Drops); reasons != "" {
+		fmt.Fprintf(tw, "frame drops by reason\t%s\n", reasons)
+	}
 	batch := 0.0
 	if k.Batches > 0 {
 		batch = float64(k.Commits) / float64(k.Batches)
@@ -314,4 +318,23 @@ func printStat(w io.Writer, st board.Stat) {
 		}
 		tw.Flush()
 	}
+}
+
+// nonZeroDrops lists the transport's non-zero drop counters, by name.
+func nonZeroDrops(drops map[string]uint64) string {
+	names := make([]string, 0, len(drops))
+	for name, n := range drops {
+		if n > 0 {
+			names = append(names, name)
+		}
+	}
+	slices.Sort(names)
+	var sb strings.Builder
+	for i, name := range names {
+		if i > 0 {
+			sb.WriteString(" ")
+		}
+		fmt.Fprintf(&sb, "%s=%d", name, drops[name])
+	}
+	return sb.String()
 }
