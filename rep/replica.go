@@ -44,6 +44,7 @@ type replicaState struct {
 	masterHeard  time.Duration
 	masterEnd    uint64
 	masterPerm   uint64
+	ckptPermSeen uint64        // masterPerm when checkpointOK was last derived from it
 	targetEnd    uint64        // STARTUP_DONE once the local end reaches it
 	echo         time.Duration // newest master send time seen (lease grants echo it)
 
@@ -243,6 +244,7 @@ func (n *Node) adopt(from uint16, h *Header) {
 	n.rs.masterEnd, n.rs.targetEnd = h.End, h.End
 	n.rs.echo = h.SendTime
 	n.rs.masterPerm = 0
+	n.rs.ckptPermSeen = 0
 	n.checkpointOK = 0
 	n.event(Event{Kind: EventNewMaster, Site: from, Gen: h.Gen})
 	n.beginSync()
@@ -683,9 +685,19 @@ func (n *Node) advanceReplica(rd *Ready) {
 	if lc.LSN > rs.ackedSent {
 		n.sendAck(MsgAck, false)
 	}
-	if rs.masterPerm >= lc.LSN && lc.End > n.checkpointOK {
+	switch {
+	case rs.masterPerm >= lc.LSN:
 		// Everything applied here is permanent at the master.
-		n.checkpointOK = lc.End
+		n.checkpointOK = max(n.checkpointOK, lc.End)
+	case rs.masterPerm > rs.ckptPermSeen:
+		// Under a continuous stream the master's permanent LSN trails what
+		// is applied here; checkpoints may still go up to the end of the
+		// permanent commit, or the replica's pool fills while its
+		// checkpoint waits for a quiet moment.
+		rs.ckptPermSeen = rs.masterPerm
+		if ci, err := n.st.CommitAt(rs.masterPerm); err == nil {
+			n.checkpointOK = max(n.checkpointOK, ci.End)
+		}
 	}
 	if rs.sync == syncLog && end >= rs.targetEnd {
 		n.goLive()
