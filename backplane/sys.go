@@ -3,8 +3,10 @@ package backplane
 import (
 	"errors"
 	"fmt"
+	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 	"unsafe"
 
@@ -124,10 +126,14 @@ type fdTransport struct {
 	recvMu   sync.Mutex // held for a whole Recv; Close waits on it before closing fds
 	sendMu   sync.Mutex
 	pfds     []unix.PollFd
-	blocking bool // one socket: block in recvmmsg (see initPoll)
+	blocking bool // one socket: wait in the Go netpoller (see initPoll)
+	np       netpollRecv
 	closeErr error
 	once     sync.Once
-	what     string // "raw bp0" / "udp 10.0.0.1:5405", for error messages
+	// nextExpire is when the oldest partial message expires (zero: none):
+	// a blocking receive wakes then to drop it.
+	nextExpire time.Time
+	what       string // "raw bp0" / "udp 10.0.0.1:5405", for error messages
 }
 
 func (t *fdTransport) recv(msgs []Message) (int, error) {
@@ -153,11 +159,13 @@ func (t *fdTransport) recv(msgs []Message) (int, error) {
 				hdrs[i].Len = 0
 				hdrs[i].Hdr.Flags = 0
 			}
-			flags := unix.MSG_DONTWAIT
+			var k int
+			var err error
 			if t.blocking {
-				flags = unix.MSG_WAITFORONE
+				k, err = t.np.recv(hdrs, t.nextExpire)
+			} else {
+				k, err = recvmmsg(fd, hdrs, unix.MSG_DONTWAIT)
 			}
-			k, err := recvmmsg(fd, hdrs, flags)
 			if t.blocking && t.closed.Load() {
 				return 0, fmt.Errorf("recv on %s: %w", t.what, ErrClosed)
 			}
@@ -204,6 +212,7 @@ func (t *fdTransport) recv(msgs []Message) (int, error) {
 			now = time.Now()
 		}
 		next := t.rx.reasm.expire(now)
+		t.nextExpire = next
 		if n > 0 {
 			return n, nil
 		}
@@ -229,22 +238,17 @@ func transientRecvErr(err error) bool {
 		errors.Is(err, unix.EHOSTUNREACH) || errors.Is(err, unix.ENETUNREACH)
 }
 
-// blockingTick bounds how long a blocking receive sleeps before it looks at
-// the closed flag and the reassembly timers again: the longest Close waits.
-const blockingTick = 100 * time.Millisecond
-
-// initPoll prepares waiting. With one socket, Recv blocks in recvmmsg itself
-// (MSG_WAITFORONE, woken by SO_RCVTIMEO ticks, or at once by shutdown(2)
-// where the socket supports it): one syscall per wake-up instead of
-// recvmmsg+poll+recvmmsg, which is most of the transport's share of a
-// round trip. With several sockets (udp multicast), Recv polls them and an
-// eventfd that Close signals.
+// initPoll prepares waiting. With one socket, Recv waits in the Go
+// netpoller: the receiving goroutine parks without holding a thread in a
+// syscall, so the runtime neither spawns threads nor waits for its monitor
+// to take a processor back from a blocked receive (with several boards in a
+// process, that wait was most of a commit's latency), and a frame wakes the
+// goroutine as soon as epoll reports it. Under load the receive never waits:
+// each call drains up to a batch first. With several sockets (udp
+// multicast), Recv polls them and an eventfd that Close signals.
 func (t *fdTransport) initPoll() {
-	if len(t.fds) == 1 {
-		tv := unix.NsecToTimeval(int64(blockingTick))
-		if unix.SetsockoptTimeval(t.fds[0], unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv) == nil {
-			t.blocking = true
-		}
+	if len(t.fds) == 1 && t.np.open(t.fds[0], t.what) == nil {
+		t.blocking = true
 	}
 	t.pfds = t.pfds[:0]
 	for _, fd := range t.fds {
@@ -253,21 +257,87 @@ func (t *fdTransport) initPoll() {
 	t.pfds = append(t.pfds, unix.PollFd{Fd: int32(t.wk.efd), Events: unix.POLLIN})
 }
 
+// netpollRecv receives from one non-blocking socket through the runtime's
+// netpoller. The file owns the descriptor from open on: closing it wakes a
+// waiting receive at once and closes the socket once that receive is out.
+type netpollRecv struct {
+	file     *os.File
+	conn     syscall.RawConn
+	read     func(fd uintptr) bool // bound once: no allocation per receive
+	hdrs     []unix.Mmsghdr
+	n        int
+	err      error
+	deadline time.Time // the read deadline set on file (zero: none)
+}
+
+func (p *netpollRecv) open(fd int, what string) error {
+	if err := unix.SetNonblock(fd, true); err != nil {
+		return err
+	}
+	f := os.NewFile(uintptr(fd), what)
+	conn, err := f.SyscallConn()
+	if err != nil {
+		// Not pollable: leave the descriptor to the caller.
+		_ = unix.SetNonblock(fd, false)
+		return err
+	}
+	p.file, p.conn = f, conn
+	p.read = p.readOnce
+	return nil
+}
+
+// readOnce is the netpoller's callback: false means "nothing yet, wait".
+func (p *netpollRecv) readOnce(fd uintptr) bool {
+	p.n, p.err = recvmmsg(int(fd), p.hdrs, unix.MSG_DONTWAIT)
+	return !errors.Is(p.err, unix.EAGAIN)
+}
+
+// recv waits for at least one frame, or until wake (zero: no limit), when
+// it returns EAGAIN.
+func (p *netpollRecv) recv(hdrs []unix.Mmsghdr, wake time.Time) (int, error) {
+	if !wake.Equal(p.deadline) {
+		if err := p.file.SetReadDeadline(wake); err != nil {
+			return 0, err
+		}
+		p.deadline = wake
+	}
+	p.hdrs = hdrs
+	err := p.conn.Read(p.read)
+	p.hdrs = nil
+	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return 0, unix.EAGAIN
+	case err != nil:
+		return 0, err
+	}
+	return p.n, p.err
+}
+
 func (t *fdTransport) close(extra func() error) error {
 	t.once.Do(func() {
 		t.closed.Store(true)
 		if t.wk.efd >= 0 {
 			t.wk.wake()
 		}
-		for _, fd := range t.fds {
-			// Wakes a blocked receive at once on sockets that support it
-			// (udp); AF_PACKET does not, and wakes within blockingTick.
+		// No send is in flight past this point, and none starts (closed):
+		// the descriptors can go.
+		t.sendMu.Lock()
+		var errs []error
+		fds := t.fds
+		if t.np.file != nil {
+			// Wakes a receive waiting in the netpoller at once; the file
+			// closes the socket when that receive is out.
+			if err := t.np.file.Close(); err != nil {
+				errs = append(errs, err)
+			}
+			fds = fds[1:]
+		}
+		for _, fd := range fds {
+			// Wakes a blocked poll on sockets that support it (udp).
 			_ = unix.Shutdown(fd, unix.SHUT_RD)
 		}
 		t.recvMu.Lock()
-		t.sendMu.Lock()
-		var errs []error
-		for _, fd := range t.fds {
+		for _, fd := range fds {
 			if err := unix.Close(fd); err != nil {
 				errs = append(errs, err)
 			}
@@ -278,8 +348,8 @@ func (t *fdTransport) close(extra func() error) error {
 		if extra != nil {
 			errs = append(errs, extra())
 		}
-		t.sendMu.Unlock()
 		t.recvMu.Unlock()
+		t.sendMu.Unlock()
 		if err := errors.Join(errs...); err != nil {
 			t.closeErr = fmt.Errorf("close %s: %w", t.what, err)
 		}

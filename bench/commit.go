@@ -17,6 +17,24 @@ func ackPolicies() []board.AckPolicy {
 	return []board.AckPolicy{board.AckNone, board.AckOne, board.AckOnePeer, board.AckQuorum, board.AckAllPeers, board.AckAll}
 }
 
+// policies are the ack policies the commit section measures.
+func (s *suite) policies() []board.AckPolicy {
+	if len(s.cfg.Policies) > 0 {
+		return s.cfg.Policies
+	}
+	return ackPolicies()
+}
+
+// policyByName is the inverse of policyName (case-insensitive).
+func policyByName(name string) (board.AckPolicy, bool) {
+	for _, p := range ackPolicies() {
+		if strings.EqualFold(policyName(p), name) {
+			return p, true
+		}
+	}
+	return 0, false
+}
+
 func policyName(p board.AckPolicy) string {
 	return map[board.AckPolicy]string{board.AckNone: "NONE", board.AckOne: "ONE", board.AckOnePeer: "ONE_PEER",
 		board.AckQuorum: "QUORUM", board.AckAllPeers: "ALL_PEERS", board.AckAll: "ALL"}[p]
@@ -234,7 +252,7 @@ func (s *suite) runCommit(ctx context.Context) Section {
 	sec.Setup = inProcessSetup + fmt.Sprintf("Each configuration is measured for %v after a warm-up. Ratio: commit p50 over the bare 64 B round trip of this run.", s.cfg.CommitTime)
 	sec.Columns = []string{"ack policy", "boards", "writers", "p50", "p99", "commits/s", "p50 / bare RTT", "commits per batch", "not perm / errors"}
 	for _, n := range s.cfg.CommitBoards {
-		for _, p := range ackPolicies() {
+		for _, p := range s.policies() {
 			label := fmt.Sprintf("%s, %d boards", policyName(p), n)
 			if ctx.Err() != nil {
 				sec.missing(label, "interrupted")

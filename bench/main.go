@@ -24,6 +24,8 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/pprof"
+	"runtime/trace"
 	"strings"
 	"syscall"
 )
@@ -47,6 +49,9 @@ func cliMain(args []string, stdout, stderr io.Writer) int {
 	sections := fs.String("sections", strings.Join(allSections(), ","), "comma-separated sections to run: "+strings.Join(allSections(), ","))
 	out := fs.String("out", "bench/out", "directory for results.md, results.json and the plots")
 	quiet := fs.Bool("q", false, "no progress lines on stderr")
+	policies := fs.String("policies", "", "comma-separated ack policies for the commit section (default all): NONE,ONE,ONE_PEER,QUORUM,ALL_PEERS,ALL")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file (go tool pprof)")
+	traceFile := fs.String("trace", "", "write an execution trace of the run to this file (go tool trace)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -83,6 +88,17 @@ func cliMain(args []string, stdout, stderr io.Writer) int {
 		}
 		cfg.Sections = append(cfg.Sections, s)
 	}
+	for _, name := range strings.Split(*policies, ",") {
+		if name = strings.TrimSpace(name); name == "" {
+			continue
+		}
+		p, ok := policyByName(name)
+		if !ok {
+			fmt.Fprintf(stderr, "bench: ack policy %q unknown; choose from NONE,ONE,ONE_PEER,QUORUM,ALL_PEERS,ALL\n", name)
+			return 2
+		}
+		cfg.Policies = append(cfg.Policies, p)
+	}
 	if len(cfg.Sections) == 0 {
 		fmt.Fprintln(stderr, "bench: no section selected")
 		return 2
@@ -97,7 +113,13 @@ func cliMain(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	go func() { <-ctx.Done(); stop() }()
 	defer stop()
+	stopProfiles, err := startProfiles(*cpuProfile, *traceFile)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 2
+	}
 	res, err := Run(ctx, cfg)
+	stopProfiles()
 	if res != nil {
 		fmt.Fprint(stdout, res.Markdown())
 	}
@@ -110,4 +132,40 @@ func cliMain(args []string, stdout, stderr io.Writer) int {
 		return 130
 	}
 	return 0
+}
+
+// startProfiles starts the CPU profile and the execution trace asked for;
+// the function returned stops both and closes their files.
+func startProfiles(cpuPath, tracePath string) (func(), error) {
+	var stops []func()
+	stopAll := func() {
+		for _, f := range stops {
+			f()
+		}
+	}
+	if cpuPath != "" {
+		f, err := os.Create(cpuPath)
+		if err != nil {
+			return nil, fmt.Errorf("bench: -cpuprofile: %w", err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("bench: -cpuprofile: %w", err)
+		}
+		stops = append(stops, func() { pprof.StopCPUProfile(); f.Close() })
+	}
+	if tracePath != "" {
+		f, err := os.Create(tracePath)
+		if err != nil {
+			stopAll()
+			return nil, fmt.Errorf("bench: -trace: %w", err)
+		}
+		if err := trace.Start(f); err != nil {
+			f.Close()
+			stopAll()
+			return nil, fmt.Errorf("bench: -trace: %w", err)
+		}
+		stops = append(stops, func() { trace.Stop(); f.Close() })
+	}
+	return stopAll, nil
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/seed61e250c8/boardha/board"
 	"io"
 	"log/slog"
 	"os"
@@ -45,6 +46,7 @@ type Config struct {
 	StreamFrames int // per bare and raw stream
 
 	CommitBoards []int
+	Policies     []board.AckPolicy // ack policies of the commit section; nil: all
 	Writers      []int
 	CommitTime   time.Duration // measured interval per commit configuration
 
