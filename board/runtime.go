@@ -67,11 +67,12 @@ type appKey struct {
 	id   uint64
 }
 
-// runtime is the loop goroutine's state; only the loop touches it (Stat and
-// the control calls reach it through Board.do).
+// runtime is the board's replication state; whoever touches it holds
+// Board.rtMu (Stat and the control calls reach it through Board.do).
 type runtime struct {
-	b    *Board
-	node *rep.Node
+	b       *Board
+	stopped bool // shut down: nothing may touch the store any more
+	node    *rep.Node
 	// store performs the node's environment work (init, rollback, apply,
 	// checkpoints): the same adapter the simulator proves.
 	store *rep.EnvStorage
@@ -161,8 +162,12 @@ func tickEvery(c Config) time.Duration {
 	return min(max(c.HeartbeatSend/2, 250*time.Microsecond), 10*time.Millisecond)
 }
 
+// rxLoop receives from the backplane and steps what arrives, under rtMu:
+// the payloads alias the transport's buffers, which the next Recv reuses,
+// and are done with when receive returns.
 func (b *Board) rxLoop() {
 	defer close(b.rxDone)
+	rt := b.rt
 	msgs := make([]backplane.Message, rxBatch)
 	for {
 		n, err := b.tr.Recv(msgs)
@@ -183,68 +188,68 @@ func (b *Board) rxLoop() {
 			}
 			continue
 		}
-		select {
-		case b.rxCh <- msgs[:n]:
-		case <-b.closing:
-			return
+		b.rtMu.Lock()
+		stopped := rt.stopped
+		if !stopped {
+			rt.receive(msgs[:n])
 		}
-		// The payloads alias the transport's buffers: wait until the loop
-		// is done with them before receiving again.
-		select {
-		case <-b.rxAck:
-		case <-b.closing:
+		b.rtMu.Unlock()
+		if stopped {
 			return
 		}
 	}
 }
 
+// receive steps a batch of received messages and carries out the outcome.
+func (rt *runtime) receive(msgs []backplane.Message) {
+	now := rt.b.now()
+	for i := range msgs {
+		m := &msgs[i]
+		if m.From == rt.master {
+			rt.masterHeard = now
+		}
+		// Step's errors are drops the node already counts.
+		_ = rt.node.Step(now, rep.Message{From: m.From, To: m.To, Type: rep.MsgType(m.Type), Payload: m.Payload})
+	}
+	rt.processReady()
+}
+
+// write queues w for the next group commit and commits at once when no
+// commit is in flight.
+func (rt *runtime) write(w *writeReq) {
+	rt.queue(w)
+	rt.flush(false)
+	rt.processReady()
+}
+
+// loop runs the timers and the control calls until the board closes, then
+// shuts the runtime down.
 func (b *Board) loop() {
 	rt := b.rt
 	defer close(b.loopDone)
-	defer rt.shutdown()
+	defer func() {
+		b.rtMu.Lock()
+		rt.shutdown()
+		b.rtMu.Unlock()
+	}()
 	tick := time.NewTicker(tickEvery(b.cfg))
 	defer tick.Stop()
 	for {
 		select {
 		case <-b.closing:
 			return
-		case msgs := <-b.rxCh:
-			now := b.now()
-			for i := range msgs {
-				m := &msgs[i]
-				if m.From == rt.master {
-					rt.masterHeard = now
-				}
-				// Step's errors are drops the node already counts.
-				_ = rt.node.Step(now, rep.Message{From: m.From, To: m.To, Type: rep.MsgType(m.Type), Payload: m.Payload})
-			}
-			rt.processReady()
-			select {
-			case b.rxAck <- struct{}{}:
-			case <-b.closing:
-				return
-			}
 		case <-tick.C:
+			b.rtMu.Lock()
 			rt.node.Tick(b.now())
 			rt.expire()
 			rt.processReady()
 			rt.flush(false)
-		case w := <-b.writeCh:
-			rt.queue(w)
-		drain:
-			for {
-				select {
-				case w := <-b.writeCh:
-					rt.queue(w)
-				default:
-					break drain
-				}
-			}
-			rt.flush(false)
-			rt.processReady()
+			b.rtMu.Unlock()
 		case f := <-b.ctrlCh:
+			b.rtMu.Lock()
 			f()
 			rt.processReady()
+			b.rtMu.Unlock()
 		}
 	}
 }
@@ -480,6 +485,7 @@ func (rt *runtime) publish() {
 
 // shutdown fails everything still waiting when the loop stops.
 func (rt *runtime) shutdown() {
+	rt.stopped = true
 	for _, w := range rt.waiters {
 		for _, r := range w.reqs {
 			rt.respond(r, Commit{LSN: w.lsn}, ErrClosed)
