@@ -166,6 +166,7 @@ type Election struct {
 	lastGen    uint32
 	lsn        uint64
 	electable  int
+	absent     int // electable sites known not to vote (see SetAbsent)
 	leaseUntil time.Duration
 	attempt    int // failed attempts so far in this election: back-off exponent
 	deadline   time.Duration
@@ -234,6 +235,7 @@ func (e *Election) Start(now time.Duration, lastGen uint32, lsn uint64, electabl
 		electable = 1
 	}
 	e.electable = electable
+	e.absent = 0
 	e.attempt = 0
 
 	base := max(e.egen, e.seen)
@@ -249,6 +251,22 @@ func (e *Election) Start(now time.Duration, lastGen uint32, lsn uint64, electabl
 		return
 	}
 	e.beginVoting(now)
+}
+
+// SetAbsent tells the running election that n of the electable sites are
+// known not to vote: the master whose silence started it. The vote phase
+// then stops waiting once every other electable site (and at least a
+// quorum) voted, instead of waiting out the timeout for a VOTE1 that will
+// not come, which would add the whole election timeout to every failover.
+// Quorums still count every electable site, so this changes when a site
+// votes, never who can win: each voter still votes for the best site it
+// heard, at least as current as itself. Start resets it to 0.
+func (e *Election) SetAbsent(now time.Duration, n int) {
+	e.absent = max(n, 0)
+	e.advance(now)
+	if e.phase == PhaseVote1 {
+		e.checkAllVotes(now)
+	}
 }
 
 // StepVote1 processes a VOTE1 from another site.
@@ -487,9 +505,10 @@ func (e *Election) beginVoting(now time.Duration) {
 	e.checkAllVotes(now)
 }
 
-// checkAllVotes moves to phase 4 early once every expected electable site voted.
+// checkAllVotes moves to phase 4 early once every expected electable site
+// voted (all electable sites but the absent ones, and at least a quorum).
 func (e *Election) checkAllVotes(now time.Duration) {
-	if n := e.electableVotes1(); n >= 1 && n >= e.electable {
+	if n := e.electableVotes1(); n >= 1 && n >= max(e.electable-e.absent, e.quorum()) {
 		e.castVote2(now)
 	}
 }

@@ -399,3 +399,43 @@ func TestSaturatedEgenNeverVotesTwice(t *testing.T) {
 		t.Fatalf("egen %d, stats %+v; want retries but exactly one VOTE2", e.Egen(), s)
 	}
 }
+
+// The master whose silence started the election is absent: the vote phase
+// ends as soon as the other electable sites voted, but never below a quorum,
+// and the quorum of VOTE2s still counts every electable site.
+func TestAbsentMasterIsNotWaitedFor(t *testing.T) {
+	e := newTest(1, 10)
+	e.Start(0, 3, 500, 3, 0)
+	e.SetAbsent(0, 1)
+	mustOut(t, e, Out{To: Broadcast, Kind: KindVote1, Vote: vote1(1, 1, 3, 500, 10)})
+	if e.Phase() != PhaseVote1 {
+		t.Fatalf("voted alone, below a quorum: phase %v", e.Phase())
+	}
+	e.StepVote1(time.Millisecond, vote1(2, 1, 3, 400, 10))
+	if e.Phase() != PhaseVote2 {
+		t.Fatalf("both live sites voted, still waiting: phase %v", e.Phase())
+	}
+	if _, ok := e.Won(); ok {
+		t.Fatal("won on its own VOTE2: the quorum of 3 electable sites is 2")
+	}
+	e.StepVote2Vote(2*time.Millisecond, vote1(2, 1, 3, 400, 10))
+	if g, ok := e.Won(); !ok || g != 1 {
+		t.Fatalf("Won() = %d, %v after a quorum of VOTE2s", g, ok)
+	}
+
+	// Without SetAbsent the same votes wait for the third site.
+	w := newTest(1, 10)
+	w.Start(0, 3, 500, 3, 0)
+	w.Outbox()
+	w.StepVote1(time.Millisecond, vote1(2, 1, 3, 400, 10))
+	if w.Phase() != PhaseVote1 {
+		t.Fatalf("voted before hearing all: phase %v", w.Phase())
+	}
+	// A later Start forgets the absence.
+	e.Cancel()
+	e.Start(sec, 3, 500, 3, 0)
+	e.StepVote1(sec+time.Millisecond, vote1(2, e.Egen(), 3, 400, 10))
+	if e.Phase() != PhaseVote1 {
+		t.Fatalf("absence outlived its election: phase %v", e.Phase())
+	}
+}

@@ -7,6 +7,7 @@ import (
 // elector is the part of *elect.Election the node uses.
 type elector interface {
 	Start(now Duration, lastGen uint32, lsn uint64, electable int, leaseWaitUntil Duration)
+	SetAbsent(now Duration, n int)
 	StepVote1(now Duration, v elect.Vote)
 	StepVote2Vote(now Duration, v elect.Vote)
 	Tick(now Duration)
@@ -38,8 +39,14 @@ func (n *Node) startElection() {
 	}
 	if n.role != RoleElecting {
 		n.counters.Elections++
+		n.electAbsent = 0
 		if n.master != NoMaster {
 			n.rs.lastMaster = n.master
+			if s := n.siteByID(n.master); s != nil && s.electable() && n.master != n.cfg.Site &&
+				n.now-n.rs.masterHeard >= n.cfg.HeartbeatMonitor {
+				// Lost by silence: its VOTE1 will not come.
+				n.electAbsent = 1
+			}
 		}
 		n.master = NoMaster
 		n.becomeRole(RoleElecting)
@@ -53,6 +60,7 @@ func (n *Node) startElection() {
 		wait = n.leaseWait()
 	}
 	n.el.Start(n.now, n.st.LastCommit().Gen, n.st.EndLSN(), n.electableSites(), wait)
+	n.el.SetAbsent(n.now, n.electAbsent)
 	n.drainElection()
 }
 
@@ -143,6 +151,7 @@ func (n *Node) tickElecting() {
 	if _, won := n.el.Won(); !won && !n.el.InProgress() {
 		// The election machine gave up this round; go again.
 		n.el.Start(n.now, n.st.LastCommit().Gen, n.st.EndLSN(), n.electableSites(), n.leaseWait())
+		n.el.SetAbsent(n.now, n.electAbsent)
 		n.drainElection()
 	}
 }

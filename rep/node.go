@@ -67,7 +67,10 @@ type Node struct {
 	gen    uint32
 	master uint16
 	el     elector
-	sites  []*site // sorted by id
+	// electAbsent is how many electable sites the running election need
+	// not wait for: the master whose silence started it.
+	electAbsent int
+	sites       []*site // sorted by id
 
 	cur, flight, spare outBufs
 	rollbackTo         uint64
