@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/seed61e250c8/boardha/backplane"
+	"github.com/seed61e250c8/boardha/rep"
 	"github.com/seed61e250c8/boardha/inmem"
 )
 
@@ -249,6 +250,15 @@ func TestInternalInit(t *testing.T) {
 	}
 	g.stop(victim)
 	b := g.start(victim, StartClient)
+	// WaitMaster returns once the board is synchronised: after the init,
+	// never while the pages are still being copied.
+	if _, err := b.WaitMaster(ctx); err != nil {
+		t.Fatalf("WaitMaster on the restarted board: %v", err)
+	}
+	if st := b.Stat(); st.Init.Count == 0 || st.Init.Active || get(b, "fill", "k004999") == nil {
+		t.Fatalf("WaitMaster returned before the internal init was done: init count %d, active %v, last key present %v",
+			st.Init.Count, st.Init.Active, get(b, "fill", "k004999") != nil)
+	}
 	eventually(t, "internal init of the restarted board", 30*time.Second, func() bool {
 		return b.Stat().Init.Count > 0 && get(b, "fill", "k004999") != nil
 	})
@@ -520,5 +530,32 @@ func TestStepDownAndElect(t *testing.T) {
 	m3 := g.master(0)
 	if v := get(m3, "kv", "after-stepdown"); string(v) != "1" {
 		t.Fatalf("master %d after Elect lacks a Perm write: %q", m3.Site(), v)
+	}
+}
+
+// A replica synchronised with one master is not ready for the next one
+// until it has synchronised with it too (or been initialised by it):
+// WaitMaster must not return in between.
+func TestNotReadyUntilSynchronisedWithNewMaster(t *testing.T) {
+	g := newGroup(t, 2, nil)
+	m := g.master(0)
+	var r *Board
+	for s, b := range g.boards {
+		if s != m.Site() {
+			r = b
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := r.WaitMaster(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// What the node reports when a new master is adopted, before the
+	// synchronisation with it: drive the mapping directly.
+	if err := r.do(ctx, func() { r.rt.event(rep.Event{Kind: rep.EventNewMaster, Site: m.Site(), Gen: 1 << 20}) }); err != nil {
+		t.Fatal(err)
+	}
+	if p := r.pub.Load(); p.ready {
+		t.Fatal("still ready after a new master was adopted, before synchronising with it")
 	}
 }

@@ -314,6 +314,7 @@ func (rt *runtime) envWork(rd *rep.Ready) {
 	res, err := rt.store.Apply(rd, rt.node.CanWrite() == nil)
 	if res.InitBegun {
 		rt.initActive = true
+		rt.startup = false // not caught up while the pages are being copied
 		rt.emit(Event{Type: EventInitStarted, Master: rt.master, LSN: ia.CkptLSN,
 			Detail: fmt.Sprintf("%d pages", ia.PageCount)})
 		b.log.Info("internal init started", "pages", ia.PageCount, "checkpoint", ia.CkptLSN)
@@ -396,6 +397,9 @@ func (rt *runtime) event(ev rep.Event) {
 	case rep.EventNewMaster:
 		e.Type = EventNewMaster
 		e.Site = ev.Site
+		// Synchronised with the previous master, not with this one: ready
+		// again at its StartupDone.
+		rt.startup = false
 		if ev.Site != rep.NoMaster {
 			rt.setMaster(ev.Site)
 		}
