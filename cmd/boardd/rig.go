@@ -26,7 +26,7 @@ import (
 // rigBoardArgs are the embedded defaults of every rig board: a small pool
 // and log so a demo internal init and log reclamation happen within seconds.
 func rigBoardArgs() []string {
-	return []string{"-pool-size", "64M", "-log-size", "8M", "-checkpoint-kib", "1024", "-log-level", "warn"}
+	return []string{"-pool-size", "64M", "-log-size", "8M", "-checkpoint-kib", "256", "-log-level", "warn"}
 }
 
 // chassisRig is a whole chassis of `boardd run` processes.

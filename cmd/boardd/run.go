@@ -83,7 +83,7 @@ func bindRunFlags(fs *flag.FlagSet, fc *fileConfig) (peers, site *string) {
 	fs.BoolVar(&fc.TwoSiteStrict, "two-site-strict", fc.TwoSiteStrict, "two-site group: require both votes")
 	fs.BoolVar(&fc.NoAutoInit, "no-auto-init", fc.NoAutoInit, "never internal-init automatically")
 	fs.StringVar(&fc.LogSize, "log-size", fc.LogSize, "log buffer size (default 64M)")
-	fs.IntVar(&fc.CheckpointKiB, "checkpoint-kib", fc.CheckpointKiB, "checkpoint every this many KiB of log (default 8192)")
+	fs.IntVar(&fc.CheckpointKiB, "checkpoint-kib", fc.CheckpointKiB, "checkpoint every this many KiB of log (default 256)")
 	fs.StringVar(&fc.PoolSize, "pool-size", fc.PoolSize, "page pool size (default 256M)")
 	fs.IntVar(&fc.PageSize, "page-size", fc.PageSize, "page size (default 4096)")
 	fs.StringVar(&fc.Shm, "shm", fc.Shm, `shared memory region name, "private" for none (default boardha-<group>-<site>)`)
