@@ -1,10 +1,13 @@
 package main
 
 import (
+	goruntime "runtime"
+
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"golang.org/x/sys/unix"
 	"strings"
 	"sync"
 	"time"
@@ -132,6 +135,28 @@ type load struct {
 	elapsed time.Duration
 	perTx   float64 // commits per group-commit batch on the master
 	moves   int     // times the writers found mastership had moved
+	// cpu is the CPU time (user+system) this process spent over the
+	// measured interval: every board of the group runs here, so per
+	// commit it is the whole group's cost, the figure that explains how
+	// latency grows with the group on a machine of few CPUs.
+	cpu time.Duration
+}
+
+// cpuPerCommit is the group's CPU time per permanent commit.
+func (l load) cpuPerCommit() time.Duration {
+	if l.commits == 0 {
+		return 0
+	}
+	return l.cpu / time.Duration(l.commits)
+}
+
+// processCPU is the CPU time (user+system) of this process so far.
+func processCPU() time.Duration {
+	var ru unix.Rusage
+	if unix.Getrusage(unix.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 func (l load) rate() float64 {
@@ -151,7 +176,9 @@ func runLoad(ctx context.Context, g *group, writers int, d time.Duration) load {
 		return load{err: fmt.Errorf("no master in the group after the warm-up")}
 	}
 	before := m.Stat().Counters
+	cpu0 := processCPU()
 	l := drive(ctx, g, writers, d, true)
+	l.cpu = processCPU() - cpu0
 	after := m.Stat().Counters
 	if b := after.Batches - before.Batches; b > 0 {
 		l.perTx = float64(after.Commits-before.Commits) / float64(b)
@@ -289,8 +316,8 @@ func (s *suite) runCommit(ctx context.Context) Section {
 func (s *suite) runScale(ctx context.Context) Section {
 	sec := emptySection(secScale)
 	sec.Setup = inProcessSetup + fmt.Sprintf("Ack policy QUORUM; %v per configuration after a warm-up. Growth: p50 over the p50 of the smallest group.", s.cfg.ScaleTime)
-	sec.Columns = []string{"boards", "p50 1 writer", "p99 1 writer", "commits/s 1 writer", "growth", "p50 64 writers", "p99 64 writers", "commits/s 64 writers"}
-	var base time.Duration
+	sec.Columns = []string{"boards", "p50 1 writer", "p99 1 writer", "commits/s 1 writer", "growth", "CPU per commit 1 writer", "p50 64 writers", "p99 64 writers", "commits/s 64 writers", "CPU per commit 64 writers"}
+	var base, baseCPU time.Duration
 	for _, n := range s.cfg.ScaleBoards {
 		label := fmt.Sprint(n)
 		if ctx.Err() != nil {
@@ -312,15 +339,21 @@ func (s *suite) runScale(ctx context.Context) Section {
 		}
 		p50 := one.lat.Quantile(.5)
 		if base == 0 {
-			base = p50
+			base, baseCPU = p50, one.cpuPerCommit()
 		}
 		growth := float64(p50) / float64(base)
 		sec.add(label, map[string]float64{
 			"boards": float64(n), "p50_1w_us": usF(p50), "p99_1w_us": usF(one.lat.Quantile(.99)), "commits_per_s_1w": one.rate(), "growth_p50_1w": growth,
-			"p50_64w_us": usF(many.lat.Quantile(.5)), "p99_64w_us": usF(many.lat.Quantile(.99)), "commits_per_s_64w": many.rate(),
-			"not_perm": float64(one.notPerm + many.notPerm), "errors": float64(one.errs + many.errs),
-		}, us(p50), us(one.lat.Quantile(.99)), fmt.Sprintf("%.0f", one.rate()), fmt.Sprintf("%.2fx", growth),
-			us(many.lat.Quantile(.5)), us(many.lat.Quantile(.99)), fmt.Sprintf("%.0f", many.rate()))
+			"cpu_per_commit_1w_us": usF(one.cpuPerCommit()),
+			"p50_64w_us":           usF(many.lat.Quantile(.5)), "p99_64w_us": usF(many.lat.Quantile(.99)), "commits_per_s_64w": many.rate(),
+			"cpu_per_commit_64w_us": usF(many.cpuPerCommit()),
+			"not_perm":              float64(one.notPerm + many.notPerm), "errors": float64(one.errs + many.errs),
+		}, us(p50), us(one.lat.Quantile(.99)), fmt.Sprintf("%.0f", one.rate()), fmt.Sprintf("%.2fx", growth), us(one.cpuPerCommit()),
+			us(many.lat.Quantile(.5)), us(many.lat.Quantile(.99)), fmt.Sprintf("%.0f", many.rate()), us(many.cpuPerCommit()))
+		if baseCPU > 0 && n != s.cfg.ScaleBoards[0] {
+			sec.note("%d boards: the group spends %.1fx the CPU per commit (1 writer) of the %d-board group, all on the machine's %d CPUs",
+				n, float64(one.cpuPerCommit())/float64(baseCPU), s.cfg.ScaleBoards[0], goruntime.NumCPU())
+		}
 		if one.notPerm+many.notPerm+one.errs+many.errs > 0 {
 			sec.note("%d boards: %d commits not perm, %d errors (%d times mastership had moved; first: %v %v)", n, one.notPerm+many.notPerm, one.errs+many.errs, one.moves+many.moves, one.err, many.err)
 		}
