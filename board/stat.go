@@ -42,6 +42,12 @@ func (r *Role) UnmarshalText(b []byte) error {
 	return fmt.Errorf("board: unknown role %q", b)
 }
 
+// QueueStat is the master's write queue: group commit at work.
+type QueueStat struct {
+	Pending  int `json:"pending"`   // writes waiting for the next group commit
+	InFlight int `json:"in_flight"` // commits waiting for their ack policy
+}
+
 // Stat is a snapshot of a board's replication state, cheap enough to poll.
 type Stat struct {
 	Site   uint16 `json:"site"`
@@ -68,6 +74,7 @@ type Stat struct {
 	Pool     PoolStat     `json:"pool"`
 	Log      LogStat      `json:"log"`
 	Counters Counters     `json:"counters"`
+	Queue    QueueStat    `json:"queue"`
 }
 
 // SiteStat is what this board knows about one other site.
@@ -197,6 +204,10 @@ func (rt *runtime) fillStat(st *Stat) {
 	}
 	st.Gen, st.Egen = s.Gen, s.Egen
 	st.PermLSN = s.PermLSN
+	st.Queue.Pending = len(rt.pending)
+	for _, w := range rt.waiters {
+		st.Queue.InFlight += len(w.reqs)
+	}
 	st.LockedOut = s.Lockout
 	st.CheckpointLSN = rt.store.CheckpointLSN()
 	st.Lease.Valid = s.LeaseValid

@@ -406,6 +406,14 @@ func (e *Env) Rollback(s *Snapshot, lsn uint64) error {
 		}
 	}
 	e.pending, e.pendHead = kept, 0
+	keptR := e.recheck[:0]
+	for _, p := range e.recheck {
+		if _, live := snap[p.pgno]; !live {
+			keptR = append(keptR, p)
+		}
+	}
+	clear(e.recheck[len(keptR):])
+	e.recheck = keptR
 	m := s.m
 	m.txid = e.cur.txid + 1
 	for pg, n := range cur {

@@ -119,6 +119,10 @@ type Env struct {
 	leafBuf   []byte
 	branchBuf []byte
 	ckptHook  func(s *Snapshot, rec logbuf.Record)
+	// recheck holds freed runs only snapshots newer than the oldest could
+	// see (see retire); snapScratch the live snapshots' txids.
+	recheck     []pendingRun
+	snapScratch []uint64
 }
 
 // Create makes a new region and formats the meta pages, the log and an empty catalog.
@@ -463,6 +467,7 @@ func (e *Env) oldest() uint64 {
 
 // releasePending hands back to the allocator the freed runs no snapshot can see.
 func (e *Env) releasePending() {
+	e.releaseRecheck()
 	if e.pendHead == len(e.pending) {
 		return
 	}
@@ -483,6 +488,115 @@ func (e *Env) releasePending() {
 		k := copy(e.pending, e.pending[e.pendHead:])
 		e.pending, e.pendHead = e.pending[:k], 0
 	}
+}
+
+// retire disposes of the runs the transaction txid (just published) freed.
+//
+// A page version written by transaction A and freed by F is visible exactly
+// to the snapshots with A <= txid < F. The LMDB rule waits until the oldest
+// snapshot has passed F; with a checkpoint pinned, that keeps every page
+// freed since the checkpoint from reuse, so a board cycles through fresh,
+// cold pages between checkpoints. Here a run no live snapshot can see is
+// released at once: with the checkpoint's snapshot older than A, the pages
+// a stream of small commits copies and frees are reused while still in the
+// cache. A run the oldest snapshot can see waits in pending for it to go, as
+// before; one only newer snapshots (short reads) can see waits in recheck,
+// looked at again before each write transaction.
+//
+// The snapshots are read after the publication: a reader that begins from
+// now on gets txid and cannot see what txid freed. Readers in other
+// processes are not told apart (one reader slot covers a process's nested
+// snapshots, whose txids it does not publish): any of them older than txid
+// keeps every run pending.
+func (e *Env) retire(txid uint64) {
+	if len(e.freed) == 0 {
+		return
+	}
+	snaps, keepAll := e.liveSnapshots(txid)
+	oldest := txid
+	for _, t := range snaps {
+		oldest = min(oldest, t)
+	}
+	released := false
+	for _, r := range e.freed {
+		pr := pendingRun{r, txid}
+		switch {
+		case keepAll || e.visibleTo(pr, oldest, oldest):
+			e.pending = append(e.pending, pr)
+		case e.visibleToAny(pr, snaps):
+			e.recheck = append(e.recheck, pr)
+		default:
+			e.alloc.Free(r.pgno, r.n, 0)
+			released = true
+		}
+	}
+	if released {
+		e.alloc.Release(0)
+	}
+}
+
+// liveSnapshots returns the txids of the in-process snapshots, and whether a
+// reader in another process is older than txid.
+func (e *Env) liveSnapshots(txid uint64) (snaps []uint64, foreignOlder bool) {
+	e.readMu.Lock()
+	snaps = e.snapScratch[:0]
+	for t := range e.readers {
+		snaps = append(snaps, t)
+	}
+	e.readMu.Unlock()
+	e.snapScratch = snaps
+	o, ok := e.reg.OldestReader()
+	return snaps, ok && o < txid
+}
+
+// releaseRecheck frees the runs in recheck that no snapshot can see any more.
+func (e *Env) releaseRecheck() {
+	if len(e.recheck) == 0 {
+		return
+	}
+	snaps, _ := e.liveSnapshots(e.cur.txid)
+	o, foreign := e.reg.OldestReader()
+	kept := e.recheck[:0]
+	released := false
+	for _, pr := range e.recheck {
+		if (foreign && o < pr.txid) || e.visibleToAny(pr, snaps) {
+			kept = append(kept, pr)
+			continue
+		}
+		e.alloc.Free(pr.pgno, pr.n, 0)
+		released = true
+	}
+	clear(e.recheck[len(kept):])
+	e.recheck = kept
+	if released {
+		e.alloc.Release(0)
+	}
+}
+
+// visibleToAny reports whether a snapshot in snaps may see the freed run.
+func (e *Env) visibleToAny(pr pendingRun, snaps []uint64) bool {
+	for _, s := range snaps {
+		if e.visibleTo(pr, s, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// visibleTo reports whether a snapshot with a txid in [lo, hi] may see the
+// freed run: one at or after the transaction that wrote it (its header's
+// txid; a run its freeing transaction also wrote was never visible) and
+// before the one that freed it.
+func (e *Env) visibleTo(pr pendingRun, lo, hi uint64) bool {
+	if pr.pgno < e.lo || pr.pgno >= e.npages {
+		return true // not a tree page: leave it to the oldest-snapshot rule
+	}
+	off := pr.pgno * uint64(e.ps)
+	born := pTxid(e.data[off : off+uint64(e.ps)])
+	if born > pr.txid {
+		return true // a header from the future: do not trust it
+	}
+	return hi >= born && lo < pr.txid
 }
 
 // release ends a read transaction.
@@ -666,10 +780,8 @@ func (e *Env) appendTxn(tx *Tx) (CommitInfo, error) {
 func (e *Env) finish(tx *Tx, info CommitInfo, end uint64) {
 	m := tx.meta
 	m.lsn, m.commitLSN, m.chain, m.lastTxn, m.gen = end, info.LSN, info.Chain, info.Txn, info.Gen
-	for _, r := range e.freed {
-		e.pending = append(e.pending, pendingRun{r, m.txid})
-	}
 	e.publish(m)
+	e.retire(m.txid)
 	e.last = info
 	if tx.catChanged {
 		e.idValid = false
@@ -723,6 +835,9 @@ func (e *Env) Stats() Stats {
 	var st Stats
 	st.Pages = e.alloc.Stats()
 	for _, p := range e.pending[e.pendHead:] {
+		st.PendingPages += uint64(p.n)
+	}
+	for _, p := range e.recheck {
 		st.PendingPages += uint64(p.n)
 	}
 	st.OldestTxid = e.oldest()
