@@ -65,6 +65,14 @@ func (s *suite) targets() {
 	v = r.Values["median_ms"]
 	add("failover median after SIGKILL", "<= 20 ms", "ms", v, why == "", v <= 20, why)
 
+	r, why = find(secFailover, func(r Row) bool { return r.Label == "SIGSTOP master" })
+	v = r.Values["median_ms"]
+	add("failover median after SIGSTOP", "<= 20 ms", "ms", v, why == "", v <= 20, why)
+
+	r, why = find(secStability, func(Row) bool { return true })
+	v = r.Values["elections"]
+	add(fmt.Sprintf("elections in a loaded run of %v without fault", s.cfg.StabilityTime), "0", "elections", v, why == "", v == 0, why)
+
 	r, why = find(secInit, func(r Row) bool { return r.Label == "internal init" })
 	v, ok = r.Values["of_bare_stream"]
 	if why == "" && !ok {

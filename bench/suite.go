@@ -27,11 +27,13 @@ const (
 	secInit     = "init"
 	secXproc    = "xproc"
 	secFailover = "failover"
+	// secStability runs last: a loaded group, no fault, counting elections.
+	secStability = "stability"
 )
 
 // allSections lists the section ids in run order.
 func allSections() []string {
-	return []string{secBare, secCommit, secScale, secInit, secXproc, secFailover}
+	return []string{secBare, secCommit, secScale, secInit, secXproc, secFailover, secStability}
 }
 
 // Config sizes a run. sized fills it for a mode; flags and the smoke test
@@ -61,6 +63,8 @@ type Config struct {
 	FailoverBoards int
 	Kills          int // SIGKILL rounds
 	Stops          int // SIGSTOP rounds
+
+	StabilityTime time.Duration // the loaded run without faults
 }
 
 func sized(mode string) (Config, error) {
@@ -73,6 +77,7 @@ func sized(mode string) (Config, error) {
 		c.InitBytes = 128 << 20
 		c.XprocKeys, c.XprocTime = 200000, time.Second
 		c.FailoverBoards, c.Kills, c.Stops = 5, 24, 12
+		c.StabilityTime = 10 * time.Minute
 	case "quick":
 		c.RoundTrips, c.StreamFrames = 1000, 30000
 		c.CommitTime = 300 * time.Millisecond
@@ -80,6 +85,7 @@ func sized(mode string) (Config, error) {
 		c.InitBytes = 24 << 20
 		c.XprocKeys, c.XprocTime = 20000, 300*time.Millisecond
 		c.FailoverBoards, c.Kills, c.Stops = 3, 5, 3
+		c.StabilityTime = time.Minute
 	case "tiny": // the smoke test: shape only, numbers meaningless
 		c.RoundTrips, c.StreamFrames = 100, 2000
 		c.CommitTime = 60 * time.Millisecond
@@ -88,6 +94,7 @@ func sized(mode string) (Config, error) {
 		c.InitBytes = 4 << 20
 		c.XprocKeys, c.XprocTime = 2000, 60*time.Millisecond
 		c.FailoverBoards, c.Kills, c.Stops = 3, 2, 1
+		c.StabilityTime = 3 * time.Second
 	default:
 		return c, fmt.Errorf("bench: mode %q unknown; use full, quick or tiny", mode)
 	}
@@ -139,7 +146,7 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 				n = max(n, slices.Max(cfg.CommitBoards))
 			case secScale:
 				n = max(n, slices.Max(cfg.ScaleBoards))
-			case secFailover:
+			case secFailover, secStability:
 				n = max(n, cfg.FailoverBoards)
 			}
 		}
@@ -166,12 +173,13 @@ func (s *suite) selected(id string) bool { return slices.Contains(s.cfg.Sections
 
 func (s *suite) runSections(ctx context.Context) {
 	run := map[string]func(context.Context) Section{
-		secBare:     s.runBare,
-		secCommit:   s.runCommit,
-		secScale:    s.runScale,
-		secInit:     s.runInit,
-		secXproc:    s.runXproc,
-		secFailover: s.runFailover,
+		secBare:      s.runBare,
+		secCommit:    s.runCommit,
+		secScale:     s.runScale,
+		secInit:      s.runInit,
+		secXproc:     s.runXproc,
+		secFailover:  s.runFailover,
+		secStability: s.runStability,
 	}
 	for _, id := range allSections() {
 		if !s.selected(id) {
@@ -214,12 +222,13 @@ func (s *suite) skipAll(ctx context.Context, reason string) {
 
 func emptySection(id string) Section {
 	titles := map[string]string{
-		secBare:     "Bare link (physical limit)",
-		secCommit:   "Commit latency and throughput by ack policy",
-		secScale:    "Scaling with the number of boards (QUORUM)",
-		secInit:     "Internal init rate",
-		secXproc:    "Reads from shared memory",
-		secFailover: "Failover",
+		secBare:      "Bare link (physical limit)",
+		secCommit:    "Commit latency and throughput by ack policy",
+		secScale:     "Scaling with the number of boards (QUORUM)",
+		secInit:      "Internal init rate",
+		secXproc:     "Reads from shared memory",
+		secFailover:  "Failover",
+		secStability: "Stability under load (no fault)",
 	}
 	return Section{ID: id, Title: titles[id]}
 }

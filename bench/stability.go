@@ -1,0 +1,135 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/seed61e250c8/boardha/board"
+)
+
+// startCluster builds boardd and starts n `boardd run` processes, one per
+// board namespace, with the default timing, and waits until they agree on a
+// master. The caller closes the cluster.
+func (s *suite) startCluster(ctx context.Context, group string, n int) (*cluster, error) {
+	dir, err := os.MkdirTemp("", "boardha-bench-")
+	if err != nil {
+		return nil, err
+	}
+	c := &cluster{dir: dir, bin: filepath.Join(dir, "boardd"), logf: s.logf}
+	s.logf("%s: building boardd", group)
+	build := exec.CommandContext(ctx, goTool(), "build", "-o", c.bin, "github.com/seed61e250c8/boardha/cmd/boardd")
+	if out, err := build.CombinedOutput(); err != nil {
+		c.close()
+		return nil, fmt.Errorf("building boardd: %v: %s", err, strings.TrimSpace(string(out)))
+	}
+	var sites []string
+	for i := range n {
+		sites = append(sites, strconv.Itoa(int(s.chassis.Boards[i].Site)))
+	}
+	for i := range n {
+		rb := s.chassis.Boards[i]
+		p := &proc{site: rb.Site, ns: rb, sock: filepath.Join(dir, fmt.Sprintf("b%d.sock", rb.Site)),
+			shm: fmt.Sprintf("boardha-bench%d-%s%d", os.Getpid(), group, rb.Site), logf: filepath.Join(dir, fmt.Sprintf("b%d.log", rb.Site))}
+		p.args = append([]string{"run", "-site", strconv.Itoa(int(rb.Site)), "-group", "bench-" + group, "-peers", strings.Join(sites, ","),
+			"-sock", p.sock, "-shm", p.shm}, boarddArgs()...)
+		c.procs = append(c.procs, p)
+		if err := c.start(p); err != nil {
+			c.close()
+			return nil, err
+		}
+	}
+	t0 := time.Now()
+	if err := waitFor(ctx, 30*time.Second, "a master agreed by all boards", func() bool { m, _ := c.master(); return m != 0 }); err != nil {
+		err = fmt.Errorf("%v; board logs: %s", err, c.tail())
+		c.close()
+		return nil, err
+	}
+	s.logf("%s: %d boards up, master agreed after %v", group, n, time.Since(t0).Round(time.Millisecond))
+	return c, nil
+}
+
+// runStability runs a group of boardd processes under continuous writes,
+// with no fault, and counts the elections: with the default timing none
+// should happen (a spurious election is a failover nobody asked for).
+func (s *suite) runStability(ctx context.Context) Section {
+	sec := emptySection(secStability)
+	n := s.cfg.FailoverBoards
+	sec.Setup = fmt.Sprintf("%d `boardd run` processes as in the failover section (default timing: heartbeat %v, heartbeat monitor %v, election timeout %v), "+
+		"two writers per board putting keys through its local socket without pause, no fault injected, for %v. "+
+		"Elections: the sum over the boards of Stat.Election.Elections started during the run; master changes: how often the agreed master, sampled every 10 ms, differed from the previous sample's.",
+		n, board.DefaultHeartbeatSend, board.DefaultHeartbeatMonitor, board.DefaultElectionTimeout, s.cfg.StabilityTime)
+	sec.Columns = []string{"boards", "duration", "Perm commits", "commits/s", "failed calls", "elections", "master changes"}
+	if ctx.Err() != nil {
+		sec.NotMeasured = "interrupted"
+		return sec
+	}
+	c, err := s.startCluster(ctx, "st", n)
+	if err != nil {
+		sec.NotMeasured = err.Error()
+		return sec
+	}
+	defer c.close()
+	_, sts := c.master()
+	elections := func(sts map[uint16]board.Stat) uint64 {
+		var e uint64
+		for _, st := range sts {
+			e += st.Election.Elections
+		}
+		return e
+	}
+	e0 := elections(sts)
+
+	wctx, stopWriters := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	for _, p := range c.procs {
+		for k := range 2 {
+			wg.Add(1)
+			go func() { defer wg.Done(); c.writer(wctx, p, int(p.site)*2+k) }()
+		}
+	}
+	perms0, errs0 := c.perms.Load(), c.errs.Load()
+	t0 := time.Now()
+	var last uint16
+	changes := 0
+	tick := time.NewTicker(10 * time.Millisecond)
+	for ctx.Err() == nil && time.Since(t0) < s.cfg.StabilityTime {
+		<-tick.C
+		if m, _ := c.master(); m != 0 {
+			if last != 0 && m != last {
+				changes++
+				s.logf("stability: master moved from %d to %d after %v", last, m, time.Since(t0).Round(time.Millisecond))
+			}
+			last = m
+		}
+	}
+	tick.Stop()
+	el := time.Since(t0)
+	stopWriters()
+	wg.Wait()
+	perms, errs := c.perms.Load()-perms0, c.errs.Load()-errs0
+	_, sts = c.master()
+	if len(sts) < n {
+		sec.note("only %d of %d boards answered the final stat", len(sts), n)
+	}
+	started := elections(sts) - e0
+	if ctx.Err() != nil {
+		sec.note("interrupted after %v", el.Round(time.Second))
+	}
+	sec.add(fmt.Sprint(n), map[string]float64{
+		"boards": float64(n), "seconds": el.Seconds(), "commits": float64(perms), "commits_per_s": float64(perms) / el.Seconds(),
+		"failed_calls": float64(errs), "elections": float64(started), "master_changes": float64(changes),
+	}, el.Round(time.Second).String(), fmt.Sprint(perms), fmt.Sprintf("%.0f", float64(perms)/el.Seconds()),
+		fmt.Sprint(errs), fmt.Sprint(started), fmt.Sprint(changes))
+	if started > 0 {
+		sec.note("board logs: %s", c.tail())
+	}
+	s.logf("stability: %v, %d commits, %d elections, %d master changes", el.Round(time.Second), perms, started, changes)
+	return sec
+}
