@@ -56,6 +56,7 @@ type cluster struct {
 	firstEnd time.Time // end of the first Perm write started after `after`
 	perms    atomic.Uint64
 	errs     atomic.Uint64
+	moved    int // rounds whose restore ended under another master than the failover's
 	logf     func(format string, args ...any)
 }
 
@@ -393,6 +394,9 @@ func (s *suite) runFailover(ctx context.Context) Section {
 		sec.note("%s samples (ms): %s", k.name, fmtList(raw))
 	}
 	sec.note("successor's own failover: Stat.Election.LastFailover of the new master (first missed heartbeat period until a master is known), as boardd reports it")
+	if c.moved > 0 {
+		sec.note("in %d rounds the group replaced its new master again while the restarted board caught up (a master stalled for a heartbeat monitor period); the next round faulted the newest", c.moved)
+	}
 	sec.note("writes: %d Perm commits, %d failed or timed-out calls over the section (calls to a dead master fail by design)", c.perms.Load(), c.errs.Load())
 	return sec
 }
@@ -453,25 +457,118 @@ func (c *cluster) round(ctx context.Context, sig syscall.Signal) (time.Duration,
 	if err := c.start(victim); err != nil {
 		return 0, 0, err
 	}
+	var cur uint16 // the master the group agreed on when it was full again
 	err = waitFor(ctx, 60*time.Second, fmt.Sprintf("restarted site %d to catch up", victim.site), func() bool {
-		st, err := c.stat(victim)
-		if err != nil || st.Role != board.RoleClient || st.Master != nm || st.Init.Active || st.LockedOut {
+		m, sts := c.master()
+		if m == 0 || !c.full(m, sts) {
 			return false
 		}
-		mst, err := c.stat(c.bySite(nm))
-		if err != nil {
+		cur = m
+		return true
+	})
+	if err != nil && ctx.Err() == nil {
+		// The boards log at warn level, so their logs rarely say why: the
+		// Stats of the restarted board and of the master(s) do.
+		err = fmt.Errorf("%w; victim %s; new master %s%s", err, c.statLine(victim), c.statLine(c.bySite(nm)), c.otherMasters(victim.site, nm))
+	}
+	moved := ""
+	if err == nil && cur != nm {
+		// Not a failure: with a 10 ms heartbeat monitor the group may
+		// replace a master that stalled meanwhile. Counted in the notes.
+		c.moved++
+		moved = fmt.Sprintf(" (the master moved to %d meanwhile)", cur)
+	}
+	c.logf("failover round: master %d -> %d; before the fault %v, fault to agreed new master %v, restart and catch-up of site %d %v%s",
+		m, nm, pre.Round(time.Millisecond), agreed.Round(time.Millisecond), victim.site, time.Since(t0).Round(time.Millisecond)-agreed.Round(time.Millisecond), moved)
+	return d, own, err
+}
+
+// full reports whether the group is whole again under master m: every
+// other live board follows m, is neither initializing nor locked out, has
+// acked a commit in m's tenure and lags it by less than 256 KiB. Which board
+// is master does not matter: the group may replace its master while the
+// restarted board catches up, and the next round faults whichever it is.
+func (c *cluster) full(m uint16, sts map[uint16]board.Stat) bool {
+	mst, ok := sts[m]
+	if !ok {
+		return false
+	}
+	for _, p := range c.procs {
+		if p.site == m || !p.alive.Load() {
+			continue
+		}
+		st, ok := sts[p.site]
+		if !ok || st.Role != board.RoleClient || st.Master != m || st.Init.Active || st.LockedOut {
 			return false
 		}
+		caughtUp := false
 		for _, ss := range mst.Sites {
-			if ss.Site == victim.site {
-				return ss.AckedLSN > 0 && ss.LagBytes < 256<<10
+			if ss.Site == p.site {
+				caughtUp = ss.AckedLSN > 0 && ss.LagBytes < 256<<10
 			}
 		}
-		return false
-	})
-	c.logf("failover round: master %d -> %d; before the fault %v, fault to agreed new master %v, restart and catch-up of site %d %v",
-		m, nm, pre.Round(time.Millisecond), agreed.Round(time.Millisecond), victim.site, time.Since(t0).Round(time.Millisecond)-agreed.Round(time.Millisecond))
-	return d, own, err
+		if !caughtUp {
+			return false
+		}
+	}
+	return true
+}
+
+// otherMasters describes, for a failure report, the live boards other than
+// victim and nm that claim to be master or that the others follow.
+func (c *cluster) otherMasters(victim, nm uint16) string {
+	var b strings.Builder
+	seen := map[uint16]bool{victim: true, nm: true}
+	for _, p := range c.procs {
+		if !p.alive.Load() {
+			continue
+		}
+		st, err := c.stat(p)
+		if err != nil {
+			continue
+		}
+		claims := []uint16{st.Master}
+		if st.Role == board.RoleMaster {
+			claims = append(claims, p.site)
+		}
+		for _, s := range claims {
+			if s != 0 && !seen[s] {
+				seen[s] = true
+				fmt.Fprintf(&b, "; master %s", c.statLine(c.bySite(s)))
+			}
+		}
+	}
+	return b.String()
+}
+
+// statLine is one board's Stat, compact enough for an error message.
+func (c *cluster) statLine(p *proc) string {
+	if p == nil {
+		return "(no such site)"
+	}
+	st, err := c.stat(p)
+	if err != nil {
+		return fmt.Sprintf("[site %d: stat: %v]", p.site, err)
+	}
+	return fmtStat(st)
+}
+
+func fmtStat(st board.Stat) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "[site %d %s master %d gen %d egen %d lsn %d perm %d ckpt %d locked %v up %v",
+		st.Site, st.Role, st.Master, st.Gen, st.Egen, st.LSN, st.PermLSN, st.CheckpointLSN, st.LockedOut, st.Uptime.Round(time.Millisecond))
+	fmt.Fprintf(&b, " init{active %v %d/%d count %d last %v}", st.Init.Active, st.Init.PagesDone, st.Init.PagesTotal, st.Init.Count, st.Init.LastDuration.Round(time.Millisecond))
+	fmt.Fprintf(&b, " pool %d/%d log %d..%d/%d", st.Pool.UsedPages, st.Pool.TotalPages, st.Log.Begin, st.Log.End, st.Log.Size)
+	if st.Election.InProgress {
+		fmt.Fprintf(&b, " electing(%s)", st.Election.Phase)
+	}
+	fmt.Fprintf(&b, " elections %d rereq %d msgs %d/%d dropped %d sendErr %d permFailed %d",
+		st.Election.Elections, st.Counters.ReRequests, st.Counters.MsgsSent, st.Counters.MsgsRecv, st.Counters.MsgsDropped, st.Counters.SendErrors, st.Counters.PermFailed)
+	for _, ss := range st.Sites {
+		fmt.Fprintf(&b, " {%d acked %d lag %d heard %v}", ss.Site, ss.AckedLSN, ss.LagBytes, ss.LastHeard.Round(time.Microsecond))
+	}
+	b.WriteString("]")
+	return b.String()
 }
 
 func (c *cluster) bySite(site uint16) *proc {

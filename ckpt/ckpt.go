@@ -129,6 +129,18 @@ func (c *Checkpointer) promote() {
 // checkpoint was promoted.
 func (c *Checkpointer) Maybe(now time.Time, durableLSN uint64) (bool, error) {
 	c.mu.Lock()
+	// A candidate durable now is promoted before a newer one (a checkpoint
+	// record a replica applied since) replaces it: replacing it first would,
+	// under a stream that brings a record between every two calls, never
+	// promote anything, and the first checkpoint would keep the log and its
+	// snapshot's pages for good.
+	c.hmu.Lock()
+	newer := c.incoming != nil
+	c.hmu.Unlock()
+	early := newer && c.cand != nil && durableLSN >= c.candLSN
+	if early {
+		c.promote()
+	}
 	c.collect()
 	take := false
 	if c.master {
@@ -161,7 +173,7 @@ func (c *Checkpointer) Maybe(now time.Time, durableLSN uint64) (bool, error) {
 		c.promote()
 		return true, nil
 	}
-	return false, nil
+	return early, nil
 }
 
 // Observe tells a replica that the master's checkpoint record rec (already

@@ -343,3 +343,42 @@ func TestCheckpointUnderAckLag(t *testing.T) {
 		t.Fatalf("stats %+v", st)
 	}
 }
+
+// A replica catching up applies a checkpoint record between every two
+// Maybe calls, each durable up to where it stood before that apply: every
+// candidate must be promoted before the next one replaces it. Replacing
+// first never promoted anything: the first checkpoint kept the replica's log
+// and its snapshot's pages for good.
+func TestReplicaPromotesBeforeNewerCandidate(t *testing.T) {
+	m := newEnv(t, 1<<20)
+	r := newEnv(t, 1<<20)
+	mc := New(m, Policy{KBytes: 4})
+	defer mc.Close()
+	rc := New(r, Policy{KBytes: 4})
+	rc.SetMaster(false)
+	defer rc.Close()
+	now := time.Unix(1000, 0)
+	const rounds = 20
+	for i, round := 0, 0; round < rounds; round++ {
+		// The master commits until it takes a checkpoint (durable at once).
+		for before := mc.Stats().Candidates; mc.Stats().Candidates == before; i++ {
+			info := put(t, m, i)
+			if _, err := mc.Maybe(now, info.End); err != nil {
+				t.Fatal(err)
+			}
+		}
+		durable := r.Log().End() // everything applied before this batch
+		if n := len(ship(t, m, r)); n != 1 {
+			t.Fatalf("round %d shipped %d checkpoint records, want 1", round, n)
+		}
+		if _, err := rc.Maybe(now, durable); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st := rc.Stats(); st.Promoted != rounds-1 || st.Replaced != 0 {
+		t.Fatalf("replica stats %+v after %d checkpoint records: want %d promoted, none replaced", st, rounds, rounds-1)
+	}
+	if r.ContentHash() != m.ContentHash() {
+		t.Fatal("replica and master differ")
+	}
+}

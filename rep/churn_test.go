@@ -137,3 +137,96 @@ func TestRefusalCarriesPromise(t *testing.T) {
 	}
 	c.runUntil("r rejoins", 5*time.Second, c.converged)
 }
+
+// quietGroup starts a three-site group with board timers, writes a little
+// and returns the master and the two replicas once all is quiet.
+func quietGroup(t *testing.T, mod func(*Config)) (c *cluster, m, r1, r2 *tnode) {
+	c = newCluster(t, []uint16{1, 2, 3}, func(cfg *Config) {
+		boardTimers(false)(cfg)
+		if mod != nil {
+			mod(cfg)
+		}
+	})
+	c.startAll()
+	m = c.oneMaster()
+	for i := 0; i < 5; i++ {
+		c.write(m, "a")
+		c.run(time.Millisecond)
+	}
+	c.runUntil("convergence", 5*time.Second, c.converged)
+	c.run(100 * time.Millisecond)
+	for _, tn := range c.nodes {
+		switch {
+		case tn == m:
+		case r1 == nil:
+			r1 = tn
+		default:
+			r2 = tn
+		}
+	}
+	return c, m, r1, r2
+}
+
+// A replica that could not run for many heartbeat-monitor periods (its
+// runtime busy applying a long catch-up, or descheduled on a loaded
+// machine) has not observed its master's silence: the master's messages are
+// waiting for it. It must not elect on waking; it first hears them.
+func TestDeafReplicaDoesNotElect(t *testing.T) {
+	c, m, r1, _ := quietGroup(t, nil)
+	gen, elections := m.n.Status().Gen, r1.n.Counters().Elections
+	for range 5 {
+		c.deafen(r1.id)
+		c.run(100 * time.Millisecond)
+		c.write(m, "b")
+		c.wake(r1.id)
+		c.run(50 * time.Millisecond)
+	}
+	if got := r1.n.Counters().Elections; got != elections || len(c.masters()) != 1 || c.masters()[0] != m || m.n.Status().Gen != gen {
+		t.Fatalf("site %d started %d elections after waking from deafness; master %d gen %d -> %v\n%s",
+			r1.id, got-elections, m.id, gen, c.masters(), c.dump())
+	}
+	c.runUntil("convergence", time.Second, c.converged)
+	// A master that really died while a replica was deaf is still
+	// detected once the replica has listened for a heartbeat-monitor period.
+	c.deafen(r1.id)
+	c.run(50 * time.Millisecond)
+	c.crash(m.id)
+	c.run(50 * time.Millisecond)
+	c.wake(r1.id)
+	c.runUntil("a new master", time.Second, func() bool { ms := c.masters(); return len(ms) == 1 && ms[0] != m })
+}
+
+// A VOTE1 a replica received while it still heard its master is of an
+// election that was a false alarm for the group (the master re-announced
+// itself): the replica must not count it when, later, it holds an election
+// of its own. Counting it, with its own VOTE1, made a majority: the replica
+// cast a VOTE2 for the other site, which was no longer electing, and the
+// promise of that vote (an egen above the master's gen) made it refuse the
+// healthy master, which stepped down: a needless change of master.
+func TestStaleVoteDoesNotDeposeMaster(t *testing.T) {
+	// r1 prefers r2 as master (lower priority), so its VOTE2 goes there.
+	c, m, r1, r2 := quietGroup(t, nil)
+	r1.n.cfg.Priority = 50
+	r1.n.el = newElector(r1.n.cfg)
+	r1.n.el.ObserveEgen(max(r1.n.gen, r1.n.promised))
+	c.run(50 * time.Millisecond)
+	gen := m.n.Status().Gen
+	// r2 misses the master for a heartbeat-monitor period: it elects,
+	// the master re-announces itself, r2 follows it again.
+	cut := func(from, to uint16, on bool) { c.cut[[2]uint16{from, to}] = on }
+	cut(m.id, r2.id, true)
+	c.runUntil("r2 elects", time.Second, func() bool { return r2.n.Status().ElectionRunning })
+	cut(m.id, r2.id, false)
+	c.runUntil("r2 follows the master again", time.Second, func() bool {
+		return !r2.n.Status().ElectionRunning && r2.n.Status().Master == m.id
+	})
+	c.run(50 * time.Millisecond)
+	// Later r1 misses the master once.
+	cut(m.id, r1.id, true)
+	c.runUntil("r1 elects", time.Second, func() bool { return r1.n.Status().ElectionRunning })
+	cut(m.id, r1.id, false)
+	c.run(200 * time.Millisecond)
+	if ms := c.masters(); len(ms) != 1 || ms[0] != m || m.n.Status().Gen != gen || m.n.Counters().DupMasters != 0 {
+		t.Fatalf("a false alarm changed the master: was %d gen %d; r1 promised %d\n%s", m.id, gen, r1.n.Promised(), c.dump())
+	}
+}

@@ -25,6 +25,9 @@ type cluster struct {
 	// if set, skips a node's tick (a busy board ticking late).
 	delay func() time.Duration
 	stall func(id uint16) bool
+	// deaf nodes neither tick nor receive: what arrives for them is held
+	// until wake (a board whose runtime is busy, or descheduled).
+	deaf map[uint16][]packet
 }
 
 type tnode struct {
@@ -192,6 +195,10 @@ func (c *cluster) deliver(p *packet) {
 		if c.filter != nil && c.filter(&pp) {
 			continue
 		}
+		if held, ok := c.deaf[tn.id]; ok {
+			c.deaf[tn.id] = append(held, *p)
+			continue
+		}
 		_ = tn.n.Step(c.now, Message{From: p.from, To: p.to, Type: p.typ, Payload: p.payload})
 		c.flush(tn)
 	}
@@ -216,10 +223,32 @@ func (c *cluster) stepOnce() {
 		c.deliver(&p)
 	}
 	for _, tn := range c.nodes {
-		if tn.down || (c.stall != nil && c.stall(tn.id)) {
+		if _, deaf := c.deaf[tn.id]; tn.down || deaf || (c.stall != nil && c.stall(tn.id)) {
 			continue
 		}
 		tn.n.Tick(c.now)
+		c.flush(tn)
+	}
+}
+
+// deafen makes a node stop ticking and receiving until wake.
+func (c *cluster) deafen(id uint16) {
+	if c.deaf == nil {
+		c.deaf = map[uint16][]packet{}
+	}
+	c.deaf[id] = nil
+}
+
+// wake ends a node's deafness as a board's runtime does when it gets to
+// run again: the timer first, then what arrived meanwhile, in order.
+func (c *cluster) wake(id uint16) {
+	held := c.deaf[id]
+	delete(c.deaf, id)
+	tn := c.node(id)
+	tn.n.Tick(c.now)
+	c.flush(tn)
+	for _, p := range held {
+		_ = tn.n.Step(c.now, Message{From: p.from, To: p.to, Type: p.typ, Payload: p.payload})
 		c.flush(tn)
 	}
 }

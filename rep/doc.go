@@ -5,10 +5,12 @@
 // # Driving a node
 //
 // Inputs are received messages (Step), time (Tick, every input carries the
-// driver's monotonic now) and local commits on the master (Committed). The
-// output is a Ready: messages to send (To AllSites = multicast), and in this
-// order an internal-init action, a rollback, whole encoded transactions to
-// apply at the local log end, and a new generation to record; plus the
+// driver's monotonic now; tick at least every HeartbeatSend, since a longer
+// pause between inputs is taken as time the node could not listen) and local
+// commits on the master (Committed). The output is a Ready: messages to
+// send (To AllSites = multicast), and in this order an internal-init action,
+// a rollback, whole encoded transactions to apply at the local log end, and
+// a new generation to record; plus the
 // permanent LSN, commits that failed to become permanent, the LSN up to which
 // checkpoints are allowed, events, and application messages. The driver
 // performs it and calls Advance, after which the node re-reads its Storage to
@@ -23,14 +25,18 @@
 // previous Ready travel in one LOG (group commit), split only at
 // MaxMessageBytes and at transaction boundaries. Idle, it sends HEARTBEAT
 // (gen, end, permanent LSN) every HeartbeatSend. It serves LOG_REQ/ALL_REQ
-// from its log (a bounded number of messages per request, LOG_MORE asks for
-// the rest), VERIFY_REQ, UPDATE_REQ and PAGE_REQ. It tracks every site's
-// acknowledged commit and computes the permanent LSN by the ack policy
-// (PolicyLSN); a commit not permanent within AckTimeout is reported
+// from its log (at most 8 messages and 256 KiB per request, so that serving
+// a catch-up does not silence it for a heartbeat-monitor period; LOG_MORE
+// asks for the rest), VERIFY_REQ, UPDATE_REQ and PAGE_REQ. It tracks every
+// site's acknowledged commit and computes the permanent LSN by the ack
+// policy (PolicyLSN); a commit not permanent within AckTimeout is reported
 // PermFailed: committed locally, not known durable.
 //
 // Replica: keeps a stream of records starting at its log end and hands whole
-// transactions to the driver in LSN order. Records ahead of a gap are buffered
+// transactions to the driver in LSN order, each apply ending at the first
+// checkpoint record if there is one (so that the driver can promote it
+// before the pages the next commits replace fill the pool or the log stays
+// pinned behind it). Records ahead of a gap are buffered
 // (bounded) and the gap [end, next) is re-requested with LOG_REQ, at once and
 // then with exponential back-off from ReRequestMin to ReRequestMax while no
 // progress is made; a heartbeat end beyond the local end is a gap too. It acks
@@ -38,10 +44,13 @@
 // ISPERM/NOTPERM: an ack covers every earlier commit).
 //
 // Electing: a replica that heard nothing from its master for
-// HeartbeatMonitor, or found none at start, holds an election (package
-// elect); log records are ignored meanwhile. A master told to elect
-// re-announces itself (phase 0). The winner takes as gen the egen it won,
-// announces NEWMASTER and has the driver log a RecNewGen commit. A site
+// HeartbeatMonitor (not counting time it could not run itself: a pause
+// between inputs beyond HeartbeatSend, or a quarter of the monitor if that
+// is more), or found none at start, holds an election (package elect); log
+// records are ignored meanwhile. A VOTE1 it received while it still heard
+// its master counts only until it hears the master again. A master told to
+// elect re-announces itself (phase 0). The winner takes as gen the egen it
+// won, announces NEWMASTER and has the driver log a RecNewGen commit. A site
 // starts and joins only elections whose egen is above its gen and its
 // promise (votes of older egens are dropped), so the egen won is above the
 // winner's gen, and since an egen has at most one winner, two elected

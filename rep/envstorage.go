@@ -29,7 +29,10 @@ import (
 //     falls back to internal init);
 //   - Apply appends whole transactions through ApplyEncoded; a checkpoint
 //     record among them pins a candidate checkpoint at exactly the master's
-//     LSN, promoted like the master's once it is durable;
+//     LSN, promoted like the master's once it is durable (a replica promotes
+//     what CheckpointOK covers before applying, and the node ends each
+//     apply at a checkpoint record, so each is promoted before the next
+//     replaces it);
 //   - NewGen sets the generation and appends the RecNewGen commit;
 //   - only a master takes checkpoints (a replica's come from the master's
 //     records: one of its own would fork its log from the master's), by the
@@ -152,6 +155,17 @@ func (s *EnvStorage) Apply(rd *Ready, master bool) (ApplyResult, error) {
 		}
 	}
 	if len(rd.Apply) > 0 {
+		if !master && rd.CheckpointOK > 0 {
+			// Promote what is durable before applying: the older
+			// checkpoint's snapshot and log are released before the apply
+			// needs room (and an apply that failed for lack of room finds
+			// it when it is retried).
+			ok, err := s.checkpoint(rd.CheckpointOK, false)
+			if err != nil {
+				return res, fmt.Errorf("%w (durable up to %d): %w", ErrCheckpoint, rd.CheckpointOK, err)
+			}
+			res.Checkpointed = ok
+		}
 		if _, err := s.env.ApplyEncoded(rd.Apply); err != nil {
 			return res, fmt.Errorf("rep: apply %d bytes of log at %d: %w", len(rd.Apply), s.env.Log().End(), err)
 		}
@@ -169,7 +183,7 @@ func (s *EnvStorage) Apply(rd *Ready, master bool) (ApplyResult, error) {
 		if err != nil {
 			return res, fmt.Errorf("%w (durable up to %d): %w", ErrCheckpoint, rd.CheckpointOK, err)
 		}
-		res.Checkpointed = ok
+		res.Checkpointed = res.Checkpointed || ok
 	}
 	return res, late
 }

@@ -28,8 +28,12 @@ func TestVoteNotAboveGenIgnored(t *testing.T) {
 	}
 	n.Start(0, StartClient)
 	n.Advance(n.Ready())
-	now := 300 * time.Millisecond
-	n.Tick(now) // no master: an election, egen above gen 5
+	var now time.Duration
+	for now < 300*time.Millisecond { // no master: an election, egen above gen 5
+		now += 10 * time.Millisecond
+		n.Tick(now)
+		n.Advance(n.Ready())
+	}
 	if g := n.Status().Egen; g <= 5 {
 		t.Fatalf("own election at egen %d, not above gen 5", g)
 	}

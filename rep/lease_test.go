@@ -76,7 +76,7 @@ func TestReplicaGrantsAndWaitsOutLease(t *testing.T) {
 	}
 	grantUntil := s.now + 500*time.Millisecond
 	// The master goes silent: the election waits out the grant (phase 2).
-	s.tick(300 * time.Millisecond)
+	s.listen(300 * time.Millisecond)
 	if s.n.role != RoleElecting {
 		t.Fatalf("role %v", s.n.role)
 	}

@@ -69,6 +69,21 @@ func (s *solo) tick(d time.Duration) out {
 	return s.ready()
 }
 
+// listen lets d pass ticking as a driver does, well within
+// Node.deafAllowance: one Tick d later would be a node that could not run,
+// whose master's silence meanwhile does not count (see Node.tick). It
+// returns everything sent.
+func (s *solo) listen(d time.Duration) out {
+	var all out
+	step := s.n.deafAllowance() / 2
+	for end := s.now + d; s.now < end; {
+		o := s.tick(min(step, end-s.now))
+		all.msgs = append(all.msgs, o.msgs...)
+		all.events = append(all.events, o.events...)
+	}
+	return all
+}
+
 func (s *solo) recv(m Message) out {
 	s.t.Helper()
 	if err := s.n.Step(s.now, m); err != nil {
@@ -285,5 +300,40 @@ func TestMasterServesLogRequests(t *testing.T) {
 	var d Decoded
 	if err := DecodeMessage(vf[0], &d); err != nil || d.Header.Flags&FlagInitRequired == 0 {
 		t.Fatalf("VERIFY_FAIL without FlagInitRequired: %+v %v", d.Header, err)
+	}
+}
+
+// A catch-up request is answered with at most serveBudgetBytes of log (in
+// messages no larger), whatever MaxMessageBytes: the driver sends a Ready's
+// messages back to back and the master says nothing else meanwhile. With
+// the board's 1 MiB messages, eight per request silenced the master for
+// longer than its 10 ms heartbeat monitor on a loaded chassis: the other
+// replicas elected while the master served a restarted board.
+func TestMasterServeBudgetBytes(t *testing.T) {
+	for _, size := range []int{1 << 20, 256 << 10, 64 << 10} {
+		s := startMaster(t, func(c *Config) { c.MaxMessageBytes = size })
+		var cis []CommitInfo
+		for len(cis) == 0 || cis[len(cis)-1].End < 3*serveBudgetBytes {
+			ci := s.st.commitTxn(string(make([]byte, 1000)))
+			cis = append(cis, ci)
+			s.n.Committed(s.now, ci)
+		}
+		s.ready()
+		o := s.recv(mk(2, MsgAllReq, Header{Gen: 1, Master: 1, Priority: 100}, u64s(cis[0].End, 0)))
+		bytes := 0
+		for _, m := range o.msgs {
+			if m.Type == MsgLog || m.Type == MsgLogMore {
+				var d Decoded
+				if err := DecodeMessage(m, &d); err != nil {
+					t.Fatal(err)
+				}
+				bytes += len(d.Data)
+			}
+		}
+		want := min(serveBudgetMessages, serveBudgetBytes/min(size, serveBudgetBytes))
+		if len(o.only(MsgLogMore)) != 1 || len(o.only(MsgLog)) != want-1 || bytes > serveBudgetBytes || bytes < serveBudgetBytes/2 {
+			t.Errorf("MaxMessageBytes %d: ALL_REQ answered with %d LOG, %d LOG_MORE, %d bytes of log; want %d messages, at most %d bytes",
+				size, len(o.only(MsgLog)), len(o.only(MsgLogMore)), bytes, want, serveBudgetBytes)
+		}
 	}
 }

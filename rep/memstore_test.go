@@ -21,6 +21,7 @@ type memStore struct {
 	txn        uint64
 	failNext   int // make the next Apply fail (simulates a full log)
 	failFinish int // make the next import Finish fail
+	onApply    func(rd *Ready)
 
 	imp      *memImport
 	pageSize int
@@ -221,6 +222,9 @@ func (m *memStore) checkpoint(reclaim bool) {
 
 // apply performs rd the way a driver would.
 func (m *memStore) apply(rd *Ready) error {
+	if m.onApply != nil {
+		m.onApply(rd)
+	}
 	if in := rd.Init; in != nil {
 		if in.Begin {
 			m.imp = &memImport{meta: append([]byte(nil), in.Meta...), pages: map[uint64][]byte{}}

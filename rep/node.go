@@ -389,7 +389,10 @@ func (n *Node) stepCommon(d *Decoded) bool {
 }
 
 // Tick advances time: heartbeats, ack timeouts, failure detection,
-// re-requests and elections.
+// re-requests and elections. Call it at least every HeartbeatSend (the
+// board ticks every HeartbeatSend/2): a longer pause between inputs (and at
+// least a quarter of HeartbeatMonitor) is taken as time the node could not
+// listen, and does not count toward its master's silence beyond that.
 func (n *Node) Tick(now time.Duration) {
 	n.tick(now)
 	if !n.started {
@@ -413,10 +416,34 @@ func (n *Node) Tick(now time.Duration) {
 
 // tick records the time; time never runs backwards inside the node even if
 // the driver's clock does.
+//
+// A gap between two inputs longer than the driver's tick (at most
+// HeartbeatSend, or a master's heartbeats would be late) means the node was
+// not running: its driver busy applying a long catch-up, or descheduled on a
+// loaded machine. Whatever the master sent meanwhile is waiting in the
+// receive queue, so that time is not the master's silence: the part of the
+// gap beyond deafAllowance does not count toward it. Otherwise a replica
+// elects as soon as it runs again, before it reads the messages that show
+// its master alive, and such a false alarm can depose a healthy master (see
+// TestDeafReplicaDoesNotElect). A master that really died is still detected
+// once the node has listened for HeartbeatMonitor, and a driver that ticks
+// too seldom only slows detection down (each input still counts
+// deafAllowance).
 func (n *Node) tick(now time.Duration) {
-	if now > n.now {
-		n.now = now
+	if now <= n.now {
+		return
 	}
+	if gap, allow := now-n.now, n.deafAllowance(); n.started && gap > allow {
+		n.rs.masterHeard += gap - allow
+		n.rs.lookingSince += gap - allow
+	}
+	n.now = now
+}
+
+// deafAllowance is the longest gap between inputs taken as listening time:
+// HeartbeatSend, but at least a quarter of the heartbeat monitor.
+func (n *Node) deafAllowance() time.Duration {
+	return max(n.cfg.HeartbeatSend, n.cfg.HeartbeatMonitor/4)
 }
 
 // afterStep runs the checks every input may have made due: an election won.

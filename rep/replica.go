@@ -42,6 +42,9 @@ type replicaState struct {
 	lastMaster   uint16 // the master before an election started
 	lookingSince time.Duration
 	masterHeard  time.Duration
+	// idleVote: the elector holds a VOTE1 received while this replica
+	// still heard its master (an election it did not join).
+	idleVote     bool
 	masterEnd    uint64
 	masterPerm   uint64
 	ckptPermSeen uint64        // masterPerm when checkpointOK was last derived from it
@@ -54,9 +57,13 @@ type replicaState struct {
 	scanOff   int // stream[:scanOff] framed
 	commitOff int // stream[:commitOff] is whole transactions
 	applyLen  int // stream[:applyLen] handed to the driver
-	segs      []seg
-	segBytes  int
-	want      uint64 // highest LSN known to exist at the master
+	// ckptEnds are the offsets just past the checkpoint records in
+	// stream[:scanOff], in order: an apply ends at the first one (see
+	// takeApply).
+	ckptEnds []int
+	segs     []seg
+	segBytes int
+	want     uint64 // highest LSN known to exist at the master
 
 	gapActive   bool
 	gapNextAt   time.Duration
@@ -100,6 +107,7 @@ func (rs *replicaState) reset(n *Node) {
 		streamLSN:  n.st.EndLSN(),
 		segs:       segs,
 		points:     rs.points[:0],
+		ckptEnds:   rs.ckptEnds[:0],
 	}
 	if n.inApply() {
 		// The driver may still be reading the old stream bytes.
@@ -120,6 +128,7 @@ func (n *Node) clearStream(end uint64) {
 		rs.stream = rs.stream[:0]
 	}
 	rs.streamLSN, rs.scanOff, rs.commitOff, rs.applyLen = end, 0, 0, 0
+	rs.ckptEnds = rs.ckptEnds[:0]
 	for i := range rs.segs {
 		rs.segs[i] = seg{}
 	}
@@ -181,6 +190,8 @@ func stepReplica(n *Node, d *Decoded) {
 		if n.rs.sync == syncNone || n.now-n.rs.masterHeard >= n.cfg.HeartbeatMonitor {
 			// HOLDELECTION: the master is gone for us too; join.
 			n.startElection()
+		} else {
+			n.rs.idleVote = true
 		}
 	case MsgVote2:
 		if !n.voteIgnored(d) {
@@ -209,6 +220,18 @@ func (n *Node) fromMaster(d *Decoded) bool {
 		}
 		return false
 	case d.From == n.master && h.Gen == n.gen:
+		if n.rs.idleVote {
+			// Our master is alive after that VOTE1: for us its election
+			// was a false alarm, and its sender got the master's
+			// re-announcement. Forget it, or an election we hold later
+			// would join it and count that stale VOTE1 toward a majority:
+			// we would vote (VOTE2) for a site no longer electing, and the
+			// promise of that vote, above our master's gen, would make us
+			// refuse and depose a healthy master (see
+			// TestStaleVoteDoesNotDeposeMaster).
+			n.el.Cancel()
+			n.rs.idleVote = false
+		}
 		n.rs.masterHeard = n.now
 		n.rs.masterEnd = h.End
 		if h.SendTime > n.rs.echo {
@@ -548,6 +571,9 @@ func (n *Node) scanStream() {
 		if endsUnit(typ) {
 			rs.commitOff = rs.scanOff
 		}
+		if typ == recCheckpoint {
+			rs.ckptEnds = append(rs.ckptEnds, rs.scanOff)
+		}
 	}
 }
 
@@ -597,13 +623,25 @@ func (n *Node) mergeSegs() {
 	}
 }
 
-// takeApply hands out the whole transactions at the head of the stream.
+// takeApply hands out the whole transactions at the head of the stream, up
+// to and including the first checkpoint record. A replica can promote a
+// checkpoint only after applying its record (and learning it is durable);
+// until then the previous checkpoint keeps its log from being reclaimed and
+// its snapshot's pages allocated. An apply of a long catch-up (megabytes of
+// small commits, many checkpoint records) kept only the last of them as a
+// candidate, so nothing was promoted while such applies kept coming, and the
+// replica's pool filled. Ending each apply at a checkpoint record lets the
+// driver promote it before applying what follows, as the master did.
 func (rs *replicaState) takeApply() []byte {
 	if rs.applyLen > 0 || rs.commitOff == 0 {
 		return nil
 	}
-	rs.applyLen = rs.commitOff
-	return rs.stream[:rs.commitOff:rs.commitOff]
+	n := rs.commitOff
+	if len(rs.ckptEnds) > 0 {
+		n = min(n, rs.ckptEnds[0])
+	}
+	rs.applyLen = n
+	return rs.stream[:n:n]
 }
 
 // readyReplica runs before a Ready is built.
@@ -653,6 +691,14 @@ func (n *Node) advanceReplica(rd *Ready) {
 			rs.scanOff -= k
 			rs.commitOff -= k
 			rs.applyLen = 0
+			j := 0
+			for _, off := range rs.ckptEnds {
+				if off > k {
+					rs.ckptEnds[j] = off - k
+					j++
+				}
+			}
+			rs.ckptEnds = rs.ckptEnds[:j]
 			rs.stalls = 0
 			progress = true
 		} else {

@@ -1,6 +1,7 @@
 package rep
 
 import (
+	"fmt"
 	"testing"
 	"time"
 )
@@ -213,7 +214,7 @@ func TestReplicaIgnoresLogWhileElecting(t *testing.T) {
 	f := newFeed(1, 4)
 	s := joined(t, f, 1, nil)
 	// The master goes silent: an election starts; LOG records are ignored.
-	s.tick(s.n.cfg.HeartbeatMonitor)
+	s.listen(s.n.cfg.HeartbeatMonitor)
 	if s.n.role != RoleElecting {
 		t.Fatalf("role %v after HeartbeatMonitor of silence", s.n.role)
 	}
@@ -274,5 +275,38 @@ func TestReplicaLogFullFallsBackToInit(t *testing.T) {
 	}
 	if s.n.counters.Inits != 1 {
 		t.Fatalf("inits %d", s.n.counters.Inits)
+	}
+}
+
+// A replica hands its driver whole transactions up to and including the
+// first checkpoint record, then the rest in later Readys: the driver can
+// promote each checkpoint (once durable) before applying what follows. One
+// apply of a long catch-up used to carry many checkpoint records, of which
+// the Checkpointer kept the last as its candidate only after the next apply
+// had brought a newer one: nothing was promoted while applies kept coming.
+func TestReplicaApplyEndsAtCheckpointRecord(t *testing.T) {
+	f := newFeed(1, 3)
+	ckpt := func() uint64 {
+		f.st.full = append(f.st.full, f.st.record(recCheckpoint, f.st.txn, []byte("snapshot"))...)
+		return f.st.EndLSN()
+	}
+	first := ckpt()
+	f.add(3)
+	second := ckpt()
+	f.add(2)
+	s := joined(t, f, 0, nil)
+	var applied []uint64
+	s.st.onApply = func(rd *Ready) {
+		if len(rd.Apply) > 0 {
+			_, _, lsn := recAt(rd.Apply)
+			applied = append(applied, lsn+uint64(len(rd.Apply)))
+		}
+	}
+	s.recv(f.log(s.now, 0, len(f.cis)))
+	if want := []uint64{first, second, f.st.EndLSN()}; fmt.Sprint(applied) != fmt.Sprint(want) {
+		t.Fatalf("applies ended at %v, want %v (each checkpoint record ends one)", applied, want)
+	}
+	if s.st.hash() != f.st.hash() {
+		t.Fatal("replica differs from the master")
 	}
 }
