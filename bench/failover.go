@@ -12,7 +12,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -302,52 +301,14 @@ func (s *suite) runFailover(ctx context.Context) Section {
 		sec.NotMeasured = "interrupted"
 		return sec
 	}
-	dir, err := os.MkdirTemp("", "boardha-bench-")
+	c, err := s.startCluster(ctx, "fo", n)
 	if err != nil {
 		sec.NotMeasured = err.Error()
 		return sec
 	}
-	c := &cluster{dir: dir, bin: filepath.Join(dir, "boardd"), logf: s.logf}
 	defer c.close()
-	s.logf("failover: building boardd")
-	build := exec.CommandContext(ctx, goTool(), "build", "-o", c.bin, "github.com/seed61e250c8/boardha/cmd/boardd")
-	t0 := time.Now()
-	if out, err := build.CombinedOutput(); err != nil {
-		sec.NotMeasured = fmt.Sprintf("building boardd: %v: %s", err, strings.TrimSpace(string(out)))
-		return sec
-	}
-	s.logf("failover: boardd built in %v", time.Since(t0).Round(time.Millisecond))
-	var sites []string
-	for i := range n {
-		sites = append(sites, strconv.Itoa(int(s.chassis.Boards[i].Site)))
-	}
-	for i := range n {
-		rb := s.chassis.Boards[i]
-		p := &proc{site: rb.Site, ns: rb, sock: filepath.Join(dir, fmt.Sprintf("b%d.sock", rb.Site)),
-			shm: fmt.Sprintf("boardha-bench%d-f%d", os.Getpid(), rb.Site), logf: filepath.Join(dir, fmt.Sprintf("b%d.log", rb.Site))}
-		p.args = append([]string{"run", "-site", strconv.Itoa(int(rb.Site)), "-group", "bench-fo", "-peers", strings.Join(sites, ","),
-			"-sock", p.sock, "-shm", p.shm}, boarddArgs()...)
-		c.procs = append(c.procs, p)
-		if err := c.start(p); err != nil {
-			sec.NotMeasured = err.Error()
-			return sec
-		}
-	}
-	t0 = time.Now()
-	if err := waitFor(ctx, 30*time.Second, "a master agreed by all boards", func() bool { m, _ := c.master(); return m != 0 }); err != nil {
-		sec.NotMeasured = fmt.Sprintf("%v; board logs: %s", err, c.tail())
-		return sec
-	}
-	s.logf("failover: %d boards up, master agreed after %v", n, time.Since(t0).Round(time.Millisecond))
-	wctx, stopWriters := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	for _, p := range c.procs {
-		for k := range 2 {
-			wg.Add(1)
-			go func() { defer wg.Done(); c.writer(wctx, p, int(p.site)*2+k) }()
-		}
-	}
-	defer func() { stopWriters(); wg.Wait() }()
+	stopWriters := c.startWriters(ctx)
+	defer stopWriters()
 
 	kinds := []struct {
 		name   string

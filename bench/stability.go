@@ -55,6 +55,20 @@ func (s *suite) startCluster(ctx context.Context, group string, n int) (*cluster
 	return c, nil
 }
 
+// startWriters runs two writers per board until the function returned is
+// called (which waits for them).
+func (c *cluster) startWriters(ctx context.Context) (stop func()) {
+	wctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	for _, p := range c.procs {
+		for k := range 2 {
+			wg.Add(1)
+			go func() { defer wg.Done(); c.writer(wctx, p, int(p.site)*2+k) }()
+		}
+	}
+	return func() { cancel(); wg.Wait() }
+}
+
 // runStability runs a group of boardd processes under continuous writes,
 // with no fault, and counts the elections: with the default timing none
 // should happen (a spurious election is a failover nobody asked for).
@@ -86,14 +100,7 @@ func (s *suite) runStability(ctx context.Context) Section {
 	}
 	e0 := elections(sts)
 
-	wctx, stopWriters := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	for _, p := range c.procs {
-		for k := range 2 {
-			wg.Add(1)
-			go func() { defer wg.Done(); c.writer(wctx, p, int(p.site)*2+k) }()
-		}
-	}
+	stopWriters := c.startWriters(ctx)
 	perms0, errs0 := c.perms.Load(), c.errs.Load()
 	t0 := time.Now()
 	var last uint16
@@ -112,7 +119,6 @@ func (s *suite) runStability(ctx context.Context) Section {
 	tick.Stop()
 	el := time.Since(t0)
 	stopWriters()
-	wg.Wait()
 	perms, errs := c.perms.Load()-perms0, c.errs.Load()-errs0
 	_, sts = c.master()
 	if len(sts) < n {

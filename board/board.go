@@ -64,6 +64,8 @@ type Board struct {
 	// a replicated commit once the network round trip is paid.
 	rtMu sync.Mutex
 	rt   *runtime // guarded by rtMu
+	// rxPending: the receive goroutine holds a batch it has not stepped.
+	rxPending atomic.Bool
 }
 
 // published is the loop's state as other goroutines see it.

@@ -188,12 +188,14 @@ func (b *Board) rxLoop() {
 			}
 			continue
 		}
+		b.rxPending.Store(true)
 		b.rtMu.Lock()
 		stopped := rt.stopped
 		if !stopped {
 			rt.receive(msgs[:n])
 		}
 		b.rtMu.Unlock()
+		b.rxPending.Store(false)
 		if stopped {
 			return
 		}
@@ -234,11 +236,21 @@ func (b *Board) loop() {
 	}()
 	tick := time.NewTicker(tickEvery(b.cfg))
 	defer tick.Stop()
+	deferred := 0
 	for {
 		select {
 		case <-b.closing:
 			return
 		case <-tick.C:
+			// A replica lets messages already received go first: after a
+			// long apply, the master's queued messages are what tells its
+			// failure detector the master is alive. A few ticks at most,
+			// so a steady stream cannot starve the replica's timers.
+			if b.rxPending.Load() && deferred < 2 && !b.IsMaster() {
+				deferred++
+				continue
+			}
+			deferred = 0
 			b.rtMu.Lock()
 			rt.node.Tick(b.now())
 			rt.expire()
