@@ -173,14 +173,7 @@ func TestPinnedSnapshotDoesNotHoldLaterPages(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pinned.Release()
-	hash := func(view func(func(*Tx) error) error) uint64 {
-		var h uint64
-		if err := view(func(tx *Tx) error { var err error; h, err = tx.ContentHash(); return err }); err != nil {
-			t.Fatal(err)
-		}
-		return h
-	}
-	want := hash(pinned.View)
+	want := viewHash(t, pinned.View)
 
 	var stop atomic.Bool
 	var wg sync.WaitGroup
@@ -213,7 +206,7 @@ func TestPinnedSnapshotDoesNotHoldLaterPages(t *testing.T) {
 	for err := range errs {
 		t.Fatal(err)
 	}
-	if got := hash(pinned.View); got != want {
+	if got := viewHash(t, pinned.View); got != want {
 		t.Fatalf("the pinned snapshot's content changed: hash %x, was %x", got, want)
 	}
 	st := e.Stats()
@@ -242,14 +235,7 @@ func TestRollbackKeepsRunsOnlyANewerSnapshotSaw(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hash := func(view func(func(*Tx) error) error) uint64 {
-		var h uint64
-		if err := view(func(tx *Tx) error { var err error; h, err = tx.ContentHash(); return err }); err != nil {
-			t.Fatal(err)
-		}
-		return h
-	}
-	want := hash(newer.View)
+	want := viewHash(t, newer.View)
 	steps(30) // frees pages born between the checkpoints: only newer sees them
 	if len(e.recheck) == 0 {
 		t.Fatal("no run waits in recheck: the test does not exercise the rollback")
@@ -258,7 +244,7 @@ func TestRollbackKeepsRunsOnlyANewerSnapshotSaw(t *testing.T) {
 	if err := e.Rollback(newer, newer.LSN()); err != nil {
 		t.Fatal(err)
 	}
-	if got := hash(e.View); got != want {
+	if got := viewHash(t, e.View); got != want {
 		t.Fatalf("after the rollback the content hash is %x, want the snapshot's %x", got, want)
 	}
 	newer.Release()
@@ -287,4 +273,14 @@ func TestRollbackKeepsRunsOnlyANewerSnapshotSaw(t *testing.T) {
 	if err := e.View(func(tx *Tx) error { _, err := checkInvariant(tx); return err }); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// viewHash is the content hash of the snapshot a View-like function shows.
+func viewHash(t *testing.T, view func(func(*Tx) error) error) uint64 {
+	t.Helper()
+	var h uint64
+	if err := view(func(tx *Tx) error { var err error; h, err = tx.ContentHash(); return err }); err != nil {
+		t.Fatal(err)
+	}
+	return h
 }
