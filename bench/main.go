@@ -50,6 +50,7 @@ func cliMain(args []string, stdout, stderr io.Writer) int {
 	out := fs.String("out", "bench/out", "directory for results.md, results.json and the plots")
 	quiet := fs.Bool("q", false, "no progress lines on stderr")
 	policies := fs.String("policies", "", "comma-separated ack policies for the commit section (default all): NONE,ONE,ONE_PEER,QUORUM,ALL_PEERS,ALL")
+	foBoards := fs.Int("failover-boards", 0, "boardd processes in the failover and stability sections (default: 5 full, 3 quick)")
 	stability := fs.Duration("stability", 0, "length of the loaded run without faults (default: 10m full, 1m quick)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file (go tool pprof)")
 	traceFile := fs.String("trace", "", "write an execution trace of the run to this file (go tool trace)")
@@ -73,6 +74,9 @@ func cliMain(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	cfg.Out = *out
+	if *foBoards > 0 {
+		cfg.FailoverBoards = *foBoards
+	}
 	if *stability > 0 {
 		cfg.StabilityTime = *stability
 	}

@@ -99,6 +99,10 @@ func (s *suite) runStability(ctx context.Context) Section {
 		return e
 	}
 	e0 := elections(sts)
+	e0by := map[uint16]uint64{}
+	for site, st := range sts {
+		e0by[site] = st.Election.Elections
+	}
 
 	stopWriters := c.startWriters(ctx)
 	perms0, errs0 := c.perms.Load(), c.errs.Load()
@@ -134,7 +138,14 @@ func (s *suite) runStability(ctx context.Context) Section {
 	}, el.Round(time.Second).String(), fmt.Sprint(perms), fmt.Sprintf("%.0f", float64(perms)/el.Seconds()),
 		fmt.Sprint(errs), fmt.Sprint(started), fmt.Sprint(changes))
 	if started > 0 {
-		sec.note("board logs: %s", c.tail())
+		var by []string
+		for _, p := range c.procs {
+			if st, ok := sts[p.site]; ok {
+				by = append(by, fmt.Sprintf("site %d (%s): %d", p.site, st.Role, st.Election.Elections-e0by[p.site]))
+			}
+		}
+		sec.note("elections started by board: %s", strings.Join(by, ", "))
+		sec.note("board logs (last lines): %s", c.tail())
 	}
 	s.logf("stability: %v, %d commits, %d elections, %d master changes", el.Round(time.Second), perms, started, changes)
 	return sec

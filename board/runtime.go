@@ -17,7 +17,11 @@ import (
 
 // Loop limits.
 const (
-	maxBatch      = 256  // writes combined into one transaction
+	maxBatch = 256 // writes combined into one transaction
+	// maxInFlight commits may wait for their acks while the next one goes
+	// out: with one, the master idled while the replicas applied and the
+	// replicas while the master committed.
+	maxInFlight   = 2
 	rxBatch       = 64   // messages taken from the transport at once
 	maxReadyLoops = 64   // Ready/Advance rounds per wake-up before other inputs get a turn
 	appDedupe     = 4096 // forwarded requests remembered by the master
@@ -102,6 +106,7 @@ type runtime struct {
 	masterHeard  time.Duration // last message from the master
 	lostFrom     uint16        // the last master known (kept while none is)
 	lastFailover time.Duration
+	elections    uint64 // the node's election count when last published
 
 	initStart   time.Time
 	initActive  bool
@@ -269,8 +274,8 @@ func (b *Board) loop() {
 // processReady carries out what the node asks until it has nothing more.
 func (rt *runtime) processReady() {
 	for i := 0; i < maxReadyLoops; i++ {
-		if len(rt.pending) > 0 && len(rt.waiters) == 0 {
-			// The commit in flight is acked: the writes that gathered
+		if len(rt.pending) > 0 && len(rt.waiters) < maxInFlight {
+			// A commit in flight was acked: the writes that gathered
 			// meanwhile go out as one transaction.
 			rt.flush(true)
 		}
@@ -468,6 +473,11 @@ func (rt *runtime) emit(e Event) {
 // publish makes the loop's view visible to other goroutines.
 func (rt *runtime) publish() {
 	b := rt.b
+	if n := rt.node.Counters().Elections; n != rt.elections {
+		// Every election is a failover or a false alarm: worth a line.
+		rt.elections = n
+		b.log.Warn("election started", "last_master", rt.lostFrom, "master_silent", b.now()-rt.masterHeard, "elections", n)
+	}
 	cw := rt.node.CanWrite()
 	switch {
 	case cw == nil:
@@ -525,14 +535,15 @@ func (rt *runtime) queue(w *writeReq) {
 	rt.pending = append(rt.pending, w)
 }
 
-// flush commits the queued writes when nothing is in flight, when the batch
-// is full, when they waited long enough, or when forced.
+// flush commits the queued writes when fewer than maxInFlight commits wait
+// for their acks, when the batch is full, when they waited long enough, or
+// when forced.
 func (rt *runtime) flush(force bool) {
 	if len(rt.pending) == 0 {
 		return
 	}
 	hold := tickEvery(rt.b.cfg)
-	if !force && len(rt.waiters) > 0 && len(rt.pending) < maxBatch && rt.b.now()-rt.pendingSince < hold {
+	if !force && len(rt.waiters) >= maxInFlight && len(rt.pending) < maxBatch && rt.b.now()-rt.pendingSince < hold {
 		return
 	}
 	for len(rt.pending) > 0 {
