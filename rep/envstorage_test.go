@@ -484,3 +484,40 @@ func firstErr(errs []error) error {
 	}
 	return errs[0]
 }
+
+// Verify points come from the checkpoint's window of the log when it holds
+// commits (a rollback cannot go below the checkpoint anyway), newest first
+// and exponentially spaced; below the checkpoint the whole log is scanned.
+func TestEnvStorageVerifyPointsFromCheckpoint(t *testing.T) {
+	g := newEnvGroupWith(t, 3, inmem.Options{PoolSize: 8 << 20, LogSize: 16 << 20}, ckpt.Policy{KBytes: 16}, nil)
+	g.until("a master", 10*time.Second, func() bool { return g.master() != nil })
+	m := g.master()
+	val := make([]byte, 64)
+	for i := 0; i < 3000; i++ {
+		g.write(fmt.Sprintf("key-%03d", i%50), val)
+		g.step()
+	}
+	ck, begin := m.st.CheckpointLSN(), m.st.Env().Log().Begin()
+	if ck <= begin {
+		t.Fatalf("checkpoint at %d, log begins at %d: the test needs a checkpoint inside the log", ck, begin)
+	}
+	pts, err := m.st.VerifyPoints(^uint64(0), 16, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pts) == 0 || pts[0].LSN != m.st.LastCommit().LSN {
+		t.Fatalf("points %v: want the last commit %d first", pts, m.st.LastCommit().LSN)
+	}
+	for i, p := range pts {
+		if p.LSN < ck || (i > 0 && p.LSN >= pts[i-1].LSN) {
+			t.Fatalf("point %d at %d: want every point at or above the checkpoint %d, newest first (%v)", i, p.LSN, ck, pts)
+		}
+	}
+	below, err := m.st.VerifyPoints(ck, 16, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(below) == 0 || below[0].LSN >= ck {
+		t.Fatalf("points before the checkpoint %d: %v", ck, below)
+	}
+}
