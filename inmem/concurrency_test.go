@@ -265,7 +265,7 @@ func TestRollbackKeepsRunsOnlyANewerSnapshotSaw(t *testing.T) {
 		t.Fatalf("page accounting after the rollback: used %d, reachable %d + reserved %d, bad frees %d",
 			st.UsedPages, reach, reserved, st.BadFrees)
 	}
-	step = 20 // the state is the snapshot's again: go on from its step
+	step = 20  // the state is the snapshot's again: go on from its step
 	steps(200) // reuses whatever was released: a live page among it would break the tree
 	if err := e.Check(); err != nil {
 		t.Fatalf("tree check after the rollback and later commits: %v", err)
