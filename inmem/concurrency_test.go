@@ -48,12 +48,7 @@ func TestConcurrentReadersInProcess(t *testing.T) {
 			break
 		}
 	}
-	stop.Store(true)
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
+	stopReaders(t, &stop, &wg, errs)
 	t.Logf("%d commits, %d concurrent views", steps, views.Load())
 }
 
@@ -200,12 +195,7 @@ func TestPinnedSnapshotDoesNotHoldLaterPages(t *testing.T) {
 			break
 		}
 	}
-	stop.Store(true)
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
+	stopReaders(t, &stop, &wg, errs)
 	if got := viewHash(t, pinned.View); got != want {
 		t.Fatalf("the pinned snapshot's content changed: hash %x, was %x", got, want)
 	}
@@ -283,4 +273,16 @@ func viewHash(t *testing.T, view func(func(*Tx) error) error) uint64 {
 		t.Fatal(err)
 	}
 	return h
+}
+
+// stopReaders stops the reader goroutines, waits for them and fails the
+// test with the first error one reported.
+func stopReaders(t *testing.T, stop *atomic.Bool, wg *sync.WaitGroup, errs chan error) {
+	t.Helper()
+	stop.Store(true)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
 }
