@@ -399,21 +399,8 @@ func (e *Env) Rollback(s *Snapshot, lsn uint64) error {
 	}
 	// Pages of s that later commits freed are live again; pages only the current
 	// tree uses are freed by the restore (readers of it may still hold them).
-	kept := e.pending[:0]
-	for _, p := range e.pending[e.pendHead:] {
-		if _, live := snap[p.pgno]; !live {
-			kept = append(kept, p)
-		}
-	}
-	e.pending, e.pendHead = kept, 0
-	keptR := e.recheck[:0]
-	for _, p := range e.recheck {
-		if _, live := snap[p.pgno]; !live {
-			keptR = append(keptR, p)
-		}
-	}
-	clear(e.recheck[len(keptR):])
-	e.recheck = keptR
+	e.pending, e.pendHead = dropLive(e.pending[:0], e.pending[e.pendHead:], snap), 0
+	e.recheck = dropLive(e.recheck[:0], e.recheck, snap)
 	m := s.m
 	m.txid = e.cur.txid + 1
 	for pg, n := range cur {
@@ -433,6 +420,17 @@ func (e *Env) Rollback(s *Snapshot, lsn uint64) error {
 		return fmt.Errorf("inmem: truncating log at %d: %w", s.m.lsn+uint64(n), err)
 	}
 	return nil
+}
+
+// dropLive appends to dst the runs of src that are not pages of live; dst
+// may share src's array as long as it starts at or before src.
+func dropLive(dst, src []pendingRun, live map[uint64]int) []pendingRun {
+	for _, p := range src {
+		if _, ok := live[p.pgno]; !ok {
+			dst = append(dst, p)
+		}
+	}
+	return dst
 }
 
 // RestoreSnapshot makes s current and truncates the log at s's LSN.

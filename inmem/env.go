@@ -512,7 +512,7 @@ func (e *Env) retire(txid uint64) {
 	if len(e.freed) == 0 {
 		return
 	}
-	snaps, keepAll := e.liveSnapshots(txid)
+	snaps, foreign, foreignAny := e.liveSnapshots()
 	oldest := txid
 	for _, t := range snaps {
 		oldest = min(oldest, t)
@@ -521,7 +521,7 @@ func (e *Env) retire(txid uint64) {
 	for _, r := range e.freed {
 		pr := pendingRun{r, txid}
 		switch {
-		case keepAll || e.visibleTo(pr, oldest, oldest):
+		case (foreignAny && foreign < txid) || e.visibleTo(pr, oldest):
 			e.pending = append(e.pending, pr)
 		case e.visibleToAny(pr, snaps):
 			e.recheck = append(e.recheck, pr)
@@ -535,9 +535,9 @@ func (e *Env) retire(txid uint64) {
 	}
 }
 
-// liveSnapshots returns the txids of the in-process snapshots, and whether a
-// reader in another process is older than txid.
-func (e *Env) liveSnapshots(txid uint64) (snaps []uint64, foreignOlder bool) {
+// liveSnapshots returns the txids of the in-process snapshots, and the
+// oldest snapshot of a reader in another process if there is one.
+func (e *Env) liveSnapshots() (snaps []uint64, foreign uint64, foreignAny bool) {
 	e.readMu.Lock()
 	snaps = e.snapScratch[:0]
 	for t := range e.readers {
@@ -545,8 +545,8 @@ func (e *Env) liveSnapshots(txid uint64) (snaps []uint64, foreignOlder bool) {
 	}
 	e.readMu.Unlock()
 	e.snapScratch = snaps
-	o, ok := e.reg.OldestReader()
-	return snaps, ok && o < txid
+	foreign, foreignAny = e.reg.OldestReader()
+	return snaps, foreign, foreignAny
 }
 
 // releaseRecheck frees the runs in recheck that no snapshot can see any more.
@@ -554,19 +554,17 @@ func (e *Env) releaseRecheck() {
 	if len(e.recheck) == 0 {
 		return
 	}
-	snaps, _ := e.liveSnapshots(e.cur.txid)
-	o, foreign := e.reg.OldestReader()
+	snaps, foreign, foreignAny := e.liveSnapshots()
 	kept := e.recheck[:0]
 	released := false
 	for _, pr := range e.recheck {
-		if (foreign && o < pr.txid) || e.visibleToAny(pr, snaps) {
+		if (foreignAny && foreign < pr.txid) || e.visibleToAny(pr, snaps) {
 			kept = append(kept, pr)
 			continue
 		}
 		e.alloc.Free(pr.pgno, pr.n, 0)
 		released = true
 	}
-	clear(e.recheck[len(kept):])
 	e.recheck = kept
 	if released {
 		e.alloc.Release(0)
@@ -576,18 +574,18 @@ func (e *Env) releaseRecheck() {
 // visibleToAny reports whether a snapshot in snaps may see the freed run.
 func (e *Env) visibleToAny(pr pendingRun, snaps []uint64) bool {
 	for _, s := range snaps {
-		if e.visibleTo(pr, s, s) {
+		if e.visibleTo(pr, s) {
 			return true
 		}
 	}
 	return false
 }
 
-// visibleTo reports whether a snapshot with a txid in [lo, hi] may see the
-// freed run: one at or after the transaction that wrote it (its header's
+// visibleTo reports whether the snapshot with txid snap may see the freed
+// run: it is at or after the transaction that wrote the run (its header's
 // txid; a run its freeing transaction also wrote was never visible) and
 // before the one that freed it.
-func (e *Env) visibleTo(pr pendingRun, lo, hi uint64) bool {
+func (e *Env) visibleTo(pr pendingRun, snap uint64) bool {
 	if pr.pgno < e.lo || pr.pgno >= e.npages {
 		return true // not a tree page: leave it to the oldest-snapshot rule
 	}
@@ -596,7 +594,7 @@ func (e *Env) visibleTo(pr pendingRun, lo, hi uint64) bool {
 	if born > pr.txid {
 		return true // a header from the future: do not trust it
 	}
-	return hi >= born && lo < pr.txid
+	return born <= snap && snap < pr.txid
 }
 
 // release ends a read transaction.
