@@ -473,10 +473,10 @@ func (rt *runtime) emit(e Event) {
 // publish makes the loop's view visible to other goroutines.
 func (rt *runtime) publish() {
 	b := rt.b
-	if n := rt.node.Counters().Elections; n != rt.elections {
+	if n := rt.node.Elections(); n != rt.elections {
 		// Every election is a failover or a false alarm: worth a line.
 		rt.elections = n
-		b.log.Warn("election started", "last_master", rt.lostFrom, "master_silent", b.now()-rt.masterHeard, "elections", n)
+		b.log.Warn("election started", "last_master", rt.lostFrom, "since_master_heard", b.now()-rt.masterHeard, "elections", n)
 	}
 	cw := rt.node.CanWrite()
 	switch {

@@ -817,6 +817,10 @@ func (n *Node) broadcast(t MsgType) { n.sendEmpty(AllSites, t) }
 // Counters returns the cumulative counters (no allocation, unlike Status).
 func (n *Node) Counters() Counters { return n.counters }
 
+// Elections is Counters().Elections without copying every counter: the
+// driver may look at it after each input.
+func (n *Node) Elections() uint64 { return n.counters.Elections }
+
 // Promised is the highest egen this site cast a VOTE2 in. The driver should
 // persist it with the environment and pass it back in Config.Promised after a
 // restart (it changes only during elections).
