@@ -346,6 +346,13 @@ func (t *memTransport) Recv(msgs []Message) (int, error) {
 	}
 }
 
+// Pending reports whether messages wait in the queue.
+func (t *memTransport) Pending() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return !t.closed && len(t.queue) > 0
+}
+
 func (t *memTransport) Stats() Stats {
 	s := t.c.snapshot()
 	t.hub.mu.Lock()

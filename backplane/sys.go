@@ -229,6 +229,23 @@ func (t *fdTransport) recv(msgs []Message) (int, error) {
 	}
 }
 
+// Pending polls the receive sockets without waiting.
+func (t *fdTransport) Pending() bool {
+	if t.closed.Load() {
+		return false
+	}
+	var pfds [4]unix.PollFd
+	ps := pfds[:0]
+	for _, fd := range t.fds {
+		if len(ps) == cap(ps) {
+			break
+		}
+		ps = append(ps, unix.PollFd{Fd: int32(fd), Events: unix.POLLIN})
+	}
+	n, err := unix.Poll(ps, 0)
+	return err == nil && n > 0
+}
+
 // transientRecvErr reports socket errors that describe the link or a peer,
 // not this socket: the interface went down (AF_PACKET reports ENETDOWN once
 // and keeps the socket usable when it comes back), or an ICMP error for an

@@ -18,6 +18,12 @@ type Transport interface {
 	// with up to len(msgs) messages. Payloads are valid until the next Recv.
 	// After Close it returns ErrClosed.
 	Recv(msgs []Message) (int, error)
+	// Pending reports whether frames wait to be received. It does not
+	// receive them, may race with a concurrent Recv, and costs one
+	// non-blocking system call: a board asks it before it declares a
+	// silent peer dead, so that its own scheduling delay is not mistaken
+	// for the peer's.
+	Pending() bool
 	// Stats returns a snapshot of the transport's counters.
 	Stats() Stats
 	// Close releases the transport and unblocks a pending Recv.

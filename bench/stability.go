@@ -79,11 +79,30 @@ func (s *suite) runStability(ctx context.Context) Section {
 		"two writers per board putting keys through its local socket without pause, no fault injected, for %v. "+
 		"Elections: the sum over the boards of Stat.Election.Elections started during the run; master changes: how often the agreed master, sampled every 10 ms, differed from the previous sample's.",
 		n, board.DefaultHeartbeatSend, board.DefaultHeartbeatMonitor, board.DefaultElectionTimeout, s.cfg.StabilityTime)
-	sec.Columns = []string{"boards", "duration", "Perm commits", "commits/s", "failed calls", "elections", "master changes"}
+	sec.Setup += fmt.Sprintf(" Before it, for %v with nothing of ours running, a busy thread pinned to each CPU at nice -20 counts the gaps in its clock longer than the monitor: "+
+		"times the CPU was taken from the whole guest, which stop a master as surely as SIGSTOP.", s.cfg.StallProbe)
+	sec.Columns = []string{"boards", "duration", "Perm commits", "commits/s", "failed calls", "elections", "master changes", "CPU stalls > monitor (probe)"}
 	if ctx.Err() != nil {
 		sec.NotMeasured = "interrupted"
 		return sec
 	}
+	s.logf("stability: probing the CPUs for stalls for %v", s.cfg.StallProbe)
+	stalls, err := probeCPUStalls(ctx, s.cfg.StallProbe, board.DefaultHeartbeatMonitor)
+	if err != nil {
+		sec.NotMeasured = err.Error()
+		return sec
+	}
+	over, longest := 0, time.Duration(0)
+	var per []string
+	for _, st := range stalls {
+		over += st.Over
+		longest = max(longest, st.Max)
+		per = append(per, fmt.Sprintf("CPU %d: %d, longest %v", st.CPU, st.Over, st.Max.Round(10*time.Microsecond)))
+	}
+	perMin := float64(over) / s.cfg.StallProbe.Minutes()
+	sec.note("CPU stall probe, gaps over %v in %v: %s", board.DefaultHeartbeatMonitor, s.cfg.StallProbe, strings.Join(per, "; "))
+	s.logf("stability: %d CPU stalls over %v in %v (longest %v)", over, board.DefaultHeartbeatMonitor, s.cfg.StallProbe, longest.Round(10*time.Microsecond))
+
 	c, err := s.startCluster(ctx, "st", n)
 	if err != nil {
 		sec.NotMeasured = err.Error()
@@ -134,8 +153,11 @@ func (s *suite) runStability(ctx context.Context) Section {
 	sec.add(fmt.Sprint(n), map[string]float64{
 		"boards": float64(n), "seconds": el.Seconds(), "commits": float64(perms), "commits_per_s": float64(perms) / el.Seconds(),
 		"failed_calls": float64(errs), "elections": float64(started), "master_changes": float64(changes),
+		"cpu_stalls_over_monitor": float64(over), "cpu_stall_probe_seconds": s.cfg.StallProbe.Seconds(),
+		"cpu_stalls_per_minute": perMin, "cpu_stall_longest_ms": float64(longest) / 1e6,
 	}, el.Round(time.Second).String(), fmt.Sprint(perms), fmt.Sprintf("%.0f", float64(perms)/el.Seconds()),
-		fmt.Sprint(errs), fmt.Sprint(started), fmt.Sprint(changes))
+		fmt.Sprint(errs), fmt.Sprint(started), fmt.Sprint(changes),
+		fmt.Sprintf("%d in %v (%.1f/min, longest %v)", over, s.cfg.StallProbe, perMin, longest.Round(100*time.Microsecond)))
 	if started > 0 {
 		sec.note("elections started by board: %s", strings.Join(by, ", "))
 		sec.note("board logs (last lines): %s", c.tail())

@@ -65,6 +65,7 @@ type Config struct {
 	Stops          int // SIGSTOP rounds
 
 	StabilityTime time.Duration // the loaded run without faults
+	StallProbe    time.Duration // the CPU stall probe before it
 }
 
 func sized(mode string) (Config, error) {
@@ -77,7 +78,7 @@ func sized(mode string) (Config, error) {
 		c.InitBytes = 128 << 20
 		c.XprocKeys, c.XprocTime = 200000, time.Second
 		c.FailoverBoards, c.Kills, c.Stops = 5, 24, 12
-		c.StabilityTime = 10 * time.Minute
+		c.StabilityTime, c.StallProbe = 10*time.Minute, 30*time.Second
 	case "quick":
 		c.RoundTrips, c.StreamFrames = 1000, 30000
 		c.CommitTime = 300 * time.Millisecond
@@ -85,7 +86,7 @@ func sized(mode string) (Config, error) {
 		c.InitBytes = 24 << 20
 		c.XprocKeys, c.XprocTime = 20000, 300*time.Millisecond
 		c.FailoverBoards, c.Kills, c.Stops = 3, 5, 3
-		c.StabilityTime = time.Minute
+		c.StabilityTime, c.StallProbe = time.Minute, 10*time.Second
 	case "tiny": // the smoke test: shape only, numbers meaningless
 		c.RoundTrips, c.StreamFrames = 100, 2000
 		c.CommitTime = 60 * time.Millisecond
@@ -94,7 +95,7 @@ func sized(mode string) (Config, error) {
 		c.InitBytes = 4 << 20
 		c.XprocKeys, c.XprocTime = 2000, 60*time.Millisecond
 		c.FailoverBoards, c.Kills, c.Stops = 3, 2, 1
-		c.StabilityTime = 3 * time.Second
+		c.StabilityTime, c.StallProbe = 3*time.Second, time.Second
 	default:
 		return c, fmt.Errorf("bench: mode %q unknown; use full, quick or tiny", mode)
 	}

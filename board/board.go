@@ -66,6 +66,9 @@ type Board struct {
 	rt   *runtime // guarded by rtMu
 	// rxPending: the receive goroutine holds a batch it has not stepped.
 	rxPending atomic.Bool
+	// masterHeardAt mirrors runtime.masterHeard (nanoseconds since origin)
+	// for the loop's decision to let a tick wait, taken before rtMu.
+	masterHeardAt atomic.Int64
 }
 
 // published is the loop's state as other goroutines see it.

@@ -210,15 +210,24 @@ func (b *Board) rxLoop() {
 // receive steps a batch of received messages and carries out the outcome.
 func (rt *runtime) receive(msgs []backplane.Message) {
 	now := rt.b.now()
+	heard := false
 	for i := range msgs {
 		m := &msgs[i]
 		if m.From == rt.master {
-			rt.masterHeard = now
+			heard = true
 		}
 		// Step's errors are drops the node already counts.
 		_ = rt.node.Step(now, rep.Message{From: m.From, To: m.To, Type: rep.MsgType(m.Type), Payload: m.Payload})
 	}
+	if heard {
+		rt.heardMaster(now)
+	}
 	rt.processReady()
+}
+
+func (rt *runtime) heardMaster(now time.Duration) {
+	rt.masterHeard = now
+	rt.b.masterHeardAt.Store(int64(now))
 }
 
 // write queues w for the next group commit and commits at once when no
@@ -241,17 +250,13 @@ func (b *Board) loop() {
 	}()
 	tick := time.NewTicker(tickEvery(b.cfg))
 	defer tick.Stop()
-	deferred := 0
+	deferred, maxDefers := 0, maxTickDefers(b.cfg)
 	for {
 		select {
 		case <-b.closing:
 			return
 		case <-tick.C:
-			// A replica lets messages already received go first: after a
-			// long apply, the master's queued messages are what tells its
-			// failure detector the master is alive. A few ticks at most,
-			// so a steady stream cannot starve the replica's timers.
-			if b.rxPending.Load() && deferred < 2 && !b.IsMaster() {
+			if deferred < maxDefers && b.tickShouldWait() {
 				deferred++
 				continue
 			}
@@ -269,6 +274,36 @@ func (b *Board) loop() {
 			b.rtMu.Unlock()
 		}
 	}
+}
+
+// maxTickDefers bounds how many ticks in a row a replica lets received
+// messages go first, so that a steady stream cannot starve its timers: half
+// a heartbeat monitor's worth of ticks, at least two. A dead master sends
+// nothing, so its silence is noticed late only if other boards' frames
+// happen to wait at every one of those ticks.
+func maxTickDefers(c Config) int {
+	return max(2, int(c.HeartbeatMonitor/(2*tickEvery(c))))
+}
+
+// tickShouldWait reports whether a replica's tick should let received
+// messages go first: after a long apply, or after the process itself was
+// not scheduled for a while, the master's queued messages are what tells
+// its failure detector the master is alive. Timers run before the
+// netpoller when a descheduled process resumes, so near the monitor's
+// deadline the tick also asks the socket whether frames wait.
+func (b *Board) tickShouldWait() bool {
+	p := b.pub.Load()
+	if p.role == RoleMaster {
+		return false
+	}
+	if b.rxPending.Load() {
+		return true
+	}
+	if p.master == 0 {
+		return false
+	}
+	silent := b.now() - time.Duration(b.masterHeardAt.Load())
+	return silent >= b.cfg.HeartbeatMonitor-tickEvery(b.cfg) && b.tr.Pending()
 }
 
 // processReady carries out what the node asks until it has nothing more.
@@ -461,7 +496,7 @@ func (rt *runtime) setMaster(site uint16) {
 		b.log.Info("master known", "master", site, "gen", rt.gen)
 	}
 	rt.master, rt.lostFrom = site, site
-	rt.masterHeard = now
+	rt.heardMaster(now)
 }
 
 func (rt *runtime) emit(e Event) {
@@ -476,7 +511,10 @@ func (rt *runtime) publish() {
 	if n := rt.node.Elections(); n != rt.elections {
 		// Every election is a failover or a false alarm: worth a line.
 		rt.elections = n
-		b.log.Warn("election started", "last_master", rt.lostFrom, "since_master_heard", b.now()-rt.masterHeard, "elections", n)
+		// frames_waiting: true means this board, not the master, was
+		// late (its own scheduling), which tells the two kinds apart.
+		b.log.Warn("election started", "last_master", rt.lostFrom, "since_master_heard", b.now()-rt.masterHeard,
+			"frames_waiting", b.tr.Pending(), "elections", n)
 	}
 	cw := rt.node.CanWrite()
 	switch {
