@@ -122,7 +122,15 @@ func newRuntime(b *Board, env *inmem.Env) (*runtime, error) {
 	rt := &runtime{b: b, calls: map[uint64]*appCall{}, served: map[appKey][]byte{}}
 	store := rep.NewEnvStorage(env, envOptions(b.cfg), ckpt.Policy{KBytes: b.cfg.CheckpointKiB})
 	rt.store = store
-	node, err := rep.NewNode(repConfig(b.cfg), store)
+	rc := repConfig(b.cfg)
+	// A region taken over from a dead process keeps the promise it made:
+	// voting again in that election could elect a second master.
+	promised, err := env.Promised()
+	if err != nil {
+		b.log.Warn("election promise in the shared memory region unreadable; starting without it", "err", err)
+	}
+	rc.Promised = promised
+	node, err := rep.NewNode(rc, store)
 	if err != nil {
 		store.Close()
 		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
@@ -316,6 +324,7 @@ func (rt *runtime) processReady() {
 		}
 		rd := rt.node.Ready()
 		empty := rd.Empty()
+		rt.keepPromise()
 		rt.perform(&rd)
 		rt.node.Advance(rd)
 		if empty {
@@ -323,6 +332,21 @@ func (rt *runtime) processReady() {
 		}
 	}
 	rt.publish()
+}
+
+// keepPromise stores the node's election promise in the environment
+// before any vote that made it goes out (Node.Promised's contract). The
+// comparison reads the stored word, so an environment swapped in by
+// internal init gets the promise too.
+func (rt *runtime) keepPromise() {
+	p := rt.node.Promised()
+	env := rt.store.Env()
+	if cur, err := env.Promised(); err == nil && cur == p {
+		return
+	}
+	if err := env.SetPromised(p); err != nil {
+		rt.b.log.Warn("storing the election promise failed", "promised", p, "err", err)
+	}
 }
 
 func (rt *runtime) perform(rd *rep.Ready) {
