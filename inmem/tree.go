@@ -180,9 +180,8 @@ func (tx *Tx) dirty(pgno uint64) (uint64, []byte, error) {
 	if err != nil {
 		return 0, nil, err
 	}
-	// Rebuild rather than copy: entries land in key order, contiguous, so later
-	// scans read the page sequentially and the holes of deletes are gone; the
-	// same pass checks every entry's bounds (write operations rely on them).
+	// A checked copy: every entry's bounds are verified on the way (write
+	// operations rely on them), and the holes of deletes are packed away.
 	initPage(q, pType(p), tx.meta.txid, np)
 	if !rebuildChecked(q, p) {
 		return 0, nil, corrupt(pgno, "entries out of bounds (page damaged)")
