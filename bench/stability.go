@@ -77,31 +77,31 @@ func (s *suite) runStability(ctx context.Context) Section {
 	n := s.cfg.FailoverBoards
 	sec.Setup = fmt.Sprintf("%d `boardd run` processes as in the failover section (default timing: heartbeat %v, heartbeat monitor %v, election timeout %v), "+
 		"two writers per board putting keys through its local socket without pause, no fault injected, for %v. "+
-		"Elections: the sum over the boards of Stat.Election.Elections started during the run; master changes: how often the agreed master, sampled every 10 ms, differed from the previous sample's.",
+		"Elections: the sum over the boards of Stat.Election.Elections started during the run; master changes: how often the agreed master, sampled every 10 ms, differed from the previous sample's; board stalls: the sum of Stat.Counters.Stalls, times a board's runtime did not run for longer than the monitor (a master's stall looks like its death to the replicas, and each replica counts the election it starts).",
 		n, board.DefaultHeartbeatSend, board.DefaultHeartbeatMonitor, board.DefaultElectionTimeout, s.cfg.StabilityTime)
 	sec.Setup += fmt.Sprintf(" Before it, for %v with nothing of ours running, a busy thread pinned to each CPU at nice -20 counts the gaps in its clock longer than the monitor: "+
 		"times the CPU was taken from the whole guest, which stop a master as surely as SIGSTOP.", s.cfg.StallProbe)
-	sec.Columns = []string{"boards", "duration", "Perm commits", "commits/s", "failed calls", "elections", "master changes", "CPU stalls > monitor (probe)"}
+	sec.Columns = []string{"boards", "duration", "Perm commits", "commits/s", "failed calls", "elections", "master changes", "board stalls > monitor", "CPU stalls > monitor (probe)"}
 	if ctx.Err() != nil {
 		sec.NotMeasured = "interrupted"
 		return sec
 	}
 	s.logf("stability: probing the CPUs for stalls for %v", s.cfg.StallProbe)
-	stalls, err := probeCPUStalls(ctx, s.cfg.StallProbe, board.DefaultHeartbeatMonitor)
+	probe, err := probeCPUStalls(ctx, s.cfg.StallProbe, board.DefaultHeartbeatMonitor)
 	if err != nil {
 		sec.NotMeasured = err.Error()
 		return sec
 	}
-	over, longest := 0, time.Duration(0)
+	over, probeLongest := 0, time.Duration(0)
 	var per []string
-	for _, st := range stalls {
+	for _, st := range probe {
 		over += st.Over
-		longest = max(longest, st.Max)
+		probeLongest = max(probeLongest, st.Max)
 		per = append(per, fmt.Sprintf("CPU %d: %d, longest %v", st.CPU, st.Over, st.Max.Round(10*time.Microsecond)))
 	}
 	perMin := float64(over) / s.cfg.StallProbe.Minutes()
 	sec.note("CPU stall probe, gaps over %v in %v: %s", board.DefaultHeartbeatMonitor, s.cfg.StallProbe, strings.Join(per, "; "))
-	s.logf("stability: %d CPU stalls over %v in %v (longest %v)", over, board.DefaultHeartbeatMonitor, s.cfg.StallProbe, longest.Round(10*time.Microsecond))
+	s.logf("stability: %d CPU stalls over %v in %v (longest %v)", over, board.DefaultHeartbeatMonitor, s.cfg.StallProbe, probeLongest.Round(10*time.Microsecond))
 
 	c, err := s.startCluster(ctx, "st", n)
 	if err != nil {
@@ -134,18 +134,22 @@ func (s *suite) runStability(ctx context.Context) Section {
 	_, sts := c.master()
 	// Per board, from its count at the start: a board that did not answer
 	// one of the two stats is left out (and said so).
-	var started uint64
+	var started, stalls uint64
+	var longest time.Duration
 	var by []string
 	for _, p := range c.procs {
 		st0, ok0 := sts0[p.site]
 		st, ok := sts[p.site]
 		if !ok0 || !ok {
-			sec.note("site %d did not answer the first or the last stat: its elections are not counted", p.site)
+			sec.note("site %d did not answer the first or the last stat: its elections and stalls are not counted", p.site)
 			continue
 		}
 		d := st.Election.Elections - st0.Election.Elections
+		ds := st.Counters.Stalls - st0.Counters.Stalls
 		started += d
-		by = append(by, fmt.Sprintf("site %d (%s): %d", p.site, st.Role, d))
+		stalls += ds
+		longest = max(longest, st.Counters.LongestStall)
+		by = append(by, fmt.Sprintf("site %d (%s): %d elections, %d stalls", p.site, st.Role, d, ds))
 	}
 	if ctx.Err() != nil {
 		sec.note("interrupted after %v", el.Round(time.Second))
@@ -153,13 +157,15 @@ func (s *suite) runStability(ctx context.Context) Section {
 	sec.add(fmt.Sprint(n), map[string]float64{
 		"boards": float64(n), "seconds": el.Seconds(), "commits": float64(perms), "commits_per_s": float64(perms) / el.Seconds(),
 		"failed_calls": float64(errs), "elections": float64(started), "master_changes": float64(changes),
+		"board_stalls": float64(stalls), "board_longest_stall_ms": float64(longest) / 1e6,
 		"cpu_stalls_over_monitor": float64(over), "cpu_stall_probe_seconds": s.cfg.StallProbe.Seconds(),
-		"cpu_stalls_per_minute": perMin, "cpu_stall_longest_ms": float64(longest) / 1e6,
+		"cpu_stalls_per_minute": perMin, "cpu_stall_longest_ms": float64(probeLongest) / 1e6,
 	}, el.Round(time.Second).String(), fmt.Sprint(perms), fmt.Sprintf("%.0f", float64(perms)/el.Seconds()),
 		fmt.Sprint(errs), fmt.Sprint(started), fmt.Sprint(changes),
-		fmt.Sprintf("%d in %v (%.1f/min, longest %v)", over, s.cfg.StallProbe, perMin, longest.Round(100*time.Microsecond)))
-	if started > 0 {
-		sec.note("elections started by board: %s", strings.Join(by, ", "))
+		fmt.Sprintf("%d (longest %v)", stalls, longest.Round(100*time.Microsecond)),
+		fmt.Sprintf("%d in %v (%.1f/min, longest %v)", over, s.cfg.StallProbe, perMin, probeLongest.Round(100*time.Microsecond)))
+	if started > 0 || stalls > 0 {
+		sec.note("by board: %s", strings.Join(by, "; "))
 		sec.note("board logs (last lines): %s", c.tail())
 	}
 	s.logf("stability: %v, %d commits, %d elections, %d master changes", el.Round(time.Second), perms, started, changes)

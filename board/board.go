@@ -53,6 +53,8 @@ type Board struct {
 	nextAppID atomic.Uint64
 	ctr       struct {
 		commits, batches, appForwarded, appServed, sendErrors, permFailed atomic.Uint64
+		stalls                                                            atomic.Uint64
+		longestStall                                                      atomic.Int64 // ns
 	}
 
 	// rtMu serialises everything that touches rt. The work runs on the

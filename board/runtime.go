@@ -259,11 +259,15 @@ func (b *Board) loop() {
 	tick := time.NewTicker(tickEvery(b.cfg))
 	defer tick.Stop()
 	deferred, maxDefers := 0, maxTickDefers(b.cfg)
+	lastTick := time.Now()
 	for {
 		select {
 		case <-b.closing:
 			return
 		case <-tick.C:
+			now := time.Now()
+			b.noteStall(now.Sub(lastTick))
+			lastTick = now
 			if deferred < maxDefers && b.tickShouldWait() {
 				deferred++
 				continue
@@ -282,6 +286,22 @@ func (b *Board) loop() {
 			b.rtMu.Unlock()
 		}
 	}
+}
+
+// noteStall records the gap between two ticks the loop saw. A gap above
+// the heartbeat monitor means the process did not run for that long: it is
+// counted and logged, since to the group it looked like a dead master (if
+// this board was master) or a deaf replica.
+func (b *Board) noteStall(gap time.Duration) {
+	if gap > time.Duration(b.ctr.longestStall.Load()) {
+		b.ctr.longestStall.Store(int64(gap))
+	}
+	if gap <= b.cfg.HeartbeatMonitor {
+		return
+	}
+	b.ctr.stalls.Add(1)
+	b.log.Warn("board runtime stalled: the process got no CPU for longer than the heartbeat monitor",
+		"for", gap.Round(10*time.Microsecond), "heartbeat_monitor", b.cfg.HeartbeatMonitor, "role", b.pub.Load().role.String())
 }
 
 // maxTickDefers bounds how many ticks in a row a replica lets received

@@ -150,6 +150,13 @@ type Counters struct {
 	AppForwarded uint64            `json:"app_forwarded"` // Apply calls forwarded to the master
 	AppServed    uint64            `json:"app_served"`    // forwarded Applies this master executed
 	PermFailed   uint64            `json:"perm_failed"`
+	// Stalls counts the times this board's runtime did not run for longer
+	// than the heartbeat monitor: its process got no CPU (an overloaded
+	// card, a stopped virtual CPU, SIGSTOP). A master that stalls that long
+	// looks dead to its replicas, and they elect. LongestStall is the
+	// longest gap seen, counted or not.
+	Stalls       uint64        `json:"stalls"`
+	LongestStall time.Duration `json:"longest_stall_ns"`
 }
 
 // Stat returns a snapshot of the board's state. It asks the runtime, so it
@@ -176,6 +183,8 @@ func (b *Board) Stat() Stat {
 	st.Counters.AppServed = b.ctr.appServed.Load()
 	st.Counters.SendErrors = b.ctr.sendErrors.Load()
 	st.Counters.PermFailed = b.ctr.permFailed.Load()
+	st.Counters.Stalls = b.ctr.stalls.Load()
+	st.Counters.LongestStall = time.Duration(b.ctr.longestStall.Load())
 	ts := b.tr.Stats()
 	st.Counters.FramesDropped = ts.Dropped()
 	st.Counters.Drops = make(map[string]uint64, len(ts.Drops)+3)

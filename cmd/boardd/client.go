@@ -303,6 +303,7 @@ func printStat(w io.Writer, st board.Stat) {
 		batch = float64(k.Commits) / float64(k.Batches)
 	}
 	fmt.Fprintf(tw, "commits %d\tbatches %d (%.1f/batch)\tperm failed %d\tforwarded %d\tserved %d\n", k.Commits, k.Batches, batch, k.PermFailed, k.AppForwarded, k.AppServed)
+	fmt.Fprintf(tw, "stalls %d\tlongest %v\t(runtime not scheduled for longer than the heartbeat monitor)\n", k.Stalls, k.LongestStall.Round(10*time.Microsecond))
 	tw.Flush()
 	if len(st.Sites) > 0 {
 		sites := append([]board.SiteStat(nil), st.Sites...)
