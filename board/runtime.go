@@ -260,14 +260,18 @@ func (b *Board) loop() {
 	defer tick.Stop()
 	deferred, maxDefers := 0, maxTickDefers(b.cfg)
 	lastTick := time.Now()
+	// busy is the time since lastTick the loop spent outside the select
+	// (waiting for rtMu, working): it tells a starved process from a
+	// runtime held by someone else.
+	var busy time.Duration
 	for {
 		select {
 		case <-b.closing:
 			return
 		case <-tick.C:
 			now := time.Now()
-			b.noteStall(now.Sub(lastTick))
-			lastTick = now
+			b.noteStall(now.Sub(lastTick), busy)
+			lastTick, busy = now, 0
 			if deferred < maxDefers && b.tickShouldWait() {
 				deferred++
 				continue
@@ -279,11 +283,14 @@ func (b *Board) loop() {
 			rt.processReady()
 			rt.flush(false)
 			b.rtMu.Unlock()
+			busy += time.Since(now)
 		case f := <-b.ctrlCh:
+			t0 := time.Now()
 			b.rtMu.Lock()
 			f()
 			rt.processReady()
 			b.rtMu.Unlock()
+			busy += time.Since(t0)
 		}
 	}
 }
@@ -292,7 +299,7 @@ func (b *Board) loop() {
 // the heartbeat monitor means the process did not run for that long: it is
 // counted and logged, since to the group it looked like a dead master (if
 // this board was master) or a deaf replica.
-func (b *Board) noteStall(gap time.Duration) {
+func (b *Board) noteStall(gap, busy time.Duration) {
 	if gap > time.Duration(b.ctr.longestStall.Load()) {
 		b.ctr.longestStall.Store(int64(gap))
 	}
@@ -300,8 +307,9 @@ func (b *Board) noteStall(gap time.Duration) {
 		return
 	}
 	b.ctr.stalls.Add(1)
-	b.log.Warn("board runtime stalled: the process got no CPU for longer than the heartbeat monitor",
-		"for", gap.Round(10*time.Microsecond), "heartbeat_monitor", b.cfg.HeartbeatMonitor, "role", b.pub.Load().role.String())
+	b.log.Warn("board runtime stalled: its timers did not run for longer than the heartbeat monitor",
+		"for", gap.Round(10*time.Microsecond), "loop_busy", busy.Round(10*time.Microsecond),
+		"heartbeat_monitor", b.cfg.HeartbeatMonitor, "role", b.pub.Load().role.String())
 }
 
 // maxTickDefers bounds how many ticks in a row a replica lets received
