@@ -1,6 +1,8 @@
 package board
 
 import (
+	"io"
+	"log/slog"
 	"testing"
 	"time"
 
@@ -66,5 +68,26 @@ func TestTickShouldWait(t *testing.T) {
 	}
 	if got := maxTickDefers(cfg); got != 5 {
 		t.Fatalf("maxTickDefers(default) = %d, want 5 (half of a 10ms monitor in 1ms ticks)", got)
+	}
+}
+
+// TestNoteStall: a gap between ticks above the heartbeat monitor is counted
+// as a stall; every gap feeds the longest.
+func TestNoteStall(t *testing.T) {
+	cfg := Config{Site: 1}.withDefaults()
+	b := &Board{cfg: cfg, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	b.pub.Store(&published{role: RoleMaster, master: 1})
+	b.noteStall(cfg.HeartbeatMonitor/2, 0)
+	if st := b.ctr.stalls.Load(); st != 0 {
+		t.Fatalf("half a monitor counted as %d stalls", st)
+	}
+	b.noteStall(cfg.HeartbeatMonitor+time.Millisecond, time.Millisecond)
+	b.noteStall(3*cfg.HeartbeatMonitor, 0)
+	b.noteStall(cfg.HeartbeatMonitor, 0) // not above: not a stall
+	if st := b.ctr.stalls.Load(); st != 2 {
+		t.Fatalf("%d stalls counted, want 2", st)
+	}
+	if l := time.Duration(b.ctr.longestStall.Load()); l != 3*cfg.HeartbeatMonitor {
+		t.Fatalf("longest stall %v, want %v", l, 3*cfg.HeartbeatMonitor)
 	}
 }
