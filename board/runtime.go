@@ -636,12 +636,17 @@ func (rt *runtime) flush(force bool) {
 	if !force && len(rt.waiters) >= maxInFlight && len(rt.pending) < maxBatch && rt.b.now()-rt.pendingSince < hold {
 		return
 	}
+	// The queue's array is reused for the next batch (committed keeps a
+	// copy of what it holds on to); its references are cleared so that
+	// answered writes can be collected.
+	buf := rt.pending
 	for len(rt.pending) > 0 {
 		n := min(len(rt.pending), maxBatch)
 		rt.runBatch(rt.pending[:n])
 		rt.pending = rt.pending[n:]
 	}
-	rt.pending = rt.pending[:0:0]
+	clear(buf[:cap(buf)])
+	rt.pending = buf[:0]
 }
 
 // runBatch commits a group of writes, in one transaction when every fn
@@ -740,7 +745,7 @@ func (rt *runtime) committed(ci inmem.CommitInfo, reqs []*writeReq) {
 	}
 	// The node's ack timeout normally reports the outcome; the deadline
 	// here only guards against a lost report.
-	// reqs is the loop's reusable batch: keep a copy.
+	// reqs is a window of the reusable write queue: keep a copy.
 	rt.waiters = append(rt.waiters, waiter{lsn: ci.LSN, deadline: now + 2*b.cfg.AckTimeout + 10*tickEvery(b.cfg), reqs: slices.Clone(reqs)})
 }
 

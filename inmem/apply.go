@@ -263,8 +263,7 @@ func (e *Env) AppendNewGen(gen uint32) (CommitInfo, error) {
 func (e *Env) CommitAt(lsn uint64) (CommitInfo, error) {
 	e.wmu.Lock()
 	defer e.wmu.Unlock()
-	var scratch [commitRecLen]byte
-	r, next, err := e.log.Read(lsn, scratch[:])
+	r, next, err := e.log.Read(lsn, e.commitBuf[:])
 	if err != nil {
 		return CommitInfo{}, fmt.Errorf("inmem: commit at LSN %d: %w", lsn, err)
 	}

@@ -98,9 +98,13 @@ type Env struct {
 	npages uint64
 	lo     uint64 // first tree page (after meta pages and log)
 
-	wmu    sync.Mutex // the writer
-	closed atomic.Bool
-	gen    atomic.Uint32
+	wmu sync.Mutex // the writer
+	// Scratch of the writer (under wmu): publish's meta encoding and
+	// CommitAt's record read, which escape to the heap as locals.
+	metaBuf   [metaSize]byte
+	commitBuf [commitRecLen]byte
+	closed    atomic.Bool
+	gen       atomic.Uint32
 
 	readMu  sync.Mutex
 	cur     meta           // last committed meta; written under wmu+readMu
@@ -793,7 +797,7 @@ func (e *Env) publish(m meta) {
 	m.pageSize = uint32(e.ps)
 	m.numPages = e.npages
 	off := e.lay.meta[m.txid%2] * uint64(e.ps)
-	var b [metaSize]byte
+	b := &e.metaBuf
 	m.encode(b[:])
 	// The checksum word goes last with an atomic store: a release barrier, so a
 	// reader in another process that sees a valid meta also sees the pages it

@@ -25,17 +25,22 @@ func maxKey(ps int) int {
 // the shared pool and are valid only until the transaction ends. A Tx is used by
 // one goroutine.
 type Tx struct {
-	env        *Env
-	data       []byte
-	ps         int
-	lo         uint64 // first tree page
-	npages     uint64
-	meta       meta // the snapshot (read) or the working state (write)
-	writable   bool
-	closed     bool
-	applying   bool  // replica apply: records come from the master, none are generated
-	err        error // first error met by a read that could not return one
-	dbs        []*DB
+	env      *Env
+	data     []byte
+	ps       int
+	lo       uint64 // first tree page
+	npages   uint64
+	meta     meta // the snapshot (read) or the working state (write)
+	writable bool
+	closed   bool
+	applying bool  // replica apply: records come from the master, none are generated
+	err      error // first error met by a read that could not return one
+	dbs      []*DB
+	// The first handles live in the Tx: most transactions use one
+	// database, and a replica applies a transaction per commit it
+	// receives, so that saves two allocations per commit on every board.
+	dbInline   [2]DB
+	dbPtrs     [2]*DB
 	mods       uint64 // bumped by every tree change, so cursors know to re-seek
 	path       [maxDepth]pathElem
 	nrec       uint32 // records buffered in env.redo
@@ -103,7 +108,22 @@ func (tx *Tx) DB(name string) *DB {
 		tx.setErr(corrupt(tx.meta.root, fmt.Sprintf("catalog entry for %q has %d bytes", name, len(v))))
 		return nil
 	}
-	db := &DB{tx: tx, name: name, id: id, root: root, orig: root}
+	return tx.addDB(DB{tx: tx, name: name, id: id, root: root, orig: root})
+}
+
+// addDB registers a handle for this transaction. tx.dbs only grows, so an
+// inline slot is handed out once.
+func (tx *Tx) addDB(d DB) *DB {
+	if tx.dbs == nil {
+		tx.dbs = tx.dbPtrs[:0]
+	}
+	var db *DB
+	if n := len(tx.dbs); n < len(tx.dbInline) {
+		db = &tx.dbInline[n]
+	} else {
+		db = new(DB)
+	}
+	*db = d
 	tx.dbs = append(tx.dbs, db)
 	return db
 }
@@ -164,8 +184,7 @@ func (tx *Tx) createDB(name string, id uint32) (*DB, error) {
 	if id >= tx.meta.nextDB {
 		tx.meta.nextDB = id + 1
 	}
-	db := &DB{tx: tx, name: name, id: id, root: pg, orig: pg}
-	tx.dbs = append(tx.dbs, db)
+	db := tx.addDB(DB{tx: tx, name: name, id: id, root: pg, orig: pg})
 	tx.logOp(logbuf.RecCreateDB, id, bytesOf(name), nil)
 	tx.catChanged = true
 	return db, nil
