@@ -186,14 +186,19 @@ func TestRollback(t *testing.T) {
 	}
 }
 
-func TestReplicaFollowsMasterCheckpoints(t *testing.T) {
-	m := newEnv(t, 256<<10)
-	r := newEnv(t, 256<<10)
-	mc := New(m, Policy{KBytes: 8})
-	defer mc.Close()
-	rc := New(r, Policy{KBytes: 8})
+// masterAndReplica opens two environments of logSize with a checkpointer
+// each, the second as a replica's; both close at cleanup.
+func masterAndReplica(t *testing.T, logSize int, kbytes int) (m, r *inmem.Env, mc, rc *Checkpointer) {
+	t.Helper()
+	m, r = newEnv(t, logSize), newEnv(t, logSize)
+	mc, rc = New(m, Policy{KBytes: kbytes}), New(r, Policy{KBytes: kbytes})
 	rc.SetMaster(false)
-	defer rc.Close()
+	t.Cleanup(func() { mc.Close(); rc.Close() })
+	return m, r, mc, rc
+}
+
+func TestReplicaFollowsMasterCheckpoints(t *testing.T) {
+	m, r, mc, rc := masterAndReplica(t, 256<<10, 8)
 	now := time.Unix(1000, 0)
 	hashes := map[uint64]uint64{}
 	var ends []uint64
@@ -350,13 +355,7 @@ func TestCheckpointUnderAckLag(t *testing.T) {
 // first never promoted anything: the first checkpoint kept the replica's log
 // and its snapshot's pages for good.
 func TestReplicaPromotesBeforeNewerCandidate(t *testing.T) {
-	m := newEnv(t, 1<<20)
-	r := newEnv(t, 1<<20)
-	mc := New(m, Policy{KBytes: 4})
-	defer mc.Close()
-	rc := New(r, Policy{KBytes: 4})
-	rc.SetMaster(false)
-	defer rc.Close()
+	m, r, mc, rc := masterAndReplica(t, 1<<20, 4)
 	now := time.Unix(1000, 0)
 	const rounds = 20
 	for i, round := 0, 0; round < rounds; round++ {

@@ -182,6 +182,16 @@ func (g *envGroup) master() *envSite {
 	return m
 }
 
+// other returns the first site that is not s.
+func (g *envGroup) other(s *envSite) *envSite {
+	for _, o := range g.sites {
+		if o != s {
+			return o
+		}
+	}
+	return nil
+}
+
 func (g *envGroup) converged() bool {
 	m := g.master()
 	if m == nil {
@@ -232,13 +242,7 @@ func TestEnvStorageGroup(t *testing.T) {
 		t.Fatalf("master never checkpointed (%d KiB of log)", m.st.EndLSN()>>10)
 	}
 	// A replica loses its memory: internal init from the master's checkpoint.
-	var victim *envSite
-	for _, s := range g.sites {
-		if s != m {
-			victim = s
-			break
-		}
-	}
+	victim := g.other(m)
 	victim.st.Close()
 	victim.st.Env().Close()
 	g.boot(victim)
@@ -377,13 +381,7 @@ func TestEnvStorageNamedInit(t *testing.T) {
 	}
 	g.until("convergence", 10*time.Second, g.converged)
 	m := g.master()
-	var victim *envSite
-	for _, s := range g.sites {
-		if s != m {
-			victim = s
-			break
-		}
-	}
+	victim := g.other(m)
 	victim.st.Close()
 	if err := victim.st.Env().Remove(); err != nil {
 		t.Fatal(err)
@@ -435,13 +433,7 @@ func TestEnvStorageCatchUpLongLog(t *testing.T) {
 	}
 	g.until("a master", 10*time.Second, func() bool { return g.master() != nil })
 	m := g.master()
-	var victim *envSite
-	for _, s := range g.sites {
-		if s != m {
-			victim = s
-			break
-		}
-	}
+	victim := g.other(m)
 	victim.down = true
 	total := m.st.Env().PageStats().TotalPages
 	val := make([]byte, 64)
