@@ -296,9 +296,10 @@ func (b *Board) loop() {
 }
 
 // noteStall records the gap between two ticks the loop saw. A gap above
-// the heartbeat monitor means the process did not run for that long: it is
-// counted and logged, since to the group it looked like a dead master (if
-// this board was master) or a deaf replica.
+// the heartbeat monitor means the board's timers did not run for that long
+// (its process got no CPU, or, when busy is most of the gap, the runtime
+// was held): it is counted and logged, since to the group it looked like a
+// dead master (if this board was master) or a deaf replica.
 func (b *Board) noteStall(gap, busy time.Duration) {
 	if gap > time.Duration(b.ctr.longestStall.Load()) {
 		b.ctr.longestStall.Store(int64(gap))
