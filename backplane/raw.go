@@ -23,6 +23,15 @@ type RawConfig struct {
 	Reassembly        ReassemblyConfig
 	RecvBuffer        int // SO_RCVBUF bytes; default 8 MiB
 	Batch             int // frames per recvmmsg; default 64
+	// WaitInThread makes Recv wait for frames in poll(2) on the calling
+	// goroutine's thread instead of parking it in the Go netpoller. A frame
+	// then wakes the receiving thread itself, not the netpoller's thread
+	// and, through it, another: on a machine where every wake-up is
+	// costly (a virtual machine) that is most of what a board alone in its
+	// process spends per message. Boards sharing one process do better
+	// with the netpoller (a blocked receive there holds a processor the
+	// other boards need until the runtime takes it back).
+	WaitInThread bool
 }
 
 type rawTransport struct {
@@ -90,7 +99,7 @@ func NewRaw(cfg RawConfig) (Transport, error) {
 	t.learn = t.learnMAC
 	copy(t.eth[6:12], ifi.HardwareAddr)
 	t.eth[12], t.eth[13] = EtherType>>8, EtherType&0xff
-	t.initPoll()
+	t.initPoll(!cfg.WaitInThread)
 	return t, nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -64,19 +65,26 @@ func TestRigTransports(t *testing.T) {
 	c := newChassis(t, 3)
 	// udp: one shared socket (site port == group port); udp2: unicast and
 	// group sockets polled together.
-	for _, kind := range []string{"raw", "udp", "udp2"} {
+	// raw-thread: waiting in poll(2) on the receiving thread
+	// (RawConfig.WaitInThread) instead of the netpoller.
+	for _, kind := range []string{"raw", "raw-thread", "udp", "udp2"} {
 		t.Run(kind, func(t *testing.T) {
 			var trs []Transport
 			for _, b := range c.Boards {
 				if kind == "raw" {
 					trs = append(trs, rawOn(t, b, nil))
+				} else if kind == "raw-thread" {
+					trs = append(trs, rawOn(t, b, func(c *RawConfig) { c.WaitInThread = true }))
+					if tr := trs[len(trs)-1].(*rawTransport); tr.blocking {
+						t.Fatal("WaitInThread: the transport waits in the netpoller")
+					}
 				} else if kind == "udp" {
 					trs = append(trs, udpOn(t, b, rigUDPSites(c, DefaultUDPPort)))
 				} else {
 					trs = append(trs, udpOn(t, b, rigUDPSites(c, DefaultUDPPort+1)))
 				}
 			}
-			if kind != "raw" {
+			if strings.HasPrefix(kind, "udp") {
 				if s := trs[0].Stats(); s.MulticastFallback {
 					t.Fatalf("udp in the rig should use real multicast: %s", s.FallbackReason)
 				}
@@ -87,7 +95,7 @@ func TestRigTransports(t *testing.T) {
 			}
 			chs := collectAll(t, trs)
 			exerciseChassis(t, trs, chs)
-			if kind == "raw" {
+			if strings.HasPrefix(kind, "raw") {
 				// Site 2 learned site 1's MAC from its multicast, so this
 				// unicast is not flooded to site 3.
 				before := trs[2].Stats().Drop(DropNotForMe)

@@ -255,16 +255,17 @@ func transientRecvErr(err error) bool {
 		errors.Is(err, unix.EHOSTUNREACH) || errors.Is(err, unix.ENETUNREACH)
 }
 
-// initPoll prepares waiting. With one socket, Recv waits in the Go
-// netpoller: the receiving goroutine parks without holding a thread in a
+// initPoll prepares waiting. With one socket and netpoll, Recv waits in the
+// Go netpoller: the receiving goroutine parks without holding a thread in a
 // syscall, so the runtime neither spawns threads nor waits for its monitor
 // to take a processor back from a blocked receive (with several boards in a
 // process, that wait was most of a commit's latency), and a frame wakes the
 // goroutine as soon as epoll reports it. Under load the receive never waits:
-// each call drains up to a batch first. With several sockets (udp
-// multicast), Recv polls them and an eventfd that Close signals.
-func (t *fdTransport) initPoll() {
-	if len(t.fds) == 1 && t.np.open(t.fds[0], t.what) == nil {
+// each call drains up to a batch first. Otherwise (several sockets, as udp
+// multicast has, or a board alone in its process: RawConfig.WaitInThread),
+// Recv polls the sockets and an eventfd that Close signals.
+func (t *fdTransport) initPoll(netpoll bool) {
+	if netpoll && len(t.fds) == 1 && t.np.open(t.fds[0], t.what) == nil {
 		t.blocking = true
 	}
 	t.pfds = t.pfds[:0]

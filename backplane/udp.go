@@ -118,7 +118,7 @@ func NewUDP(cfg UDPConfig) (Transport, error) {
 	t.rx = newRxCore(cfg.Group, cfg.Site, MaxFramePayload, cfg.Reassembly, &t.c)
 	t.tx = newTxCore(cfg.Group, cfg.Site, maxFrag, cfg.CompressThreshold, &t.c)
 	t.ring = newRxRing(cfg.Batch, cfg.MaxDatagram)
-	t.initPoll()
+	t.initPoll(true)
 	return t, nil
 }
 

@@ -89,8 +89,8 @@ func TestSuiteSmoke(t *testing.T) {
 			}
 		}
 	}
-	if len(back.Targets) != 7 {
-		t.Errorf("%d targets, want 7", len(back.Targets))
+	if len(back.Targets) != 9 {
+		t.Errorf("%d targets, want 9", len(back.Targets))
 	}
 	for _, tg := range back.Targets {
 		if tg.Reason == "" && tg.Unit == "" {

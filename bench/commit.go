@@ -276,41 +276,65 @@ func (s *suite) loadCells(l load) (map[string]float64, []string) {
 
 func (s *suite) runCommit(ctx context.Context) Section {
 	sec := emptySection(secCommit)
-	sec.Setup = inProcessSetup + fmt.Sprintf("Each configuration is measured for %v after a warm-up. Ratio: commit p50 over the bare 64 B round trip of this run.", s.cfg.CommitTime)
+	sec.Setup = inProcessSetup + fmt.Sprintf("Each configuration is measured for %v after a warm-up. Ratio: commit p50 over the bare 64 B round trip of this run. ", s.cfg.CommitTime) +
+		perProcessSetup
 	sec.Columns = []string{"ack policy", "boards", "writers", "p50", "p99", "commits/s", "p50 / bare RTT", "commits per batch", "not perm / errors"}
-	for _, n := range s.cfg.CommitBoards {
+	for i, n := range s.cfg.CommitBoards {
 		for _, p := range s.policies() {
-			label := fmt.Sprintf("%s, %d boards", policyName(p), n)
-			if ctx.Err() != nil {
-				sec.missing(label, "interrupted")
-				continue
-			}
 			g, err := s.openGroup(ctx, n, fmt.Sprintf("bench-c%d-%s", n, p), func(c *board.Config) { c.AckPolicy = p })
-			if err != nil {
-				sec.missing(label, err.Error())
+			s.measureGroup(ctx, &sec, policyName(p), n, g, err)
+			if i > 0 {
 				continue
 			}
-			for _, w := range s.cfg.Writers {
-				l := runLoad(ctx, g, w, s.cfg.CommitTime)
-				if l.commits == 0 {
-					sec.missing(policyName(p), fmt.Sprintf("%d boards, %d writers: no permanent commit (%d not perm, %d errors, first: %v)", n, w, l.notPerm, l.errs, l.err))
-					continue
-				}
-				v, c := s.loadCells(l)
-				v["boards"], v["writers"] = float64(n), float64(w)
-				sec.add(policyName(p), v, append([]string{fmt.Sprint(n), fmt.Sprint(w)}, c...)...)
-				if n == 3 && w == 1 {
-					s.latency[policyName(p)] = l.lat
-				}
-				if l.err != nil {
-					sec.note("%s, %d boards, %d writers: %d errors (%d times mastership had moved), first: %v", policyName(p), n, w, l.errs, l.moves, l.err)
-				}
-				s.logf("commit %s boards=%d writers=%d p50=%v rate=%.0f/s", policyName(p), n, w, l.lat.Quantile(.5), l.rate())
+			// The smallest group again, laid out as a chassis runs it.
+			g, c, err := s.openProcGroup(ctx, n, fmt.Sprintf("p%d%s", n, p), p)
+			s.measureGroup(ctx, &sec, policyName(p)+perProcessLabel, n, g, err)
+			if c != nil {
+				c.close()
 			}
-			g.close()
 		}
 	}
 	return sec
+}
+
+// perProcessLabel marks the commit rows of a group with one process per
+// board.
+const perProcessLabel = ", process per board"
+
+const perProcessSetup = "Rows marked \"process per board\": the same group laid out as a chassis runs it, each board in its own process: board 1, the master, " +
+	"in this process with the writers (as a firmware process embeds it), boards 2.. as `boardd run` processes in their namespaces with the same memory settings. " +
+	"Every hand-off between boards is then a wake-up of another process, where in-process boards share one Go runtime whose threads are often still awake."
+
+// measureGroup runs each writer count against g (opened with err) and adds
+// a row per count under label; it closes g.
+func (s *suite) measureGroup(ctx context.Context, sec *Section, label string, n int, g *group, err error) {
+	name := fmt.Sprintf("%s, %d boards", label, n)
+	if err != nil {
+		sec.missing(name, err.Error())
+		return
+	}
+	defer g.close()
+	if ctx.Err() != nil {
+		sec.missing(name, "interrupted")
+		return
+	}
+	for _, w := range s.cfg.Writers {
+		l := runLoad(ctx, g, w, s.cfg.CommitTime)
+		if l.commits == 0 {
+			sec.missing(label, fmt.Sprintf("%d boards, %d writers: no permanent commit (%d not perm, %d errors, first: %v)", n, w, l.notPerm, l.errs, l.err))
+			continue
+		}
+		v, c := s.loadCells(l)
+		v["boards"], v["writers"] = float64(n), float64(w)
+		sec.add(label, v, append([]string{fmt.Sprint(n), fmt.Sprint(w)}, c...)...)
+		if n == 3 && w == 1 && !strings.HasSuffix(label, perProcessLabel) {
+			s.latency[label] = l.lat
+		}
+		if l.err != nil {
+			sec.note("%s, %d boards, %d writers: %d errors (%d times mastership had moved), first: %v", label, n, w, l.errs, l.moves, l.err)
+		}
+		s.logf("commit %s boards=%d writers=%d p50=%v rate=%.0f/s", label, n, w, l.lat.Quantile(.5), l.rate())
+	}
 }
 
 func (s *suite) runScale(ctx context.Context) Section {

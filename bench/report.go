@@ -44,22 +44,29 @@ func (s *suite) targets() {
 		}
 		return Row{}, "no such row in this run"
 	}
-	quorum := func(boards, writers float64) func(Row) bool {
+	quorum := func(label string, boards, writers float64) func(Row) bool {
 		return func(r Row) bool {
-			return r.Label == "QUORUM" && (r.NotMeasured != "" || r.Values["boards"] == boards && r.Values["writers"] == writers)
+			return r.Label == label && (r.NotMeasured != "" || r.Values["boards"] == boards && r.Values["writers"] == writers)
 		}
 	}
+	var (
+		r   Row
+		why string
+		v   float64
+		ok  bool
+	)
+	for _, layout := range []struct{ label, name string }{{"QUORUM", ""}, {"QUORUM" + perProcessLabel, ", process per board"}} {
+		r, why = find(secCommit, quorum(layout.label, 3, 1))
+		v, ok = r.Values["p50_over_bare_rtt64"]
+		if why == "" && !ok {
+			why = "bare round trip not measured"
+		}
+		add("QUORUM commit p50 / bare RTT (3 boards"+layout.name+", 1 writer)", "<= 2x", "x", v, why == "", v <= 2, why)
 
-	r, why := find(secCommit, quorum(3, 1))
-	v, ok := r.Values["p50_over_bare_rtt64"]
-	if why == "" && !ok {
-		why = "bare round trip not measured"
+		r, why = find(secCommit, quorum(layout.label, 3, 64))
+		v = r.Values["commits_per_s"]
+		add("QUORUM commits/s (3 boards"+layout.name+", 64 writers)", ">= 100000", "commits/s", v, why == "", v >= 100000, why)
 	}
-	add("QUORUM commit p50 / bare RTT (3 boards, 1 writer)", "<= 2x", "x", v, why == "", v <= 2, why)
-
-	r, why = find(secCommit, quorum(3, 64))
-	v = r.Values["commits_per_s"]
-	add("QUORUM commits/s (3 boards, 64 writers)", ">= 100000", "commits/s", v, why == "", v >= 100000, why)
 
 	r, why = find(secFailover, func(r Row) bool { return r.Label == "SIGKILL master" })
 	v = r.Values["median_ms"]

@@ -18,17 +18,11 @@ import (
 // board namespace, with the default timing, and waits until they agree on a
 // master. The caller closes the cluster.
 func (s *suite) startCluster(ctx context.Context, group string, n int) (*cluster, error) {
-	dir, err := os.MkdirTemp("", "boardha-bench-")
+	c, err := s.buildCluster(ctx, group)
 	if err != nil {
 		return nil, err
 	}
-	c := &cluster{dir: dir, bin: filepath.Join(dir, "boardd"), logf: s.logf}
-	s.logf("%s: building boardd", group)
-	build := exec.CommandContext(ctx, goTool(), "build", "-o", c.bin, "github.com/seed61e250c8/boardha/cmd/boardd")
-	if out, err := build.CombinedOutput(); err != nil {
-		c.close()
-		return nil, fmt.Errorf("building boardd: %v: %s", err, strings.TrimSpace(string(out)))
-	}
+	dir := c.dir
 	var sites []string
 	for i := range n {
 		sites = append(sites, strconv.Itoa(int(s.chassis.Boards[i].Site)))
@@ -53,6 +47,30 @@ func (s *suite) startCluster(ctx context.Context, group string, n int) (*cluster
 	}
 	s.logf("%s: %d boards up, master agreed after %v", group, n, time.Since(t0).Round(time.Millisecond))
 	return c, nil
+}
+
+// buildCluster returns an empty cluster with its own temporary directory
+// (which close removes), building boardd first if this run has not yet.
+func (s *suite) buildCluster(ctx context.Context, group string) (*cluster, error) {
+	if s.boardd == "" {
+		dir, err := os.MkdirTemp("", "boardha-bench-bin-")
+		if err != nil {
+			return nil, err
+		}
+		s.binDir = dir
+		bin := filepath.Join(dir, "boardd")
+		s.logf("%s: building boardd", group)
+		build := exec.CommandContext(ctx, goTool(), "build", "-o", bin, "github.com/seed61e250c8/boardha/cmd/boardd")
+		if out, err := build.CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("building boardd: %v: %s", err, strings.TrimSpace(string(out)))
+		}
+		s.boardd = bin
+	}
+	dir, err := os.MkdirTemp("", "boardha-bench-")
+	if err != nil {
+		return nil, err
+	}
+	return &cluster{dir: dir, bin: s.boardd, logf: s.logf}, nil
 }
 
 // startWriters runs two writers per board until the function returned is

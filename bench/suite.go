@@ -111,6 +111,10 @@ type suite struct {
 	logw    io.Writer
 	dbg     *slog.Logger
 
+	// boardd is the boardd binary built for this run (in binDir, removed
+	// at the end), empty until a section needs it.
+	boardd, binDir string
+
 	bare     *bareFigures
 	latency  map[string]Samples // commit latency samples by ack policy (3 boards, 1 writer), for the CDF plot
 	failover map[string]Samples // by fault kind, for the histogram
@@ -164,6 +168,9 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 			}()
 			s.runSections(ctx)
 		}
+	}
+	if s.binDir != "" {
+		_ = os.RemoveAll(s.binDir)
 	}
 	s.targets()
 	s.res.Elapsed = time.Since(start).Round(time.Second).String()

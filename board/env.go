@@ -86,7 +86,8 @@ func newTransport(c Config) (backplane.Transport, error) {
 		}
 		return wrapTr(backplane.NewUDP(backplane.UDPConfig{Site: c.Site, Group: group, Sites: sites}))
 	case transportRaw:
-		return wrapTr(backplane.NewRaw(backplane.RawConfig{Site: c.Site, Group: group, Interface: c.Transport.iface}))
+		return wrapTr(backplane.NewRaw(backplane.RawConfig{Site: c.Site, Group: group, Interface: c.Transport.iface,
+			WaitInThread: c.Transport.inThread}))
 	}
 	return nil, fmt.Errorf("%w: no transport configured", ErrInvalidConfig)
 }

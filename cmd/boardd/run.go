@@ -29,6 +29,7 @@ type fileConfig struct {
 	Priority  uint32            `json:"priority"`
 	Transport string            `json:"transport"` // udp | raw
 	Iface     string            `json:"iface"`     // raw
+	RxThread  bool              `json:"rx_thread"` // raw: receive on a thread of its own (default true)
 	Listen    string            `json:"listen"`    // udp; default peers[site]
 	Master    bool              `json:"master"`    // start as the designated master
 
@@ -56,7 +57,7 @@ type fileConfig struct {
 }
 
 func defaultFileConfig() fileConfig {
-	return fileConfig{Group: "chassis", Priority: 100, Transport: "udp", Ack: "quorum", LogLevel: "info"}
+	return fileConfig{Group: "chassis", Priority: 100, Transport: "udp", Ack: "quorum", LogLevel: "info", RxThread: true}
 }
 
 func bindRunFlags(fs *flag.FlagSet, fc *fileConfig) (peers, site *string) {
@@ -70,6 +71,7 @@ func bindRunFlags(fs *flag.FlagSet, fc *fileConfig) (peers, site *string) {
 	})
 	fs.StringVar(&fc.Transport, "transport", fc.Transport, "backplane transport: udp or raw")
 	fs.StringVar(&fc.Iface, "iface", fc.Iface, "raw: backplane interface")
+	fs.BoolVar(&fc.RxThread, "rx-thread", fc.RxThread, "raw: wait for frames on a thread of its own instead of the Go netpoller (better with one board per process)")
 	fs.StringVar(&fc.Listen, "listen", fc.Listen, "udp: this board's host:port (default its -peers entry)")
 	fs.BoolVar(&fc.Master, "master", fc.Master, "start as the designated master instead of electing")
 	fs.StringVar(&fc.Ack, "ack", fc.Ack, "ack policy: none, one, onepeer, quorum, allpeers, all")
@@ -226,6 +228,9 @@ func (fc fileConfig) boardConfig(log *slog.Logger) (board.Config, error) {
 		c.Transport = board.UDPTransport(fc.Listen)
 	case "raw":
 		c.Transport = board.RawTransport(fc.Iface)
+		if fc.RxThread {
+			c.Transport = c.Transport.ReceiveInThread()
+		}
 	default:
 		return c, usagef("boardd: -transport %q; use udp or raw", fc.Transport)
 	}

@@ -1,0 +1,84 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/seed61e250c8/boardha/board"
+)
+
+// openProcGroup opens a group of n boards laid out as a chassis runs them:
+// one process per board. Board 1, the master, runs in this process (as a
+// firmware process embeds it, with its writers); boards 2..n are `boardd run`
+// processes in their namespaces. It returns once every replica has acked
+// the master's log end. The caller closes both.
+func (s *suite) openProcGroup(ctx context.Context, n int, name string, p board.AckPolicy) (*group, *cluster, error) {
+	if n > len(s.chassis.Boards) {
+		return nil, nil, fmt.Errorf("group of %d boards on a chassis of %d", n, len(s.chassis.Boards))
+	}
+	c, err := s.buildCluster(ctx, name)
+	if err != nil {
+		return nil, nil, err
+	}
+	var sites []string
+	peers := map[uint16]string{}
+	for _, rb := range s.chassis.Boards[:n] {
+		sites = append(sites, strconv.Itoa(int(rb.Site)))
+		peers[rb.Site] = ""
+	}
+	gname := "bench-" + name
+	for _, rb := range s.chassis.Boards[1:n] {
+		pr := &proc{site: rb.Site, ns: rb, sock: filepath.Join(c.dir, fmt.Sprintf("b%d.sock", rb.Site)),
+			shm: fmt.Sprintf("boardha-bench%d-%s%d", os.Getpid(), name, rb.Site), logf: filepath.Join(c.dir, fmt.Sprintf("b%d.log", rb.Site))}
+		pr.args = append([]string{"run", "-site", strconv.Itoa(int(rb.Site)), "-group", gname, "-peers", strings.Join(sites, ","),
+			"-sock", pr.sock, "-shm", pr.shm, "-ack", policyName(p)}, boarddArgs()...)
+		c.procs = append(c.procs, pr)
+		if err := c.start(pr); err != nil {
+			c.close()
+			return nil, nil, err
+		}
+	}
+	rb := s.chassis.Boards[0]
+	cfg := board.Config{Site: rb.Site, Group: gname, Peers: peers, Priority: 100, Transport: board.RawTransport(rb.Iface),
+		PoolSize: 256 << 20, LogSize: 32 << 20, CheckpointKiB: 256, AckPolicy: p}
+	var m *board.Board
+	if err := rb.Do(func() (err error) { m, err = board.Open(cfg); return err }); err != nil {
+		c.close()
+		return nil, nil, fmt.Errorf("opening board %d: %w", rb.Site, err)
+	}
+	g := &group{boards: []*board.Board{m}}
+	fail := func(err error) (*group, *cluster, error) {
+		g.close()
+		c.close()
+		return nil, nil, err
+	}
+	if err := m.Start(ctx, board.StartMaster); err != nil {
+		return fail(fmt.Errorf("starting board %d: %w", rb.Site, err))
+	}
+	caughtUp := func() bool {
+		st := m.Stat()
+		if st.Role != board.RoleMaster {
+			return false
+		}
+		up := 0
+		for _, ss := range st.Sites {
+			if ss.AckedLSN > 0 && ss.LagBytes == 0 {
+				up++
+			}
+		}
+		return up == n-1
+	}
+	// A first commit gives the replicas a log end to ack.
+	if _, err := m.Update(ctx, func(tx *board.Tx) error { return tx.Bucket("bench").Put([]byte("start"), nil) }); err != nil {
+		return fail(fmt.Errorf("first commit on board %d: %w", rb.Site, err))
+	}
+	if err := waitFor(ctx, 30*time.Second, "every replica caught up", caughtUp); err != nil {
+		return fail(fmt.Errorf("%v; board logs: %s", err, c.tail()))
+	}
+	return g, c, nil
+}
