@@ -66,6 +66,15 @@ type Board struct {
 	// a replicated commit once the network round trip is paid.
 	rtMu sync.Mutex
 	rt   *runtime // guarded by rtMu
+	// inbox holds the writes submitted while rtMu was held; whoever holds
+	// rtMu takes them before it lets go (unlockRT). Writers that queued on
+	// rtMu itself slept and woke one by one, and each then committed what
+	// little had gathered: under AckNone, where no commit waits for acks,
+	// 64 writers made 64 one-write commits.
+	inMu    sync.Mutex
+	inbox   []*writeReq // guarded by inMu
+	inSpare []*writeReq // the last inbox taken, reused; guarded by rtMu
+	inboxN  atomic.Int32
 	// rxPending: the receive goroutine holds a batch it has not stepped.
 	rxPending atomic.Bool
 	// masterHeardAt mirrors runtime.masterHeard (nanoseconds since origin)
@@ -152,7 +161,7 @@ func (b *Board) Start(ctx context.Context, mode StartMode) error {
 		b.started.Store(true)
 		b.rtMu.Lock()
 		b.rt.start(mode)
-		b.rtMu.Unlock()
+		b.unlockRT()
 		go b.rxLoop()
 		go b.loop()
 		b.log.Info("board started", "mode", mode, "transport", b.cfg.Transport, "priority", b.cfg.Priority)
@@ -401,14 +410,14 @@ func (b *Board) submit(ctx context.Context, w *writeReq) (Commit, error) {
 		return Commit{}, err
 	}
 	w.res = make(chan writeResult, 1)
-	b.rtMu.Lock()
-	stopped := b.rt.stopped
-	if !stopped {
-		b.rt.write(w)
-	}
-	b.rtMu.Unlock()
-	if stopped {
-		return Commit{}, ErrClosed
+	b.inMu.Lock()
+	b.inbox = append(b.inbox, w)
+	b.inboxN.Store(int32(len(b.inbox)))
+	b.inMu.Unlock()
+	// If another goroutine holds rtMu, it takes the write before letting
+	// go: it reads inboxN after unlocking, and this store came first.
+	if b.rtMu.TryLock() {
+		b.unlockRT()
 	}
 	select {
 	case r := <-w.res:
@@ -418,6 +427,44 @@ func (b *Board) submit(ctx context.Context, w *writeReq) (Commit, error) {
 	case <-ctx.Done():
 		return Commit{}, ctx.Err()
 	}
+}
+
+// unlockRT releases rtMu, first handing the runtime the writes in the
+// inbox, and takes it back for writes that arrived meanwhile unless
+// someone else has it (who then takes them).
+func (b *Board) unlockRT() {
+	for {
+		if b.inboxN.Load() > 0 {
+			b.takeInbox()
+		}
+		b.rtMu.Unlock()
+		if b.inboxN.Load() == 0 || !b.rtMu.TryLock() {
+			return
+		}
+	}
+}
+
+// takeInbox queues the inbox's writes as one group commit; rtMu is held.
+func (b *Board) takeInbox() {
+	b.inMu.Lock()
+	reqs := b.inbox
+	b.inbox = b.inSpare[:0]
+	b.inboxN.Store(0)
+	b.inMu.Unlock()
+	rt := b.rt
+	if rt.stopped {
+		for _, w := range reqs {
+			w.res <- writeResult{err: ErrClosed}
+		}
+	} else {
+		for _, w := range reqs {
+			rt.queue(w)
+		}
+		rt.flush(false)
+		rt.processReady()
+	}
+	clear(reqs)
+	b.inSpare = reqs[:0]
 }
 
 // do runs f on the loop goroutine, under rtMu, and waits for it.

@@ -581,3 +581,45 @@ func TestNotReadyUntilSynchronisedWithNewMaster(t *testing.T) {
 		t.Fatal("still ready after a new master was adopted, before synchronising with it")
 	}
 }
+
+// TestWritesGatherWhileRuntimeBusy: writes submitted while another goroutine
+// holds the runtime are committed together by that goroutine when it lets
+// go, also under AckNone, where no commit waits for acks (they used to
+// queue on the lock and commit one by one).
+func TestWritesGatherWhileRuntimeBusy(t *testing.T) {
+	g := newGroup(t, 3, func(c *Config) { c.AckPolicy = AckNone })
+	m := g.master(0)
+	before := m.Stat().Counters
+	const writers = 32
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	errs := make(chan error, writers)
+	m.rtMu.Lock()
+	for i := range writers {
+		go func() {
+			_, err := m.Update(ctx, func(tx *Tx) error { return tx.Bucket("busy").Put([]byte(fmt.Sprint(i)), []byte("x")) })
+			errs <- err
+		}()
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for m.inboxN.Load() < writers && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond) // polling the inbox with a deadline while holding the runtime, not synchronising
+	}
+	queued := m.inboxN.Load()
+	m.unlockRT()
+	if queued != writers {
+		t.Fatalf("%d of %d writes in the inbox after 5s", queued, writers)
+	}
+	for range writers {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	after := m.Stat().Counters
+	if c, b := after.Commits-before.Commits, after.Batches-before.Batches; c != writers || b != 1 {
+		t.Fatalf("%d commits in %d batches; want %d in 1", c, b, writers)
+	}
+	if v := get(m, "busy", "7"); string(v) != "x" {
+		t.Fatalf("key 7 = %q after the batch", v)
+	}
+}

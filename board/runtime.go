@@ -207,7 +207,7 @@ func (b *Board) rxLoop() {
 		if !stopped {
 			rt.receive(msgs[:n])
 		}
-		b.rtMu.Unlock()
+		b.unlockRT()
 		b.rxPending.Store(false)
 		if stopped {
 			return
@@ -238,14 +238,6 @@ func (rt *runtime) heardMaster(now time.Duration) {
 	rt.b.masterHeardAt.Store(int64(now))
 }
 
-// write queues w for the next group commit and commits at once when no
-// commit is in flight.
-func (rt *runtime) write(w *writeReq) {
-	rt.queue(w)
-	rt.flush(false)
-	rt.processReady()
-}
-
 // loop runs the timers and the control calls until the board closes, then
 // shuts the runtime down.
 func (b *Board) loop() {
@@ -254,7 +246,7 @@ func (b *Board) loop() {
 	defer func() {
 		b.rtMu.Lock()
 		rt.shutdown()
-		b.rtMu.Unlock()
+		b.unlockRT() // writes submitted meanwhile get ErrClosed
 	}()
 	tick := time.NewTicker(tickEvery(b.cfg))
 	defer tick.Stop()
@@ -282,14 +274,14 @@ func (b *Board) loop() {
 			rt.expire()
 			rt.processReady()
 			rt.flush(false)
-			b.rtMu.Unlock()
+			b.unlockRT()
 			busy += time.Since(now)
 		case f := <-b.ctrlCh:
 			t0 := time.Now()
 			b.rtMu.Lock()
 			f()
 			rt.processReady()
-			b.rtMu.Unlock()
+			b.unlockRT()
 			busy += time.Since(t0)
 		}
 	}

@@ -213,7 +213,7 @@ func (rt *runtime) fillStat(st *Stat) {
 	}
 	st.Gen, st.Egen = s.Gen, s.Egen
 	st.PermLSN = s.PermLSN
-	st.Queue.Pending = len(rt.pending)
+	st.Queue.Pending = len(rt.pending) + int(rt.b.inboxN.Load())
 	for _, w := range rt.waiters {
 		st.Queue.InFlight += len(w.reqs)
 	}
