@@ -3,10 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/seed61e250c8/boardha/board"
@@ -25,26 +21,18 @@ func (s *suite) openProcGroup(ctx context.Context, n int, name string, p board.A
 	if err != nil {
 		return nil, nil, err
 	}
-	var sites []string
 	peers := map[uint16]string{}
 	for _, rb := range s.chassis.Boards[:n] {
-		sites = append(sites, strconv.Itoa(int(rb.Site)))
 		peers[rb.Site] = ""
 	}
-	gname := "bench-" + name
 	for _, rb := range s.chassis.Boards[1:n] {
-		pr := &proc{site: rb.Site, ns: rb, sock: filepath.Join(c.dir, fmt.Sprintf("b%d.sock", rb.Site)),
-			shm: fmt.Sprintf("boardha-bench%d-%s%d", os.Getpid(), name, rb.Site), logf: filepath.Join(c.dir, fmt.Sprintf("b%d.log", rb.Site))}
-		pr.args = append([]string{"run", "-site", strconv.Itoa(int(rb.Site)), "-group", gname, "-peers", strings.Join(sites, ","),
-			"-sock", pr.sock, "-shm", pr.shm, "-ack", policyName(p)}, boarddArgs()...)
-		c.procs = append(c.procs, pr)
-		if err := c.start(pr); err != nil {
+		if err := c.start(c.newProc(rb, name, s.chassis.Boards[:n], "-ack", policyName(p))); err != nil {
 			c.close()
 			return nil, nil, err
 		}
 	}
 	rb := s.chassis.Boards[0]
-	cfg := board.Config{Site: rb.Site, Group: gname, Peers: peers, Priority: 100, Transport: board.RawTransport(rb.Iface),
+	cfg := board.Config{Site: rb.Site, Group: "bench-" + name, Peers: peers, Priority: 100, Transport: board.RawTransport(rb.Iface),
 		PoolSize: 256 << 20, LogSize: 32 << 20, CheckpointKiB: 256, AckPolicy: p}
 	var m *board.Board
 	if err := rb.Do(func() (err error) { m, err = board.Open(cfg); return err }); err != nil {

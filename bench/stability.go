@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/seed61e250c8/boardha/board"
+	"github.com/seed61e250c8/boardha/hwtest/rig"
 )
 
 // startCluster builds boardd and starts n `boardd run` processes, one per
@@ -22,18 +23,8 @@ func (s *suite) startCluster(ctx context.Context, group string, n int) (*cluster
 	if err != nil {
 		return nil, err
 	}
-	dir := c.dir
-	var sites []string
-	for i := range n {
-		sites = append(sites, strconv.Itoa(int(s.chassis.Boards[i].Site)))
-	}
-	for i := range n {
-		rb := s.chassis.Boards[i]
-		p := &proc{site: rb.Site, ns: rb, sock: filepath.Join(dir, fmt.Sprintf("b%d.sock", rb.Site)),
-			shm: fmt.Sprintf("boardha-bench%d-%s%d", os.Getpid(), group, rb.Site), logf: filepath.Join(dir, fmt.Sprintf("b%d.log", rb.Site))}
-		p.args = append([]string{"run", "-site", strconv.Itoa(int(rb.Site)), "-group", "bench-" + group, "-peers", strings.Join(sites, ","),
-			"-sock", p.sock, "-shm", p.shm}, boarddArgs()...)
-		c.procs = append(c.procs, p)
+	for _, rb := range s.chassis.Boards[:n] {
+		p := c.newProc(rb, group, s.chassis.Boards[:n])
 		if err := c.start(p); err != nil {
 			c.close()
 			return nil, err
@@ -47,6 +38,22 @@ func (s *suite) startCluster(ctx context.Context, group string, n int) (*cluster
 	}
 	s.logf("%s: %d boards up, master agreed after %v", group, n, time.Since(t0).Round(time.Millisecond))
 	return c, nil
+}
+
+// newProc adds a `boardd run` process for board rb of the group "bench-"+group
+// whose sites are those of boards, with boarddArgs and extra; start runs it.
+func (c *cluster) newProc(rb *rig.Board, group string, boards []*rig.Board, extra ...string) *proc {
+	var sites []string
+	for _, b := range boards {
+		sites = append(sites, strconv.Itoa(int(b.Site)))
+	}
+	p := &proc{site: rb.Site, ns: rb, sock: filepath.Join(c.dir, fmt.Sprintf("b%d.sock", rb.Site)),
+		shm: fmt.Sprintf("boardha-bench%d-%s%d", os.Getpid(), group, rb.Site), logf: filepath.Join(c.dir, fmt.Sprintf("b%d.log", rb.Site))}
+	p.args = append([]string{"run", "-site", strconv.Itoa(int(rb.Site)), "-group", "bench-" + group, "-peers", strings.Join(sites, ","),
+		"-sock", p.sock, "-shm", p.shm}, boarddArgs()...)
+	p.args = append(p.args, extra...)
+	c.procs = append(c.procs, p)
+	return p
 }
 
 // buildCluster returns an empty cluster with its own temporary directory

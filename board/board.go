@@ -431,7 +431,9 @@ func (b *Board) submit(ctx context.Context, w *writeReq) (Commit, error) {
 
 // unlockRT releases rtMu, first handing the runtime the writes in the
 // inbox, and takes it back for writes that arrived meanwhile unless
-// someone else has it (who then takes them).
+// someone else has it (who then takes them). Every holder of rtMu lets go
+// through here, the loop's ticker among them, so a write never waits in
+// the inbox for longer than a tick.
 func (b *Board) unlockRT() {
 	for {
 		if b.inboxN.Load() > 0 {
