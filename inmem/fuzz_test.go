@@ -34,6 +34,7 @@ func FuzzDecodePage(f *testing.F) {
 		if len(data) >= pageHeaderSize {
 			q := make([]byte, len(data))
 			initPage(q, pType(data), 1, 1)
+			rebuildBoth(t, data, "fuzz input")
 			if rebuildChecked(q, data) && pType(q) == pageLeaf {
 				if err := validatePage(q, 1, len(q)); err != nil && validatePage(data, pPgno(data), len(data)) == nil {
 					t.Fatalf("rebuilt copy of a valid page is invalid: %v", err)

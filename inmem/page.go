@@ -388,13 +388,14 @@ func overflowPages(vlen, pageSize int) int {
 // ascending addresses (packed, no holes: a cursor then reads the page
 // forwards in memory), checking every slot and entry extent like
 // validatePage's bounds checks. q's header (type, txid, pgno) must be
-// initialised. False if p is damaged.
+// initialised. False if p is damaged (q is then garbage).
 //
 // A transaction copies every page it changes, so this is on every commit's
-// path (it was the largest single cost of a small one): entries that lie
-// next to each other in p in key order, which after a few inserts is
-// nearly all of them, move as one run, and the sizes the check computes are
-// parked in q's slot array rather than computed twice.
+// path (it was the largest single cost of a small one, on the master and
+// on every replica): one pass, last entry first, fills q from its end
+// down, so each entry's size is checked once and placed at once; entries
+// that lie next to each other in p in key order, which after a few
+// inserts is nearly all of them, move as one run.
 func rebuildChecked(q, p []byte) bool {
 	n := pCount(p)
 	lo := pageHeaderSize + slotSize*n
@@ -403,65 +404,57 @@ func rebuildChecked(q, p []byte) bool {
 		return false
 	}
 	le := binary.LittleEndian
-	leaf := pType(p) == pageLeaf
-	if !leaf && (pType(p) != pageBranch || n == 0) {
-		return false
-	}
-	size := func(off int) int {
-		if leaf {
-			if off < pu || off+leafEntryHdr > len(p) || p[off]&^leafFlagOverflow != 0 {
-				return -1
-			}
-			s := leafEntryHdr + int(le.Uint16(p[off+2:]))
-			if p[off]&leafFlagOverflow != 0 {
-				s += 8
-			} else {
-				s += int(le.Uint32(p[off+4:]))
-			}
-			if s > len(p)-off {
-				return -1
-			}
-			return s
-		}
-		if off < pu || off+branchEntryHdr > len(p) {
-			return -1
-		}
-		s := branchEntryHdr + int(le.Uint16(p[off:]))
-		if s > len(p)-off {
-			return -1
-		}
-		return s
-	}
-	total := 0
-	for i := 0; i < n; i++ {
-		sz := size(int(le.Uint16(p[pageHeaderSize+2*i:])))
-		if sz < 0 {
+	var leaf bool
+	switch pType(p) {
+	case pageLeaf:
+		leaf = true
+	case pageBranch:
+		if n == 0 {
 			return false
 		}
-		total += sz
-		le.PutUint16(q[pageHeaderSize+2*i:], uint16(sz)) // < page size <= 65536
-	}
-	if total+slotSize*n != pUsed(p) || lo+total > len(p) {
+	default:
 		return false
 	}
-	up := len(q) - total
-	at := up
-	runSrc, runDst, runLen := 0, 0, 0
-	for i := 0; i < n; i++ {
+	at := len(q)
+	runSrc, runLen := 0, 0 // the run being gathered: p[runSrc:runSrc+runLen] goes to q[at:]
+	for i := n - 1; i >= 0; i-- {
 		off := int(le.Uint16(p[pageHeaderSize+2*i:]))
-		sz := int(le.Uint16(q[pageHeaderSize+2*i:]))
-		if runLen > 0 && off == runSrc+runLen {
-			runLen += sz
+		var sz int
+		if leaf {
+			if off < pu || off+leafEntryHdr > len(p) || p[off]&^leafFlagOverflow != 0 {
+				return false
+			}
+			sz = leafEntryHdr + int(le.Uint16(p[off+2:]))
+			if p[off]&leafFlagOverflow != 0 {
+				sz += 8
+			} else {
+				sz += int(le.Uint32(p[off+4:]))
+			}
 		} else {
-			copy(q[runDst:runDst+runLen], p[runSrc:runSrc+runLen])
-			runSrc, runDst, runLen = off, at, sz
+			if off < pu || off+branchEntryHdr > len(p) {
+				return false
+			}
+			sz = branchEntryHdr + int(le.Uint16(p[off:]))
 		}
-		le.PutUint16(q[pageHeaderSize+2*i:], uint16(at))
-		at += sz
+		if sz > len(p)-off || sz > at-lo {
+			return false // beyond the page, or more entry bytes than it holds
+		}
+		if runLen > 0 && off+sz == runSrc {
+			runSrc, runLen = off, runLen+sz
+		} else {
+			copy(q[at:at+runLen], p[runSrc:runSrc+runLen])
+			runSrc, runLen = off, sz
+		}
+		at -= sz
+		le.PutUint16(q[pageHeaderSize+2*i:], uint16(at)) // < page size <= 65536
 	}
-	copy(q[runDst:runDst+runLen], p[runSrc:runSrc+runLen])
+	copy(q[at:at+runLen], p[runSrc:runSrc+runLen])
+	total := len(q) - at
+	if total+slotSize*n != pUsed(p) {
+		return false
+	}
 	setCount(q, n)
-	setUpper(q, up)
+	setUpper(q, at)
 	setUsed(q, total+slotSize*n)
 	return true
 }
