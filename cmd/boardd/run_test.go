@@ -48,3 +48,33 @@ func TestRunConfigFileAndFlags(t *testing.T) {
 		t.Fatalf("default ShmName %q", c.ShmName)
 	}
 }
+
+// TestRunRxThread: a raw board receives on a thread of its own unless told
+// not to, by flag or by file.
+func TestRunRxThread(t *testing.T) {
+	transport := func(args ...string) string {
+		t.Helper()
+		fc, err := loadRunConfig(append([]string{"-site", "1", "-peers", "1,2", "-transport", "raw", "-iface", "bp0"}, args...), io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := fc.boardConfig(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c.Transport.String()
+	}
+	if got, want := transport(), board.RawTransport("bp0").ReceiveInThread().String(); got != want {
+		t.Fatalf("default transport %s, want %s", got, want)
+	}
+	if got, want := transport("-rx-thread=false"), board.RawTransport("bp0").String(); got != want {
+		t.Fatalf("-rx-thread=false: transport %s, want %s", got, want)
+	}
+	path := filepath.Join(t.TempDir(), "board.json")
+	if err := os.WriteFile(path, []byte(`{"rx_thread": false}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := transport("-config", path), board.RawTransport("bp0").String(); got != want {
+		t.Fatalf(`"rx_thread": false: transport %s, want %s`, got, want)
+	}
+}
