@@ -64,14 +64,14 @@ func (s *suite) buildCluster(ctx context.Context, group string) (*cluster, error
 		if err != nil {
 			return nil, err
 		}
-		s.binDir = dir
 		bin := filepath.Join(dir, "boardd")
 		s.logf("%s: building boardd", group)
 		build := exec.CommandContext(ctx, goTool(), "build", "-o", bin, "github.com/seed61e250c8/boardha/cmd/boardd")
 		if out, err := build.CombinedOutput(); err != nil {
-			return nil, fmt.Errorf("building boardd: %v: %s", err, strings.TrimSpace(string(out)))
+			_ = os.RemoveAll(dir)
+			return nil, fmt.Errorf("building boardd (run the bench from the module's directory, with the go tool in PATH): %v: %s", err, strings.TrimSpace(string(out)))
 		}
-		s.boardd = bin
+		s.boardd, s.binDir = bin, dir
 	}
 	dir, err := os.MkdirTemp("", "boardha-bench-")
 	if err != nil {
