@@ -102,7 +102,7 @@ func (s *suite) runStability(ctx context.Context) Section {
 	n := s.cfg.FailoverBoards
 	sec.Setup = fmt.Sprintf("%d `boardd run` processes as in the failover section (default timing: heartbeat %v, heartbeat monitor %v, election timeout %v), "+
 		"two writers per board putting keys through its local socket without pause, no fault injected, for %v. "+
-		"Elections: the sum over the boards of Stat.Election.Elections started during the run; master changes: how often the agreed master, sampled every 10 ms, differed from the previous sample's; board stalls: the sum of Stat.Counters.Stalls, times a board's runtime did not run for longer than the monitor (a master's stall looks like its death to the replicas, and each replica counts the election it starts).",
+		"Elections: the sum over the boards of Stat.Election.Elections started during the run; master changes: how often the agreed master, sampled every 10 ms, differed from the previous sample's; board stalls: the sum of Stat.Counters.Stalls, times a board's runtime did not run for longer than the monitor (a master's stall looks like its death to the replicas, and each replica counts the election it starts); keepalives: the sum of Stat.Counters.KeepAlives, heartbeats a master's loop sent while its runtime was held.",
 		n, board.DefaultHeartbeatSend, board.DefaultHeartbeatMonitor, board.DefaultElectionTimeout, s.cfg.StabilityTime)
 	sec.Setup += fmt.Sprintf(" Before it, for %v with nothing of ours running, a busy thread pinned to each CPU at nice -20 counts the gaps in its clock longer than the monitor: "+
 		"times the CPU was taken from the whole guest, which stop a master as surely as SIGSTOP.", s.cfg.StallProbe)
@@ -159,7 +159,7 @@ func (s *suite) runStability(ctx context.Context) Section {
 	_, sts := c.master()
 	// Per board, from its count at the start: a board that did not answer
 	// one of the two stats is left out (and said so).
-	var started, stalls uint64
+	var started, stalls, keepAlives uint64
 	var longest time.Duration
 	var by []string
 	for _, p := range c.procs {
@@ -171,10 +171,12 @@ func (s *suite) runStability(ctx context.Context) Section {
 		}
 		d := st.Election.Elections - st0.Election.Elections
 		ds := st.Counters.Stalls - st0.Counters.Stalls
+		dk := st.Counters.KeepAlives - st0.Counters.KeepAlives
 		started += d
 		stalls += ds
+		keepAlives += dk
 		longest = max(longest, st.Counters.LongestStall)
-		by = append(by, fmt.Sprintf("site %d (%s): %d elections, %d stalls", p.site, st.Role, d, ds))
+		by = append(by, fmt.Sprintf("site %d (%s): %d elections, %d stalls, %d keepalives", p.site, st.Role, d, ds, dk))
 	}
 	if ctx.Err() != nil {
 		sec.note("interrupted after %v", el.Round(time.Second))
@@ -182,13 +184,14 @@ func (s *suite) runStability(ctx context.Context) Section {
 	sec.add(fmt.Sprint(n), map[string]float64{
 		"boards": float64(n), "seconds": el.Seconds(), "commits": float64(perms), "commits_per_s": float64(perms) / el.Seconds(),
 		"failed_calls": float64(errs), "elections": float64(started), "master_changes": float64(changes),
-		"board_stalls": float64(stalls), "board_longest_stall_ms": float64(longest) / 1e6,
+		"board_stalls": float64(stalls), "board_longest_stall_ms": float64(longest) / 1e6, "keepalives": float64(keepAlives),
 		"cpu_stalls_over_monitor": float64(over), "cpu_stall_probe_seconds": s.cfg.StallProbe.Seconds(),
 		"cpu_stalls_per_minute": perMin, "cpu_stall_longest_ms": float64(probeLongest) / 1e6,
 	}, el.Round(time.Second).String(), fmt.Sprint(perms), fmt.Sprintf("%.0f", float64(perms)/el.Seconds()),
 		fmt.Sprint(errs), fmt.Sprint(started), fmt.Sprint(changes),
 		fmt.Sprintf("%d (longest %v)", stalls, longest.Round(100*time.Microsecond)),
 		fmt.Sprintf("%d in %v (%.1f/min, longest %v)", over, s.cfg.StallProbe, perMin, probeLongest.Round(100*time.Microsecond)))
+	sec.note("keepalives sent by masters' loops while their runtime was held: %d", keepAlives)
 	if started > 0 || stalls > 0 {
 		sec.note("by board: %s", strings.Join(by, "; "))
 		sec.note("board logs (last lines): %s", c.tail())

@@ -53,7 +53,7 @@ type Board struct {
 	nextAppID atomic.Uint64
 	ctr       struct {
 		commits, batches, appForwarded, appServed, sendErrors, permFailed atomic.Uint64
-		stalls                                                            atomic.Uint64
+		stalls, keepAlives                                                atomic.Uint64
 		longestStall                                                      atomic.Int64 // ns
 	}
 
@@ -77,6 +77,18 @@ type Board struct {
 	inboxN  atomic.Int32
 	// rxPending: the receive goroutine holds a batch it has not stepped.
 	rxPending atomic.Bool
+	// tickOwed: the loop's timer fired while rtMu was held, and the holder
+	// runs the tick before it lets go (unlockRT). The loop never waits for
+	// rtMu on a tick, so it stays free to speak for a master whose runtime
+	// is held by a thread the OS descheduled (keepAlive).
+	tickOwed atomic.Bool
+	// heldTicks counts the loop's ticks that found rtMu held since the
+	// runtime last ran one; tickRanAt is when it did (ns since origin).
+	heldTicks atomic.Uint32
+	tickRanAt atomic.Int64
+	// keepAlive is the master's rep.Node.KeepAlive message for its tenure,
+	// nil while not master: what the loop sends when the runtime is held.
+	keepAlive atomic.Pointer[[]byte]
 	// masterHeardAt mirrors runtime.masterHeard (nanoseconds since origin)
 	// for the loop's decision to let a tick wait, taken before rtMu.
 	masterHeardAt atomic.Int64
@@ -429,18 +441,21 @@ func (b *Board) submit(ctx context.Context, w *writeReq) (Commit, error) {
 	}
 }
 
-// unlockRT releases rtMu, first handing the runtime the writes in the
-// inbox, and takes it back for writes that arrived meanwhile unless
-// someone else has it (who then takes them). Every holder of rtMu lets go
-// through here, the loop's ticker among them, so a write never waits in
-// the inbox for longer than a tick.
+// unlockRT releases rtMu, first running a tick the loop left owed and
+// handing the runtime the writes in the inbox, and takes it back for ticks
+// and writes that arrived meanwhile unless someone else has it (who then
+// runs them). Every holder of rtMu lets go through here, so neither a tick
+// nor a write waits for longer than the runtime is held.
 func (b *Board) unlockRT() {
 	for {
+		if b.tickOwed.Load() {
+			b.rt.tick()
+		}
 		if b.inboxN.Load() > 0 {
 			b.takeInbox()
 		}
 		b.rtMu.Unlock()
-		if b.inboxN.Load() == 0 || !b.rtMu.TryLock() {
+		if b.inboxN.Load() == 0 && !b.tickOwed.Load() || !b.rtMu.TryLock() {
 			return
 		}
 	}

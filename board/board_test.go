@@ -623,3 +623,50 @@ func TestWritesGatherWhileRuntimeBusy(t *testing.T) {
 		t.Fatalf("key 7 = %q after the batch", v)
 	}
 }
+
+// TestKeepAliveWhileRuntimeHeld: while the master's runtime is held (as by
+// a thread the OS descheduled) the loop speaks for it, and the replicas do
+// not elect; once it has been held for keepAliveLimit the loop stops, and
+// the replicas replace what is now a wedged master.
+func TestKeepAliveWhileRuntimeHeld(t *testing.T) {
+	g := newGroup(t, 3, nil)
+	m := g.master(0)
+	put(t, m, "db", "k", "v")
+	elections := func() (n uint64) {
+		for s, b := range g.boards {
+			if s != m.Site() {
+				n += b.Stat().Election.Elections
+			}
+		}
+		return n
+	}
+	before, kaBefore := elections(), m.ctr.keepAlives.Load()
+	monitor := m.cfg.HeartbeatMonitor
+
+	m.rtMu.Lock()
+	held := time.Now()
+	time.Sleep(3 * monitor) // holding the runtime for a span, not synchronising
+	m.unlockRT()
+	if got := elections() - before; got != 0 {
+		t.Fatalf("replicas started %d elections while the master's runtime was held for %v", got, time.Since(held))
+	}
+	if m.ctr.keepAlives.Load() == kaBefore {
+		t.Fatal("the loop sent no keepalive while the master's runtime was held")
+	}
+	if g.master(0) != m {
+		t.Fatal("the master changed")
+	}
+	put(t, m, "db", "k", "v2")
+
+	// Held for good: the keepalives stop after keepAliveLimit.
+	before = elections()
+	m.rtMu.Lock()
+	held = time.Now()
+	eventually(t, "an election while the master's runtime is held", 10*time.Second, func() bool { return elections() > before })
+	elapsed := time.Since(held)
+	m.unlockRT()
+	if elapsed < keepAliveLimit(m.cfg) {
+		t.Fatalf("replicas elected %v after the master's runtime was held, before the keepalives should stop (%v)", elapsed, keepAliveLimit(m.cfg))
+	}
+	g.master(0) // the group settles (the old master may win again)
+}

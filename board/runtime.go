@@ -107,6 +107,10 @@ type runtime struct {
 	lostFrom     uint16        // the last master known (kept while none is)
 	lastFailover time.Duration
 	elections    uint64 // the node's election count when last published
+	// kaRole and kaGen are the role and gen the loop's keepalive was made
+	// for (renewKeepAlive).
+	kaRole Role
+	kaGen  uint32
 
 	initStart   time.Time
 	initActive  bool
@@ -239,7 +243,9 @@ func (rt *runtime) heardMaster(now time.Duration) {
 }
 
 // loop runs the timers and the control calls until the board closes, then
-// shuts the runtime down.
+// shuts the runtime down. A tick that finds the runtime held is left owed
+// to the holder (unlockRT runs it) rather than waited for: the loop stays
+// free to speak for a master whose runtime is held (speakForMaster).
 func (b *Board) loop() {
 	rt := b.rt
 	defer close(b.loopDone)
@@ -251,48 +257,62 @@ func (b *Board) loop() {
 	tick := time.NewTicker(tickEvery(b.cfg))
 	defer tick.Stop()
 	deferred, maxDefers := 0, maxTickDefers(b.cfg)
-	lastTick := time.Now()
-	// busy is the time since lastTick the loop spent outside the select
-	// (waiting for rtMu, working): it tells a starved process from a
-	// runtime held by someone else.
-	var busy time.Duration
+	var lastKeepAlive time.Duration
 	for {
 		select {
 		case <-b.closing:
 			return
 		case <-tick.C:
-			now := time.Now()
-			b.noteStall(now.Sub(lastTick), busy)
-			lastTick, busy = now, 0
 			if deferred < maxDefers && b.tickShouldWait() {
 				deferred++
 				continue
 			}
 			deferred = 0
-			b.rtMu.Lock()
-			rt.node.Tick(b.now())
-			rt.expire()
-			rt.processReady()
-			rt.flush(false)
-			b.unlockRT()
-			busy += time.Since(now)
+			b.tickOwed.Store(true)
+			if b.rtMu.TryLock() {
+				b.unlockRT() // runs the tick
+				continue
+			}
+			b.heldTicks.Add(1)
+			if now := b.now(); b.speakForMaster(now, lastKeepAlive) {
+				lastKeepAlive = now
+			}
 		case f := <-b.ctrlCh:
-			t0 := time.Now()
 			b.rtMu.Lock()
 			f()
 			rt.processReady()
 			b.unlockRT()
-			busy += time.Since(t0)
 		}
 	}
 }
 
-// noteStall records the gap between two ticks the loop saw. A gap above
-// the heartbeat monitor means the board's timers did not run for that long
-// (its process got no CPU, or, when busy is most of the gap, the runtime
-// was held): it is counted and logged, since to the group it looked like a
-// dead master (if this board was master) or a deaf replica.
-func (b *Board) noteStall(gap, busy time.Duration) {
+// tick runs the runtime's timers: heartbeats, ack and call timeouts,
+// failure detection, re-requests, elections, and the group commit of
+// writes that waited too long. rtMu is held.
+func (rt *runtime) tick() {
+	b := rt.b
+	b.tickOwed.Store(false)
+	if rt.stopped {
+		return
+	}
+	now := b.now()
+	if prev := time.Duration(b.tickRanAt.Swap(int64(now))); prev != 0 {
+		b.noteStall(now-prev, b.heldTicks.Swap(0))
+	}
+	rt.node.Tick(now)
+	rt.expire()
+	rt.processReady()
+	rt.flush(false)
+}
+
+// noteStall records the gap between two ticks the runtime ran. A gap
+// above the heartbeat monitor means the board's timers did not run for
+// that long: its process got no CPU, or (held > 0: the loop's timer fired
+// meanwhile and found the runtime taken) the thread holding the runtime
+// did not run or was busy. It is counted and logged, since to the group it
+// looked like a dead master (if this board was master, and the loop could
+// not speak for it) or a deaf replica.
+func (b *Board) noteStall(gap time.Duration, held uint32) {
 	if gap > time.Duration(b.ctr.longestStall.Load()) {
 		b.ctr.longestStall.Store(int64(gap))
 	}
@@ -301,9 +321,39 @@ func (b *Board) noteStall(gap, busy time.Duration) {
 	}
 	b.ctr.stalls.Add(1)
 	b.log.Warn("board runtime stalled: its timers did not run for longer than the heartbeat monitor",
-		"for", gap.Round(10*time.Microsecond), "loop_busy", busy.Round(10*time.Microsecond),
+		"for", gap.Round(10*time.Microsecond), "held_ticks", held,
 		"heartbeat_monitor", b.cfg.HeartbeatMonitor, "role", b.pub.Load().role.String())
 }
+
+// speakForMaster sends the master's keepalive (rep.Node.KeepAlive) when
+// the loop's tick found the runtime held and the runtime has not ticked,
+// so not heartbeated, for a heartbeat period: on a loaded card the thread
+// holding the runtime can lose its CPU for longer than the heartbeat
+// monitor while the rest of the process runs, and the replicas would elect
+// in place of a master that is only slow. It stops once the runtime has
+// not ticked for keepAliveLimit: a runtime held that long is wedged, and a
+// wedged master should be replaced. It reports whether it sent.
+func (b *Board) speakForMaster(now, last time.Duration) bool {
+	ka := b.keepAlive.Load()
+	if ka == nil {
+		return false
+	}
+	since := now - time.Duration(b.tickRanAt.Load())
+	if since < b.cfg.HeartbeatSend || since > keepAliveLimit(b.cfg) || now-last < b.cfg.HeartbeatSend {
+		return false
+	}
+	if err := b.tr.Send(rep.AllSites, uint8(rep.MsgHeartbeat), *ka); err != nil {
+		b.ctr.sendErrors.Add(1)
+		return false
+	}
+	b.ctr.keepAlives.Add(1)
+	return true
+}
+
+// keepAliveLimit is how long the loop speaks for a master whose runtime
+// does not run: five heartbeat monitors covers the descheduled threads of
+// a loaded card (tens of ms) and still replaces a wedged master quickly.
+func keepAliveLimit(c Config) time.Duration { return 5 * c.HeartbeatMonitor }
 
 // maxTickDefers bounds how many ticks in a row a replica lets received
 // messages go first, so that a steady stream cannot starve its timers: half
@@ -583,6 +633,10 @@ func (rt *runtime) publish() {
 	case rt.role == RoleStarting:
 		rt.role = RoleClient
 	}
+	if rt.role != rt.kaRole || rt.gen != rt.kaGen {
+		rt.kaRole, rt.kaGen = rt.role, rt.gen
+		rt.renewKeepAlive()
+	}
 	ready := rt.master != 0 && (rt.role == RoleMaster || rt.startup)
 	old := b.pub.Load()
 	if old.role == rt.role && old.master == rt.master && old.gen == rt.gen && old.ready == ready &&
@@ -590,6 +644,16 @@ func (rt *runtime) publish() {
 		return
 	}
 	b.publish(&published{role: rt.role, master: rt.master, gen: rt.gen, canWrite: cw, ready: ready})
+}
+
+// renewKeepAlive gives the loop the message to speak for this master's
+// tenure with, or takes it away when the board is not master.
+func (rt *runtime) renewKeepAlive() {
+	if ka, ok := rt.node.KeepAlive(nil); ok && rt.role == RoleMaster {
+		rt.b.keepAlive.Store(&ka)
+		return
+	}
+	rt.b.keepAlive.Store(nil)
 }
 
 // shutdown fails everything still waiting when the loop stops.

@@ -150,13 +150,18 @@ type Counters struct {
 	AppForwarded uint64            `json:"app_forwarded"` // Apply calls forwarded to the master
 	AppServed    uint64            `json:"app_served"`    // forwarded Applies this master executed
 	PermFailed   uint64            `json:"perm_failed"`
-	// Stalls counts the times this board's runtime did not run for longer
-	// than the heartbeat monitor: its process got no CPU (an overloaded
-	// card, a stopped virtual CPU, SIGSTOP). A master that stalls that long
-	// looks dead to its replicas, and they elect. LongestStall is the
-	// longest gap seen, counted or not.
+	// Stalls counts the times this board's runtime did not run its timers
+	// for longer than the heartbeat monitor: its process got no CPU (an
+	// overloaded card, a stopped virtual CPU, SIGSTOP), or the thread
+	// holding the runtime did not run. A master that stalls that long
+	// looks dead to its replicas, and they elect, unless its loop spoke for
+	// it. LongestStall is the longest gap seen, counted or not.
 	Stalls       uint64        `json:"stalls"`
 	LongestStall time.Duration `json:"longest_stall_ns"`
+	// KeepAlives counts the heartbeats the loop sent for this master while
+	// its runtime was held (for at most five heartbeat monitors at a time:
+	// a runtime held longer is wedged, and the replicas should replace it).
+	KeepAlives uint64 `json:"keep_alives"`
 }
 
 // Stat returns a snapshot of the board's state. It asks the runtime, so it
@@ -185,6 +190,7 @@ func (b *Board) Stat() Stat {
 	st.Counters.PermFailed = b.ctr.permFailed.Load()
 	st.Counters.Stalls = b.ctr.stalls.Load()
 	st.Counters.LongestStall = time.Duration(b.ctr.longestStall.Load())
+	st.Counters.KeepAlives = b.ctr.keepAlives.Load()
 	ts := b.tr.Stats()
 	st.Counters.FramesDropped = ts.Dropped()
 	st.Counters.Drops = make(map[string]uint64, len(ts.Drops)+3)

@@ -81,7 +81,7 @@ func TestNoteStall(t *testing.T) {
 	if st := b.ctr.stalls.Load(); st != 0 {
 		t.Fatalf("half a monitor counted as %d stalls", st)
 	}
-	b.noteStall(cfg.HeartbeatMonitor+time.Millisecond, time.Millisecond)
+	b.noteStall(cfg.HeartbeatMonitor+time.Millisecond, 3)
 	b.noteStall(3*cfg.HeartbeatMonitor, 0)
 	b.noteStall(cfg.HeartbeatMonitor, 0) // not above: not a stall
 	if st := b.ctr.stalls.Load(); st != 2 {

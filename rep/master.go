@@ -533,3 +533,28 @@ func (n *Node) servePages(d *Decoded) {
 	}
 	flush()
 }
+
+// KeepAlive appends to dst a HEARTBEAT the driver may send for this master
+// while the node itself cannot speak: its runtime held by a thread the OS
+// descheduled, or busy with a long apply. Replicas take any word from the
+// master as proof that it lives, and a master that does not run for a
+// heartbeat monitor is, to them, a dead one; on a loaded board the thread
+// holding the node can lose its CPU for longer than that while the rest of
+// the process still runs. The message proves the process runs, nothing
+// more, so the driver should stop sending it once the node itself has not
+// run for a while (a wedged runtime is a dead master).
+//
+// It carries this tenure's gen and flags; its end and permanent LSNs are
+// those of now, which later messages only overtake (replicas keep the
+// highest), and its send time is zero, so it moves no replica's lease echo:
+// a lease still counts only from a heartbeat the node sent. It stays valid
+// while the node is master in this gen; ok is false when it is not master.
+func (n *Node) KeepAlive(dst []byte) (_ []byte, ok bool) {
+	if n.role != RoleMaster {
+		return dst, false
+	}
+	h := n.header()
+	h.SendTime = 0
+	dst = appendHeader(dst, &h)
+	return appendU64(dst, n.ms.perm), true
+}

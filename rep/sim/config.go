@@ -33,6 +33,7 @@ type Chaos struct {
 	Isolate   int // cut one site off (often the master)
 	Loss      int // a burst of heavy loss
 	Heal      int // end partitions early
+	Freeze    int // freeze a site's runtime (often the master's) while its process still speaks for it
 }
 
 // Buggify turns rare paths on, FoundationDB style.
@@ -60,6 +61,7 @@ const (
 	FaultCrash                            // crash Sites (memory lost); they restart after For
 	FaultHeal                             // remove every partition
 	FaultCrashMaster                      // crash whichever sites are master now
+	FaultFreeze                           // freeze Sites (none: the masters) for For; see Sim.freeze
 )
 
 // Fault is one scripted fault, for scenario tests that need a precise story.
@@ -192,5 +194,8 @@ func ConfigForSeed(seed uint64) Config {
 		c.Chaos.Loss += 2
 	}
 	c.Buggify.SlowSite = r.IntN(6) == 0
+	if r.IntN(3) == 0 {
+		c.Chaos.Freeze = 2
+	}
 	return c
 }

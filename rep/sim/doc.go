@@ -2,6 +2,7 @@
 // guarantees. N sites, each a rep.Node over a real private inmem environment,
 // run over a simulated backplane with drops, duplicates, reordering, delays,
 // one-way and two-way partitions, crashes that lose all memory, restarts,
+// frozen runtimes (a master's process speaking for it with KeepAlive),
 // per-site clock rates within the configured skew, and a client workload of
 // puts, deletes and leased reads. Everything is driven from one seed: virtual
 // time, one event queue, no goroutines, no wall clock, so a failing seed

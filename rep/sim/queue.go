@@ -6,15 +6,17 @@ import "time"
 type evKind uint8
 
 const (
-	evDeliver evKind = iota + 1 // a message arrives at its destination
-	evTick                      // a site's periodic tick
-	evClient                    // the workload issues its next operation
-	evChaos                     // the fault schedule considers its next action
-	evRestart                   // a crashed site boots again, empty
-	evHeal                      // a partition ends
-	evLossEnd                   // a loss burst ends
-	evPhase                     // the run moves to its next phase (stop faults, quiesce, check)
-	evScript                    // a scripted fault
+	evDeliver   evKind = iota + 1 // a message arrives at its destination
+	evTick                        // a site's periodic tick
+	evClient                      // the workload issues its next operation
+	evChaos                       // the fault schedule considers its next action
+	evRestart                     // a crashed site boots again, empty
+	evHeal                        // a partition ends
+	evLossEnd                     // a loss burst ends
+	evPhase                       // the run moves to its next phase (stop faults, quiesce, check)
+	evScript                      // a scripted fault
+	evThaw                        // a frozen site's runtime runs again
+	evKeepAlive                   // a frozen master's process speaks for it
 )
 
 func (k evKind) String() string {
@@ -37,6 +39,10 @@ func (k evKind) String() string {
 		return "phase"
 	case evScript:
 		return "script"
+	case evThaw:
+		return "thaw"
+	case evKeepAlive:
+		return "keepalive"
 	}
 	return "?"
 }

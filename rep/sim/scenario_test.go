@@ -243,3 +243,35 @@ func TestQuorumDuplicateGenMasters(t *testing.T) {
 		report(t, r)
 	}
 }
+
+// TestFrozenMasterKeepAlive: a master whose runtime is frozen for three
+// heartbeat monitors while its process speaks for it (KeepAlive) stays
+// master: nobody elects. Frozen for longer than the keepalives last, it is
+// replaced, and when it thaws it steps down. Leases on: a frozen master's
+// lease runs out on its own clock, and the checkers see no read or write
+// lost either way.
+func TestFrozenMasterKeepAlive(t *testing.T) {
+	c := calm(3, PolicyQuorum)
+	c.Leases = true
+	c.ReadFrac = 0.25
+	c.Script = []Fault{{At: time.Second, Kind: FaultFreeze, For: 3 * heartbeatMonitor}}
+	r := Run(11, c)
+	if len(r.Violations) > 0 {
+		report(t, r)
+	}
+	if r.Stats.Freezes != 1 || r.Stats.KeepAlives == 0 {
+		t.Fatalf("%d freezes, %d keepalives; want 1 freeze of the master and its keepalives:\n%s", r.Stats.Freezes, r.Stats.KeepAlives, story(r))
+	}
+	if r.Stats.Elections != 1 {
+		t.Fatalf("%d masters elected with a master frozen for %v under keepalives; want only the first:\n%s", r.Stats.Elections, 3*heartbeatMonitor, story(r))
+	}
+
+	c.Script = []Fault{{At: time.Second, Kind: FaultFreeze, For: keepAliveLimit + 3*heartbeatMonitor}}
+	r = Run(11, c)
+	if len(r.Violations) > 0 {
+		report(t, r)
+	}
+	if r.Stats.Elections < 2 {
+		t.Fatalf("a master frozen past its keepalives (%v) was not replaced:\n%s", keepAliveLimit+3*heartbeatMonitor, story(r))
+	}
+}

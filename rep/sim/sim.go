@@ -38,6 +38,7 @@ type Result struct {
 type Stats struct {
 	Writes, PermWrites, NotPerm, Orphaned, Reads int
 	Crashes, Restarts, Partitions, LossBursts    int
+	Freezes, KeepAlives                          int
 	Elections, Rollbacks, Inits, Checkpoints     int
 	EnvErrors                                    int
 	PermRollbacksAnySite                         int
@@ -55,6 +56,8 @@ func (s *Stats) add(o Stats) {
 	s.Restarts += o.Restarts
 	s.Partitions += o.Partitions
 	s.LossBursts += o.LossBursts
+	s.Freezes += o.Freezes
+	s.KeepAlives += o.KeepAlives
 	s.Elections += o.Elections
 	s.Rollbacks += o.Rollbacks
 	s.Inits += o.Inits
@@ -109,6 +112,15 @@ type site struct {
 	recoverTarget CommitID
 	slow          bool
 	lastErr       string
+	// frozen: the site's runtime does not run (no ticks, no input; what
+	// arrives waits in held) while its process does: a board whose thread
+	// holding the runtime was descheduled. A frozen master's process sends
+	// keepAlive (rep.Node.KeepAlive, taken when it froze) every heartbeat
+	// period until frozenAt+keepAliveLimit, as the board's loop does.
+	frozen    bool
+	frozenAt  time.Duration
+	held      []*simMsg
+	keepAlive []byte
 }
 
 // Sim is one simulated run in progress.
@@ -267,6 +279,10 @@ func (s *Sim) dispatch(e event) {
 		if !st.alive {
 			return
 		}
+		if st.frozen {
+			st.held = append(st.held, e.msg)
+			return
+		}
 		m := rep.Message{From: e.msg.from, To: e.msg.to, Type: rep.MsgType(e.msg.typ), Payload: e.msg.payload}
 		if err := st.node.Step(st.localNow(s.now), m); err != nil {
 			// A rejected message is a counted drop in rep; nothing to do.
@@ -278,8 +294,10 @@ func (s *Sim) dispatch(e event) {
 		if !st.alive || st.boot != e.boot {
 			return
 		}
-		st.node.Tick(st.localNow(s.now))
-		s.ready(st)
+		if !st.frozen {
+			st.node.Tick(st.localNow(s.now))
+			s.ready(st)
+		}
 		s.q.push(event{at: s.now + s.cfg.Tick, kind: evTick, site: st.id, boot: st.boot})
 	case evClient:
 		if s.phase == 0 {
@@ -315,12 +333,72 @@ func (s *Sim) dispatch(e event) {
 		if s.phase == 0 {
 			s.script(s.cfg.Script[e.arg])
 		}
+	case evThaw:
+		if st := s.sites[e.site]; st.alive && st.boot == e.boot {
+			s.thaw(st)
+		}
+	case evKeepAlive:
+		st := s.sites[e.site]
+		if !st.alive || st.boot != e.boot || !st.frozen || s.now-st.frozenAt > keepAliveLimit {
+			return
+		}
+		s.net.send(s.now, st.id, rep.AllSites, uint8(rep.MsgHeartbeat), st.keepAlive)
+		s.stats.KeepAlives++
+		s.q.push(event{at: s.now + heartbeatSend, kind: evKeepAlive, site: st.id, boot: st.boot})
+	}
+}
+
+// freeze stops st's runtime for d: no ticks, and what arrives waits, as on a
+// board whose thread holding the runtime lost its CPU. If st is master, its
+// process speaks for it (KeepAlive) every heartbeat period, for at most
+// keepAliveLimit, as the board's loop does; rep must stay safe with a master
+// that looks alive to its replicas while it cannot act (its lease runs out
+// on its own clock, and grants answering a keepalive renew nothing).
+func (s *Sim) freeze(st *site, d time.Duration) {
+	if !st.alive || st.frozen {
+		return
+	}
+	st.frozen, st.frozenAt, st.held = true, s.now, nil
+	st.keepAlive = nil
+	if ka, ok := st.node.KeepAlive(nil); ok {
+		st.keepAlive = ka
+		s.q.push(event{at: s.now + heartbeatSend, kind: evKeepAlive, site: st.id, boot: st.boot})
+	}
+	s.stats.Freezes++
+	s.tr.notef(s.now, evChaos, st.id, "freeze for %v (master %v)", d, st.keepAlive != nil)
+	s.tell("site %d's runtime frozen for %v (master: %v)", st.id, d, st.keepAlive != nil)
+	s.q.push(event{at: s.now + d, kind: evThaw, site: st.id, boot: st.boot})
+}
+
+// thaw runs st's runtime again: its timer first, then what arrived
+// meanwhile, in order, as the board does when the holder lets go.
+func (s *Sim) thaw(st *site) {
+	st.frozen = false
+	held := st.held
+	st.held = nil
+	s.tr.notef(s.now, evThaw, st.id, "thaw after %v, %d messages waiting", s.now-st.frozenAt, len(held))
+	st.node.Tick(st.localNow(s.now))
+	s.ready(st)
+	for _, m := range held {
+		if !st.alive {
+			return
+		}
+		_ = st.node.Step(st.localNow(s.now), rep.Message{From: m.from, To: m.to, Type: rep.MsgType(m.typ), Payload: m.payload})
+		s.ready(st)
 	}
 }
 
 func (s *Sim) think() time.Duration {
 	return time.Duration(s.rng.ExpFloat64()*float64(s.cfg.OpEvery)) + time.Microsecond
 }
+
+// The sites' failure detector, and how long a frozen master's process
+// speaks for it (the board's keepAliveLimit: five monitors).
+const (
+	heartbeatSend    = 50 * time.Millisecond
+	heartbeatMonitor = 200 * time.Millisecond
+	keepAliveLimit   = 5 * heartbeatMonitor
+)
 
 // boot starts a site with a fresh private environment: a restarted board has
 // lost its memory and must be initialised by the group.
@@ -358,7 +436,7 @@ func (s *Sim) boot(st *site, mode rep.StartMode) {
 	rc := rep.Config{
 		Site: st.id, Priority: st.priority, Peers: peers, AckPolicy: rep.AckPolicy(s.cfg.Policy),
 		AckTimeout:    100 * time.Millisecond,
-		HeartbeatSend: 50 * time.Millisecond, HeartbeatMonitor: 200 * time.Millisecond,
+		HeartbeatSend: heartbeatSend, HeartbeatMonitor: heartbeatMonitor,
 		ElectionTimeout: 150 * time.Millisecond, ElectionBackoffMax: 600 * time.Millisecond,
 		Leases: s.cfg.Leases, LeaseTimeout: 300 * time.Millisecond, ClockSkew: 1 + s.cfg.ClockSkew,
 		TwoSiteStrict: s.cfg.TwoSiteStrict,
@@ -403,6 +481,7 @@ func (s *Sim) crash(st *site, why string) {
 	st.reads = nil
 	st.permLSN = 0
 	st.alive = false
+	st.frozen, st.held, st.keepAlive = false, nil, nil
 	st.node = nil
 	s.stats.Checkpoints += int(st.store.Checkpointer().Stats().Promoted)
 	st.store.Close()
@@ -746,7 +825,7 @@ func (s *Sim) masterCommit(st *site, parent CommitID, ci inmem.CommitInfo) {
 func (s *Sim) client() {
 	var masters []*site
 	for _, st := range s.sites[1:] {
-		if st.alive && st.node.CanWrite() == nil {
+		if st.alive && !st.frozen && st.node.CanWrite() == nil {
 			masters = append(masters, st)
 		}
 	}
@@ -873,7 +952,7 @@ func (s *Sim) masters() []*site {
 
 func (s *Sim) chaos() {
 	c := s.cfg.Chaos
-	total := c.Crash + c.CrashMstr + c.Partition + c.Isolate + c.Loss + c.Heal
+	total := c.Crash + c.CrashMstr + c.Partition + c.Isolate + c.Loss + c.Heal + c.Freeze
 	if total == 0 {
 		return
 	}
@@ -931,6 +1010,15 @@ func (s *Sim) chaos() {
 		d := 50*time.Millisecond + time.Duration(s.rng.Int64N(int64(700*time.Millisecond)))
 		s.tr.notef(s.now, evChaos, 0, "loss burst %.2f for %v", b, d)
 		s.q.push(event{at: s.now + d, kind: evLossEnd})
+	case r < c.Crash+c.CrashMstr+c.Partition+c.Isolate+c.Loss+c.Freeze:
+		// Mostly the master, for a span around the failure detector's and
+		// the keepalive's limits.
+		st := s.sites[1+s.rng.IntN(n)]
+		if ms := s.masters(); len(ms) > 0 && s.rng.IntN(3) != 0 {
+			st = ms[s.rng.IntN(len(ms))]
+		}
+		d := heartbeatMonitor/2 + time.Duration(s.rng.Int64N(int64(keepAliveLimit+2*heartbeatMonitor)))
+		s.freeze(st, d)
 	default:
 		s.net.healAll()
 		s.tr.notef(s.now, evChaos, 0, "heal")
@@ -968,6 +1056,16 @@ func (s *Sim) script(f Fault) {
 			if f.For > 0 {
 				s.q.push(event{at: s.now + f.For, kind: evRestart, site: st.id, boot: st.boot})
 			}
+		}
+	case FaultFreeze:
+		victims := f.Sites
+		if len(victims) == 0 {
+			for _, st := range s.masters() {
+				victims = append(victims, st.id)
+			}
+		}
+		for _, x := range victims {
+			s.freeze(s.sites[x], f.For)
 		}
 	}
 }
