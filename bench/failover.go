@@ -48,6 +48,7 @@ type proc struct {
 type cluster struct {
 	bin   string
 	dir   string
+	args  []string // added to every process's arguments (Config.BoarddArgs)
 	procs []*proc
 
 	mu       sync.Mutex

@@ -54,6 +54,7 @@ func cliMain(args []string, stdout, stderr io.Writer) int {
 	stability := fs.Duration("stability", 0, "length of the loaded run without faults (default: 10m full, 1m quick)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file (go tool pprof)")
 	traceFile := fs.String("trace", "", "write an execution trace of the run to this file (go tool trace)")
+	boarddExtra := fs.String("boardd-args", "", `extra arguments for every "boardd run", to compare settings (e.g. "-heartbeat-monitor 12ms"); the report says so`)
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -80,6 +81,7 @@ func cliMain(args []string, stdout, stderr io.Writer) int {
 	if *stability > 0 {
 		cfg.StabilityTime = *stability
 	}
+	cfg.BoarddArgs = strings.Fields(*boarddExtra)
 	cfg.Sections = nil
 	for _, s := range strings.Split(*sections, ",") {
 		s = strings.TrimSpace(s)

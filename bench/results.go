@@ -17,6 +17,9 @@ type Results struct {
 	Sections []Section `json:"sections"`
 	Targets  []Target  `json:"targets"`
 	Elapsed  string    `json:"elapsed"`
+	// BoarddArgs are the arguments added to every `boardd run` (-boardd-args):
+	// settings other than the defaults the targets are about.
+	BoarddArgs []string `json:"boardd_args,omitempty"`
 }
 
 // Machine describes where the run happened.
@@ -89,6 +92,9 @@ func (r *Results) Markdown() string {
 		fmt.Fprintf(&b, ", %s", r.Machine.CPU)
 	}
 	fmt.Fprintf(&b, "; suite took %s. Every figure below was measured in this run; ratios are against the bare link of the same run.\n\n", r.Elapsed)
+	if len(r.BoarddArgs) > 0 {
+		fmt.Fprintf(&b, "**Not the default settings:** every `boardd run` had the extra arguments `%s`.\n\n", strings.Join(r.BoarddArgs, " "))
+	}
 	if len(r.Targets) > 0 {
 		b.WriteString("### Targets\n\n| target | measured | goal | met |\n|---|---:|---|---|\n")
 		for _, t := range r.Targets {

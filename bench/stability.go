@@ -51,7 +51,7 @@ func (c *cluster) newProc(rb *rig.Board, group string, boards []*rig.Board, extr
 		shm: fmt.Sprintf("boardha-bench%d-%s%d", os.Getpid(), group, rb.Site), logf: filepath.Join(c.dir, fmt.Sprintf("b%d.log", rb.Site))}
 	p.args = append([]string{"run", "-site", strconv.Itoa(int(rb.Site)), "-group", "bench-" + group, "-peers", strings.Join(sites, ","),
 		"-sock", p.sock, "-shm", p.shm}, boarddArgs()...)
-	p.args = append(p.args, extra...)
+	p.args = append(append(p.args, c.args...), extra...)
 	c.procs = append(c.procs, p)
 	return p
 }
@@ -77,7 +77,7 @@ func (s *suite) buildCluster(ctx context.Context, group string) (*cluster, error
 	if err != nil {
 		return nil, err
 	}
-	return &cluster{dir: dir, bin: s.boardd, logf: s.logf}, nil
+	return &cluster{dir: dir, bin: s.boardd, args: s.cfg.BoarddArgs, logf: s.logf}, nil
 }
 
 // startWriters runs two writers per board until the function returned is

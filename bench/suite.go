@@ -66,6 +66,8 @@ type Config struct {
 
 	StabilityTime time.Duration // the loaded run without faults
 	StallProbe    time.Duration // the CPU stall probe before it
+
+	BoarddArgs []string // added to every `boardd run` (settings to compare)
 }
 
 func sized(mode string) (Config, error) {
@@ -134,7 +136,7 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 	if s.logw == nil {
 		s.logw = io.Discard
 	}
-	s.res = &Results{Date: start.UTC().Format("2006-01-02 15:04 MST"), Mode: cfg.Mode, Machine: machine()}
+	s.res = &Results{Date: start.UTC().Format("2006-01-02 15:04 MST"), Mode: cfg.Mode, Machine: machine(), BoarddArgs: cfg.BoarddArgs}
 	if err := os.MkdirAll(cfg.Out, 0o755); err != nil {
 		return nil, fmt.Errorf("bench: creating the output directory: %w", err)
 	}

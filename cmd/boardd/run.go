@@ -32,6 +32,8 @@ type fileConfig struct {
 	RxThread  bool              `json:"rx_thread"` // raw: receive on a thread of its own (default true)
 	Listen    string            `json:"listen"`    // udp; default peers[site]
 	Master    bool              `json:"master"`    // start as the designated master
+	// MasterNice: the threads' nice while master (0: leave it alone).
+	MasterNice int `json:"master_nice"`
 
 	Ack              string  `json:"ack"`
 	AckTimeout       string  `json:"ack_timeout"`
@@ -74,6 +76,7 @@ func bindRunFlags(fs *flag.FlagSet, fc *fileConfig) (peers, site *string) {
 	fs.BoolVar(&fc.RxThread, "rx-thread", fc.RxThread, "raw: wait for frames on a thread of its own instead of the Go netpoller (better with one board per process)")
 	fs.StringVar(&fc.Listen, "listen", fc.Listen, "udp: this board's host:port (default its -peers entry)")
 	fs.BoolVar(&fc.Master, "master", fc.Master, "start as the designated master instead of electing")
+	fs.IntVar(&fc.MasterNice, "master-nice", fc.MasterNice, "scheduling nice of this process's threads while it is master, -20..19 (0: leave it alone; needs CAP_SYS_NICE to raise)")
 	fs.StringVar(&fc.Ack, "ack", fc.Ack, "ack policy: none, one, onepeer, quorum, allpeers, all")
 	fs.StringVar(&fc.AckTimeout, "ack-timeout", fc.AckTimeout, "ack timeout (default 100ms)")
 	fs.BoolVar(&fc.Leases, "leases", fc.Leases, "enable master leases")
@@ -212,6 +215,9 @@ func loadRunConfig(args []string, stderr io.Writer) (fileConfig, error) {
 }
 
 func (fc fileConfig) boardConfig(log *slog.Logger) (board.Config, error) {
+	if fc.MasterNice < -20 || fc.MasterNice > 19 {
+		return board.Config{}, usagef("boardd: -master-nice %d is outside -20..19", fc.MasterNice)
+	}
 	c := board.Config{Site: fc.Site, Group: fc.Group, Priority: fc.Priority, Leases: fc.Leases,
 		ClockSkew: fc.ClockSkew, TwoSiteStrict: fc.TwoSiteStrict, NoAutoInit: fc.NoAutoInit,
 		CheckpointKiB: fc.CheckpointKiB, PageSize: fc.PageSize, KeepShm: fc.KeepShm, Logger: log}
@@ -320,6 +326,9 @@ func cmdRun(args []string, stdout, stderr io.Writer) error {
 	}
 	if err := b.Start(ctx, mode); err != nil {
 		return err
+	}
+	if fc.MasterNice != 0 {
+		go watchMasterNice(ctx, b.IsMaster, fc.MasterNice, log)
 	}
 	log.Info("boardd running", "sock", sock, "shm", cfg.ShmName)
 	<-ctx.Done()
