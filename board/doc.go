@@ -11,14 +11,18 @@
 //	err = b.View(func(tx *board.Tx) error { v := tx.Bucket("routes").Get(k); ... })
 //	for ev := range b.Events() { ... }
 //
-// One goroutine per Board owns the replication state machine (rep.Node) in
-// the etcd-raft pattern: received message batches are stepped in, a ticker
-// ticks it, local commits are reported to it; then its Ready is carried out
-// (messages sent, records applied, rollbacks and internal init performed on
-// the inmem environment, checkpoints taken, commit waiters released, events
-// delivered) and acknowledged with Advance. Writes run on that goroutine in
-// group-commit batches: while one commit waits for its acks, the writes that
-// arrive meanwhile gather and go out as one transaction and one LOG message.
+// One mutex per Board guards the replication state machine (rep.Node), and
+// the goroutine that has the work holds it, in the etcd-raft pattern:
+// received message batches are stepped in, a ticker ticks it, local commits
+// are reported to it; then its Ready is carried out (messages sent, records
+// applied, rollbacks and internal init performed on the inmem environment,
+// checkpoints taken, commit waiters released, events delivered) and
+// acknowledged with Advance. Writes run in group-commit batches: while one
+// commit waits for its acks, the writes that arrive meanwhile gather and go
+// out as one transaction and one LOG message. The ticker's goroutine never
+// waits for the mutex: while it is held, a master's loop sends heartbeats for
+// it (rep.Node.KeepAlive), so a thread descheduled while holding it does
+// not make a live master look dead.
 //
 // Every blocking call takes a context; errors wrap the sentinels below
 // (errors.Is). Reads never block on replication: View reads this board's
