@@ -332,7 +332,12 @@ func (b *Board) noteStall(gap time.Duration, held uint32) {
 // monitor while the rest of the process runs, and the replicas would elect
 // in place of a master that is only slow. It stops once the runtime has
 // not ticked for keepAliveLimit: a runtime held that long is wedged, and a
-// wedged master should be replaced. It reports whether it sent.
+// wedged master should be replaced. The holder may be stepping down as the
+// loop sends (the keepalive is withdrawn only when the runtime publishes):
+// a replica still following this tenure then hears it once more, which
+// delays its election by at most one monitor; one that follows a newer gen
+// answers it as any stale master's word, with a refusal. It reports whether
+// it sent.
 func (b *Board) speakForMaster(now, last time.Duration) bool {
 	ka := b.keepAlive.Load()
 	if ka == nil {
@@ -351,9 +356,8 @@ func (b *Board) speakForMaster(now, last time.Duration) bool {
 }
 
 // keepAliveLimit is how long the loop speaks for a master whose runtime
-// does not run: five heartbeat monitors covers the descheduled threads of
-// a loaded card (tens of ms) and still replaces a wedged master quickly.
-func keepAliveLimit(c Config) time.Duration { return 5 * c.HeartbeatMonitor }
+// does not run (rep.KeepAliveMonitors).
+func keepAliveLimit(c Config) time.Duration { return rep.KeepAliveMonitors * c.HeartbeatMonitor }
 
 // maxTickDefers bounds how many ticks in a row a replica lets received
 // messages go first, so that a steady stream cannot starve its timers: half

@@ -534,6 +534,12 @@ func (n *Node) servePages(d *Decoded) {
 	flush()
 }
 
+// KeepAliveMonitors is how many heartbeat monitors a driver should keep
+// sending KeepAlive for a node that does not run: enough to cover a thread
+// descheduled on a loaded card (tens of ms at the board's 10 ms monitor),
+// short enough that a wedged runtime is still replaced quickly.
+const KeepAliveMonitors = 5
+
 // KeepAlive appends to dst a HEARTBEAT the driver may send for this master
 // while the node itself cannot speak: its runtime held by a thread the OS
 // descheduled, or busy with a long apply. Replicas take any word from the
@@ -542,7 +548,8 @@ func (n *Node) servePages(d *Decoded) {
 // holding the node can lose its CPU for longer than that while the rest of
 // the process still runs. The message proves the process runs, nothing
 // more, so the driver should stop sending it once the node itself has not
-// run for a while (a wedged runtime is a dead master).
+// run for KeepAliveMonitors heartbeat monitors (a wedged runtime is a dead
+// master).
 //
 // It carries this tenure's gen and flags; its end and permanent LSNs are
 // those of now, which later messages only overtake (replicas keep the

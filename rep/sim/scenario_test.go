@@ -247,9 +247,9 @@ func TestQuorumDuplicateGenMasters(t *testing.T) {
 // TestFrozenMasterKeepAlive: a master whose runtime is frozen for three
 // heartbeat monitors while its process speaks for it (KeepAlive) stays
 // master: nobody elects. Frozen for longer than the keepalives last, it is
-// replaced, and when it thaws it steps down. Leases on: a frozen master's
-// lease runs out on its own clock, and the checkers see no read or write
-// lost either way.
+// replaced; after it thaws the run's final check finds one master and
+// every site converged. Leases on: a frozen master's lease runs out on its
+// own clock, and the checkers see no read or write lost either way.
 func TestFrozenMasterKeepAlive(t *testing.T) {
 	c := calm(3, PolicyQuorum)
 	c.Leases = true

@@ -283,12 +283,7 @@ func (s *Sim) dispatch(e event) {
 			st.held = append(st.held, e.msg)
 			return
 		}
-		m := rep.Message{From: e.msg.from, To: e.msg.to, Type: rep.MsgType(e.msg.typ), Payload: e.msg.payload}
-		if err := st.node.Step(st.localNow(s.now), m); err != nil {
-			// A rejected message is a counted drop in rep; nothing to do.
-			_ = err
-		}
-		s.ready(st)
+		s.step(st, e.msg)
 	case evTick:
 		st := s.sites[e.site]
 		if !st.alive || st.boot != e.boot {
@@ -383,9 +378,15 @@ func (s *Sim) thaw(st *site) {
 		if !st.alive {
 			return
 		}
-		_ = st.node.Step(st.localNow(s.now), rep.Message{From: m.from, To: m.to, Type: rep.MsgType(m.typ), Payload: m.payload})
-		s.ready(st)
+		s.step(st, m)
 	}
+}
+
+// step hands a delivered message to st's node and carries out its Ready.
+// A rejected message is a drop rep already counts: nothing more to do.
+func (s *Sim) step(st *site, m *simMsg) {
+	_ = st.node.Step(st.localNow(s.now), rep.Message{From: m.from, To: m.to, Type: rep.MsgType(m.typ), Payload: m.payload})
+	s.ready(st)
 }
 
 func (s *Sim) think() time.Duration {
@@ -393,11 +394,11 @@ func (s *Sim) think() time.Duration {
 }
 
 // The sites' failure detector, and how long a frozen master's process
-// speaks for it (the board's keepAliveLimit: five monitors).
+// speaks for it (as the board's loop does).
 const (
 	heartbeatSend    = 50 * time.Millisecond
 	heartbeatMonitor = 200 * time.Millisecond
-	keepAliveLimit   = 5 * heartbeatMonitor
+	keepAliveLimit   = rep.KeepAliveMonitors * heartbeatMonitor
 )
 
 // boot starts a site with a fresh private environment: a restarted board has
