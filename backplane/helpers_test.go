@@ -22,6 +22,10 @@ func collect(t testing.TB, tr Transport) <-chan collected {
 	return collectW(t, tr, 0, nil)
 }
 
+// served wraps a transport whose test receive loop (collect) uses Serve
+// rather than Recv.
+type served struct{ Transport }
+
 // typeWarm marks warm-up messages (see awaitConnected): collectW reports
 // them on warm, tagged with the receiver's index, so tests never see them.
 const typeWarm = 250
@@ -37,14 +41,8 @@ func collectW(t testing.TB, tr Transport, idx int, warm chan<- warmMsg) <-chan c
 	done := make(chan error, 1)
 	go func() {
 		msgs := make([]Message, 16)
-		for {
-			n, err := tr.Recv(msgs)
-			if err != nil {
-				done <- err
-				close(ch)
-				return
-			}
-			for _, m := range msgs[:n] {
+		handle := func(batch []Message) bool {
+			for _, m := range batch {
 				if m.Type == typeWarm && warm != nil {
 					select {
 					case warm <- warmMsg{idx, m.From}:
@@ -54,7 +52,24 @@ func collectW(t testing.TB, tr Transport, idx int, warm chan<- warmMsg) <-chan c
 				}
 				ch <- collected{m.From, m.To, m.Type, bytes.Clone(m.Payload)}
 			}
+			return true
 		}
+		var err error
+		if s, ok := tr.(served); ok {
+			err = Serve(s.Transport, msgs, handle)
+			if err == nil {
+				err = errors.New("Serve returned nil while its handler wanted more")
+			}
+		} else {
+			for err == nil {
+				var n int
+				if n, err = tr.Recv(msgs); err == nil {
+					handle(msgs[:n])
+				}
+			}
+		}
+		done <- err
+		close(ch)
 	}()
 	t.Cleanup(func() {
 		_ = tr.Close()

@@ -208,6 +208,11 @@ func (t *rawTransport) Send(to uint16, typ uint8, payload []byte) error {
 
 func (t *rawTransport) Recv(msgs []Message) (int, error) { return t.recv(msgs) }
 
+// Serve implements Server.
+func (t *rawTransport) Serve(msgs []Message, handle func([]Message) bool) error {
+	return t.serve(msgs, handle)
+}
+
 func (t *rawTransport) Stats() Stats {
 	s := t.c.snapshot()
 	if t.rx != nil {

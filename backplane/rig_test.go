@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -66,14 +67,15 @@ func TestRigTransports(t *testing.T) {
 	// udp: one shared socket (site port == group port); udp2: unicast and
 	// group sockets polled together.
 	// raw-thread: waiting in poll(2) on the receiving thread
-	// (RawConfig.WaitInThread) instead of the netpoller.
-	for _, kind := range []string{"raw", "raw-thread", "udp", "udp2"} {
+	// (RawConfig.WaitInThread) instead of the netpoller; -serve: received
+	// through Serve instead of Recv.
+	for _, kind := range []string{"raw", "raw-serve", "raw-thread", "raw-thread-serve", "udp", "udp2-serve"} {
 		t.Run(kind, func(t *testing.T) {
 			var trs []Transport
 			for _, b := range c.Boards {
-				if kind == "raw" {
+				if kind == "raw" || kind == "raw-serve" {
 					trs = append(trs, rawOn(t, b, nil))
-				} else if kind == "raw-thread" {
+				} else if strings.HasPrefix(kind, "raw-thread") {
 					trs = append(trs, rawOn(t, b, func(c *RawConfig) { c.WaitInThread = true }))
 					if tr := trs[len(trs)-1].(*rawTransport); tr.blocking {
 						t.Fatal("WaitInThread: the transport waits in the netpoller")
@@ -84,12 +86,19 @@ func TestRigTransports(t *testing.T) {
 					trs = append(trs, udpOn(t, b, rigUDPSites(c, DefaultUDPPort+1)))
 				}
 			}
+			raw := trs
+			if strings.HasSuffix(kind, "-serve") {
+				raw = slices.Clone(trs)
+				for i := range trs {
+					trs[i] = served{trs[i]}
+				}
+			}
 			if strings.HasPrefix(kind, "udp") {
 				if s := trs[0].Stats(); s.MulticastFallback {
 					t.Fatalf("udp in the rig should use real multicast: %s", s.FallbackReason)
 				}
-				wantFDs := map[string]int{"udp": 1, "udp2": 2}[kind]
-				if n := len(trs[0].(*udpTransport).fds); n != wantFDs {
+				wantFDs := map[string]int{"udp": 1, "udp2-serve": 2}[kind]
+				if n := len(raw[0].(*udpTransport).fds); n != wantFDs {
 					t.Fatalf("%s: %d sockets, want %d", kind, n, wantFDs)
 				}
 			}

@@ -29,3 +29,32 @@ type Transport interface {
 	// Close releases the transport and unblocks a pending Recv.
 	Close() error
 }
+
+// Server is a Transport that can hand received messages to a function
+// batch by batch without returning in between, which lets it wait for the
+// next frame without a system call that would only say "nothing yet"
+// (see Serve).
+type Server interface {
+	// Serve passes each batch of received messages (at most len(msgs))
+	// to handle until handle returns false, when it returns nil, or until
+	// receiving fails (ErrClosed after Close). Payloads are valid until
+	// handle returns. Only one Serve or Recv may run at a time.
+	Serve(msgs []Message, handle func([]Message) bool) error
+}
+
+// Serve receives on tr and passes each batch to handle, as Server.Serve,
+// through Recv when tr does not implement Server.
+func Serve(tr Transport, msgs []Message, handle func([]Message) bool) error {
+	if s, ok := tr.(Server); ok {
+		return s.Serve(msgs, handle)
+	}
+	for {
+		n, err := tr.Recv(msgs)
+		if err != nil {
+			return err
+		}
+		if !handle(msgs[:n]) {
+			return nil
+		}
+	}
+}

@@ -348,6 +348,11 @@ func (t *udpTransport) Send(to uint16, typ uint8, payload []byte) error {
 
 func (t *udpTransport) Recv(msgs []Message) (int, error) { return t.recv(msgs) }
 
+// Serve implements Server.
+func (t *udpTransport) Serve(msgs []Message, handle func([]Message) bool) error {
+	return t.serve(msgs, handle)
+}
+
 func (t *udpTransport) Stats() Stats {
 	s := t.c.snapshot()
 	s.Reassembling = int(t.rx.reasm.nGauge.Load())

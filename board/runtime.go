@@ -180,43 +180,46 @@ func tickEvery(c Config) time.Duration {
 }
 
 // rxLoop receives from the backplane and steps what arrives, under rtMu:
-// the payloads alias the transport's buffers, which the next Recv reuses,
-// and are done with when receive returns.
+// the payloads alias the transport's buffers, which the next batch reuses,
+// and are done with when received returns.
 func (b *Board) rxLoop() {
 	defer close(b.rxDone)
-	rt := b.rt
 	msgs := make([]backplane.Message, rxBatch)
 	for {
-		n, err := b.tr.Recv(msgs)
-		if err != nil {
-			select {
-			case <-b.closing:
-				return
-			default:
-			}
-			if errors.Is(err, backplane.ErrClosed) {
-				return
-			}
-			b.log.Warn("backplane receive failed", "err", err)
-			select {
-			case <-b.closing:
-				return
-			case <-time.After(10 * time.Millisecond):
-			}
-			continue
+		err := backplane.Serve(b.tr, msgs, b.received)
+		if err == nil {
+			return // the runtime stopped
 		}
-		b.rxPending.Store(true)
-		b.rtMu.Lock()
-		stopped := rt.stopped
-		if !stopped {
-			rt.receive(msgs[:n])
+		select {
+		case <-b.closing:
+			return
+		default:
 		}
-		b.unlockRT()
-		b.rxPending.Store(false)
-		if stopped {
+		if errors.Is(err, backplane.ErrClosed) {
 			return
 		}
+		b.log.Warn("backplane receive failed", "err", err)
+		select {
+		case <-b.closing:
+			return
+		case <-time.After(10 * time.Millisecond):
+		}
 	}
+}
+
+// received steps one batch from the backplane; false once the runtime has
+// stopped.
+func (b *Board) received(msgs []backplane.Message) bool {
+	rt := b.rt
+	b.rxPending.Store(true)
+	b.rtMu.Lock()
+	stopped := rt.stopped
+	if !stopped {
+		rt.receive(msgs)
+	}
+	b.unlockRT()
+	b.rxPending.Store(false)
+	return !stopped
 }
 
 // receive steps a batch of received messages and carries out the outcome.
