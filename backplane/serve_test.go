@@ -94,10 +94,17 @@ func TestRigRawServe(t *testing.T) {
 // through Serve, for many rounds: no wake-up is lost by waiting without the
 // read that would say EAGAIN (a lost one stalls a round), and most
 // wake-ups find their frame at once (with Recv, every one of them makes a
-// read that finds nothing).
+// read that finds nothing), waiting in the netpoller and in poll(2).
 func TestRigServePingPong(t *testing.T) {
+	for _, thread := range []bool{false, true} {
+		t.Run(map[bool]string{false: "netpoll", true: "thread"}[thread], func(t *testing.T) { servePingPong(t, thread) })
+	}
+}
+
+func servePingPong(t *testing.T, thread bool) {
 	c := newChassis(t, 2)
-	a, b := rawOn(t, c.Boards[0], nil), rawOn(t, c.Boards[1], nil)
+	mod := func(c *RawConfig) { c.WaitInThread = thread }
+	a, b := rawOn(t, c.Boards[0], mod), rawOn(t, c.Boards[1], mod)
 	chs := collectAll(t, []Transport{served{a}, served{b}})
 	ra, rb := a.(*rawTransport), b.(*rawTransport)
 	idle0 := ra.idleReads.Load() + rb.idleReads.Load()

@@ -134,8 +134,8 @@ type fdTransport struct {
 	// a blocking receive wakes then to drop it.
 	nextExpire time.Time
 	what       string // "raw bp0" / "udp 10.0.0.1:5405", for error messages
-	// idleReads counts Serve's reads that found nothing: the tests check
-	// that waiting mostly skips them.
+	// idleReads counts reads that found nothing: the tests check that
+	// Serve mostly skips them.
 	idleReads atomic.Uint64
 }
 
@@ -147,70 +147,92 @@ func (t *fdTransport) recv(msgs []Message) (int, error) {
 		return 0, nil
 	}
 	for {
-		if t.closed.Load() {
-			return 0, fmt.Errorf("recv on %s: %w", t.what, ErrClosed)
+		n, drained, err := t.pass(msgs)
+		if err != nil || n > 0 {
+			return n, err
 		}
-		n, used, frames := 0, 0, 0
-		var now time.Time
-		for _, fd := range t.fds {
-			want := min(len(msgs)-n, len(t.ring.hdrs)-used)
-			if want <= 0 {
-				break
-			}
-			hdrs := t.ring.hdrs[used : used+want]
-			for i := range hdrs {
-				hdrs[i].Len = 0
-				hdrs[i].Hdr.Flags = 0
-			}
-			var k int
-			var err error
-			if t.blocking {
-				k, err = t.np.recv(hdrs, t.nextExpire)
-			} else {
-				k, err = recvmmsg(fd, hdrs, unix.MSG_DONTWAIT)
-			}
-			if t.blocking && t.closed.Load() {
-				return 0, fmt.Errorf("recv on %s: %w", t.what, ErrClosed)
-			}
-			if err != nil {
-				if errors.Is(err, unix.EAGAIN) {
-					continue
-				}
-				if transientRecvErr(err) {
-					t.c.recvErrors.Add(1)
-					continue
-				}
-				if t.closed.Load() {
-					return 0, fmt.Errorf("recv on %s: %w", t.what, ErrClosed)
-				}
-				return 0, fmt.Errorf("recvmmsg on %s: %w", t.what, err)
-			}
-			frames += k
-			// After the (possibly blocking) receive: reassembly ages
-			// fragments from their arrival.
-			now = time.Now()
-			n = t.deliver(used, k, msgs, n, now)
-			used += k
-		}
-		if now.IsZero() {
-			now = time.Now()
-		}
-		next := t.rx.reasm.expire(now)
-		t.nextExpire = next
-		if n > 0 {
-			return n, nil
-		}
-		if frames > 0 || t.blocking {
+		if t.blocking || !drained {
 			continue // fragments only: drain more before sleeping
 		}
-		timeout := -1
-		if !next.IsZero() {
-			timeout = int(time.Until(next)/time.Millisecond) + 1
-		}
-		if _, err := unix.Poll(t.pfds, timeout); err != nil && !errors.Is(err, unix.EINTR) {
-			return 0, fmt.Errorf("poll on %s: %w", t.what, err)
+		if err := t.pollWait(); err != nil {
+			return 0, err
 		}
 	}
+}
+
+// pass reads every socket once and turns what came into msgs; in the
+// netpoller the read waits for a frame or the reassembly deadline, else it
+// does not wait. drained: every read returned fewer frames than it asked
+// for, so poll(2) will wait for new ones. recvMu is held.
+func (t *fdTransport) pass(msgs []Message) (n int, drained bool, err error) {
+	if t.closed.Load() {
+		return 0, false, fmt.Errorf("recv on %s: %w", t.what, ErrClosed)
+	}
+	used := 0
+	drained = true
+	var now time.Time
+	for _, fd := range t.fds {
+		want := min(len(msgs)-n, len(t.ring.hdrs)-used)
+		if want <= 0 {
+			drained = false
+			break
+		}
+		hdrs := t.ring.hdrs[used : used+want]
+		for i := range hdrs {
+			hdrs[i].Len = 0
+			hdrs[i].Hdr.Flags = 0
+		}
+		var k int
+		if t.blocking {
+			k, err = t.np.recv(hdrs, t.nextExpire)
+		} else {
+			k, err = recvmmsg(fd, hdrs, unix.MSG_DONTWAIT)
+		}
+		if t.blocking && t.closed.Load() {
+			return 0, false, fmt.Errorf("recv on %s: %w", t.what, ErrClosed)
+		}
+		if err != nil {
+			if errors.Is(err, unix.EAGAIN) {
+				t.idleReads.Add(1)
+				continue
+			}
+			if transientRecvErr(err) {
+				t.c.recvErrors.Add(1)
+				continue
+			}
+			if t.closed.Load() {
+				return 0, false, fmt.Errorf("recv on %s: %w", t.what, ErrClosed)
+			}
+			return 0, false, fmt.Errorf("recvmmsg on %s: %w", t.what, err)
+		}
+		if k == want {
+			drained = false
+		}
+		// After the (possibly blocking) receive: reassembly ages
+		// fragments from their arrival.
+		now = time.Now()
+		n = t.deliver(used, k, msgs, n, now)
+		used += k
+	}
+	if now.IsZero() {
+		now = time.Now()
+	}
+	t.nextExpire = t.rx.reasm.expire(now)
+	return n, drained, nil
+}
+
+// pollWait waits in poll(2) for a frame on any socket, Close's eventfd, or
+// the reassembly deadline.
+func (t *fdTransport) pollWait() error {
+	timeout := -1
+	if !t.nextExpire.IsZero() {
+		// Rounded up, and never negative (which would wait for ever).
+		timeout = max(0, int(time.Until(t.nextExpire)/time.Millisecond)+1)
+	}
+	if _, err := unix.Poll(t.pfds, timeout); err != nil && !errors.Is(err, unix.EINTR) {
+		return fmt.Errorf("poll on %s: %w", t.what, err)
+	}
+	return nil
 }
 
 // deliver turns the k frames received into ring slots used.. into
@@ -251,16 +273,11 @@ func (t *fdTransport) deliver(used, k int, msgs []Message, n int, now time.Time)
 // commit path of each hop (about a microsecond and a half each on a
 // virtual machine).
 func (t *fdTransport) serve(msgs []Message, handle func([]Message) bool) error {
-	if !t.blocking || len(msgs) == 0 {
-		for {
-			n, err := t.recv(msgs)
-			if err != nil {
-				return err
-			}
-			if !handle(msgs[:n]) {
-				return nil
-			}
-		}
+	if len(msgs) == 0 {
+		return fmt.Errorf("serve on %s: no room for messages", t.what)
+	}
+	if !t.blocking {
+		return t.servePolled(msgs, handle)
 	}
 	p := &t.np
 	want := min(len(msgs), len(t.ring.hdrs))
@@ -337,6 +354,33 @@ func (t *fdTransport) serve(msgs []Message, handle func([]Message) bool) error {
 			}
 			return fmt.Errorf("recv on %s: %w", t.what, err)
 		}
+	}
+}
+
+// servePolled is serve waiting in poll(2) on the calling thread, which is
+// level-triggered: after a pass that drained every socket it polls at once
+// instead of reading again first.
+func (t *fdTransport) servePolled(msgs []Message, handle func([]Message) bool) error {
+	wait := false
+	for {
+		t.recvMu.Lock()
+		var err error
+		if wait {
+			err = t.pollWait()
+		}
+		n, drained := 0, false
+		if err == nil {
+			t.rx.begin()
+			n, drained, err = t.pass(msgs)
+		}
+		t.recvMu.Unlock()
+		if err != nil {
+			return err
+		}
+		if n > 0 && !handle(msgs[:n]) {
+			return nil
+		}
+		wait = drained
 	}
 }
 
