@@ -133,14 +133,22 @@ func servePingPong(t *testing.T, thread bool) {
 
 // TestRigCloseWhileServeHandlerSends: Close while a Serve handler is
 // running and about to send on the same transport (a board's handler sends
-// acks). Close waits for the handler to leave the receive; it must not hold
-// the send lock meanwhile, or the handler's Send and Close wait for each
-// other for ever.
+// acks). In the netpoller Close waits for the handler to leave the
+// receive; it must not hold the send lock meanwhile, or the handler's Send
+// and Close wait for each other for ever. Waiting in poll(2), Close does
+// not wait for the handler, and Serve must not touch the closed
+// descriptors after it.
 func TestRigCloseWhileServeHandlerSends(t *testing.T) {
+	for _, thread := range []bool{false, true} {
+		t.Run(map[bool]string{false: "netpoll", true: "thread"}[thread], func(t *testing.T) { closeWhileHandlerSends(t, thread) })
+	}
+}
+
+func closeWhileHandlerSends(t *testing.T, thread bool) {
 	c := newChassis(t, 2)
 	tx := rawOn(t, c.Boards[0], nil)
 	collectAll(t, []Transport{tx, rawOn(t, c.Boards[1], nil)})
-	rx := rawOn(t, c.Boards[1], nil)
+	rx := rawOn(t, c.Boards[1], func(c *RawConfig) { c.WaitInThread = thread })
 	inHandler, release := make(chan struct{}), make(chan struct{})
 	sendErr := make(chan error, 1)
 	served := make(chan error, 1)
@@ -163,30 +171,47 @@ func TestRigCloseWhileServeHandlerSends(t *testing.T) {
 	}
 	closed := make(chan error, 1)
 	go func() { closed <- rx.Close() }()
-	// Release the handler once Close is waiting for the receive to end:
-	// its goroutine is then blocked in the receiving file's Close.
-	for !goroutineWaitsIn("poll.(*FD).Close") {
+	if thread {
 		select {
 		case err := <-closed:
-			t.Fatalf("Close returned (%v) while the handler was still running", err)
-		default:
+			if err != nil {
+				t.Fatalf("Close: %v", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("Close waited for the handler")
 		}
-		runtime.Gosched()
-	}
-	close(release)
-	select {
-	case err := <-closed:
-		if err != nil {
-			t.Fatalf("Close: %v", err)
+		close(release)
+	} else {
+		// Release the handler once Close is waiting for the receive to
+		// end: its goroutine is then blocked in the receiving file's Close.
+		for !goroutineWaitsIn("poll.(*FD).Close") {
+			select {
+			case err := <-closed:
+				t.Fatalf("Close returned (%v) while the handler was still running", err)
+			default:
+			}
+			runtime.Gosched()
 		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("Close and the handler's Send wait for each other")
+		close(release)
+		select {
+		case err := <-closed:
+			if err != nil {
+				t.Fatalf("Close: %v", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("Close and the handler's Send wait for each other")
+		}
 	}
 	if err := <-sendErr; !errors.Is(err, ErrClosed) {
 		t.Fatalf("Send from the handler during Close returned %v, want ErrClosed", err)
 	}
-	if err := <-served; !errors.Is(err, ErrClosed) {
-		t.Fatalf("Serve ended with %v, want ErrClosed", err)
+	select {
+	case err := <-served:
+		if !errors.Is(err, ErrClosed) {
+			t.Fatalf("Serve ended with %v, want ErrClosed", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Serve still running 5 s after Close")
 	}
 }
 

@@ -365,7 +365,11 @@ func (t *fdTransport) servePolled(msgs []Message, handle func([]Message) bool) e
 	for {
 		t.recvMu.Lock()
 		var err error
-		if wait {
+		switch {
+		case t.closed.Load():
+			// Close may have closed the descriptors while handle ran.
+			err = fmt.Errorf("recv on %s: %w", t.what, ErrClosed)
+		case wait:
 			err = t.pollWait()
 		}
 		n, drained := 0, false
