@@ -384,6 +384,76 @@ func overflowPages(vlen, pageSize int) int {
 	return (pageHeaderSize + vlen + pageSize - 1) / pageSize
 }
 
+// copyPacked is rebuildChecked for a page whose entries already lie packed
+// at its end in key order, as rebuildChecked writes them: it checks every
+// slot and entry extent reading forwards through p, then copies the slots
+// and the entries in two moves. A branch page keeps that shape from one
+// copy to the next (relinking a child rewrites its entry in place; only a
+// split inserts), so the branches on every commit's path, with a hundred
+// or more small entries each, take this way. False, with q untouched past
+// its header, when p is not so packed (rebuildChecked then rebuilds it
+// entry by entry) or is damaged.
+func copyPacked(q, p []byte) bool {
+	n := pCount(p)
+	lo := pageHeaderSize + slotSize*n
+	pu := pUpper(p)
+	if lo > len(p) || pu < lo || pu > len(p) || len(q) != len(p) {
+		return false
+	}
+	le := binary.LittleEndian
+	leaf := false
+	switch pType(p) {
+	case pageLeaf:
+		leaf = true
+	case pageBranch:
+		if n == 0 {
+			return false
+		}
+	default:
+		return false
+	}
+	at := pu // where entry i must start
+	for i := 0; i < n; i++ {
+		// Entry i is read at its slot's offset, not at: the loads then
+		// do not wait for the previous entry's size, and the misses of a
+		// page not in cache overlap.
+		off := int(le.Uint16(p[pageHeaderSize+2*i:]))
+		if off != at {
+			return false
+		}
+		var sz int
+		if leaf {
+			if off+leafEntryHdr > len(p) || p[off]&^leafFlagOverflow != 0 {
+				return false
+			}
+			sz = leafEntryHdr + int(le.Uint16(p[off+2:]))
+			if p[off]&leafFlagOverflow != 0 {
+				sz += 8
+			} else {
+				sz += int(le.Uint32(p[off+4:]))
+			}
+		} else {
+			if off+branchEntryHdr > len(p) {
+				return false
+			}
+			sz = branchEntryHdr + int(le.Uint16(p[off:]))
+		}
+		if sz > len(p)-off {
+			return false
+		}
+		at += sz
+	}
+	if at != len(p) || len(p)-pu+slotSize*n != pUsed(p) {
+		return false
+	}
+	copy(q[pageHeaderSize:lo], p[pageHeaderSize:lo])
+	copy(q[pu:], p[pu:])
+	setCount(q, n)
+	setUpper(q, pu)
+	setUsed(q, pUsed(p))
+	return true
+}
+
 // rebuildChecked writes p's entries into the empty page q in key order at
 // ascending addresses (packed, no holes: a cursor then reads the page
 // forwards in memory), checking every slot and entry extent like
@@ -397,6 +467,9 @@ func overflowPages(vlen, pageSize int) int {
 // that lie next to each other in p in key order, which after a few
 // inserts is nearly all of them, move as one run.
 func rebuildChecked(q, p []byte) bool {
+	if copyPacked(q, p) {
+		return true
+	}
 	n := pCount(p)
 	lo := pageHeaderSize + slotSize*n
 	pu := pUpper(p)

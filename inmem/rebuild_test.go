@@ -142,6 +142,22 @@ func TestRebuildMatchesTwoPass(t *testing.T) {
 	if len(pages) < 20 {
 		t.Fatalf("only %d tree pages to compare", len(pages))
 	}
+	// Their rebuilt copies too: packed in key order, the shape copyPacked
+	// takes (and damage to it, the shape it must refuse or hand on).
+	packed := 0
+	for _, p := range pages[:len(pages):len(pages)] {
+		q := make([]byte, len(p))
+		initPage(q, pType(p), 5, 9)
+		if rebuildTwoPass(q, p) {
+			pages = append(pages, q)
+			if copyPacked(make([]byte, len(q)), q) {
+				packed++
+			}
+		}
+	}
+	if packed == 0 {
+		t.Fatal("no rebuilt page took the packed copy")
+	}
 	refused := 0
 	for i, p := range pages {
 		if !rebuildBoth(t, p, fmt.Sprintf("page %d", i)) {
@@ -157,7 +173,7 @@ func TestRebuildMatchesTwoPass(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("%d pages, %d damaged copies refused of %d", len(pages), refused, 200*len(pages))
+	t.Logf("%d pages (%d packed), %d damaged copies refused of %d", len(pages), packed, refused, 200*len(pages))
 }
 
 // BenchmarkRebuild copies a full 4 KiB leaf of 16-byte keys and 100-byte
@@ -196,18 +212,63 @@ func BenchmarkRebuild(b *testing.B) {
 	if leaf == nil {
 		b.Fatal("no leaf of 30 entries")
 	}
-	for _, v := range []struct {
+	// The same leaf rebuilt (packed in key order, as a page copied once
+	// before is), and a packed branch of 16-byte keys like the ones above
+	// a tree of such leaves.
+	packedLeaf := make([]byte, len(leaf))
+	initPage(packedLeaf, pageLeaf, 2, 2)
+	if !rebuildTwoPass(packedLeaf, leaf) {
+		b.Fatal("rebuild refused")
+	}
+	branch := make([]byte, len(leaf))
+	initPage(branch, pageBranch, 2, 3)
+	at := len(branch)
+	n := 0
+	for ; ; n++ {
+		sz := branchEntryHdr + 16
+		if pageHeaderSize+slotSize*(n+1) > at-sz {
+			break
+		}
+		at -= sz
+		binary.LittleEndian.PutUint16(branch[pageHeaderSize+2*n:], uint16(at))
+	}
+	// Entries were placed from the end down: renumber so that entry i
+	// lies at ascending addresses (key order), then fill them in.
+	for i := 0; i < n/2; i++ {
+		a, z := branch[pageHeaderSize+2*i:], branch[pageHeaderSize+2*(n-1-i):]
+		x, y := binary.LittleEndian.Uint16(a), binary.LittleEndian.Uint16(z)
+		binary.LittleEndian.PutUint16(a, y)
+		binary.LittleEndian.PutUint16(z, x)
+	}
+	for i := 0; i < n; i++ {
+		off := int(binary.LittleEndian.Uint16(branch[pageHeaderSize+2*i:]))
+		binary.LittleEndian.PutUint16(branch[off:], 16)
+		binary.LittleEndian.PutUint64(branch[off+2:], uint64(100+i))
+		copy(branch[off+branchEntryHdr:], fmt.Appendf(nil, "key-%012d", i))
+	}
+	setCount(branch, n)
+	setUpper(branch, at)
+	setUsed(branch, len(branch)-at+slotSize*n)
+	if !copyPacked(make([]byte, len(branch)), branch) {
+		b.Fatal("the packed branch was not taken as packed")
+	}
+	for _, page := range []struct {
 		name string
-		fn   func(q, p []byte) bool
-	}{{"one-pass", rebuildChecked}, {"two-pass", rebuildTwoPass}} {
-		b.Run(v.name, func(b *testing.B) {
-			q := make([]byte, len(leaf))
-			for b.Loop() {
-				initPage(q, pageLeaf, 2, 2)
-				if !v.fn(q, leaf) {
-					b.Fatal("refused")
+		p    []byte
+	}{{"leaf", leaf}, {"packed-leaf", packedLeaf}, {fmt.Sprintf("packed-branch-%d", n), branch}} {
+		for _, v := range []struct {
+			name string
+			fn   func(q, p []byte) bool
+		}{{"one-pass", rebuildChecked}, {"two-pass", rebuildTwoPass}} {
+			b.Run(page.name+"/"+v.name, func(b *testing.B) {
+				q := make([]byte, len(page.p))
+				for b.Loop() {
+					initPage(q, pType(page.p), 2, 2)
+					if !v.fn(q, page.p) {
+						b.Fatal("refused")
+					}
 				}
-			}
-		})
+			})
+		}
 	}
 }
