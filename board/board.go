@@ -75,6 +75,11 @@ type Board struct {
 	inbox   []*writeReq // guarded by inMu
 	inSpare []*writeReq // the last inbox taken, reused; guarded by rtMu
 	inboxN  atomic.Int32
+	// reqs recycles local writers' requests with their result channels,
+	// so that Update allocates no request or channel per call. A request
+	// goes back only once its caller has received the result, which the
+	// runtime sends exactly once and as its last use of the request.
+	reqs sync.Pool
 	// rxPending: the receive goroutine holds a batch it has not stepped.
 	rxPending atomic.Bool
 	// tickOwed: the loop's timer fired while rtMu was held, and the holder
@@ -381,7 +386,9 @@ func (b *Board) Update(ctx context.Context, fn func(*Tx) error) (Commit, error) 
 	if p.canWrite != nil {
 		return Commit{}, p.canWrite
 	}
-	return b.submit(ctx, &writeReq{fn: fn})
+	w := b.newReq()
+	w.fn = fn
+	return b.submit(ctx, w)
 }
 
 // Apply performs ops in one transaction on the master, from any board: on a
@@ -399,7 +406,9 @@ func (b *Board) Apply(ctx context.Context, ops ...Op) (Commit, error) {
 			return Commit{}, ErrClosed
 		}
 		if p.role == RoleMaster {
-			c, err := b.submit(ctx, &writeReq{ops: ops})
+			w := b.newReq()
+			w.ops = ops
+			c, err := b.submit(ctx, w)
 			if !errors.Is(err, ErrNotMaster) {
 				return c, err
 			}
@@ -412,8 +421,18 @@ func (b *Board) Apply(ctx context.Context, ops ...Op) (Commit, error) {
 	}
 }
 
+// newReq returns a local writer's request, recycled when possible.
+func (b *Board) newReq() *writeReq {
+	if w, ok := b.reqs.Get().(*writeReq); ok {
+		return w
+	}
+	return &writeReq{res: make(chan writeResult, 1)}
+}
+
 // submit queues a write for the next group commit (committing it at once
-// when nothing is in flight) and waits for its result.
+// when nothing is in flight) and waits for its result. w comes from newReq;
+// submit recycles it once the result is in (a caller that stops waiting
+// leaves it to the collector: the runtime may still answer it).
 func (b *Board) submit(ctx context.Context, w *writeReq) (Commit, error) {
 	if !b.started.Load() {
 		return Commit{}, ErrNotStarted
@@ -421,7 +440,6 @@ func (b *Board) submit(ctx context.Context, w *writeReq) (Commit, error) {
 	if err := ctx.Err(); err != nil {
 		return Commit{}, err
 	}
-	w.res = make(chan writeResult, 1)
 	b.inMu.Lock()
 	b.inbox = append(b.inbox, w)
 	b.inboxN.Store(int32(len(b.inbox)))
@@ -433,6 +451,8 @@ func (b *Board) submit(ctx context.Context, w *writeReq) (Commit, error) {
 	}
 	select {
 	case r := <-w.res:
+		*w = writeReq{res: w.res}
+		b.reqs.Put(w)
 		return r.c, r.err
 	case <-b.closing:
 		return Commit{}, ErrClosed

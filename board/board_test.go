@@ -670,3 +670,64 @@ func TestKeepAliveWhileRuntimeHeld(t *testing.T) {
 	}
 	g.master(0) // the group settles (the old master may win again)
 }
+
+// TestRecycledRequestsGetTheirOwnResults: writers' requests and result
+// channels are recycled, so a result delivered twice, or to a request
+// after its caller gave up, would reach a later Update. Each writer checks
+// that every Update it makes ran its own fn before returning and that its
+// commit LSNs strictly increase; every few calls a writer gives up on one
+// (its context ends), which must not hand its result to anyone else.
+func TestRecycledRequestsGetTheirOwnResults(t *testing.T) {
+	g := newGroup(t, 3, nil)
+	m := g.master(0)
+	const writers, calls = 16, 300
+	var wg sync.WaitGroup
+	errs := make(chan error, writers)
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var last uint64
+			for i := range calls {
+				// A bounded wait: a stale result left in a recycled channel
+				// would wedge the runtime (its own send finds it full).
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				ran := false
+				key := []byte(fmt.Sprintf("w%02d-%04d", w, i))
+				giveUp := i%37 == 36
+				c, err := m.Update(ctx, func(tx *Tx) error {
+					ran = true
+					if giveUp {
+						cancel() // the caller stops waiting while its commit goes on
+					}
+					return tx.Bucket("recycle").Put(key, key)
+				})
+				cancel()
+				if giveUp {
+					if err == nil && !ran {
+						errs <- fmt.Errorf("writer %d call %d: a result without its fn having run", w, i)
+						return
+					}
+					continue
+				}
+				switch {
+				case err != nil:
+					errs <- fmt.Errorf("writer %d call %d: %w", w, i, err)
+					return
+				case !ran:
+					errs <- fmt.Errorf("writer %d call %d: a result without its fn having run (LSN %d)", w, i, c.LSN)
+					return
+				case c.LSN <= last:
+					errs <- fmt.Errorf("writer %d call %d: LSN %d after %d: another call's result", w, i, c.LSN, last)
+					return
+				}
+				last = c.LSN
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+}
