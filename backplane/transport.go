@@ -30,10 +30,10 @@ type Transport interface {
 	Close() error
 }
 
-// Server is a Transport that can hand received messages to a function
-// batch by batch without returning in between, which lets it wait for the
-// next frame without a system call that would only say "nothing yet"
-// (see Serve).
+// Server is implemented by transports (raw, udp) that can hand received
+// messages to a function batch by batch without returning in between,
+// which lets them wait for the next frame without a system call that
+// would only say "nothing yet". The package's Serve uses it when there.
 type Server interface {
 	// Serve passes each batch of received messages (at most len(msgs))
 	// to handle until handle returns false, when it returns nil, or until
