@@ -384,6 +384,58 @@ func overflowPages(vlen, pageSize int) int {
 	return (pageHeaderSize + vlen + pageSize - 1) / pageSize
 }
 
+// treeShape reads the header of p, a tree page to be copied into q: its
+// entry count, the end of its slot array, the start of its entries and
+// whether it is a leaf. ok is false when the header cannot describe a sound
+// leaf or branch (or q is not a page of the same size).
+func treeShape(q, p []byte) (n, lo, pu int, leaf, ok bool) {
+	n = pCount(p)
+	lo = pageHeaderSize + slotSize*n
+	pu = pUpper(p)
+	if lo > len(p) || pu < lo || pu > len(p) || len(q) != len(p) {
+		return 0, 0, 0, false, false
+	}
+	switch pType(p) {
+	case pageLeaf:
+		return n, lo, pu, true, true
+	case pageBranch:
+		return n, lo, pu, false, n > 0
+	}
+	return 0, 0, 0, false, false
+}
+
+// leafEntrySize is the size of the leaf entry at off (>= 0) in p, or -1
+// when its header or its extent leaves the page or its flags are unknown.
+// It and branchEntrySize are small enough to inline: the page copies call
+// them for every entry of every page a commit changes.
+func leafEntrySize(p []byte, off int) int {
+	if off+leafEntryHdr > len(p) || p[off]&^leafFlagOverflow != 0 {
+		return -1
+	}
+	sz := leafEntryHdr + int(binary.LittleEndian.Uint16(p[off+2:]))
+	if p[off]&leafFlagOverflow != 0 {
+		sz += 8
+	} else {
+		sz += int(binary.LittleEndian.Uint32(p[off+4:]))
+	}
+	if sz > len(p)-off {
+		return -1
+	}
+	return sz
+}
+
+// branchEntrySize is leafEntrySize for a branch entry.
+func branchEntrySize(p []byte, off int) int {
+	if off+branchEntryHdr > len(p) {
+		return -1
+	}
+	sz := branchEntryHdr + int(binary.LittleEndian.Uint16(p[off:]))
+	if sz > len(p)-off {
+		return -1
+	}
+	return sz
+}
+
 // copyPacked is rebuildChecked for a page whose entries already lie packed
 // at its end in key order, as rebuildChecked writes them: it checks every
 // slot and entry extent reading forwards through p, then copies the slots
@@ -394,22 +446,8 @@ func overflowPages(vlen, pageSize int) int {
 // its header, when p is not so packed (rebuildChecked then rebuilds it
 // entry by entry) or is damaged.
 func copyPacked(q, p []byte) bool {
-	n := pCount(p)
-	lo := pageHeaderSize + slotSize*n
-	pu := pUpper(p)
-	if lo > len(p) || pu < lo || pu > len(p) || len(q) != len(p) {
-		return false
-	}
-	le := binary.LittleEndian
-	leaf := false
-	switch pType(p) {
-	case pageLeaf:
-		leaf = true
-	case pageBranch:
-		if n == 0 {
-			return false
-		}
-	default:
+	n, lo, pu, leaf, ok := treeShape(q, p)
+	if !ok {
 		return false
 	}
 	at := pu // where entry i must start
@@ -417,28 +455,17 @@ func copyPacked(q, p []byte) bool {
 		// Entry i is read at its slot's offset, not at: the loads then
 		// do not wait for the previous entry's size, and the misses of a
 		// page not in cache overlap.
-		off := int(le.Uint16(p[pageHeaderSize+2*i:]))
+		off := int(binary.LittleEndian.Uint16(p[pageHeaderSize+2*i:]))
 		if off != at {
 			return false
 		}
 		var sz int
 		if leaf {
-			if off+leafEntryHdr > len(p) || p[off]&^leafFlagOverflow != 0 {
-				return false
-			}
-			sz = leafEntryHdr + int(le.Uint16(p[off+2:]))
-			if p[off]&leafFlagOverflow != 0 {
-				sz += 8
-			} else {
-				sz += int(le.Uint32(p[off+4:]))
-			}
+			sz = leafEntrySize(p, off)
 		} else {
-			if off+branchEntryHdr > len(p) {
-				return false
-			}
-			sz = branchEntryHdr + int(le.Uint16(p[off:]))
+			sz = branchEntrySize(p, off)
 		}
-		if sz > len(p)-off {
+		if sz < 0 {
 			return false
 		}
 		at += sz
@@ -470,46 +497,25 @@ func rebuildChecked(q, p []byte) bool {
 	if copyPacked(q, p) {
 		return true
 	}
-	n := pCount(p)
-	lo := pageHeaderSize + slotSize*n
-	pu := pUpper(p)
-	if lo > len(p) || pu < lo || pu > len(p) || len(q) != len(p) {
+	n, lo, pu, leaf, ok := treeShape(q, p)
+	if !ok {
 		return false
 	}
 	le := binary.LittleEndian
-	var leaf bool
-	switch pType(p) {
-	case pageLeaf:
-		leaf = true
-	case pageBranch:
-		if n == 0 {
-			return false
-		}
-	default:
-		return false
-	}
 	at := len(q)
 	runSrc, runLen := 0, 0 // the run being gathered: p[runSrc:runSrc+runLen] goes to q[at:]
 	for i := n - 1; i >= 0; i-- {
 		off := int(le.Uint16(p[pageHeaderSize+2*i:]))
+		if off < pu {
+			return false
+		}
 		var sz int
 		if leaf {
-			if off < pu || off+leafEntryHdr > len(p) || p[off]&^leafFlagOverflow != 0 {
-				return false
-			}
-			sz = leafEntryHdr + int(le.Uint16(p[off+2:]))
-			if p[off]&leafFlagOverflow != 0 {
-				sz += 8
-			} else {
-				sz += int(le.Uint32(p[off+4:]))
-			}
+			sz = leafEntrySize(p, off)
 		} else {
-			if off < pu || off+branchEntryHdr > len(p) {
-				return false
-			}
-			sz = branchEntryHdr + int(le.Uint16(p[off:]))
+			sz = branchEntrySize(p, off)
 		}
-		if sz > len(p)-off || sz > at-lo {
+		if sz < 0 || sz > at-lo {
 			return false // beyond the page, or more entry bytes than it holds
 		}
 		if runLen > 0 && off+sz == runSrc {

@@ -10,7 +10,8 @@ import (
 
 // rebuildTwoPass is the previous rebuildChecked (sizes first, then the
 // copy in key order), kept as the reference the one-pass version must
-// match byte for byte, and in what it refuses.
+// match byte for byte, and in what it refuses. It shares none of the page
+// copy's helpers on purpose: a mistake in them would show here.
 func rebuildTwoPass(q, p []byte) bool {
 	n := pCount(p)
 	lo := pageHeaderSize + slotSize*n
