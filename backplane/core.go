@@ -106,6 +106,7 @@ type txCore struct {
 func newTxCore(group uint32, self uint16, maxFrag, compressThreshold int, c *counters) *txCore {
 	t := &txCore{group: group, self: self, maxFrag: maxFrag, c: c}
 	t.comp.threshold = normThreshold(compressThreshold)
+	t.comp.ctr = c
 	// A random first message id keeps a restarted sender's ids from matching
 	// partial messages its previous incarnation left in receivers.
 	var b [4]byte

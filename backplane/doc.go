@@ -29,7 +29,8 @@
 // limits, oldest partial message evicted and counted) and a timeout. Every
 // site of a group must use the same MTU (raw) or MaxDatagram (udp).
 // Payloads from CompressThreshold (default 4 KiB) are lz4-compressed when that
-// saves space; the declared size is checked against the 1 MiB limit before the
+// saves space (from 32 KiB, only if three 2 KiB probes of them shrink; the
+// others are counted in Stats.Incompressible); the declared size is checked against the 1 MiB limit before the
 // receiver allocates anything.
 //
 // Every frame carries the fixed 32-byte little-endian header described in

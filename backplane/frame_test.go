@@ -3,6 +3,7 @@ package backplane
 import (
 	"bytes"
 	"errors"
+	"math/rand/v2"
 	"testing"
 )
 
@@ -184,5 +185,78 @@ func BenchmarkDecodeFrame1400(b *testing.B) {
 		if _, _, err := DecodeFrame(f); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestCompressProbes: a large payload that does not compress is sent as it
+// is without being compressed whole, one that does is compressed, and one
+// whose probes fall on compressible parts is compressed whole and kept only
+// if it shrank.
+func TestCompressProbes(t *testing.T) {
+	var ctr counters
+	c := compressor{threshold: normThreshold(0), ctr: &ctr}
+	random := make([]byte, 256<<10)
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := range random {
+		random[i] = byte(rng.Uint32())
+	}
+	if _, ok := c.compress(random); ok {
+		t.Fatal("compressed random bytes")
+	}
+	if got := ctr.incompressible.Load(); got != 1 {
+		t.Fatalf("incompressible = %d after a random payload, want 1", got)
+	}
+	text := bytes.Repeat([]byte("vlan 100 port 7 state forwarding\n"), 8<<10)
+	cp, ok := c.compress(text)
+	if !ok || len(cp) > len(text)/4 {
+		t.Fatalf("text: ok=%v %d of %d bytes", ok, len(cp), len(text))
+	}
+	var buf []byte
+	if out, err := decompress(cp, &buf); err != nil || !bytes.Equal(out, text) {
+		t.Fatalf("text round trip: %v", err)
+	}
+	// Compressible where the probes look (start, middle, end), random
+	// elsewhere: compressed whole, and it does shrink.
+	mixed := bytes.Clone(random)
+	for _, off := range []int{0, (len(mixed) - probeBytes) / 2, len(mixed) - probeBytes} {
+		clear(mixed[off : off+probeBytes])
+	}
+	if _, ok := c.compress(mixed); !ok {
+		t.Fatal("mixed payload with compressible probes not compressed")
+	}
+	// Below probeFrom no probe is made: a small random payload is tried
+	// whole and not counted.
+	if _, ok := c.compress(random[:probeFrom-1]); ok {
+		t.Fatal("compressed small random payload")
+	}
+	if got := ctr.incompressible.Load(); got != 1 {
+		t.Fatalf("incompressible = %d, want still 1", got)
+	}
+}
+
+func BenchmarkCompress(b *testing.B) {
+	random := make([]byte, 256<<10)
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := range random {
+		random[i] = byte(rng.Uint32())
+	}
+	text := bytes.Repeat([]byte("vlan 100 port 7 state forwarding\n"), 8<<10)[:256<<10]
+	// Pages of random values with small headers between them, as an
+	// internal init of hashed or encrypted state sends them.
+	pages := bytes.Clone(random)
+	for off := 0; off < len(pages); off += 2048 {
+		clear(pages[off : off+48])
+	}
+	for _, tc := range []struct {
+		name string
+		p    []byte
+	}{{"random-256K", random}, {"pages-256K", pages}, {"text-256K", text}} {
+		b.Run(tc.name, func(b *testing.B) {
+			c := compressor{threshold: normThreshold(0)}
+			b.SetBytes(int64(len(tc.p)))
+			for b.Loop() {
+				c.compress(tc.p)
+			}
+		})
 	}
 }

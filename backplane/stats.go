@@ -52,6 +52,9 @@ type Stats struct {
 	// drain faster when it grows.
 	SocketDrops uint64
 	Compressed  uint64 // messages sent lz4-compressed
+	// Incompressible counts large messages sent uncompressed because
+	// probes of them did not shrink (compressing them whole was not tried).
+	Incompressible uint64
 
 	// Drops counts undelivered frames (or messages, for reassembly and
 	// decompression reasons) by reason.
@@ -110,7 +113,7 @@ type counters struct {
 	framesOut, bytesOut, framesIn, bytesIn atomic.Uint64
 	msgsOut, msgsIn, sendErrors            atomic.Uint64
 	recvErrors                             atomic.Uint64
-	compressed                             atomic.Uint64
+	compressed, incompressible             atomic.Uint64
 	drops                                  [NumDropReasons]atomic.Uint64
 }
 
@@ -122,6 +125,7 @@ func (c *counters) snapshot() Stats {
 		FramesIn: c.framesIn.Load(), BytesIn: c.bytesIn.Load(),
 		MsgsOut: c.msgsOut.Load(), MsgsIn: c.msgsIn.Load(),
 		SendErrors: c.sendErrors.Load(), RecvErrors: c.recvErrors.Load(), Compressed: c.compressed.Load(),
+		Incompressible: c.incompressible.Load(),
 	}
 	for i := range c.drops {
 		s.Drops[i] = c.drops[i].Load()
