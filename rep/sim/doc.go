@@ -12,8 +12,7 @@
 //
 // -sim.seeds=N sets the sweep size (default 500), -sim.soak runs
 // 5000, -sim.first=F moves the window, -sim.strict fails also on losses
-// explained by a site losing its memory, -sim.known runs reproductions of
-// open rep bugs.
+// explained by a site losing its memory.
 //
 // After each run the checkers verify: Perm writes are never lost under QUORUM
 // or stronger with majority elections; every replica's history is a prefix of

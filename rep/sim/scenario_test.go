@@ -1,22 +1,10 @@
 package sim
 
 import (
-	"flag"
 	"strings"
 	"testing"
 	"time"
 )
-
-var flagKnown = flag.Bool("sim.known", false, "run the reproductions of known, not yet fixed rep bugs (they fail until fixed)")
-
-// knownBug skips a reproduction of an open rep bug unless -sim.known is set:
-// the test fails for real when enabled, and passes once rep is fixed.
-func knownBug(t *testing.T, what string) {
-	t.Helper()
-	if !*flagKnown {
-		t.Skipf("reproduces an open rep bug (%s); run with -sim.known to check whether it is fixed", what)
-	}
-}
 
 // calm is a configuration with a perfect network and no random faults, for
 // scenarios whose story is scripted.
@@ -164,23 +152,27 @@ func runHeldToGuarantee(seed uint64, c Config) *Result {
 }
 
 // TestQuorumAmnesiacRejoin: a three-site QUORUM group. Site 1 (master) is cut
-// off; 2 and 3 elect 2, which takes Perm writes acked by 3; 2 crashes and
-// restarts empty just before the partition heals. The empty site 2 finds the
-// stale master 1 first, catches up from it and acks its gen-1 writes, which
-// become Perm; then 3 (holding gen 2) forces DUPMASTER, wins, and 1's writes
-// are rolled back: a Perm write is lost with one crash and one partition.
-// A restarted, empty site must not ack (or vote) for a master before it has
-// learned the group's newest gen from a majority.
+// off; 2 and 3 elect one of them, which takes Perm writes; site 2 crashes and
+// restarts empty just before the partition heals. Without the empty-board
+// rule (Node.recoveryNeed) the empty site 2 could find the stale master 1
+// first, catch up from it and ack its gen-1 writes into Perm; then 3
+// (holding the newer gen) forces DUPMASTER, wins, and 1's Perm writes are
+// rolled back: lost with one crash and one partition. The seeds are those
+// of the first 300 that lost Perm writes with recoveryNeed made to return 0
+// (checked 2026-12-05; seed 2 first showed the story); with the rule none
+// of the 300 loses anything. They depend on rep's exact timing: after a
+// change to it, search again with the rule disabled.
 func TestQuorumAmnesiacRejoin(t *testing.T) {
-	knownBug(t, "an empty restarted site acks a stale master's writes into Perm")
 	c := calm(3, PolicyQuorum)
 	c.Duration = 5 * time.Second
 	c.Script = []Fault{
 		{At: 500 * time.Millisecond, Kind: FaultSplit, Sites: []uint16{1}, For: 2500 * time.Millisecond},
 		{At: 1500 * time.Millisecond, Kind: FaultCrash, Sites: []uint16{2}, For: 1420 * time.Millisecond},
 	}
-	if r := Run(2, c); len(r.Violations) > 0 {
-		report(t, r)
+	for _, seed := range []uint64{2, 35, 114, 143, 144, 173} {
+		if r := Run(seed, c); len(r.Violations) > 0 {
+			report(t, r)
+		}
 	}
 }
 
@@ -226,21 +218,25 @@ func TestLinearizabilityCatchesNaiveReads(t *testing.T) {
 }
 
 // TestQuorumDuplicateGenMasters: three sites, QUORUM, leases, master crashes
-// and one-way isolations. Site 1 is elected gen 3 while its sends are cut;
-// sites 2 and 3 elect 3, also gen 3 (site 2 votes in both elections), and 3
-// takes Perm writes acked by 2. At heal, DUPMASTER between equal gens makes
-// 3 step down and roll back to 1's history: Perm writes are lost with no
-// memory loss involved (site 2 restarted before both elections).
+// and one-way isolations. Seed 14 once elected site 1 gen 3 while its sends
+// were cut, and sites 2 and 3 elected 3, also gen 3 (site 2 voting in both
+// elections); at heal, DUPMASTER between equal gens made 3 step down and roll
+// back its Perm writes. Elections have changed since (a master's gen is the
+// egen it won, voteIgnored) and no seed of the first 200 reproduces the story
+// now, even with voteIgnored disabled (checked 2026-12-05): this is a guard
+// of the invariant (the checker reports two masters elected at one gen, and
+// lost Perm writes) over that configuration, not a reproduction.
 func TestQuorumDuplicateGenMasters(t *testing.T) {
-	knownBug(t, "two masters elected with the same gen in a 3-site QUORUM group")
 	c := calm(3, PolicyQuorum)
 	c.Leases = true
 	c.ReadFrac = 0.5
 	c.Buggify.CrashAfterCommit = 0.05
 	c.SafeCrashes = true
 	c.Chaos = Chaos{Every: 300 * time.Millisecond, Isolate: 3, CrashMstr: 1, Heal: 1}
-	if r := Run(14, c); len(r.Violations) > 0 {
-		report(t, r)
+	for seed := uint64(1); seed <= 20; seed++ {
+		if r := Run(seed, c); len(r.Violations) > 0 {
+			report(t, r)
+		}
 	}
 }
 

@@ -33,7 +33,7 @@ func report(t *testing.T, r *Result) {
 	var b strings.Builder
 	replay := replayCmd(r.Seed)
 	if !strings.HasPrefix(t.Name(), "TestSeeds") {
-		replay = fmt.Sprintf("go test %s./rep/sim/ -run '%s$' -v -sim.known (scripted, seed %d)", buildTags, t.Name(), r.Seed)
+		replay = fmt.Sprintf("go test %s./rep/sim/ -run '%s$' -v (scripted, seed %d)", buildTags, t.Name(), r.Seed)
 	}
 	fmt.Fprintf(&b, "seed %d FAILED (%d violations)\n  replay: %s\n  config: %s\n", r.Seed, len(r.Violations), replay, r.Config.String())
 	for i, v := range r.Violations {
