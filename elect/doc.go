@@ -19,7 +19,9 @@
 //	                 LSN, priority, tiebreaker), tally VOTE1s of this egen.
 //	4 pick           PhaseVote2: once every expected electable site voted, or at
 //	                 the vote timeout, send VOTE2 to the best electable site
-//	                 heard (Vote.Beats). The designee that voted for itself and
+//	                 heard (Vote.Beats) if its log is at least as current as
+//	                 the floor (SetFloor; ignored once every electable site
+//	                 voted). The designee that voted for itself and
 //	                 collects VOTE2s from a quorum of electable sites (its own
 //	                 included) wins: Won reports the egen; rep then becomes
 //	                 master (gen+1, NEWMASTER) and calls Cancel, as does every

@@ -119,6 +119,10 @@ type Stats struct {
 	Dropped      uint64 // malformed (own/broadcast site id, egen 0) or irrelevant now
 	TallyFull    uint64 // votes dropped because MaxTally sites already voted
 	StartIgnored uint64 // Start while an election was already running
+	// Floored counts the times the best site heard was less current than
+	// the floor (SetFloor), so no VOTE2 went out; FloorIgnored the votes
+	// cast below it because every electable site had voted.
+	Floored, FloorIgnored uint64
 }
 
 // tallyEntry is what one site said in the egen being tallied.
@@ -170,6 +174,9 @@ type Election struct {
 	leaseUntil time.Duration
 	attempt    int // failed attempts so far in this election: back-off exponent
 	deadline   time.Duration
+
+	// floor is the least current log this site may vote for (SetFloor).
+	floor Vote
 
 	my        Vote
 	voted     bool // VOTE2 cast in this egen
@@ -398,6 +405,19 @@ func (e *Election) Outbox() []Out {
 	return o
 }
 
+// SetFloor makes this site vote only for a designee whose log is at least
+// as current as (lastGen, lsn), until changed; (0, 0) lifts it. A site
+// votes for the best log heard, its own included, so every winner is at
+// least as current as each of its voters: that is what puts every
+// permanent write in the winner's log. A site that lost its memory has no
+// log to bring, and the floor stands in for the log it lost (rep sets it
+// from what the group told it as it recovered). An egen in which every
+// electable site voted elects the best of them even below the floor: the
+// sites holding what the floor protected are among them, or gone.
+func (e *Election) SetFloor(lastGen uint32, lsn uint64) {
+	e.floor = Vote{LastGen: lastGen, LSN: lsn}
+}
+
 // Won reports the egen this site won, while it stands (until Start or Cancel).
 func (e *Election) Won() (egen uint32, ok bool) {
 	if e.phase != PhaseWon {
@@ -525,13 +545,26 @@ func (e *Election) castVote2(now time.Duration) {
 	e.vote()
 }
 
-// vote casts this site's VOTE2 for the best electable site heard, once per egen.
+// vote casts this site's VOTE2 for the best electable site heard, once per
+// egen, if its log is at least as current as the floor.
 func (e *Election) vote() {
 	d, ok := e.best()
 	if !ok || e.egen <= e.lastVote2 {
 		// Nobody electable heard (wait for a retry or another site's
 		// election), or we already voted in this egen.
 		return
+	}
+	if !d.AtLeastAsCurrent(e.floor) {
+		if e.electableVotes1() < e.electable {
+			// A later VOTE1 in this egen, or a retry, may bring a site
+			// that is.
+			e.stats.Floored++
+			return
+		}
+		// Every electable site voted and none reaches the floor: the
+		// best of them all is at least as current as any site holding a
+		// permanent write, so the floor protects nothing left.
+		e.stats.FloorIgnored++
 	}
 	e.lastVote2 = e.egen
 	e.voted, e.votedFor = true, d.Site

@@ -439,3 +439,55 @@ func TestAbsentMasterIsNotWaitedFor(t *testing.T) {
 		t.Fatalf("absence outlived its election: phase %v", e.Phase())
 	}
 }
+
+// TestFloorHoldsVoteForLessCurrentLogs: a site with a floor (one that lost
+// its memory) votes for nobody less current than the floor, itself
+// included, and still votes once a site at least as current votes in the
+// same egen; lifting the floor restores the plain rule.
+func TestFloorHoldsVoteForLessCurrentLogs(t *testing.T) {
+	e := newTest(1, 10)
+	e.SetFloor(2, 700)
+	e.Start(0, 0, 0, 3, 0) // empty: no log of its own
+	mustOut(t, e, Out{To: Broadcast, Kind: KindVote1, Vote: vote1(1, 1, 0, 0, 10)})
+	e.StepVote1(1, vote1(2, 1, 2, 650, 10)) // same gen, shorter than the floor
+	e.Tick(2 * sec)                         // vote timeout: phase 4 without site 3
+	if e.Phase() != PhaseVote2 {
+		t.Fatalf("phase %v after the vote timeout", e.Phase())
+	}
+	mustOut(t, e) // no VOTE2 for site 2, nor for itself
+	if s := e.Stats(); s.Floored != 1 || s.Vote2Sent != 0 {
+		t.Fatalf("stats %+v; want one floored vote and none sent", s)
+	}
+	e.StepVote1(2*sec+1, vote1(3, 1, 2, 700, 5)) // exactly at the floor
+	mustOut(t, e, Out{To: 3, Kind: KindVote2, Vote: vote1(1, 1, 0, 0, 10)})
+
+	// A newer gen beats a longer log of an older one, as in Beats.
+	f := newTest(1, 10)
+	f.SetFloor(2, 700)
+	f.Start(0, 0, 0, 2, 0)
+	f.Outbox()
+	f.StepVote1(1, vote1(2, 1, 3, 10, 10))
+	mustOut(t, f, Out{To: 2, Kind: KindVote2, Vote: vote1(1, 1, 0, 0, 10)})
+
+	// Every electable site voted below the floor: whoever held the floor's
+	// log is among them or gone, and the best of them gets the vote.
+	h := newTest(1, 10)
+	h.SetFloor(2, 700)
+	h.Start(0, 0, 0, 3, 0)
+	h.Outbox()
+	h.StepVote1(1, vote1(2, 1, 2, 650, 10))
+	h.StepVote1(2, vote1(3, 1, 1, 9000, 10))
+	mustOut(t, h, Out{To: 2, Kind: KindVote2, Vote: vote1(1, 1, 0, 0, 10)})
+	if s := h.Stats(); s.FloorIgnored != 1 || s.Floored != 0 {
+		t.Fatalf("stats %+v; want the floor ignored once", s)
+	}
+
+	// Lifted: the best heard gets the vote whatever its log.
+	g := newTest(1, 10)
+	g.SetFloor(2, 700)
+	g.SetFloor(0, 0)
+	g.Start(0, 0, 0, 2, 0)
+	g.Outbox()
+	g.StepVote1(1, vote1(2, 1, 1, 10, 10))
+	mustOut(t, g, Out{To: 2, Kind: KindVote2, Vote: vote1(1, 1, 0, 0, 10)})
+}

@@ -30,6 +30,11 @@ type cluster struct {
 	deaf map[uint16][]packet
 }
 
+// link cuts (on) or restores the link between a and b in both directions.
+func (c *cluster) link(a, b *tnode, cut bool) {
+	c.cut[[2]uint16{a.id, b.id}], c.cut[[2]uint16{b.id, a.id}] = cut, cut
+}
+
 type tnode struct {
 	id       uint16
 	cfg      Config

@@ -16,7 +16,8 @@ import (
 //
 // then a body whose layout depends on the type:
 //
-//	ALIVE ALIVE_REQ NEWCLIENT NEWMASTER MASTER_REQ DUPMASTER UPDATE_REQ: empty
+//	ALIVE_REQ NEWCLIENT NEWMASTER MASTER_REQ DUPMASTER UPDATE_REQ: empty
+//	ALIVE:             end u64 | gen u32 (the sender's recovery point: a log end and its last gen)
 //	VERIFY_FAIL:       lsn u64 (newest point of the VERIFY_REQ answered; 0: answers a LOG_REQ)
 //	NEWSITE:           site u16 | priority u32
 //	HEARTBEAT:         perm u64
@@ -84,7 +85,7 @@ type Decoded struct {
 	LSN   uint64        // HEARTBEAT/LOG: perm; LOG_REQ/ALL_REQ: from; ACK: lsn; VERIFY: lsn; UPDATE/PAGE*: ckpt
 	LSN2  uint64        // LOG_REQ/ALL_REQ: to
 	Echo  time.Duration // ACK/LEASE_GRANT
-	Gen   uint32        // VERIFY: gen
+	Gen   uint32        // VERIFY: gen; ALIVE: recovery point's gen (LSN: its end)
 	Chain uint64        // VERIFY
 
 	Site     uint16 // NEWSITE
@@ -132,8 +133,14 @@ func DecodeMessage(m Message, d *Decoded) error {
 		return nil
 	}
 	switch m.Type {
-	case MsgAlive, MsgAliveReq, MsgNewClient, MsgNewMaster, MsgMasterReq, MsgDupMaster, MsgUpdateReq:
+	case MsgAliveReq, MsgNewClient, MsgNewMaster, MsgMasterReq, MsgDupMaster, MsgUpdateReq:
 		return exact(0)
+	case MsgAlive:
+		if err := exact(12); err != nil {
+			return err
+		}
+		d.LSN = le.Uint64(b)
+		d.Gen = le.Uint32(b[8:])
 	case MsgVerifyFail:
 		if err := exact(8); err != nil {
 			return err

@@ -89,17 +89,23 @@
 //     or get partitioned — as long as no majority of electable sites loses its
 //     memory at once (total group failure). A site that starts with an empty
 //     environment (it may have lost its memory, and with it what it acked
-//     and voted) first asks ALIVE_REQ until it has heard a majority of the
-//     other electable sites (all others in a strict two-site group), or a
-//     majority of electable sites all as empty as itself (a group that lost
-//     its memory as a whole); it then follows no master below the highest
-//     gen heard and votes in no election at or below the highest egen heard
-//     (it may have voted there before), and only then follows a master, acks
-//     or votes. (The egen heard only bounds what was promised; refusing
-//     masters below it made a recovered site depose the one master holding
-//     the writes it had acked before losing them.) Otherwise its
+//     and voted) first asks ALIVE_REQ until ALIVEs from a majority of the
+//     other electable sites (all others in a strict two-site group), or from
+//     a majority of electable sites all as empty as itself (a group that lost
+//     its memory as a whole), have come in; it then follows no master below
+//     the highest gen heard and votes in no election at or below the highest
+//     egen heard (it may have voted there before), and only then follows a
+//     master, acks or votes. (The egen heard only bounds what was promised;
+//     refusing masters below it made a recovered site depose the one master
+//     holding the writes it had acked before losing them.) Otherwise its
 //     acks could make a stale master's writes permanent while a newer master,
-//     elected with its lost vote, exists. An ack quorum and an election quorum always
+//     elected with its lost vote, exists. Each ALIVE also carries a point at
+//     or above every permanent write the sender holds (a replica's log end,
+//     a master's newest permanent commit); until its own log reaches the most
+//     current point heard, the recovered site votes for no site less current
+//     (elect's floor), as if it still had the log it lost, or its vote could
+//     elect a site missing writes made permanent with its lost ack. An
+//     election in which every electable site voted ignores the floor. An ack quorum and an election quorum always
 //     share a site, and the vote order (last gen, then LSN) elects a site
 //     holding every permanent commit. Voters promise: after casting a VOTE2 in
 //     egen E a site follows no master of a gen below E (a master elected

@@ -8,6 +8,7 @@ import (
 type elector interface {
 	Start(now Duration, lastGen uint32, lsn uint64, electable int, leaseWaitUntil Duration)
 	SetAbsent(now Duration, n int)
+	SetFloor(lastGen uint32, lsn uint64)
 	StepVote1(now Duration, v elect.Vote)
 	StepVote2Vote(now Duration, v elect.Vote)
 	Tick(now Duration)
@@ -59,9 +60,18 @@ func (n *Node) startElection() {
 		// Phase 2: a lease granted must run out before voting.
 		wait = n.leaseWait()
 	}
-	n.el.Start(n.now, n.st.LastCommit().Gen, n.st.EndLSN(), n.electableSites(), wait)
-	n.el.SetAbsent(n.now, n.electAbsent)
+	n.startElector(wait)
 	n.drainElection()
+}
+
+// startElector starts an election attempt with this site's log, the
+// electable sites known absent and, for a site that lost its memory, the
+// floor that stands in for its lost log.
+func (n *Node) startElector(leaseWait Duration) {
+	f := n.electionFloor()
+	n.el.SetFloor(f.gen, f.end)
+	n.el.Start(n.now, n.st.LastCommit().Gen, n.st.EndLSN(), n.electableSites(), leaseWait)
+	n.el.SetAbsent(n.now, n.electAbsent)
 }
 
 // drainElection sends what the election produced.
@@ -124,7 +134,7 @@ func stepElecting(n *Node, d *Decoded) {
 			n.el.StepVote2Vote(n.now, d.Vote)
 		}
 	case MsgNewClient:
-		n.sendEmpty(d.From, MsgAlive)
+		n.sendAlive(d.From)
 	case MsgLog, MsgLogMore:
 		n.drop(DropElecting)
 	default:
@@ -150,8 +160,7 @@ func (n *Node) tickElecting() {
 	n.drainElection()
 	if _, won := n.el.Won(); !won && !n.el.InProgress() {
 		// The election machine gave up this round; go again.
-		n.el.Start(n.now, n.st.LastCommit().Gen, n.st.EndLSN(), n.electableSites(), n.leaseWait())
-		n.el.SetAbsent(n.now, n.electAbsent)
+		n.startElector(n.leaseWait())
 		n.drainElection()
 	}
 }

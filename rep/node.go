@@ -20,9 +20,25 @@ type site struct {
 	lastHeard time.Duration
 	leaseEcho time.Duration // master: send time of the message its last grant answered
 	hasLease  bool
-	// recovery (an empty site after start): heard since start, and knew
-	// nothing either (gen and egen 0)
+	// recovery (an empty site after start): answered its ALIVE_REQ since
+	// start, knew nothing either (gen and egen 0), and the newest point of
+	// its log that may hold permanent writes (see recoveryPoint)
 	recHeard, recEmpty bool
+	recPoint           logPoint
+}
+
+// logPoint is a position in the vote order: a log's last record's gen, then
+// its end.
+type logPoint struct {
+	gen uint32
+	end uint64
+}
+
+func (p logPoint) less(o logPoint) bool {
+	if p.gen != o.gen {
+		return p.gen < o.gen
+	}
+	return p.end < o.end
 }
 
 func (s *site) electable() bool { return !s.prioKnown || s.priority > 0 }
@@ -111,6 +127,15 @@ type Node struct {
 	voteFloor    uint32
 	recoverTop   uint32 // highest egen heard while recovering
 	recoverAskAt time.Duration
+	// logFloor stands in for the log this site lost: the most current
+	// recoveryPoint of the electable sites it heard as it recovered. Until
+	// its own log reaches it, the site votes for no site less current
+	// (elect's SetFloor). An ack quorum and the sites heard share a site, so
+	// every write made permanent with this site's lost ack is at or below
+	// the floor; voting as if it still had that log is what keeps such a
+	// write from losing an election to sites that never had it.
+	logFloor     logPoint
+	logFloorSite uint16
 
 	counters  Counters
 	dec       Decoded
@@ -271,12 +296,18 @@ func (n *Node) recoveryNeed() int {
 // recovery once enough sites were heard. A majority of electable sites that
 // all know nothing (this one and empty others) means the group lost its
 // memory as a whole: nothing is left to protect, carry on.
-func (n *Node) noteRecovery(s *site, h *Header) {
+func (n *Node) noteRecovery(s *site, d *Decoded) {
+	h := &d.Header
 	n.recoverGen = max(n.recoverGen, h.Gen)
 	n.recoverTop = max(n.recoverTop, h.Gen, h.Egen)
+	if d.Type != MsgAlive {
+		// Only an ALIVE says how far the sender's log reaches.
+		return
+	}
 	if !s.recHeard {
 		s.recHeard, s.recEmpty = true, h.Gen == 0 && h.Egen == 0
 	}
+	s.recPoint = logPoint{gen: d.Gen, end: d.LSN}
 	heard, empty := 0, 0
 	for _, x := range n.sites {
 		if x.recHeard && x.electable() {
@@ -295,15 +326,63 @@ func (n *Node) noteRecovery(s *site, h *Header) {
 	if heard < need && empty+selfEmpty < majority {
 		return
 	}
-	// Follow no master older than the newest gen heard, and vote in no
+	// Follow no master older than the newest gen heard, vote in no
 	// election at or below the newest egen heard (this site may have voted
-	// there before it lost its memory).
+	// there before it lost its memory), and for no site less current than
+	// the most current log heard.
 	n.recovering = false
 	n.promised = max(n.promised, n.recoverGen)
 	n.voteFloor = max(n.voteFloor, n.recoverTop)
 	n.el.ObserveEgen(n.recoverTop)
+	for _, x := range n.sites {
+		if x.recHeard && x.electable() && n.logFloor.less(x.recPoint) {
+			n.logFloor, n.logFloorSite = x.recPoint, x.id
+		}
+	}
 	n.rs.lookingSince = n.now
 	n.broadcast(MsgMasterReq)
+}
+
+// recoveryPoint is what this site tells a recovering one in ALIVE: a point
+// at or above every permanent write it holds or, having lost its memory
+// itself, stands in for. A master gives its newest permanent commit only:
+// the rest of its log is not permanent yet, and a floor above what the
+// replicas hold would keep them from electing a successor if it died. A
+// replica gives its log's end, or its own floor if that is higher, so that
+// a second site losing its memory still learns of writes the first one
+// stands in for.
+func (n *Node) recoveryPoint() logPoint {
+	if n.role == RoleMaster && n.ms.perm != 0 {
+		if ci, err := n.st.CommitAt(n.ms.perm); err == nil {
+			return logPoint{gen: ci.Gen, end: ci.End}
+		}
+	}
+	own := logPoint{gen: n.st.LastCommit().Gen, end: n.st.EndLSN()}
+	if own.less(n.logFloor) {
+		return n.logFloor
+	}
+	return own
+}
+
+// sendAlive answers ALIVE_REQ (and announces this site) with its recovery
+// point.
+func (n *Node) sendAlive(to uint16) {
+	p := n.recoveryPoint()
+	start := n.begin()
+	n.cur.arena = appendU64(n.cur.arena, p.end)
+	n.cur.arena = appendU32(n.cur.arena, p.gen)
+	n.finish(to, MsgAlive, start)
+}
+
+// electionFloor is the floor for this site's votes now: none once its own
+// log reached logFloor (it votes for no site less current than itself
+// anyway).
+func (n *Node) electionFloor() logPoint {
+	own := logPoint{gen: n.st.LastCommit().Gen, end: n.st.EndLSN()}
+	if !own.less(n.logFloor) {
+		n.logFloor, n.logFloorSite = logPoint{}, 0
+	}
+	return n.logFloor
 }
 
 // stepRecovering handles a message while recovering: answer liveness
@@ -311,7 +390,7 @@ func (n *Node) noteRecovery(s *site, h *Header) {
 func (n *Node) stepRecovering(d *Decoded) {
 	switch d.Type {
 	case MsgAliveReq, MsgNewClient:
-		n.sendEmpty(d.From, MsgAlive)
+		n.sendAlive(d.From)
 	case MsgAlive:
 	default:
 		n.drop(DropRecovering)
@@ -347,7 +426,7 @@ func (n *Node) Step(now time.Duration, m Message) error {
 	s.heard, s.lastHeard = true, now
 	n.el.ObserveEgen(d.Header.Egen)
 	if n.recovering {
-		n.noteRecovery(s, &d.Header)
+		n.noteRecovery(s, d)
 		if n.recovering {
 			n.stepRecovering(d)
 			n.afterStep()
@@ -367,7 +446,7 @@ func (n *Node) Step(now time.Duration, m Message) error {
 func (n *Node) stepCommon(d *Decoded) bool {
 	switch d.Type {
 	case MsgAliveReq:
-		n.sendEmpty(d.From, MsgAlive)
+		n.sendAlive(d.From)
 		return true
 	case MsgAlive:
 		return true

@@ -23,11 +23,8 @@ func TestEmptyRestartDoesNotAckStaleMaster(t *testing.T) {
 			others = append(others, tn)
 		}
 	}
-	cut := func(a, b *tnode, on bool) {
-		c.cut[[2]uint16{a.id, b.id}], c.cut[[2]uint16{b.id, a.id}] = on, on
-	}
-	cut(old, others[0], true)
-	cut(old, others[1], true)
+	c.link(old, others[0], true)
+	c.link(old, others[1], true)
 	c.runUntil("a second master", 10*time.Second, func() bool { return len(c.masters()) == 2 })
 	var nm, r *tnode
 	for _, tn := range others {
@@ -43,8 +40,8 @@ func TestEmptyRestartDoesNotAckStaleMaster(t *testing.T) {
 	// The new master loses its memory and comes back seeing only the
 	// stale master.
 	c.crash(nm.id)
-	cut(old, nm, false)
-	cut(nm, r, true)
+	c.link(old, nm, false)
+	c.link(nm, r, true)
 	c.restart(nm.id, true, StartClient)
 	stale := c.write(old, "stale")
 	c.run(2 * time.Second)
@@ -61,5 +58,60 @@ func TestEmptyRestartDoesNotAckStaleMaster(t *testing.T) {
 	m := c.masters()[0]
 	if ci, err := m.st.CommitAt(perm.LSN); err != nil || ci.Chain != perm.Chain {
 		t.Fatalf("Perm write %d lost on final master %d: %v\n%s", perm.LSN, m.id, err, c.dump())
+	}
+}
+
+// TestEmptyRestartVotesAsIfItHadItsLog: three sites, QUORUM. A replica is
+// cut off and falls behind; the master's write becomes Perm with the other
+// replica's ack; the master then loses its memory, restarts, hears both
+// replicas, and the one holding the write is cut off. The emptied site and
+// the stale replica are a majority, but electing the stale one would lose
+// the Perm write: the emptied site votes as if it still had the log it lost
+// (its floor, the most current log it heard while recovering), so no
+// master is elected until the holder is back, and it then holds the write.
+func TestEmptyRestartVotesAsIfItHadItsLog(t *testing.T) {
+	c := newCluster(t, []uint16{1, 2, 3}, nil)
+	c.startAll()
+	m := c.oneMaster()
+	c.write(m, "a")
+	c.runUntil("convergence", 5*time.Second, c.converged)
+	var stale, holder *tnode
+	for _, tn := range c.nodes {
+		if tn == m {
+			continue
+		}
+		if stale == nil {
+			stale = tn
+		} else {
+			holder = tn
+		}
+	}
+	c.link(stale, m, true)
+	c.link(stale, holder, true)
+	perm := c.write(m, "b")
+	c.runUntil("perm with the holder's ack", 5*time.Second, func() bool { return m.perm >= perm.LSN })
+
+	c.crash(m.id)
+	c.link(stale, m, false)
+	c.restart(m.id, true, StartClient)
+	c.runUntil("the emptied site recovered", 5*time.Second, func() bool { return !m.n.recovering })
+	if m.n.logFloor.less(logPoint{gen: perm.Gen, end: perm.End}) {
+		t.Fatalf("floor %+v below the Perm write (gen %d, end %d)\n%s", m.n.logFloor, perm.Gen, perm.End, c.dump())
+	}
+	c.link(holder, m, true)
+	c.run(3 * time.Second)
+	for _, tn := range c.masters() {
+		if tn != holder {
+			if _, err := tn.st.CommitAt(perm.LSN); err != nil {
+				t.Fatalf("site %d elected without the Perm write %d\n%s", tn.id, perm.LSN, c.dump())
+			}
+		}
+	}
+
+	c.cut = map[[2]uint16]bool{}
+	c.runUntil("convergence after healing", 10*time.Second, c.converged)
+	fm := c.masters()[0]
+	if ci, err := fm.st.CommitAt(perm.LSN); err != nil || ci.Chain != perm.Chain {
+		t.Fatalf("Perm write %d lost on final master %d: %v\n%s", perm.LSN, fm.id, err, c.dump())
 	}
 }

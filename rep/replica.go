@@ -198,7 +198,7 @@ func stepReplica(n *Node, d *Decoded) {
 			n.el.StepVote2Vote(n.now, d.Vote)
 		}
 	case MsgNewClient:
-		n.sendEmpty(d.From, MsgAlive)
+		n.sendAlive(d.From)
 	case MsgDupMaster:
 		n.drop(DropUnexpected)
 	default:

@@ -271,3 +271,20 @@ func TestFrozenMasterKeepAlive(t *testing.T) {
 		t.Fatalf("a master frozen past its keepalives (%v) was not replaced:\n%s", keepAliveLimit+3*heartbeatMonitor, story(r))
 	}
 }
+
+// TestQuorumEmptiedSiteFloor: sweep seeds 1648 and 1966 (three sites,
+// QUORUM, leases, chaos). In 1966 the master's Perm writes were acked by
+// one replica while the other was cut off; the master lost its memory,
+// restarted, heard both replicas, and then elected the stale one with its
+// vote while the holder was cut off again: the Perm writes were lost with
+// one site's memory, not a majority's. The sweep tolerated it as a loss
+// explained by amnesia. An emptied site now votes as if it still had the
+// most current log it heard while recovering (elect's floor); both seeds
+// lose Perm writes without it (checked 2026-12-05 by lifting the floor).
+func TestQuorumEmptiedSiteFloor(t *testing.T) {
+	for _, seed := range []uint64{1648, 1966} {
+		if r := Run(seed, ConfigForSeed(seed)); len(r.Violations) > 0 {
+			report(t, r)
+		}
+	}
+}
