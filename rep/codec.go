@@ -17,7 +17,7 @@ import (
 // then a body whose layout depends on the type:
 //
 //	ALIVE_REQ NEWCLIENT NEWMASTER MASTER_REQ DUPMASTER UPDATE_REQ: empty
-//	ALIVE:             end u64 | gen u32 (the sender's recovery point: a log end and its last gen)
+//	ALIVE:             end u64 | gen u32 (the sender's recovery point: a log end and its last gen) | promised u32
 //	VERIFY_FAIL:       lsn u64 (newest point of the VERIFY_REQ answered; 0: answers a LOG_REQ)
 //	NEWSITE:           site u16 | priority u32
 //	HEARTBEAT:         perm u64
@@ -82,11 +82,13 @@ type Decoded struct {
 	From, To uint16
 	Header   Header
 
-	LSN   uint64        // HEARTBEAT/LOG: perm; LOG_REQ/ALL_REQ: from; ACK: lsn; VERIFY: lsn; UPDATE/PAGE*: ckpt
-	LSN2  uint64        // LOG_REQ/ALL_REQ: to
-	Echo  time.Duration // ACK/LEASE_GRANT
-	Gen   uint32        // VERIFY: gen; ALIVE: recovery point's gen (LSN: its end)
-	Chain uint64        // VERIFY
+	LSN  uint64        // HEARTBEAT/LOG: perm; LOG_REQ/ALL_REQ: from; ACK: lsn; VERIFY: lsn; UPDATE/PAGE*: ckpt
+	LSN2 uint64        // LOG_REQ/ALL_REQ: to
+	Echo time.Duration // ACK/LEASE_GRANT
+	Gen  uint32        // VERIFY: gen; ALIVE: recovery point's gen (LSN: its end)
+	// Promised is ALIVE's: the egen the sender last cast a VOTE2 in.
+	Promised uint32
+	Chain    uint64 // VERIFY
 
 	Site     uint16 // NEWSITE
 	Priority uint32 // NEWSITE
@@ -136,11 +138,12 @@ func DecodeMessage(m Message, d *Decoded) error {
 	case MsgAliveReq, MsgNewClient, MsgNewMaster, MsgMasterReq, MsgDupMaster, MsgUpdateReq:
 		return exact(0)
 	case MsgAlive:
-		if err := exact(12); err != nil {
+		if err := exact(16); err != nil {
 			return err
 		}
 		d.LSN = le.Uint64(b)
 		d.Gen = le.Uint32(b[8:])
+		d.Promised = le.Uint32(b[12:])
 	case MsgVerifyFail:
 		if err := exact(8); err != nil {
 			return err

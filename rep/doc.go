@@ -87,17 +87,22 @@
 //     and majority elections (TwoSiteStrict in a two-site group), a commit
 //     reported permanent is never rolled back, whatever sites crash, restart
 //     or get partitioned — as long as no majority of electable sites loses its
-//     memory at once (total group failure). A site that starts with an empty
+//     memory at once (total group failure), and in groups of five or more no
+//     two sites that voted for the newest master lose theirs before it is
+//     known (a recovering site counts emptied ones toward the majority it
+//     must hear; see docs/ARCHITECTURE.md, known weaknesses). A site that starts with an empty
 //     environment (it may have lost its memory, and with it what it acked
 //     and voted) first asks ALIVE_REQ until ALIVEs from a majority of the
 //     other electable sites (all others in a strict two-site group), or from
 //     a majority of electable sites all as empty as itself (a group that lost
 //     its memory as a whole), have come in; it then follows no master below
-//     the highest gen heard and votes in no election at or below the highest
-//     egen heard (it may have voted there before), and only then follows a
-//     master, acks or votes. (The egen heard only bounds what was promised;
-//     refusing masters below it made a recovered site depose the one master
-//     holding the writes it had acked before losing them.) Otherwise its
+//     the highest gen or promise heard (a site that voted for the newest
+//     master may not have heard from it yet) and votes in no election at or
+//     below the highest egen heard (it may have voted there before), and only
+//     then follows a master, acks or votes. (The egen heard only bounds what
+//     was promised; refusing masters below it made a recovered site depose
+//     the one master holding the writes it had acked before losing them.)
+//     Otherwise its
 //     acks could make a stale master's writes permanent while a newer master,
 //     elected with its lost vote, exists. Each ALIVE also carries a point at
 //     or above every permanent write the sender holds (a replica's log end,

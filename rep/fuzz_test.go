@@ -21,7 +21,7 @@ func seedMessages() []Message {
 	pages = append(pages, 1, 2, 3)
 	vote := appendVote(nil, voteFor(2))
 	ms := []Message{
-		mk(2, MsgAlive, h, u64s(900), appendU32(nil, 1)), mk(2, MsgAliveReq, h), mk(2, MsgNewSite, h, appendU32(appendU16(nil, 9), 5)),
+		mk(2, MsgAlive, h, u64s(900), appendU32(appendU32(nil, 1), 2)), mk(2, MsgAliveReq, h), mk(2, MsgNewSite, h, appendU32(appendU16(nil, 9), 5)),
 		mk(2, MsgNewClient, h), mk(2, MsgNewMaster, h), mk(2, MsgMasterReq, h), mk(2, MsgDupMaster, h),
 		mk(2, MsgHeartbeat, h, u64s(7)), f.log(time.Second, 0, 3), f.log(time.Second, 1, 2),
 		mk(2, MsgLogReq, h, u64s(10, 20)), mk(2, MsgAllReq, h, u64s(10, 0)),

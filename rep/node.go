@@ -121,6 +121,13 @@ type Node struct {
 	// Perm although a newer master, elected with its own lost vote, exists.
 	recovering bool
 	recoverGen uint32 // highest gen heard while recovering
+	// recoverPromise is the highest promise (the egen of a VOTE2 cast)
+	// heard while recovering. A site that voted for a master elected by a
+	// majority this site's lost vote was part of may not have heard from
+	// it yet and still show the old gen; its promise shows the election.
+	// Unlike the egens heard, which failed elections raise too, every
+	// site holding that promise refuses a master below it already.
+	recoverPromise uint32
 	// voteFloor: this site votes in no election at or below it (the
 	// highest egen heard while recovering: it may have voted there before
 	// it lost its memory).
@@ -308,6 +315,7 @@ func (n *Node) noteRecovery(s *site, d *Decoded) {
 		s.recHeard, s.recEmpty = true, h.Gen == 0 && h.Egen == 0
 	}
 	s.recPoint = logPoint{gen: d.Gen, end: d.LSN}
+	n.recoverPromise = max(n.recoverPromise, d.Promised)
 	heard, empty := 0, 0
 	for _, x := range n.sites {
 		if x.recHeard && x.electable() {
@@ -326,12 +334,12 @@ func (n *Node) noteRecovery(s *site, d *Decoded) {
 	if heard < need && empty+selfEmpty < majority {
 		return
 	}
-	// Follow no master older than the newest gen heard, vote in no
-	// election at or below the newest egen heard (this site may have voted
-	// there before it lost its memory), and for no site less current than
-	// the most current log heard.
+	// Follow no master older than the newest gen or promise heard, vote in
+	// no election at or below the newest egen heard (this site may have
+	// voted there before it lost its memory), and for no site less current
+	// than the most current log heard.
 	n.recovering = false
-	n.promised = max(n.promised, n.recoverGen)
+	n.promised = max(n.promised, n.recoverGen, n.recoverPromise)
 	n.voteFloor = max(n.voteFloor, n.recoverTop)
 	n.el.ObserveEgen(n.recoverTop)
 	for _, x := range n.sites {
@@ -365,12 +373,13 @@ func (n *Node) recoveryPoint() logPoint {
 }
 
 // sendAlive answers ALIVE_REQ (and announces this site) with its recovery
-// point.
+// point and its promise.
 func (n *Node) sendAlive(to uint16) {
 	p := n.recoveryPoint()
 	start := n.begin()
 	n.cur.arena = appendU64(n.cur.arena, p.end)
 	n.cur.arena = appendU32(n.cur.arena, p.gen)
+	n.cur.arena = appendU32(n.cur.arena, n.promised)
 	n.finish(to, MsgAlive, start)
 }
 

@@ -115,3 +115,71 @@ func TestEmptyRestartVotesAsIfItHadItsLog(t *testing.T) {
 		t.Fatalf("Perm write %d lost on final master %d: %v\n%s", perm.LSN, fm.id, err, c.dump())
 	}
 }
+
+// TestEmptyRestartKeepsPromiseHeard: five sites, QUORUM. Master 1 is cut off
+// from 2, 3 and 4, which elect 2; site 4 voted for 2 but never hears from it
+// as master, so it still follows no master and shows gen 1 (with its
+// promise above it). Site 3, which voted for 2 too, loses its memory and
+// comes back able to reach 1, 4 and 5 only: a majority of the others, none
+// of which knows gen 2. It must not follow the old master 1 (its lost vote
+// promised not to), or its ack and 5's would make 1's write Perm until 2's
+// higher gen rolled it back. The promise 4 reports in its ALIVE is what tells
+// it; it refuses 1, which re-elects above gen 2 with 3 and 5, and the write
+// it then makes Perm survives the heal.
+func TestEmptyRestartKeepsPromiseHeard(t *testing.T) {
+	prio := map[uint16]uint32{1: 200, 2: 150, 3: 100, 4: 100, 5: 100}
+	c := newCluster(t, []uint16{1, 2, 3, 4, 5}, func(cfg *Config) { cfg.Priority = prio[cfg.Site] })
+	c.startAll()
+	c.runUntil("site 1 master and everyone live", 10*time.Second, func() bool {
+		ms := c.masters()
+		return len(ms) == 1 && ms[0].id == 1 && c.converged()
+	})
+	n := c.node
+	c.write(n(1), "a")
+	c.runUntil("convergence", 5*time.Second, c.converged)
+
+	// 2 learns nothing reaches 4 from it but votes.
+	c.filter = func(p *packet) bool {
+		return p.from == 2 && p.to == 4 && p.typ != MsgVote1 && p.typ != MsgVote2
+	}
+	for _, id := range []uint16{2, 3, 4} {
+		c.link(n(1), n(id), true)
+	}
+	c.link(n(2), n(5), true)
+	c.runUntil("site 2 elected by 2, 3 and 4", 10*time.Second, func() bool {
+		return n(2).n.role == RoleMaster && n(4).n.Promised() >= n(2).n.gen && n(3).n.Status().Master == 2
+	})
+	if g := n(4).n.gen; g >= n(2).n.gen {
+		t.Fatalf("site 4 knows gen %d already; the story needs it behind\n%s", g, c.dump())
+	}
+
+	c.crash(3)
+	c.link(n(2), n(3), true)
+	c.link(n(1), n(3), false)
+	c.restart(3, true, StartClient)
+	c.runUntil("site 3 recovered", 5*time.Second, func() bool { return !n(3).n.recovering })
+	if p := n(3).n.Promised(); p < n(2).n.gen {
+		t.Fatalf("site 3 recovered with promise %d, below the gen %d its lost vote elected (site 4 promised %d)\n%s",
+			p, n(2).n.gen, n(4).n.Promised(), c.dump())
+	}
+	c.run(time.Second)
+	var wm *tnode
+	for _, tn := range c.masters() {
+		if tn.id != 2 && tn.n.CanWrite() == nil {
+			wm = tn
+		}
+	}
+	if wm == nil || wm.n.gen <= n(2).n.gen {
+		t.Fatalf("the side of 1, 3 and 5 (a majority) should have a master above gen %d\n%s", n(2).n.gen, c.dump())
+	}
+	w := c.write(wm, "w")
+	c.runUntil("the write Perm", 2*time.Second, func() bool { return wm.perm >= w.LSN })
+
+	c.filter = nil
+	c.cut = map[[2]uint16]bool{}
+	c.runUntil("convergence after healing", 20*time.Second, c.converged)
+	fm := c.masters()[0]
+	if ci, err := fm.st.CommitAt(w.LSN); err != nil || ci.Chain != w.Chain {
+		t.Fatalf("Perm write %d of site %d lost on final master %d: %v\n%s", w.LSN, wm.id, fm.id, err, c.dump())
+	}
+}

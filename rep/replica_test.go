@@ -72,7 +72,7 @@ func recoverFresh(s *solo) {
 		if !s.n.recovering {
 			break
 		}
-		s.recv(mk(p, MsgAlive, Header{Priority: 100}, u64s(0), appendU32(nil, 0)))
+		s.recv(mk(p, MsgAlive, Header{Priority: 100}, u64s(0), appendU32(appendU32(nil, 0), 0)))
 	}
 	if s.n.recovering {
 		s.t.Fatal("still recovering after hearing every peer")
