@@ -85,43 +85,40 @@
 //
 //   - Durability of permanent commits: with AckQuorum (or AckAllPeers, AckAll)
 //     and majority elections (TwoSiteStrict in a two-site group), a commit
-//     reported permanent is never rolled back, whatever sites crash, restart
-//     or get partitioned — as long as no majority of electable sites loses its
-//     memory at once (total group failure), and in groups of five or more no
-//     two sites that voted for the newest master lose theirs before it is
-//     known (a recovering site counts emptied ones toward the majority it
-//     must hear; see docs/ARCHITECTURE.md, known weaknesses). A site that starts with an empty
-//     environment (it may have lost its memory, and with it what it acked
-//     and voted) first asks ALIVE_REQ until ALIVEs from a majority of the
-//     other electable sites (all others in a strict two-site group), or from
-//     a majority of electable sites all as empty as itself (a group that lost
-//     its memory as a whole), have come in; it then follows no master below
-//     the highest gen or promise heard (a site that voted for the newest
+//     reported permanent is never rolled back, whatever sites crash, restart or
+//     get partitioned — as long as no majority of electable sites loses its
+//     memory at once (total group failure). A site that starts with an empty
+//     environment (it may have lost its memory, and with it what it acked and
+//     voted) first asks ALIVE_REQ until ALIVEs from half of the electable
+//     sites, rounded up (the other one in a strict two-site group), that are
+//     not blank (no gen, no log, no election held: just started, or emptied and
+//     still recovering), or from a majority of blank electable sites (a group
+//     that lost its memory as a whole), have come in; it then follows no master
+//     below the highest gen or promise heard (a site that voted for the newest
 //     master may not have heard from it yet) and votes in no election at or
 //     below the highest egen heard (it may have voted there before), and only
 //     then follows a master, acks or votes. (The egen heard only bounds what
-//     was promised; refusing masters below it made a recovered site depose
-//     the one master holding the writes it had acked before losing them.)
-//     Otherwise its
-//     acks could make a stale master's writes permanent while a newer master,
-//     elected with its lost vote, exists. Each ALIVE also carries a point at
-//     or above every permanent write the sender holds (a replica's log end,
-//     a master's newest permanent commit); until its own log reaches the most
-//     current point heard, the recovered site votes for no site less current
-//     (elect's floor), as if it still had the log it lost, or its vote could
-//     elect a site missing writes made permanent with its lost ack. An
-//     election in which every electable site voted ignores the floor. An ack quorum and an election quorum always
-//     share a site, and the vote order (last gen, then LSN) elects a site
-//     holding every permanent commit. Voters promise: after casting a VOTE2 in
-//     egen E a site follows no master of a gen below E (a master elected
-//     earlier is told with DUPMASTER, steps down and re-elects); an elected
-//     master's gen is the egen it won. Without this an older master could complete
-//     commits with acks from sites whose votes had already elected its
-//     successor. The promise is kept across restarts by the driver
-//     (Node.Promised, Config.Promised).
-//     With AckNone, AckOne, AckOnePeer a permanent commit can be lost if the
-//     sites that had it fail before the others catch up; replicas still only
-//     ever hold a prefix of some master's history.
+//     was promised; refusing masters below it made a recovered site depose the
+//     one master holding the writes it had acked before losing them.) Otherwise
+//     its acks could make a stale master's writes permanent while a newer
+//     master, elected with its lost vote, exists. Each ALIVE also carries a
+//     point at or above every permanent write the sender holds (a replica's log
+//     end, a master's newest permanent commit); until its own log reaches the
+//     most current point heard, the recovered site votes for no site less
+//     current (elect's floor), as if it still had the log it lost, or its vote
+//     could elect a site missing writes made permanent with its lost ack. An
+//     election in which every electable site voted ignores the floor. An ack
+//     quorum and an election quorum always share a site, and the vote order
+//     (last gen, then LSN) elects a site holding every permanent commit. Voters
+//     promise: after casting a VOTE2 in egen E a site follows no master of a
+//     gen below E (a master elected earlier is told with DUPMASTER, steps down
+//     and re-elects); an elected master's gen is the egen it won. Without this
+//     an older master could complete commits with acks from sites whose votes
+//     had already elected its successor. The promise is kept across restarts by
+//     the driver (Node.Promised, Config.Promised). With AckNone, AckOne,
+//     AckOnePeer a permanent commit can be lost if the sites that had it fail
+//     before the others catch up; replicas still only ever hold a prefix of
+//     some master's history.
 //   - Prefix: every replica's applied log is a prefix of its master's at the
 //     same gen: records are applied only in LSN order, whole transactions,
 //     from the master followed, after verifying the common prefix.

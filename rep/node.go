@@ -20,10 +20,10 @@ type site struct {
 	lastHeard time.Duration
 	leaseEcho time.Duration // master: send time of the message its last grant answered
 	hasLease  bool
-	// recovery (an empty site after start): answered its ALIVE_REQ since
-	// start, knew nothing either (gen and egen 0), and the newest point of
-	// its log that may hold permanent writes (see recoveryPoint)
-	recHeard, recEmpty bool
+	// recovery (an empty site after start), from the site's last ALIVE:
+	// answered since start; blank (see noteRecovery); the newest point that
+	// may hold permanent writes (see recoveryPoint)
+	recHeard, recBlank bool
 	recPoint           logPoint
 }
 
@@ -141,8 +141,7 @@ type Node struct {
 	// every write made permanent with this site's lost ack is at or below
 	// the floor; voting as if it still had that log is what keeps such a
 	// write from losing an election to sites that never had it.
-	logFloor     logPoint
-	logFloorSite uint16
+	logFloor logPoint
 
 	counters  Counters
 	dec       Decoded
@@ -280,12 +279,15 @@ func (n *Node) Start(now time.Duration, mode StartMode) {
 	n.broadcast(MsgMasterReq)
 }
 
-// recoveryNeed is how many other electable sites an empty site must hear
-// before it acts: enough that, whichever majority acked a Perm write or
-// elected the newest master, one of them is among those heard (a majority
-// of the electable sites, itself not counted: it remembers nothing). Zero
-// without majority elections (a non-strict two-site group, or no other
-// electable site), where there is no such guarantee to keep.
+// recoveryNeed is how many other electable sites that are not blank
+// (witnesses, see noteRecovery) an empty site must hear before it acts: enough that,
+// whichever majority acked a Perm write or elected the newest master, one
+// of them is among those heard. Such a majority of E electable sites may
+// include this one, which remembers nothing, so it holds E/2 (rounded down)
+// of the others, and hearing all but that many of the E-1 others, plus one,
+// is ceil(E/2). Zero without majority elections (a non-strict two-site
+// group, or no other electable site), where there is no such guarantee to
+// keep.
 func (n *Node) recoveryNeed() int {
 	e := n.electableSites()
 	if n.cfg.Priority > 0 {
@@ -294,9 +296,8 @@ func (n *Node) recoveryNeed() int {
 	if e == 0 || (n.electableSites() == 2 && !n.cfg.TwoSiteStrict) {
 		return 0
 	}
-	// A majority, or every other site if a majority needs this one too
-	// (two sites, strict): every quorum holds one of those heard.
-	return min(n.electableSites()/2+1, e)
+	all := n.electableSites()
+	return min(all-all/2, e)
 }
 
 // noteRecovery records what a message tells a recovering site and ends the
@@ -311,17 +312,31 @@ func (n *Node) noteRecovery(s *site, d *Decoded) {
 		// Only an ALIVE says how far the sender's log reaches.
 		return
 	}
-	if !s.recHeard {
-		s.recHeard, s.recEmpty = true, h.Gen == 0 && h.Egen == 0
-	}
+	// Blank: as fresh as a site just started (or emptied and still
+	// recovering): no gen, no election held, nothing at or below its
+	// recovery point. Every other site is a witness: since it last started
+	// (or, if it lost its memory, as far as its own witnesses told it) it
+	// remembers every election it voted in and every write it acked, so one
+	// that shows no gen, log or promise took part in no quorum that did
+	// anything. A site merely without a log is not blank: one cut off since
+	// the group formed has none either, and counting it as emptied made a
+	// recovering site take the total-loss path before it heard the site
+	// holding the Perm writes (sim seed 5721).
+	s.recHeard = true
+	s.recBlank = h.Gen == 0 && h.Egen == 0 && d.LSN == 0
 	s.recPoint = logPoint{gen: d.Gen, end: d.LSN}
 	n.recoverPromise = max(n.recoverPromise, d.Promised)
+	// Only witnesses count toward need: an emptied site knows nothing of the
+	// elections it voted in, and two emptied voters of the newest master
+	// could otherwise make up the half that tells the first of them nothing
+	// about it.
 	heard, empty := 0, 0
 	for _, x := range n.sites {
 		if x.recHeard && x.electable() {
-			heard++
-			if x.recEmpty {
+			if x.recBlank {
 				empty++
+			} else {
+				heard++
 			}
 		}
 	}
@@ -344,7 +359,7 @@ func (n *Node) noteRecovery(s *site, d *Decoded) {
 	n.el.ObserveEgen(n.recoverTop)
 	for _, x := range n.sites {
 		if x.recHeard && x.electable() && n.logFloor.less(x.recPoint) {
-			n.logFloor, n.logFloorSite = x.recPoint, x.id
+			n.logFloor = x.recPoint
 		}
 	}
 	n.rs.lookingSince = n.now
@@ -389,7 +404,7 @@ func (n *Node) sendAlive(to uint16) {
 func (n *Node) electionFloor() logPoint {
 	own := logPoint{gen: n.st.LastCommit().Gen, end: n.st.EndLSN()}
 	if !own.less(n.logFloor) {
-		n.logFloor, n.logFloorSite = logPoint{}, 0
+		n.logFloor = logPoint{}
 	}
 	return n.logFloor
 }

@@ -183,3 +183,54 @@ func TestEmptyRestartKeepsPromiseHeard(t *testing.T) {
 		t.Fatalf("Perm write %d of site %d lost on final master %d: %v\n%s", w.LSN, wm.id, fm.id, err, c.dump())
 	}
 }
+
+// TestTwoEmptyVotersWaitForMemory: five sites, QUORUM. Master 1 is cut off
+// from 2, 3 and 4, which elect 2; then 3 and 4, both voters of 2, lose their
+// memory and come back able to reach 1 and 5 only (and each other). Two
+// memory losses in five, a minority: a write made Perm must survive. An
+// emptied site knows nothing of gen 2, so the emptied ones must not count
+// toward the majority a recovering site has to hear; otherwise 3 hears 1, 4
+// and 5, follows 1, and 1's write becomes Perm with 3's and 5's acks until
+// 2's gen rolls it back at the heal.
+func TestTwoEmptyVotersWaitForMemory(t *testing.T) {
+	prio := map[uint16]uint32{1: 200, 2: 150, 3: 100, 4: 100, 5: 100}
+	c := newCluster(t, []uint16{1, 2, 3, 4, 5}, func(cfg *Config) { cfg.Priority = prio[cfg.Site] })
+	c.startAll()
+	c.runUntil("site 1 master and everyone live", 10*time.Second, func() bool {
+		ms := c.masters()
+		return len(ms) == 1 && ms[0].id == 1 && c.converged()
+	})
+	n := c.node
+	c.write(n(1), "a")
+	c.runUntil("convergence", 5*time.Second, c.converged)
+	for _, id := range []uint16{2, 3, 4} {
+		c.link(n(1), n(id), true)
+	}
+	c.link(n(2), n(5), true)
+	c.runUntil("site 2 elected by 2, 3 and 4", 10*time.Second, func() bool {
+		return n(2).n.role == RoleMaster && n(3).n.Status().Master == 2 && n(4).n.Status().Master == 2
+	})
+
+	for _, id := range []uint16{3, 4} {
+		c.crash(id)
+		c.link(n(2), n(id), true)
+		c.link(n(1), n(id), false)
+	}
+	c.restart(3, true, StartClient)
+	c.restart(4, true, StartClient)
+	c.run(2 * time.Second)
+	if !n(3).n.recovering || !n(4).n.recovering {
+		t.Fatalf("an emptied voter of gen %d recovered hearing only 1, 5 and the other emptied one (3 recovering %v, 4 recovering %v)\n%s",
+			n(2).n.gen, n(3).n.recovering, n(4).n.recovering, c.dump())
+	}
+	if n(1).n.role == RoleMaster && n(1).n.CanWrite() == nil {
+		w := c.write(n(1), "w")
+		c.run(time.Second)
+		if n(1).perm >= w.LSN {
+			t.Fatalf("old master 1 (gen %d) made write %d Perm while gen %d exists\n%s", n(1).n.gen, w.LSN, n(2).n.gen, c.dump())
+		}
+	}
+
+	c.cut = map[[2]uint16]bool{}
+	c.runUntil("convergence after healing", 20*time.Second, c.converged)
+}
