@@ -53,12 +53,7 @@ func TestEmptyRestartDoesNotAckStaleMaster(t *testing.T) {
 			nm.id, nm.n.recovering, nm.n.Status().Master, c.dump())
 	}
 
-	c.cut = map[[2]uint16]bool{}
-	c.runUntil("convergence after healing", 10*time.Second, c.converged)
-	m := c.masters()[0]
-	if ci, err := m.st.CommitAt(perm.LSN); err != nil || ci.Chain != perm.Chain {
-		t.Fatalf("Perm write %d lost on final master %d: %v\n%s", perm.LSN, m.id, err, c.dump())
-	}
+	c.healHolds(perm)
 }
 
 // TestEmptyRestartVotesAsIfItHadItsLog: three sites, QUORUM. A replica is
@@ -108,12 +103,7 @@ func TestEmptyRestartVotesAsIfItHadItsLog(t *testing.T) {
 		}
 	}
 
-	c.cut = map[[2]uint16]bool{}
-	c.runUntil("convergence after healing", 10*time.Second, c.converged)
-	fm := c.masters()[0]
-	if ci, err := fm.st.CommitAt(perm.LSN); err != nil || ci.Chain != perm.Chain {
-		t.Fatalf("Perm write %d lost on final master %d: %v\n%s", perm.LSN, fm.id, err, c.dump())
-	}
+	c.healHolds(perm)
 }
 
 // TestEmptyRestartKeepsPromiseHeard: five sites, QUORUM. Master 1 is cut off
@@ -127,16 +117,8 @@ func TestEmptyRestartVotesAsIfItHadItsLog(t *testing.T) {
 // it; it refuses 1, which re-elects above gen 2 with 3 and 5, and the write
 // it then makes Perm survives the heal.
 func TestEmptyRestartKeepsPromiseHeard(t *testing.T) {
-	prio := map[uint16]uint32{1: 200, 2: 150, 3: 100, 4: 100, 5: 100}
-	c := newCluster(t, []uint16{1, 2, 3, 4, 5}, func(cfg *Config) { cfg.Priority = prio[cfg.Site] })
-	c.startAll()
-	c.runUntil("site 1 master and everyone live", 10*time.Second, func() bool {
-		ms := c.masters()
-		return len(ms) == 1 && ms[0].id == 1 && c.converged()
-	})
+	c := fiveSites(t)
 	n := c.node
-	c.write(n(1), "a")
-	c.runUntil("convergence", 5*time.Second, c.converged)
 
 	// 2 learns nothing reaches 4 from it but votes.
 	c.filter = func(p *packet) bool {
@@ -175,13 +157,7 @@ func TestEmptyRestartKeepsPromiseHeard(t *testing.T) {
 	w := c.write(wm, "w")
 	c.runUntil("the write Perm", 2*time.Second, func() bool { return wm.perm >= w.LSN })
 
-	c.filter = nil
-	c.cut = map[[2]uint16]bool{}
-	c.runUntil("convergence after healing", 20*time.Second, c.converged)
-	fm := c.masters()[0]
-	if ci, err := fm.st.CommitAt(w.LSN); err != nil || ci.Chain != w.Chain {
-		t.Fatalf("Perm write %d of site %d lost on final master %d: %v\n%s", w.LSN, wm.id, fm.id, err, c.dump())
-	}
+	c.healHolds(w)
 }
 
 // TestTwoEmptyVotersWaitForMemory: five sites, QUORUM. Master 1 is cut off
@@ -193,16 +169,8 @@ func TestEmptyRestartKeepsPromiseHeard(t *testing.T) {
 // and 5, follows 1, and 1's write becomes Perm with 3's and 5's acks until
 // 2's gen rolls it back at the heal.
 func TestTwoEmptyVotersWaitForMemory(t *testing.T) {
-	prio := map[uint16]uint32{1: 200, 2: 150, 3: 100, 4: 100, 5: 100}
-	c := newCluster(t, []uint16{1, 2, 3, 4, 5}, func(cfg *Config) { cfg.Priority = prio[cfg.Site] })
-	c.startAll()
-	c.runUntil("site 1 master and everyone live", 10*time.Second, func() bool {
-		ms := c.masters()
-		return len(ms) == 1 && ms[0].id == 1 && c.converged()
-	})
+	c := fiveSites(t)
 	n := c.node
-	c.write(n(1), "a")
-	c.runUntil("convergence", 5*time.Second, c.converged)
 	for _, id := range []uint16{2, 3, 4} {
 		c.link(n(1), n(id), true)
 	}
@@ -231,6 +199,35 @@ func TestTwoEmptyVotersWaitForMemory(t *testing.T) {
 		}
 	}
 
+	c.filter = nil
 	c.cut = map[[2]uint16]bool{}
 	c.runUntil("convergence after healing", 20*time.Second, c.converged)
+}
+
+// healHolds heals every cut and filter, waits for convergence and checks
+// that the final master holds the Perm write w.
+func (c *cluster) healHolds(w CommitInfo) {
+	c.t.Helper()
+	c.filter = nil
+	c.cut = map[[2]uint16]bool{}
+	c.runUntil("convergence after healing", 20*time.Second, c.converged)
+	m := c.masters()[0]
+	if ci, err := m.st.CommitAt(w.LSN); err != nil || ci.Chain != w.Chain {
+		c.t.Fatalf("Perm write %d lost on final master %d: %v\n%s", w.LSN, m.id, err, c.dump())
+	}
+}
+
+// fiveSites is a five-site QUORUM cluster whose master is site 1 (the
+// highest priority, then 2), converged after a first write.
+func fiveSites(t *testing.T) *cluster {
+	prio := map[uint16]uint32{1: 200, 2: 150, 3: 100, 4: 100, 5: 100}
+	c := newCluster(t, []uint16{1, 2, 3, 4, 5}, func(cfg *Config) { cfg.Priority = prio[cfg.Site] })
+	c.startAll()
+	c.runUntil("site 1 master and everyone live", 10*time.Second, func() bool {
+		ms := c.masters()
+		return len(ms) == 1 && ms[0].id == 1 && c.converged()
+	})
+	c.write(c.node(1), "a")
+	c.runUntil("convergence", 5*time.Second, c.converged)
+	return c
 }
