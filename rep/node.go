@@ -280,14 +280,14 @@ func (n *Node) Start(now time.Duration, mode StartMode) {
 }
 
 // recoveryNeed is how many other electable sites that are not blank
-// (witnesses, see noteRecovery) an empty site must hear before it acts: enough that,
-// whichever majority acked a Perm write or elected the newest master, one
-// of them is among those heard. Such a majority of E electable sites may
-// include this one, which remembers nothing, so it holds E/2 (rounded down)
-// of the others, and hearing all but that many of the E-1 others, plus one,
-// is ceil(E/2). Zero without majority elections (a non-strict two-site
-// group, or no other electable site), where there is no such guarantee to
-// keep.
+// (witnesses, see noteRecovery) an empty site must hear before it acts:
+// enough that, whichever majority acked a Perm write or elected the newest
+// master, one of them is among those heard. Such a majority of E electable
+// sites may include this one, which remembers nothing, so it holds E/2
+// (rounded down) of the others, and hearing all but that many of the E-1
+// others, plus one, is ceil(E/2). Zero without majority elections (a
+// non-strict two-site group, or no other electable site), where there is no
+// such guarantee to keep.
 func (n *Node) recoveryNeed() int {
 	e := n.electableSites()
 	if n.cfg.Priority > 0 {
@@ -301,9 +301,9 @@ func (n *Node) recoveryNeed() int {
 }
 
 // noteRecovery records what a message tells a recovering site and ends the
-// recovery once enough sites were heard. A majority of electable sites that
-// all know nothing (this one and empty others) means the group lost its
-// memory as a whole: nothing is left to protect, carry on.
+// recovery once enough witnesses were heard. A majority of electable sites
+// that are blank (this one and others) means the group lost its memory as a
+// whole: nothing is left to protect, carry on.
 func (n *Node) noteRecovery(s *site, d *Decoded) {
 	h := &d.Header
 	n.recoverGen = max(n.recoverGen, h.Gen)
