@@ -103,6 +103,15 @@ type ElectionStat struct {
 	// LastFailover is the time from losing the master (first missed
 	// heartbeat monitor period) to a new master being known; 0 if none yet.
 	LastFailover time.Duration `json:"last_failover_ns"`
+	// Recovering: the board started with empty memory and waits to hear
+	// enough boards that remember (half of the electable ones, rounded up)
+	// before it follows a master, acks or votes.
+	Recovering bool `json:"recovering,omitempty"`
+	// VoteFloorLSN (with its gen): having lost its memory, the board votes
+	// for no board whose log is less current than this point until its own
+	// log reaches it; 0 when it has no floor.
+	VoteFloorGen uint32 `json:"vote_floor_gen,omitempty"`
+	VoteFloorLSN uint64 `json:"vote_floor_lsn,omitempty"`
 }
 
 // InitStat describes internal initialisation (copying pages from the master).
@@ -232,6 +241,8 @@ func (rt *runtime) fillStat(st *Stat) {
 	}
 	st.Election.Elections = s.Counters.Elections
 	st.Election.LastFailover = rt.lastFailover
+	st.Election.Recovering = s.Recovering
+	st.Election.VoteFloorGen, st.Election.VoteFloorLSN = s.VoteFloorGen, s.VoteFloorEnd
 	st.Init = InitStat{Active: rt.initActive, PagesDone: uint64(rt.initDone), PagesTotal: uint64(rt.initTotal),
 		PagesPerSec: rt.initRate, Count: rt.initCount, LastDuration: rt.initLast}
 	if rt.initActive && s.InitPagesTotal > 0 {

@@ -400,11 +400,17 @@ func (n *Node) sendAlive(to uint16) {
 
 // electionFloor is the floor for this site's votes now: none once its own
 // log reached logFloor (it votes for no site less current than itself
-// anyway).
+// anyway), and then never again.
 func (n *Node) electionFloor() logPoint {
+	n.logFloor = n.activeFloor()
+	return n.logFloor
+}
+
+// activeFloor is logFloor while this site's own log is below it.
+func (n *Node) activeFloor() logPoint {
 	own := logPoint{gen: n.st.LastCommit().Gen, end: n.st.EndLSN()}
 	if !own.less(n.logFloor) {
-		n.logFloor = logPoint{}
+		return logPoint{}
 	}
 	return n.logFloor
 }
@@ -720,8 +726,11 @@ func (n *Node) Status() Status {
 		MasterEndLSN:    n.rs.masterEnd,
 		InitPagesDone:   n.rs.init.done,
 		InitPagesTotal:  int(n.rs.init.count),
+		Recovering:      n.recovering,
 		Counters:        n.counters,
 	}
+	f := n.activeFloor()
+	s.VoteFloorGen, s.VoteFloorEnd = f.gen, f.end
 	if n.role == RoleMaster {
 		s.PermLSN = n.ms.perm
 		s.LeaseValid = n.LeaseValid(n.now)

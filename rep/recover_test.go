@@ -90,8 +90,9 @@ func TestEmptyRestartVotesAsIfItHadItsLog(t *testing.T) {
 	c.link(stale, m, false)
 	c.restart(m.id, true, StartClient)
 	c.runUntil("the emptied site recovered", 5*time.Second, func() bool { return !m.n.recovering })
-	if m.n.logFloor.less(logPoint{gen: perm.Gen, end: perm.End}) {
-		t.Fatalf("floor %+v below the Perm write (gen %d, end %d)\n%s", m.n.logFloor, perm.Gen, perm.End, c.dump())
+	if st := m.n.Status(); (logPoint{st.VoteFloorGen, st.VoteFloorEnd}).less(logPoint{gen: perm.Gen, end: perm.End}) {
+		t.Fatalf("reported floor gen %d end %d below the Perm write (gen %d, end %d)\n%s",
+			st.VoteFloorGen, st.VoteFloorEnd, perm.Gen, perm.End, c.dump())
 	}
 	c.link(holder, m, true)
 	c.run(3 * time.Second)
@@ -187,7 +188,7 @@ func TestTwoEmptyVotersWaitForMemory(t *testing.T) {
 	c.restart(3, true, StartClient)
 	c.restart(4, true, StartClient)
 	c.run(2 * time.Second)
-	if !n(3).n.recovering || !n(4).n.recovering {
+	if !n(3).n.Status().Recovering || !n(4).n.Status().Recovering {
 		t.Fatalf("an emptied voter of gen %d recovered hearing only 1, 5 and the other emptied one (3 recovering %v, 4 recovering %v)\n%s",
 			n(2).n.gen, n(3).n.recovering, n(4).n.recovering, c.dump())
 	}
@@ -202,6 +203,11 @@ func TestTwoEmptyVotersWaitForMemory(t *testing.T) {
 	c.filter = nil
 	c.cut = map[[2]uint16]bool{}
 	c.runUntil("convergence after healing", 20*time.Second, c.converged)
+	for _, tn := range c.nodes {
+		if st := tn.n.Status(); st.Recovering || st.VoteFloorEnd != 0 {
+			t.Errorf("site %d converged but reports recovering %v, vote floor %d/%d", tn.id, st.Recovering, st.VoteFloorGen, st.VoteFloorEnd)
+		}
+	}
 }
 
 // healHolds heals every cut and filter, waits for convergence and checks

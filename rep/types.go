@@ -423,8 +423,16 @@ type Status struct {
 	LeaseExpires    time.Duration
 	InitPagesDone   int
 	InitPagesTotal  int
-	Sites           []SiteStatus
-	Counters        Counters
+	// Recovering: started empty, this site waits to hear enough witnesses
+	// before it follows, acks or votes (see recoveryNeed).
+	Recovering bool
+	// VoteFloorGen and VoteFloorEnd: this site lost its memory and votes
+	// for no site less current than this point until its own log reaches it
+	// (both 0: no floor).
+	VoteFloorGen uint32
+	VoteFloorEnd uint64
+	Sites        []SiteStatus
+	Counters     Counters
 }
 
 // Duration is time.Duration (short name for signatures).

@@ -276,6 +276,12 @@ func printStat(w io.Writer, st board.Stat) {
 	if st.Election.InProgress {
 		el = "in progress " + st.Election.Phase
 	}
+	if st.Election.Recovering {
+		el += ", recovering (empty: waiting to hear boards that remember)"
+	}
+	if st.Election.VoteFloorLSN != 0 {
+		el += fmt.Sprintf(", vote floor gen %d lsn %d", st.Election.VoteFloorGen, st.Election.VoteFloorLSN)
+	}
 	fmt.Fprintf(tw, "lease %s\telection %s\telections %d\tlast failover %v\n", lease, el, st.Election.Elections, st.Election.LastFailover.Round(time.Microsecond))
 	initS := "idle"
 	if st.Init.Active {
