@@ -23,6 +23,7 @@ type scenario struct {
 	groups []int         // partition group per site while partitioned
 	healAt time.Duration // partition ends; 0 = never partitioned
 	seen   []uint32      // ObserveEgen preload per site
+	floors []Vote        // SetFloor per site (zero: none)
 	clean  bool          // no drops, no partition, no crash, short delays: a winner must appear
 }
 
@@ -54,6 +55,11 @@ func genScenario(seed uint64) scenario {
 		sc.seen = append(sc.seen, uint32(r.IntN(3)))
 		sc.groups = append(sc.groups, r.IntN(2))
 		sc.down = append(sc.down, n > 2 && r.IntN(8) == 0)
+		var floor Vote
+		if r.IntN(4) == 0 {
+			floor = Vote{LastGen: 1 + uint32(r.IntN(3)), LSN: uint64(r.IntN(4)) * 100}
+		}
+		sc.floors = append(sc.floors, floor)
 	}
 	switch r.IntN(4) {
 	case 0: // clean
@@ -77,8 +83,8 @@ func genScenario(seed uint64) scenario {
 }
 
 func (sc scenario) String() string {
-	return fmt.Sprintf("seed=%d sites=%v start=%v lease=%v down=%v groups=%v heal=%v seen=%v opt=%+v clean=%v",
-		sc.seed, sc.sites, sc.start, sc.lease, sc.down, sc.groups, sc.healAt, sc.seen, sc.opt, sc.clean)
+	return fmt.Sprintf("seed=%d sites=%v start=%v lease=%v down=%v groups=%v heal=%v seen=%v floors=%v opt=%+v clean=%v",
+		sc.seed, sc.sites, sc.start, sc.lease, sc.down, sc.groups, sc.healAt, sc.seen, sc.floors, sc.opt, sc.clean)
 }
 
 // replayT records the first failure of a replayed run and stops it.
@@ -122,6 +128,8 @@ func runScenarioOn(s *sim, sc scenario, trace bool) *sim {
 		st := s.add(sp.id, sp.gen, sp.lsn, sp.prio)
 		st.startAt, st.leaseEnd, st.down = sc.start[i], sc.lease[i], sc.down[i]
 		st.e.ObserveEgen(sc.seen[i])
+		st.floor = sc.floors[i]
+		st.e.SetFloor(st.floor.LastGen, st.floor.LSN)
 	}
 	if sc.healAt > 0 {
 		s.cut = func(from, to uint16) bool {
@@ -139,7 +147,8 @@ func runScenarioOn(s *sim, sc scenario, trace bool) *sim {
 // networks and checks what must hold whatever happens: at most one winner
 // per egen, never a priority-0 winner, every winner elected by a quorum of
 // electable sites none of which had a more current log, no site voting twice
-// in an egen, egens never decreasing. In clean runs (no loss, no partition,
+// in an egen, egens never decreasing, no site with a floor voting for a log
+// below it in an egen some electable site did not vote in. In clean runs (no loss, no partition,
 // no crash, delays well under the timeout) a group with an electable site
 // must also elect someone.
 func TestPropertyRandomNetworks(t *testing.T) {

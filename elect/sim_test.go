@@ -42,6 +42,7 @@ type simSite struct {
 	master   uint16 // learnt from NEWMASTER; 0 = none
 	down     bool   // crashed: receives and sends nothing
 	maxEgen  uint32 // highest egen observed, to check it never decreases
+	floor    Vote   // passed to SetFloor (zero: none)
 }
 
 type winRecord struct {
@@ -371,6 +372,25 @@ func (s *sim) checkSafety() {
 			s.t.Fatalf("s%d cast two VOTE2s in egen %d (to s%d and s%d)", m.from, m.vote.Egen, prev, m.to)
 		}
 		seen[k] = m.to
+	}
+	// A site votes below its floor only in an egen every electable site
+	// voted in (it cannot have heard a VOTE1 that was never sent).
+	voted1 := map[key]bool{}
+	for _, m := range s.sent1 {
+		voted1[key{m.from, m.vote.Egen}] = true
+	}
+	for _, m := range s.sent2 {
+		f := s.site(m.from).floor
+		to := s.site(m.to)
+		if (Vote{LastGen: to.lastGen, LSN: to.lsn}).AtLeastAsCurrent(f) {
+			continue
+		}
+		for _, st := range s.sites {
+			if st.prio > 0 && !voted1[key{st.id, m.vote.Egen}] {
+				s.t.Fatalf("s%d (floor gen %d lsn %d) voted for s%d (gen %d lsn %d) in egen %d, in which electable s%d sent no VOTE1\n%s",
+					m.from, f.LastGen, f.LSN, m.to, to.lastGen, to.lsn, m.vote.Egen, st.id, s.dump())
+			}
+		}
 	}
 }
 
