@@ -105,8 +105,11 @@ type ElectionStat struct {
 	LastFailover time.Duration `json:"last_failover_ns"`
 	// Recovering: the board started with empty memory and waits to hear
 	// enough boards that remember (half of the electable ones, rounded up)
-	// before it follows a master, acks or votes.
-	Recovering bool `json:"recovering,omitempty"`
+	// before it follows a master, acks or votes; it has heard Witnesses of
+	// the WitnessesNeeded.
+	Recovering      bool `json:"recovering,omitempty"`
+	Witnesses       int  `json:"witnesses,omitempty"`
+	WitnessesNeeded int  `json:"witnesses_needed,omitempty"`
 	// VoteFloorLSN (with its gen): having lost its memory, the board votes
 	// for no board whose log is less current than this point until its own
 	// log reaches it; 0 when it has no floor.
@@ -242,6 +245,7 @@ func (rt *runtime) fillStat(st *Stat) {
 	st.Election.Elections = s.Counters.Elections
 	st.Election.LastFailover = rt.lastFailover
 	st.Election.Recovering = s.Recovering
+	st.Election.Witnesses, st.Election.WitnessesNeeded = s.Witnesses, s.WitnessesNeeded
 	st.Election.VoteFloorGen, st.Election.VoteFloorLSN = s.VoteFloorGen, s.VoteFloorEnd
 	st.Init = InitStat{Active: rt.initActive, PagesDone: uint64(rt.initDone), PagesTotal: uint64(rt.initTotal),
 		PagesPerSec: rt.initRate, Count: rt.initCount, LastDuration: rt.initLast}

@@ -3,7 +3,9 @@
 // scenario builds boardd, starts a chassis of network namespaces with
 // hwtest/rig, runs `boardd run` on 2 to 5 boards over the raw transport and
 // injects faults (SIGKILL, reboot with empty memory, link down, XDP frame
-// loss, malformed frames) while a writer records every commit.
+// loss, malformed frames, and their combinations: a master restarted empty
+// between a stale replica and a holder of the Perm writes) while a writer
+// records every commit.
 //
 // At the end of each scenario the recorded history is judged against what
 // the boards hold:

@@ -326,20 +326,7 @@ func (n *Node) noteRecovery(s *site, d *Decoded) {
 	s.recBlank = h.Gen == 0 && h.Egen == 0 && d.LSN == 0
 	s.recPoint = logPoint{gen: d.Gen, end: d.LSN}
 	n.recoverPromise = max(n.recoverPromise, d.Promised)
-	// Only witnesses count toward need: an emptied site knows nothing of the
-	// elections it voted in, and two emptied voters of the newest master
-	// could otherwise make up the half that tells the first of them nothing
-	// about it.
-	heard, empty := 0, 0
-	for _, x := range n.sites {
-		if x.recHeard && x.electable() {
-			if x.recBlank {
-				empty++
-			} else {
-				heard++
-			}
-		}
-	}
+	heard, empty := n.recoveryHeard()
 	need := n.recoveryNeed()
 	majority := n.electableSites()/2 + 1
 	selfEmpty := 0
@@ -364,6 +351,24 @@ func (n *Node) noteRecovery(s *site, d *Decoded) {
 	}
 	n.rs.lookingSince = n.now
 	n.broadcast(MsgMasterReq)
+}
+
+// recoveryHeard counts the electable sites heard while recovering: the
+// witnesses, and the blank ones. Only witnesses count toward need: an
+// emptied site knows nothing of the elections it voted in, and two emptied
+// voters of the newest master could otherwise make up the half that tells
+// the first of them nothing about it.
+func (n *Node) recoveryHeard() (witnesses, blank int) {
+	for _, x := range n.sites {
+		if x.recHeard && x.electable() {
+			if x.recBlank {
+				blank++
+			} else {
+				witnesses++
+			}
+		}
+	}
+	return witnesses, blank
 }
 
 // recoveryPoint is what this site tells a recovering one in ALIVE: a point
@@ -731,6 +736,10 @@ func (n *Node) Status() Status {
 	}
 	f := n.activeFloor()
 	s.VoteFloorGen, s.VoteFloorEnd = f.gen, f.end
+	if n.recovering {
+		s.Witnesses, _ = n.recoveryHeard()
+		s.WitnessesNeeded = n.recoveryNeed()
+	}
 	if n.role == RoleMaster {
 		s.PermLSN = n.ms.perm
 		s.LeaseValid = n.LeaseValid(n.now)

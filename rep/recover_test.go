@@ -188,6 +188,9 @@ func TestTwoEmptyVotersWaitForMemory(t *testing.T) {
 	c.restart(3, true, StartClient)
 	c.restart(4, true, StartClient)
 	c.run(2 * time.Second)
+	if st := n(3).n.Status(); st.Witnesses != 2 || st.WitnessesNeeded != 3 {
+		t.Errorf("site 3 reports %d of %d witnesses heard; want 2 (sites 1 and 5) of 3", st.Witnesses, st.WitnessesNeeded)
+	}
 	if !n(3).n.Status().Recovering || !n(4).n.Status().Recovering {
 		t.Fatalf("an emptied voter of gen %d recovered hearing only 1, 5 and the other emptied one (3 recovering %v, 4 recovering %v)\n%s",
 			n(2).n.gen, n(3).n.recovering, n(4).n.recovering, c.dump())

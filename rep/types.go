@@ -424,8 +424,10 @@ type Status struct {
 	InitPagesDone   int
 	InitPagesTotal  int
 	// Recovering: started empty, this site waits to hear enough witnesses
-	// before it follows, acks or votes (see recoveryNeed).
-	Recovering bool
+	// before it follows, acks or votes: it has heard Witnesses of the
+	// WitnessesNeeded other electable sites that remember (see recoveryNeed).
+	Recovering                 bool
+	Witnesses, WitnessesNeeded int
 	// VoteFloorGen and VoteFloorEnd: this site lost its memory and votes
 	// for no site less current than this point until its own log reaches it
 	// (both 0: no floor).

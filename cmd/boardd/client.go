@@ -277,7 +277,8 @@ func printStat(w io.Writer, st board.Stat) {
 		el = "in progress " + st.Election.Phase
 	}
 	if st.Election.Recovering {
-		el += ", recovering (empty: waiting to hear boards that remember)"
+		el += fmt.Sprintf(", recovering (empty: heard %d of the %d boards that remember it waits for)",
+			st.Election.Witnesses, st.Election.WitnessesNeeded)
 	}
 	if st.Election.VoteFloorLSN != 0 {
 		el += fmt.Sprintf(", vote floor gen %d lsn %d", st.Election.VoteFloorGen, st.Election.VoteFloorLSN)

@@ -29,6 +29,9 @@ type Stat struct {
 		InProgress   bool          `json:"in_progress"`
 		Elections    uint64        `json:"elections"`
 		LastFailover time.Duration `json:"last_failover_ns"`
+		Recovering   bool          `json:"recovering"`
+		Witnesses    int           `json:"witnesses"`
+		VoteFloorLSN uint64        `json:"vote_floor_lsn"`
 	} `json:"election"`
 	Init struct {
 		Active       bool          `json:"active"`
