@@ -39,15 +39,14 @@ func TestEmptiedMasterVotesWithItsLostLog(t *testing.T) {
 	}
 	link := func(site uint16, up bool) {
 		t.Helper()
-		b := s.ch.Board(site)
-		err := b.LinkDown()
+		set, state := s.ch.Board(site).LinkDown, "down"
 		if up {
-			err = b.LinkUp()
+			set, state = s.ch.Board(site).LinkUp, "up"
 		}
-		if err != nil {
+		if err := set(); err != nil {
 			t.Fatal(err)
 		}
-		s.fault("link %s on board %d", map[bool]string{true: "up", false: "down"}[up], site)
+		s.fault("link %s on board %d", state, site)
 	}
 	link(stale, false)
 	s.waitPerm(30, 30*time.Second, "commits held by the master and the holder only")

@@ -452,9 +452,9 @@ func copyPacked(q, p []byte) bool {
 	}
 	at := pu // where entry i must start
 	for i := 0; i < n; i++ {
-		// Entry i is read at its slot's offset, not at: the loads then
-		// do not wait for the previous entry's size, and the misses of a
-		// page not in cache overlap.
+		// Entry i is read at its slot's offset, not at the running end of
+		// the previous entry: the loads then do not wait for that entry's
+		// size, and the misses of a page not in cache overlap.
 		off := int(binary.LittleEndian.Uint16(p[pageHeaderSize+2*i:]))
 		if off != at {
 			return false

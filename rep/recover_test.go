@@ -10,13 +10,9 @@ import (
 // new master restarts with its memory lost and can reach only the stale
 // master. It must not follow it (its acks would make the stale master's
 // writes Perm, later rolled back by the site holding the newer gen): it waits
-// until it has heard a majority, then follows the newest master.
+// until it has heard both other sites, then follows the newest master.
 func TestEmptyRestartDoesNotAckStaleMaster(t *testing.T) {
-	c := newCluster(t, []uint16{1, 2, 3}, nil)
-	c.startAll()
-	old := c.oneMaster()
-	c.write(old, "a")
-	c.runUntil("convergence", 5*time.Second, c.converged)
+	c, old := threeSites(t)
 	var others []*tnode
 	for _, tn := range c.nodes {
 		if tn != old {
@@ -65,11 +61,7 @@ func TestEmptyRestartDoesNotAckStaleMaster(t *testing.T) {
 // (its floor, the most current log it heard while recovering), so no
 // master is elected until the holder is back, and it then holds the write.
 func TestEmptyRestartVotesAsIfItHadItsLog(t *testing.T) {
-	c := newCluster(t, []uint16{1, 2, 3}, nil)
-	c.startAll()
-	m := c.oneMaster()
-	c.write(m, "a")
-	c.runUntil("convergence", 5*time.Second, c.converged)
+	c, m := threeSites(t)
 	var stale, holder *tnode
 	for _, tn := range c.nodes {
 		if tn == m {
@@ -224,6 +216,17 @@ func (c *cluster) healHolds(w CommitInfo) {
 	if ci, err := m.st.CommitAt(w.LSN); err != nil || ci.Chain != w.Chain {
 		c.t.Fatalf("Perm write %d lost on final master %d: %v\n%s", w.LSN, m.id, err, c.dump())
 	}
+}
+
+// threeSites is a three-site QUORUM cluster and its master, converged
+// after a first write.
+func threeSites(t *testing.T) (*cluster, *tnode) {
+	c := newCluster(t, []uint16{1, 2, 3}, nil)
+	c.startAll()
+	m := c.oneMaster()
+	c.write(m, "a")
+	c.runUntil("convergence", 5*time.Second, c.converged)
+	return c, m
 }
 
 // fiveSites is a five-site QUORUM cluster whose master is site 1 (the
