@@ -312,6 +312,11 @@ func (s *EnvStorage) initStep(in *InitAction, res *ApplyResult, late *error) err
 		return nil
 	}
 	env, err := s.imp.Finish()
+	if err != nil {
+		// The pages do not make a whole tree: drop the region, the next
+		// init starts over.
+		s.imp.Abort()
+	}
 	s.imp = nil
 	if err != nil {
 		return fmt.Errorf("rep: finish internal init at checkpoint %d: %w", in.CkptLSN, err)

@@ -513,3 +513,47 @@ func TestEnvStorageVerifyPointsFromCheckpoint(t *testing.T) {
 		t.Fatalf("points before the checkpoint %d: %v", ck, below)
 	}
 }
+
+// An init whose pages do not make a whole tree fails at Finish and leaves no
+// import region behind: the next init would remove it, but a board that
+// gives up meanwhile should not hold a pool's worth of shared memory.
+func TestEnvStorageFailedInitDropsItsRegion(t *testing.T) {
+	name := fmt.Sprintf("boardha-reptest%d-failinit", os.Getpid())
+	opt := inmem.Options{Name: name, PoolSize: 4 << 20, LogSize: 64 << 10, Mode: 0o600}
+	env, err := inmem.Create(opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := NewEnvStorage(env, opt, ckpt.Policy{KBytes: 16})
+	defer func() {
+		st.Close()
+		_ = st.Env().Remove()
+	}()
+	// A master's snapshot with a tree in it: Finish wants its pages.
+	src, err := inmem.Create(inmem.Options{PoolSize: 4 << 20, LogSize: 64 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	if _, err := src.Update(func(tx *inmem.Tx) error {
+		db, err := tx.CreateDB("routes")
+		if err != nil {
+			return err
+		}
+		return db.Put([]byte("k"), []byte("v"))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	snap, err := src.PinSnapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer snap.Release()
+	rd := Ready{Init: &InitAction{Begin: true, Meta: snap.Meta(), CkptLSN: snap.LSN(), Finish: true}}
+	if _, err := st.Apply(&rd, false); !errors.Is(err, inmem.ErrCorrupt) {
+		t.Fatalf("finishing an init without its pages: %v, want ErrCorrupt", err)
+	}
+	if _, err := os.Stat("/dev/shm/" + name + importSuffix); !os.IsNotExist(err) {
+		t.Fatalf("the failed init's region is left behind (stat: %v)", err)
+	}
+}
