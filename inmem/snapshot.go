@@ -3,6 +3,7 @@ package inmem
 import (
 	"encoding/binary"
 	"fmt"
+	"slices"
 	"sync/atomic"
 )
 
@@ -89,9 +90,10 @@ func (s *Snapshot) PageRuns() ([]PageRun, error) {
 	return out, err
 }
 
-// PageList lists the first page of every run reachable from the snapshot; ReadPage
-// of one returns the whole run. Nil if the snapshot is released or corrupt (see
-// PageRuns for the error).
+// PageList lists the first page of every run reachable from the snapshot, in
+// ascending order; ReadPage of one returns the whole run. Nil if the snapshot is
+// released or corrupt (see PageRuns for the error). The order lets an importer
+// fill its fresh region front to back, behind its prefaulter.
 func (s *Snapshot) PageList() []uint64 {
 	runs, err := s.PageRuns()
 	if err != nil {
@@ -101,6 +103,7 @@ func (s *Snapshot) PageList() []uint64 {
 	for i, r := range runs {
 		out[i] = r.Pgno
 	}
+	slices.Sort(out)
 	return out
 }
 
@@ -289,6 +292,7 @@ type Import struct {
 	m    meta
 	have map[uint64]int
 	done bool
+	pf   *prefaulter // reads the fresh region ahead of PutPage; stopped by Finish and Abort
 }
 
 // NewImport creates the importing environment's region (opt as for Create, with
@@ -309,7 +313,7 @@ func NewImport(opt Options, metaBytes []byte) (*Import, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Import{e: e, m: m, have: make(map[uint64]int)}, nil
+	return &Import{e: e, m: m, have: make(map[uint64]int), pf: startPrefault(e.data, e.ps, e.lo, e.npages)}, nil
 }
 
 // PutPage stores one exported unit (a page, or a whole overflow run) at the same
@@ -331,6 +335,7 @@ func (im *Import) PutPage(pgno uint64, data []byte) error {
 	}
 	copy(e.data[pgno*uint64(e.ps):], data)
 	im.have[pgno] = n
+	im.pf.advance(pgno + uint64(n))
 	return nil
 }
 
@@ -342,6 +347,7 @@ func (im *Import) Finish() (*Env, error) {
 	if im.done {
 		return nil, fmt.Errorf("inmem: import already finished: %w", ErrTxClosed)
 	}
+	im.pf.close()
 	tx := e.newTx(false)
 	tx.importHave = im.have
 	var runs []run
@@ -375,6 +381,7 @@ func (im *Import) Finish() (*Env, error) {
 func (im *Import) Abort() {
 	if !im.done {
 		im.done = true
+		im.pf.close()
 		im.e.destroy()
 	}
 }

@@ -1,0 +1,196 @@
+package inmem
+
+import (
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+)
+
+// pagesWithFirstBytes returns n pages of ps bytes whose first bytes are
+// 1, 2, 3, ... and the sum (mod 256) the prefaulter must see reading all of them.
+func pagesWithFirstBytes(n, ps int) ([]byte, byte) {
+	data := make([]byte, n*ps)
+	var want byte
+	for i := 0; i < n; i++ {
+		data[i*ps] = byte(i + 1)
+		want += byte(i + 1)
+	}
+	return data, want
+}
+
+// TestPrefaulterReadsEveryPageToTheEnd: with the whole range within its
+// look-ahead the prefaulter reads every page once, then exits by itself.
+func TestPrefaulterReadsEveryPageToTheEnd(t *testing.T) {
+	const ps, n = 64, 1000
+	data, want := pagesWithFirstBytes(n, ps)
+	p := startPrefault(data, ps, 0, n)
+	<-p.done
+	if p.next != n {
+		t.Fatalf("read up to page %d, want %d", p.next, n)
+	}
+	if !raceEnabled && p.sum != want {
+		t.Fatalf("sum of the first bytes read %d, want %d: pages were skipped or not read", p.sum, want)
+	}
+	p.close()
+	p.close() // twice is allowed
+}
+
+// TestPrefaulterWaitsForTheImport: beyond its look-ahead the prefaulter reads
+// only as far as the importer's pages let it, and reaches the end once they
+// do.
+func TestPrefaulterWaitsForTheImport(t *testing.T) {
+	const ps = 64
+	const n = 3*prefaultAhead + 7
+	data, want := pagesWithFirstBytes(n, ps)
+	const from = 5
+	for i := 0; i < from; i++ {
+		want -= byte(i + 1)
+	}
+	p := startPrefault(data, ps, from, n)
+	if got := p.limit.Load(); got != from+prefaultAhead {
+		t.Fatalf("initial limit %d, want %d", got, from+prefaultAhead)
+	}
+	p.advance(from + 10) // a small step does not move the limit
+	if got := p.limit.Load(); got != from+prefaultAhead {
+		t.Fatalf("limit after a small step %d, want %d", got, from+prefaultAhead)
+	}
+	p.advance(from + prefaultAhead)
+	if got := p.limit.Load(); got != from+2*prefaultAhead {
+		t.Fatalf("limit after a window %d, want %d", got, from+2*prefaultAhead)
+	}
+	p.advance(n - 1) // the limit never passes the end
+	if got := p.limit.Load(); got != n {
+		t.Fatalf("limit near the end %d, want %d", got, n)
+	}
+	<-p.done
+	if p.next != n {
+		t.Fatalf("read up to page %d, want %d", p.next, n)
+	}
+	if !raceEnabled && p.sum != want {
+		t.Fatalf("sum of the first bytes read %d, want %d", p.sum, want)
+	}
+	p.close()
+}
+
+// TestPrefaulterClosesWhileWaiting: close stops a prefaulter waiting for the
+// importer (an aborted init) and returns only once it stopped reading.
+func TestPrefaulterClosesWhileWaiting(t *testing.T) {
+	const ps = 64
+	data := make([]byte, 4*prefaultAhead*ps)
+	p := startPrefault(data, ps, 0, 4*prefaultAhead)
+	p.close()
+	select {
+	case <-p.done:
+	default:
+		t.Fatal("close returned before the prefaulter stopped")
+	}
+	if p.next > prefaultAhead {
+		t.Fatalf("read to page %d without the importer's pages, look-ahead %d", p.next, prefaultAhead)
+	}
+}
+
+// TestPageListAscending: the master sends pages in page order, which the
+// importer's prefaulter relies on to stay ahead.
+func TestPageListAscending(t *testing.T) {
+	m := newTestEnv(t, Options{PoolSize: 4 << 20, LogSize: 1 << 20})
+	initInvariant(t, m)
+	s, err := m.PinSnapshot()
+	mustNoErr(t, err, "pin")
+	defer s.Release()
+	pages := s.PageList()
+	if len(pages) < 2 || !slices.IsSorted(pages) {
+		t.Fatalf("page list %v: want several pages in ascending order", pages)
+	}
+}
+
+// BenchmarkImport: an internal init's receiving side, storing a 64 MiB
+// snapshot into a fresh region (created outside the timing), with the
+// prefaulter reading ahead and without it (stopped at once), alternated in
+// every iteration so both meet the same memory: a region's pages freed by the
+// last iteration are often handed out again, and only pages this guest has
+// not used for a while carry the first-access cost the prefaulter hides (the
+// bench's init section, a fresh process, shows it). The importer runs flat
+// out here, while a real one waits for the master's windows.
+//
+//	go test ./inmem -run '^$' -bench Import -benchtime 10x
+func BenchmarkImport(b *testing.B) {
+	m, err := Create(Options{PoolSize: 160 << 20, LogSize: 4 << 20})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer m.Close()
+	val := make([]byte, 1800) // two values per leaf page, like the bench's init
+	for i := range val {
+		val[i] = byte(i * 7)
+	}
+	for done := 0; done < 64<<20; done += 256 * len(val) {
+		if _, err := m.Update(func(tx *Tx) error {
+			db, err := tx.CreateDBIfNotExists("bench")
+			if err != nil {
+				return err
+			}
+			for j := 0; j < 256; j++ {
+				if err := db.Put([]byte(fmt.Sprintf("key-%09d", done/len(val)+j)), val); err != nil {
+					return err
+				}
+			}
+			return nil
+		}); err != nil {
+			b.Fatal(err)
+		}
+		m.RetainLog(m.Log().End())
+	}
+	s, err := m.PinSnapshot()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Release()
+	list := s.PageList()
+	pages := make([][]byte, len(list))
+	var bytes int64
+	for i, pg := range list {
+		if pages[i], err = s.ReadPage(pg, nil); err != nil {
+			b.Fatal(err)
+		}
+		bytes += int64(len(pages[i]))
+	}
+	importOnce := func(prefault bool) time.Duration {
+		im, err := NewImport(m.opt, s.Meta())
+		if err != nil {
+			b.Fatal(err)
+		}
+		if !prefault {
+			im.pf.close()
+		}
+		t0 := time.Now()
+		for i, pg := range list {
+			if err := im.PutPage(pg, pages[i]); err != nil {
+				b.Fatal(err)
+			}
+		}
+		e, err := im.Finish()
+		if err != nil {
+			b.Fatal(err)
+		}
+		d := time.Since(t0)
+		e.Close()
+		return d
+	}
+	var with, without time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		first := i%2 == 0
+		d1 := importOnce(first)
+		d2 := importOnce(!first)
+		if first {
+			with, without = with+d1, without+d2
+		} else {
+			with, without = with+d2, without+d1
+		}
+	}
+	mbs := func(d time.Duration) float64 { return float64(bytes) * float64(b.N) / d.Seconds() / 1e6 }
+	b.ReportMetric(mbs(with), "MB/s-prefault")
+	b.ReportMetric(mbs(without), "MB/s-plain")
+	b.ReportMetric(mbs(with)/mbs(without), "x")
+}
