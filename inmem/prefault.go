@@ -6,9 +6,12 @@ import "sync/atomic"
 // page an import has stored: 256 MiB of 4 KiB pages, far enough that it never
 // waits for the importer's progress during a large init (8192 pages made it
 // wait for wake-ups: 449 MB/s against 499 unbounded, five alternated runs of
-// the bench's init), yet a bound on what it reads of a large pool that a small
-// snapshot does not use.
+// the bench's init). Import.ExpectPages narrows it to what is still to come.
 const prefaultAhead = 65536
+
+// prefaultSlack is read beyond the pages still expected: page numbers of a
+// snapshot are not dense, so the rest of it spans more pages than it has.
+const prefaultSlack = 1024
 
 // prefaultBatch is how many pages one pass of the prefaulter reads before it
 // looks at its stop signal again.
@@ -33,6 +36,9 @@ type prefaulter struct {
 	ps    uint64
 	next  uint64        // next page to read; the prefaulter's goroutine only
 	limit atomic.Uint64 // read the pages below this
+	// The importer's side (advance, expect): pages stored so far and the
+	// number the snapshot has (0: unknown).
+	stored, expected uint64
 	kick  chan struct{} // limit moved
 	stop  chan struct{}
 	done  chan struct{}
@@ -49,12 +55,31 @@ func startPrefault(data []byte, ps int, from, end uint64) *prefaulter {
 	return p
 }
 
-// advance tells the prefaulter the importer stored pages up to (not including)
+// ahead is how far beyond the highest stored page to read: what is still
+// expected of the snapshot, or prefaultAhead if that is unknown or more.
+func (p *prefaulter) ahead() uint64 {
+	if p.expected == 0 {
+		return prefaultAhead
+	}
+	return min(prefaultAhead, p.expected-min(p.stored, p.expected)+prefaultSlack)
+}
+
+// expect tells the prefaulter how many pages the snapshot has, before any is
+// stored: it then reads no further than they can reach, so that a small
+// init into a large pool does not spend a CPU on pages it will not use.
+func (p *prefaulter) expect(pages uint64, from uint64) {
+	p.expected = pages
+	p.limit.Store(min(uint64(len(p.data))/p.ps, from+p.ahead()))
+}
+
+// advance tells the prefaulter the importer stored n pages ending before
 // pgno. Cheap enough for every page: it wakes the prefaulter only when the
-// limit moved by a quarter of prefaultAhead.
-func (p *prefaulter) advance(pgno uint64) {
-	want := min(pgno+prefaultAhead, uint64(len(p.data))/p.ps)
-	if want < p.limit.Load()+prefaultAhead/4 {
+// limit moved by a quarter of its look-ahead or the end came within reach.
+func (p *prefaulter) advance(pgno, n uint64) {
+	p.stored += n
+	end := uint64(len(p.data)) / p.ps
+	want := min(pgno+p.ahead(), end)
+	if cur := p.limit.Load(); want <= cur || (want < cur+p.ahead()/4 && want < end) {
 		return
 	}
 	p.limit.Store(want)

@@ -51,15 +51,15 @@ func TestPrefaulterWaitsForTheImport(t *testing.T) {
 	if got := p.limit.Load(); got != from+prefaultAhead {
 		t.Fatalf("initial limit %d, want %d", got, from+prefaultAhead)
 	}
-	p.advance(from + 10) // a small step does not move the limit
+	p.advance(from+10, 10) // a small step does not move the limit
 	if got := p.limit.Load(); got != from+prefaultAhead {
 		t.Fatalf("limit after a small step %d, want %d", got, from+prefaultAhead)
 	}
-	p.advance(from + prefaultAhead)
+	p.advance(from+prefaultAhead, 100)
 	if got := p.limit.Load(); got != from+2*prefaultAhead {
 		t.Fatalf("limit after a window %d, want %d", got, from+2*prefaultAhead)
 	}
-	p.advance(n - 1) // the limit never passes the end
+	p.advance(n-1, 100) // the limit never passes the end
 	if got := p.limit.Load(); got != n {
 		t.Fatalf("limit near the end %d, want %d", got, n)
 	}
@@ -71,6 +71,32 @@ func TestPrefaulterWaitsForTheImport(t *testing.T) {
 		t.Fatalf("sum of the first bytes read %d, want %d", p.sum, want)
 	}
 	p.close()
+}
+
+// TestPrefaulterExpectsASmallSnapshot: told the snapshot's size, the
+// prefaulter reads only what those pages can reach (plus a little for holes
+// in their numbering), not prefaultAhead of a large pool, and follows the
+// importer past that.
+func TestPrefaulterExpectsASmallSnapshot(t *testing.T) {
+	const ps, n, from, expected = 64, 4 * prefaultAhead, 10, 3000
+	data := make([]byte, n*ps)
+	p := startPrefault(data, ps, from, n)
+	defer p.close()
+	p.expect(expected, from)
+	if got, want := p.limit.Load(), uint64(from+expected+prefaultSlack); got != want {
+		t.Fatalf("limit for a %d-page snapshot %d, want %d", expected, got, want)
+	}
+	// Half the snapshot stored, its numbers twice as sparse as expected:
+	// the limit follows the highest page, with half the pages still to come.
+	p.advance(from+expected, expected/2)
+	if got, want := p.limit.Load(), uint64(from+expected+expected/2+prefaultSlack); got != want {
+		t.Fatalf("limit after half the pages %d, want %d", got, want)
+	}
+	// More pages than announced (a wrong hint) still leave the slack ahead.
+	p.advance(from+3*expected, 2*expected)
+	if got, want := p.limit.Load(), uint64(from+3*expected+prefaultSlack); got != want {
+		t.Fatalf("limit past the announced pages %d, want %d", got, want)
+	}
 }
 
 // TestPrefaulterClosesWhileWaiting: close stops a prefaulter waiting for the
@@ -160,6 +186,7 @@ func BenchmarkImport(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
+		im.ExpectPages(len(list))
 		if !prefault {
 			im.pf.close()
 		}

@@ -316,6 +316,15 @@ func NewImport(opt Options, metaBytes []byte) (*Import, error) {
 	return &Import{e: e, m: m, have: make(map[uint64]int), pf: startPrefault(e.data, e.ps, e.lo, e.npages)}, nil
 }
 
+// ExpectPages tells the import how many pages the snapshot has (the master's
+// count, a hint): its prefaulter then reads no further ahead than they can
+// reach. Call it before the first PutPage.
+func (im *Import) ExpectPages(n int) {
+	if n > 0 && !im.done {
+		im.pf.expect(uint64(n), im.e.lo)
+	}
+}
+
 // PutPage stores one exported unit (a page, or a whole overflow run) at the same
 // page number as on the master, after checking it.
 func (im *Import) PutPage(pgno uint64, data []byte) error {
@@ -335,7 +344,7 @@ func (im *Import) PutPage(pgno uint64, data []byte) error {
 	}
 	copy(e.data[pgno*uint64(e.ps):], data)
 	im.have[pgno] = n
-	im.pf.advance(pgno + uint64(n))
+	im.pf.advance(pgno+uint64(n), uint64(n))
 	return nil
 }
 
