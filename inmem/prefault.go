@@ -39,10 +39,10 @@ type prefaulter struct {
 	// The importer's side (advance, expect): pages stored so far and the
 	// number the snapshot has (0: unknown).
 	stored, expected uint64
-	kick  chan struct{} // limit moved
-	stop  chan struct{}
-	done  chan struct{}
-	sum   byte // what the reads saw, kept so that they are not optimised away
+	kick             chan struct{} // limit moved
+	stop             chan struct{}
+	done             chan struct{}
+	sum              byte // what the reads saw, kept so that they are not optimised away
 }
 
 // startPrefault reads pages [from, end) of data (pages of ps bytes), at first
