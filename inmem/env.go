@@ -97,6 +97,9 @@ type Env struct {
 	ps     int
 	npages uint64
 	lo     uint64 // first tree page (after meta pages and log)
+	// populating maps the rest of an imported (lazy) region in the
+	// background; Close and destroy stop it before unmapping.
+	populating *prefaulter
 
 	wmu sync.Mutex // the writer
 	// Scratch of the writer (under wmu): publish's meta encoding and
@@ -131,7 +134,7 @@ type Env struct {
 
 // Create makes a new region and formats the meta pages, the log and an empty catalog.
 func Create(opt Options) (*Env, error) {
-	e, err := createRegion(opt)
+	e, err := createRegion(opt, false)
 	if err != nil {
 		return nil, err
 	}
@@ -153,7 +156,7 @@ func Create(opt Options) (*Env, error) {
 // createRegion makes and lays out a region: meta pages and the log at fixed pages
 // right after the shm header, so a master and an importer with the same options
 // agree on where tree pages may live.
-func createRegion(opt Options) (*Env, error) {
+func createRegion(opt Options, lazy bool) (*Env, error) {
 	opt, err := opt.withDefaults()
 	if err != nil {
 		return nil, err
@@ -161,7 +164,7 @@ func createRegion(opt Options) (*Env, error) {
 	ps := opt.PageSize
 	logPages := (opt.LogSize + ps - 1) / ps
 	reg, err := shm.Create(opt.Name, shm.Options{PageSize: ps, Size: opt.PoolSize + int64(logPages+2)*int64(ps),
-		Mode: opt.Mode, MaxReaders: opt.MaxReaders})
+		Mode: opt.Mode, MaxReaders: opt.MaxReaders, Lazy: lazy})
 	if err != nil {
 		return nil, fmt.Errorf("inmem: create region %q: %w", opt.Name, err)
 	}
@@ -207,6 +210,7 @@ func (e *Env) reserved(yield func(pgno uint64, n int) bool) {
 
 // destroy releases a half-built environment.
 func (e *Env) destroy() {
+	e.stopBackground()
 	if e.reg.HoldsWriter() {
 		_ = e.reg.UnlockWriter()
 	}
@@ -370,12 +374,21 @@ func (e *Env) Close() error {
 	if e.closed.Swap(true) {
 		return nil
 	}
+	e.stopBackground()
 	var errs []error
 	if e.reg.HoldsWriter() {
 		errs = append(errs, e.reg.UnlockWriter())
 	}
 	errs = append(errs, e.reg.Close())
 	return errors.Join(errs...)
+}
+
+// stopBackground stops the goroutine that maps an imported region's pages
+// (Import.Finish) and waits for it: the region is about to be unmapped.
+func (e *Env) stopBackground() {
+	if e.populating != nil {
+		e.populating.close()
+	}
 }
 
 // Remove closes the environment and deletes its named region.

@@ -1,6 +1,7 @@
 package inmem
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"testing"
@@ -24,7 +25,7 @@ func pagesWithFirstBytes(n, ps int) ([]byte, byte) {
 func TestPrefaulterReadsEveryPageToTheEnd(t *testing.T) {
 	const ps, n = 64, 1000
 	data, want := pagesWithFirstBytes(n, ps)
-	p := startPrefault(data, ps, 0, n)
+	p := startPrefault(data, ps, 0, n, nil)
 	<-p.done
 	if p.next != n {
 		t.Fatalf("read up to page %d, want %d", p.next, n)
@@ -47,7 +48,7 @@ func TestPrefaulterWaitsForTheImport(t *testing.T) {
 	for i := 0; i < from; i++ {
 		want -= byte(i + 1)
 	}
-	p := startPrefault(data, ps, from, n)
+	p := startPrefault(data, ps, from, n, nil)
 	if got := p.limit.Load(); got != from+prefaultAhead {
 		t.Fatalf("initial limit %d, want %d", got, from+prefaultAhead)
 	}
@@ -80,7 +81,7 @@ func TestPrefaulterWaitsForTheImport(t *testing.T) {
 func TestPrefaulterExpectsASmallSnapshot(t *testing.T) {
 	const ps, n, from, expected = 64, 4 * prefaultAhead, 10, 3000
 	data := make([]byte, n*ps)
-	p := startPrefault(data, ps, from, n)
+	p := startPrefault(data, ps, from, n, nil)
 	defer p.close()
 	p.expect(expected, from)
 	if got, want := p.limit.Load(), uint64(from+expected+prefaultSlack); got != want {
@@ -104,7 +105,7 @@ func TestPrefaulterExpectsASmallSnapshot(t *testing.T) {
 func TestPrefaulterClosesWhileWaiting(t *testing.T) {
 	const ps = 64
 	data := make([]byte, 4*prefaultAhead*ps)
-	p := startPrefault(data, ps, 0, 4*prefaultAhead)
+	p := startPrefault(data, ps, 0, 4*prefaultAhead, nil)
 	p.close()
 	select {
 	case <-p.done:
@@ -113,6 +114,101 @@ func TestPrefaulterClosesWhileWaiting(t *testing.T) {
 	}
 	if p.next > prefaultAhead {
 		t.Fatalf("read to page %d without the importer's pages, look-ahead %d", p.next, prefaultAhead)
+	}
+}
+
+// populateLog records a pager's populate calls and checks they cover
+// consecutive pages.
+type populateLog struct {
+	t        *testing.T
+	next     uint64
+	calls    int
+	failFrom int // fail from this call on (0: never)
+}
+
+func (l *populateLog) populate(pgno, n uint64) error {
+	l.calls++
+	if pgno != l.next || n == 0 || n > prefaultBatch {
+		l.t.Errorf("populate [%d,+%d) after pages up to %d: want consecutive batches of at most %d", pgno, n, l.next, prefaultBatch)
+	}
+	l.next = pgno + n
+	if l.failFrom > 0 && l.calls >= l.failFrom {
+		return errors.ErrUnsupported
+	}
+	return nil
+}
+
+// TestPrefaulterMapsBeforeReading: on a lazy region every batch is mapped,
+// then read; a populate that fails (an old kernel) is not called again and the
+// reads go on.
+func TestPrefaulterMapsBeforeReading(t *testing.T) {
+	const ps, n, from = 64, 2000, 3
+	data, want := pagesWithFirstBytes(n, ps)
+	for i := 0; i < from; i++ {
+		want -= byte(i + 1)
+	}
+	l := &populateLog{t: t, next: from}
+	p := startPrefault(data, ps, from, n, l.populate)
+	<-p.done
+	if l.next != n || p.next != n {
+		t.Fatalf("mapped up to %d, read up to %d; want both %d", l.next, p.next, n)
+	}
+	if !raceEnabled && p.sum != want {
+		t.Fatalf("sum read %d, want %d", p.sum, want)
+	}
+	failing := &populateLog{t: t, next: from, failFrom: 2}
+	p = startPrefault(data, ps, from, n, failing.populate)
+	<-p.done
+	if failing.calls != 2 || p.next != n {
+		t.Fatalf("populate called %d times after failing on the 2nd, read up to %d; want 2 and %d", failing.calls, p.next, n)
+	}
+}
+
+// TestPopulateOnlyMaps: the background pager after an import maps every page
+// up to the end without reading any (reads cost a first access each on the
+// rig's VM; the pages not imported are not needed yet).
+func TestPopulateOnlyMaps(t *testing.T) {
+	const ps, n = 64, 3*prefaultAhead + 1
+	data, _ := pagesWithFirstBytes(n, ps)
+	l := &populateLog{t: t, next: 7}
+	p := startPopulate(data, ps, 7, n, l.populate)
+	<-p.done
+	if l.next != n || p.sum != 0 {
+		t.Fatalf("mapped up to %d (want %d), read sum %d (want none)", l.next, n, p.sum)
+	}
+	p.close()
+}
+
+// TestImportedEnvStopsMappingAtClose: the environment an import returns maps
+// the rest of its region in the background and stops doing so when closed,
+// before the region is unmapped.
+func TestImportedEnvStopsMappingAtClose(t *testing.T) {
+	m := newTestEnv(t, Options{PoolSize: 64 << 20, LogSize: 1 << 20})
+	initInvariant(t, m)
+	s, err := m.PinSnapshot()
+	mustNoErr(t, err, "pin")
+	defer s.Release()
+	im, err := NewImport(Options{PoolSize: 64 << 20, LogSize: 1 << 20}, s.Meta())
+	mustNoErr(t, err, "import")
+	list := s.PageList()
+	im.ExpectPages(len(list))
+	for _, pg := range list {
+		buf, err := s.ReadPage(pg, nil)
+		mustNoErr(t, err, "read page")
+		mustNoErr(t, im.PutPage(pg, buf), "put page")
+	}
+	e, err := im.Finish()
+	mustNoErr(t, err, "finish")
+	if e.populating == nil {
+		t.Fatal("the imported environment maps nothing in the background")
+	}
+	bg := e.populating
+	mustNoErr(t, e.Check(), "check")
+	mustNoErr(t, e.Close(), "close")
+	select {
+	case <-bg.done:
+	default:
+		t.Fatal("Close returned with the background mapping still running")
 	}
 }
 

@@ -309,11 +309,13 @@ func NewImport(opt Options, metaBytes []byte) (*Import, error) {
 	if opt.PageSize != int(m.pageSize) {
 		return nil, fmt.Errorf("inmem: import: page size %d, snapshot's %d: %w", opt.PageSize, m.pageSize, ErrLayout)
 	}
-	e, err := createRegion(opt)
+	// Lazy: the prefaulter maps the pages ahead of the import instead of
+	// creation mapping the whole pool first (see prefaulter).
+	e, err := createRegion(opt, true)
 	if err != nil {
 		return nil, err
 	}
-	return &Import{e: e, m: m, have: make(map[uint64]int), pf: startPrefault(e.data, e.ps, e.lo, e.npages)}, nil
+	return &Import{e: e, m: m, have: make(map[uint64]int), pf: startPrefault(e.data, e.ps, e.lo, e.npages, e.reg.Populate)}, nil
 }
 
 // ExpectPages tells the import how many pages the snapshot has (the master's
@@ -379,6 +381,10 @@ func (im *Import) Finish() (*Env, error) {
 			}
 		}
 	})
+	// The log and meta pages (below the trees), then what the prefaulter
+	// did not reach: mapped in the background for the commits to come, as
+	// a region created eagerly is. Mapping a mapped page costs little.
+	e.populating = startPopulate(e.data, e.ps, e.reg.FirstDataPage(), e.npages, e.reg.Populate)
 	e.log.Reset(im.m.lsn)
 	e.publish(im.m)
 	e.gen.Store(im.m.gen)

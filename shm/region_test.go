@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestCreateAttachRemove(t *testing.T) {
@@ -580,4 +582,85 @@ func TestCreateRace(t *testing.T) {
 	if m, _ := filepath.Glob("/dev/shm/" + name + ".creating-*"); len(m) != 0 {
 		t.Fatalf("temporary files left behind: %v", m)
 	}
+}
+
+// TestLazyRegionPopulate: a lazy region maps no page at creation; Populate
+// maps exactly the pages asked for, keeps their contents, and refuses ranges
+// outside the region and closed regions. mincore on the private (anonymous)
+// mapping tells which pages are mapped.
+func TestLazyRegionPopulate(t *testing.T) {
+	r := newRegion(t, "", Options{Size: 4 << 20, Lazy: true})
+	ps := uint64(r.PageSize())
+	first := r.FirstDataPage()
+	resident := func(pgno, n uint64) int {
+		vec := make([]byte, n)
+		if err := mincore(r.Data()[pgno*ps:(pgno+n)*ps], vec); err != nil {
+			t.Fatal(err)
+		}
+		c := 0
+		for _, v := range vec {
+			c += int(v & 1)
+		}
+		return c
+	}
+	if got := resident(first, 64); got != 0 {
+		t.Fatalf("%d of 64 pages of a lazy region mapped at creation", got)
+	}
+	b, _ := r.Pages(first+10, 1)
+	b[0] = 0x5A // one page written before populating: its contents stay
+	if err := r.Populate(first, 32); err != nil {
+		t.Fatal(err)
+	}
+	if got := resident(first, 64); got != 32 {
+		t.Fatalf("%d of 64 pages mapped after populating 32", got)
+	}
+	if b[0] != 0x5A {
+		t.Fatalf("populate changed a written page: %#x", b[0])
+	}
+	if err := r.Populate(r.NumPages()-1, 2); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("populate past the end: %v, want ErrInvalid", err)
+	}
+	if err := r.Populate(first, 0); err != nil {
+		t.Fatalf("populate of no pages: %v", err)
+	}
+	eager := newRegion(t, "", Options{Size: 1 << 20})
+	vec := make([]byte, 8)
+	if err := mincore(eager.Data()[eager.FirstDataPage()*ps:(eager.FirstDataPage()+8)*ps], vec); err != nil {
+		t.Fatal(err)
+	}
+	for i, v := range vec {
+		if v&1 == 0 {
+			t.Fatalf("page %d of an eager region not mapped at creation", i)
+		}
+	}
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Populate(first, 1); !errors.Is(err, ErrClosed) {
+		t.Fatalf("populate after close: %v, want ErrClosed", err)
+	}
+}
+
+// TestPopulateReadOnly: a reader's mapping cannot be populated for writing.
+func TestPopulateReadOnly(t *testing.T) {
+	name := uniqueName(t)
+	newRegion(t, name, Options{Size: 1 << 20, Lazy: true})
+	ro, err := Attach(name, ReadOnly)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ro.Close()
+	if err := ro.Populate(ro.FirstDataPage(), 1); !errors.Is(err, ErrReadOnly) {
+		t.Fatalf("populate read-only: %v, want ErrReadOnly", err)
+	}
+}
+
+// mincore reports in vec which pages of b are mapped (x/sys/unix has no
+// wrapper).
+func mincore(b, vec []byte) error {
+	_, _, e := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)), uintptr(unsafe.Pointer(&vec[0])))
+	if e != 0 {
+		return e
+	}
+	return nil
 }
