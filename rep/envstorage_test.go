@@ -519,6 +519,8 @@ func TestEnvStorageVerifyPointsFromCheckpoint(t *testing.T) {
 // gives up meanwhile should not hold a pool's worth of shared memory.
 func TestEnvStorageFailedInitDropsItsRegion(t *testing.T) {
 	name := fmt.Sprintf("boardha-reptest%d-failinit", os.Getpid())
+	// Also when the test fails with the region left behind.
+	t.Cleanup(func() { _ = shm.Remove(name + importSuffix) })
 	opt := inmem.Options{Name: name, PoolSize: 4 << 20, LogSize: 64 << 10, Mode: 0o600}
 	env, err := inmem.Create(opt)
 	if err != nil {
