@@ -20,19 +20,26 @@ func pagesWithFirstBytes(n, ps int) ([]byte, byte) {
 	return data, want
 }
 
+// waitReadAll waits for p to exit by itself and checks it read every page up
+// to end, summing to want (reads are skipped under the race detector).
+func waitReadAll(t *testing.T, p *prefaulter, end uint64, want byte) {
+	t.Helper()
+	<-p.done
+	if p.next != end {
+		t.Fatalf("read up to page %d, want %d", p.next, end)
+	}
+	if !raceEnabled && p.sum != want {
+		t.Fatalf("sum of the first bytes read %d, want %d: pages were skipped or not read", p.sum, want)
+	}
+}
+
 // TestPrefaulterReadsEveryPageToTheEnd: with the whole range within its
 // look-ahead the prefaulter reads every page once, then exits by itself.
 func TestPrefaulterReadsEveryPageToTheEnd(t *testing.T) {
 	const ps, n = 64, 1000
 	data, want := pagesWithFirstBytes(n, ps)
 	p := startPrefault(data, ps, 0, n, nil)
-	<-p.done
-	if p.next != n {
-		t.Fatalf("read up to page %d, want %d", p.next, n)
-	}
-	if !raceEnabled && p.sum != want {
-		t.Fatalf("sum of the first bytes read %d, want %d: pages were skipped or not read", p.sum, want)
-	}
+	waitReadAll(t, p, n, want)
 	p.close()
 	p.close() // twice is allowed
 }
@@ -64,13 +71,7 @@ func TestPrefaulterWaitsForTheImport(t *testing.T) {
 	if got := p.limit.Load(); got != n {
 		t.Fatalf("limit near the end %d, want %d", got, n)
 	}
-	<-p.done
-	if p.next != n {
-		t.Fatalf("read up to page %d, want %d", p.next, n)
-	}
-	if !raceEnabled && p.sum != want {
-		t.Fatalf("sum of the first bytes read %d, want %d", p.sum, want)
-	}
+	waitReadAll(t, p, n, want)
 	p.close()
 }
 
