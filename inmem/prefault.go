@@ -20,9 +20,9 @@ const prefaultBatch = 256
 // prefaulter reads one byte of every page of an import's fresh region, in page
 // order, ahead of the pages the importer stores, on a goroutine of its own;
 // the region being lazy (shm.Options.Lazy), it first maps each batch of pages
-// (Region.Populate). After the import, the same goroutine, without reading,
-// maps the rest of the region in the background (startPopulate), as creating
-// it with MAP_POPULATE would have.
+// (Region.Populate). After the import, a second one (startPopulate), without
+// reading, maps the rest of the region in the background, as creating it with
+// MAP_POPULATE would have.
 //
 // Why: on the virtual machines the boards are tested on, the first access of
 // this process to a page of a freshly created region costs 5–7 µs (a 4 KiB
