@@ -6,7 +6,7 @@ import "sync/atomic"
 // page an import has stored: 256 MiB of 4 KiB pages, far enough that it never
 // waits for the importer's progress during a large init (8192 pages made it
 // wait for wake-ups: 449 MB/s against 499 unbounded, five alternated runs of
-// the bench's init). Import.ExpectPages narrows it to what is still to come.
+// the bench's init). Import.ExpectRuns narrows it to what is still to come.
 const prefaultAhead = 65536
 
 // prefaultSlack is read beyond the pages still expected: page numbers of a
@@ -45,9 +45,9 @@ type prefaulter struct {
 	touch    bool                       // read the pages (the import), or only map them
 	next     uint64                     // next page; the prefaulter's goroutine only
 	limit    atomic.Uint64              // handle the pages below this
-	// The importer's side (advance, expect): pages stored so far and the
-	// number the snapshot has (0: unknown).
-	stored, expected uint64
+	// The importer's side (advance, expect): page runs and pages stored
+	// so far, and the runs the snapshot has (0: unknown).
+	runsStored, pagesStored, runsExpected uint64
 	kick             chan struct{} // limit moved
 	stop             chan struct{}
 	done             chan struct{}
@@ -75,28 +75,35 @@ func startPager(data []byte, ps int, from, end, limit uint64, populate func(pgno
 	return p
 }
 
-// ahead is how far beyond the highest stored page to read: what is still
-// expected of the snapshot, or prefaultAhead if that is unknown or more.
+// ahead is how far beyond the highest stored page to read: the pages the
+// runs still expected of the snapshot hold (at the pages per run seen so far,
+// overflow runs being longer than one), or prefaultAhead if that is unknown
+// or more.
 func (p *prefaulter) ahead() uint64 {
-	if p.expected == 0 {
+	if p.runsExpected == 0 {
 		return prefaultAhead
 	}
-	return min(prefaultAhead, p.expected-min(p.stored, p.expected)+prefaultSlack)
+	left := p.runsExpected - min(p.runsStored, p.runsExpected)
+	if p.runsStored > 0 {
+		left = left * p.pagesStored / p.runsStored
+	}
+	return min(prefaultAhead, left+prefaultSlack)
 }
 
-// expect tells the prefaulter how many pages the snapshot has, before any is
-// stored: it then reads no further than they can reach, so that a small
+// expect tells the prefaulter how many page runs the snapshot has, before any
+// is stored: it then reads no further than they can reach, so that a small
 // init into a large pool does not spend a CPU on pages it will not use.
-func (p *prefaulter) expect(pages uint64, from uint64) {
-	p.expected = pages
+func (p *prefaulter) expect(runs uint64, from uint64) {
+	p.runsExpected = runs
 	p.limit.Store(min(uint64(len(p.data))/p.ps, from+p.ahead()))
 }
 
-// advance tells the prefaulter the importer stored n pages ending before
-// pgno. Cheap enough for every page: it wakes the prefaulter only when the
-// limit moved by a quarter of its look-ahead or the end came within reach.
+// advance tells the prefaulter the importer stored a run of n pages ending
+// before pgno. Cheap enough for every run: it wakes the prefaulter only when
+// the limit moved by a quarter of its look-ahead or the end came within reach.
 func (p *prefaulter) advance(pgno, n uint64) {
-	p.stored += n
+	p.runsStored++
+	p.pagesStored += n
 	end := uint64(len(p.data)) / p.ps
 	want := min(pgno+p.ahead(), end)
 	if cur := p.limit.Load(); want <= cur || (want < cur+p.ahead()/4 && want < end) {

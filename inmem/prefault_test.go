@@ -75,46 +75,52 @@ func TestPrefaulterWaitsForTheImport(t *testing.T) {
 	p.close()
 }
 
-// TestPrefaulterExpectsASmallSnapshot: told the snapshot's size, the
-// prefaulter reads only what those pages can reach (plus a little for holes
-// in their numbering), not prefaultAhead of a large pool, and follows the
-// importer past that.
+// TestPrefaulterExpectsASmallSnapshot: told how many page runs the snapshot
+// has, the prefaulter reads only what those can reach (plus a little for holes
+// in their numbering), not prefaultAhead of a large pool; it scales what is
+// left by the pages per run seen so far (overflow runs are longer), and keeps
+// the slack ahead when the hint was too low.
 func TestPrefaulterExpectsASmallSnapshot(t *testing.T) {
-	const ps, n, from, expected = 64, 4 * prefaultAhead, 10, 3000
+	const ps, n, from, runs = 64, 4 * prefaultAhead, 10, 3000
 	data := make([]byte, n*ps)
 	p := startPrefault(data, ps, from, n, nil)
 	defer p.close()
-	p.expect(expected, from)
-	if got, want := p.limit.Load(), uint64(from+expected+prefaultSlack); got != want {
-		t.Fatalf("limit for a %d-page snapshot %d, want %d", expected, got, want)
+	p.expect(runs, from)
+	if got, want := p.limit.Load(), uint64(from+runs+prefaultSlack); got != want {
+		t.Fatalf("limit for %d runs %d, want %d", runs, got, want)
 	}
-	// Half the snapshot stored, its numbers twice as sparse as expected:
-	// the limit follows the highest page, with half the pages still to come.
-	p.advance(from+expected, expected/2)
-	if got, want := p.limit.Load(), uint64(from+expected+expected/2+prefaultSlack); got != want {
-		t.Fatalf("limit after half the pages %d, want %d", got, want)
+	// Half the runs stored, one page each, numbered twice as sparsely as
+	// they are many: the limit follows the highest page, with half the runs
+	// still to come.
+	pg := uint64(from)
+	for i := 0; i < runs/2; i++ {
+		pg += 2
+		p.advance(pg, 1)
 	}
-	// More pages than announced (a wrong hint) still leave the slack ahead.
-	p.advance(from+3*expected, 2*expected)
-	if got, want := p.limit.Load(), uint64(from+3*expected+prefaultSlack); got != want {
-		t.Fatalf("limit past the announced pages %d, want %d", got, want)
+	limitNear(t, p, pg+runs/2+prefaultSlack, "after half the runs")
+	// Then runs of 7 pages: the pages per run seen so far rise, and with
+	// them what the runs still expected are taken to hold.
+	for i := 0; i < runs/4; i++ {
+		pg += 7
+		p.advance(pg, 7)
 	}
+	left := uint64(runs/4) * (runs/2 + 7*runs/4) / (runs/2 + runs/4)
+	limitNear(t, p, pg+left+prefaultSlack, "after longer runs")
+	// More runs than announced (a wrong hint) still leave the slack ahead.
+	for i := 0; i < runs; i++ {
+		pg++
+		p.advance(pg, 1)
+	}
+	limitNear(t, p, pg+prefaultSlack, "past the announced runs")
 }
 
-// TestPrefaulterClosesWhileWaiting: close stops a prefaulter waiting for the
-// importer (an aborted init) and returns only once it stopped reading.
-func TestPrefaulterClosesWhileWaiting(t *testing.T) {
-	const ps = 64
-	data := make([]byte, 4*prefaultAhead*ps)
-	p := startPrefault(data, ps, 0, 4*prefaultAhead, nil)
-	p.close()
-	select {
-	case <-p.done:
-	default:
-		t.Fatal("close returned before the prefaulter stopped")
-	}
-	if p.next > prefaultAhead {
-		t.Fatalf("read to page %d without the importer's pages, look-ahead %d", p.next, prefaultAhead)
+// limitNear checks p's limit is want, or behind it by less than the step
+// (a quarter of the look-ahead) that moves it: advance wakes the prefaulter
+// only for steps that large.
+func limitNear(t *testing.T, p *prefaulter, want uint64, what string) {
+	t.Helper()
+	if got := p.limit.Load(); got > want || got+p.ahead()/4 < want {
+		t.Fatalf("limit %s %d, want %d (or less by under %d)", what, got, want, p.ahead()/4)
 	}
 }
 
@@ -192,7 +198,7 @@ func TestImportedEnvStopsMappingAtClose(t *testing.T) {
 	im, err := NewImport(Options{PoolSize: 64 << 20, LogSize: 1 << 20}, s.Meta())
 	mustNoErr(t, err, "import")
 	list := s.PageList()
-	im.ExpectPages(len(list))
+	im.ExpectRuns(len(list))
 	for _, pg := range list {
 		buf, err := s.ReadPage(pg, nil)
 		mustNoErr(t, err, "read page")
@@ -283,7 +289,7 @@ func BenchmarkImport(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		im.ExpectPages(len(list))
+		im.ExpectRuns(len(list))
 		if !prefault {
 			im.pf.close()
 		}

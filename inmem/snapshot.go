@@ -318,10 +318,10 @@ func NewImport(opt Options, metaBytes []byte) (*Import, error) {
 	return &Import{e: e, m: m, have: make(map[uint64]int), pf: startPrefault(e.data, e.ps, e.lo, e.npages, e.reg.Populate)}, nil
 }
 
-// ExpectPages tells the import how many pages the snapshot has (the master's
-// count, a hint): its prefaulter then reads no further ahead than they can
-// reach. Call it before the first PutPage.
-func (im *Import) ExpectPages(n int) {
+// ExpectRuns tells the import how many page runs the master will send (the
+// length of its Snapshot.PageList; a hint): its prefaulter then reads no
+// further ahead than they can reach. Call it before the first PutPage.
+func (im *Import) ExpectRuns(n int) {
 	if n > 0 && !im.done {
 		im.pf.expect(uint64(n), im.e.lo)
 	}

@@ -294,7 +294,7 @@ func (s *EnvStorage) initStep(in *InitAction, res *ApplyResult, late *error) err
 		if err != nil {
 			return fmt.Errorf("rep: begin internal init from checkpoint %d: %w", in.CkptLSN, err)
 		}
-		im.ExpectPages(in.PageCount)
+		im.ExpectRuns(in.PageCount)
 		s.imp = im
 		res.InitBegun = true
 	}
