@@ -48,10 +48,10 @@ type prefaulter struct {
 	// The importer's side (advance, expect): page runs and pages stored
 	// so far, and the runs the snapshot has (0: unknown).
 	runsStored, pagesStored, runsExpected uint64
-	kick             chan struct{} // limit moved
-	stop             chan struct{}
-	done             chan struct{}
-	sum              byte // what the reads saw, kept so that they are not optimised away
+	kick                                  chan struct{} // limit moved
+	stop                                  chan struct{}
+	done                                  chan struct{}
+	sum                                   byte // what the reads saw, kept so that they are not optimised away
 }
 
 // startPrefault maps (with populate, if not nil) and reads pages [from, end)
