@@ -45,13 +45,14 @@ type prefaulter struct {
 	touch    bool                       // read the pages (the import), or only map them
 	next     uint64                     // next page; the prefaulter's goroutine only
 	limit    atomic.Uint64              // handle the pages below this
-	// The importer's side (advance, expect): page runs and pages stored
-	// so far, and the runs the snapshot has (0: unknown).
+	kick     chan struct{}              // limit moved
+	stop     chan struct{}
+	done     chan struct{}
+	sum      byte // what the reads saw, kept so that they are not optimised away
+
+	// The importer's side (advance, expect): page runs and pages stored so
+	// far, and the runs the snapshot has (0: unknown).
 	runsStored, pagesStored, runsExpected uint64
-	kick                                  chan struct{} // limit moved
-	stop                                  chan struct{}
-	done                                  chan struct{}
-	sum                                   byte // what the reads saw, kept so that they are not optimised away
 }
 
 // startPrefault maps (with populate, if not nil) and reads pages [from, end)
