@@ -371,6 +371,12 @@ func (n *Node) recoveryHeard() (witnesses, blank int) {
 	return witnesses, blank
 }
 
+// logEnd is where this site's own log stands: its end and the gen of its
+// last commit.
+func (n *Node) logEnd() logPoint {
+	return logPoint{gen: n.st.LastCommit().Gen, end: n.st.EndLSN()}
+}
+
 // recoveryPoint is what this site tells a recovering one in ALIVE: a point
 // at or above every permanent write it holds or, having lost its memory
 // itself, stands in for. A master gives its newest permanent commit only:
@@ -385,7 +391,7 @@ func (n *Node) recoveryPoint() logPoint {
 			return logPoint{gen: ci.Gen, end: ci.End}
 		}
 	}
-	own := logPoint{gen: n.st.LastCommit().Gen, end: n.st.EndLSN()}
+	own := n.logEnd()
 	if own.less(n.logFloor) {
 		return n.logFloor
 	}
@@ -413,7 +419,7 @@ func (n *Node) electionFloor() logPoint {
 
 // activeFloor is logFloor while this site's own log is below it.
 func (n *Node) activeFloor() logPoint {
-	own := logPoint{gen: n.st.LastCommit().Gen, end: n.st.EndLSN()}
+	own := n.logEnd()
 	if !own.less(n.logFloor) {
 		return logPoint{}
 	}
