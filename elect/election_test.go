@@ -445,9 +445,14 @@ func TestAbsentMasterIsNotWaitedFor(t *testing.T) {
 // included, and still votes once a site at least as current votes in the
 // same egen; lifting the floor restores the plain rule.
 func TestFloorHoldsVoteForLessCurrentLogs(t *testing.T) {
-	e := newTest(1, 10)
-	e.SetFloor(2, 700)
-	e.Start(0, 0, 0, 3, 0) // empty: no log of its own
+	// Site 1, empty (no log of its own), with the floor (gen 2, end 700).
+	floored := func(sites int) *Election {
+		e := newTest(1, 10)
+		e.SetFloor(2, 700)
+		e.Start(0, 0, 0, sites, 0)
+		return e
+	}
+	e := floored(3)
 	mustOut(t, e, Out{To: Broadcast, Kind: KindVote1, Vote: vote1(1, 1, 0, 0, 10)})
 	e.StepVote1(1, vote1(2, 1, 2, 650, 10)) // same gen, shorter than the floor
 	e.Tick(2 * sec)                         // vote timeout: phase 4 without site 3
@@ -462,18 +467,14 @@ func TestFloorHoldsVoteForLessCurrentLogs(t *testing.T) {
 	mustOut(t, e, Out{To: 3, Kind: KindVote2, Vote: vote1(1, 1, 0, 0, 10)})
 
 	// A newer gen beats a longer log of an older one, as in Beats.
-	f := newTest(1, 10)
-	f.SetFloor(2, 700)
-	f.Start(0, 0, 0, 2, 0)
+	f := floored(2)
 	f.Outbox()
 	f.StepVote1(1, vote1(2, 1, 3, 10, 10))
 	mustOut(t, f, Out{To: 2, Kind: KindVote2, Vote: vote1(1, 1, 0, 0, 10)})
 
 	// Every electable site voted below the floor: whoever held the floor's
 	// log is among them or gone, and the best of them gets the vote.
-	h := newTest(1, 10)
-	h.SetFloor(2, 700)
-	h.Start(0, 0, 0, 3, 0)
+	h := floored(3)
 	h.Outbox()
 	h.StepVote1(1, vote1(2, 1, 2, 650, 10))
 	h.StepVote1(2, vote1(3, 1, 1, 9000, 10))
