@@ -1,6 +1,7 @@
 package backplane
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"sync"
@@ -45,7 +46,15 @@ type rawTransport struct {
 	macMu sync.RWMutex
 	macs  map[uint16][6]byte
 
-	eth [EthHeaderSize]byte // send path, under sendMu
+	// txFd sends; it is bound with protocol 0, so it receives nothing.
+	// Sending on the receive socket would wake the receive side for
+	// nothing: when a sent frame's buffer is freed the kernel reports write
+	// space on its socket, and the Go netpoller registers a socket for
+	// EPOLLOUT as well as EPOLLIN, so every send woke a thread sleeping in
+	// epoll_wait (a wake-up of an idle CPU per send, on a virtual machine
+	// one of the costliest steps of a commit).
+	txFd int
+	eth  [EthHeaderSize]byte // send path, under sendMu
 
 	kPackets, kDrops uint64 // accumulated PACKET_STATISTICS, under sendMu
 	mmsgs            []unix.Mmsghdr
@@ -77,7 +86,7 @@ func NewRaw(cfg RawConfig) (Transport, error) {
 	if cfg.Batch <= 0 {
 		cfg.Batch = 64
 	}
-	t := &rawTransport{cfg: cfg, ifi: ifi, macs: make(map[uint16][6]byte)}
+	t := &rawTransport{cfg: cfg, ifi: ifi, macs: make(map[uint16][6]byte), txFd: -1}
 	t.what = fmt.Sprintf("raw site %d on %s", cfg.Site, ifi.Name)
 	t.wk.efd = -1
 	copy(t.group[:], GroupMAC(cfg.Group))
@@ -134,6 +143,14 @@ func (t *rawTransport) open() error {
 	copy(mreq.Address[:], t.group[:])
 	if err := unix.SetsockoptPacketMreq(fd, unix.SOL_PACKET, unix.PACKET_ADD_MEMBERSHIP, mreq); err != nil {
 		return fmt.Errorf("%s: join group MAC %v: %w", t.what, net.HardwareAddr(t.group[:]), err)
+	}
+	if t.txFd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0); err != nil {
+		return fmt.Errorf("%s: AF_PACKET send socket: %w", t.what, err)
+	}
+	// Bound to the interface with protocol 0: frames go out of it and none
+	// is ever queued to it.
+	if err := unix.Bind(t.txFd, &unix.SockaddrLinklayer{Ifindex: t.ifi.Index}); err != nil {
+		return fmt.Errorf("%s: bind send socket: %w", t.what, err)
 	}
 	return nil
 }
@@ -194,7 +211,7 @@ func (t *rawTransport) Send(to uint16, typ uint8, payload []byte) error {
 		mm[i].Hdr.SetIovlen(niov)
 		bytes += EthHeaderSize + len(f.hdr) + len(f.data)
 	}
-	sent, err := sendAll(t.fds[0], mm)
+	sent, err := sendAll(t.txFd, mm)
 	t.c.framesOut.Add(uint64(sent))
 	t.c.bytesOut.Add(uint64(bytes * sent / n))
 	clearMsgs(mm, iov)
@@ -228,10 +245,14 @@ func (t *rawTransport) Stats() Stats {
 
 func (t *rawTransport) Close() error {
 	return t.close(func() error {
-		if t.filter != nil {
-			return t.filter.close()
+		var errs []error
+		if t.txFd >= 0 {
+			errs = append(errs, unix.Close(t.txFd))
 		}
-		return nil
+		if t.filter != nil {
+			errs = append(errs, t.filter.close())
+		}
+		return errors.Join(errs...)
 	})
 }
 

@@ -303,3 +303,64 @@ func TestRigRawGroupFilter(t *testing.T) {
 		t.Fatalf("unfiltered transport counted %d foreign frames, want %d", us.Drop(DropForeignGroup), n)
 	}
 }
+
+// TestRigRawSendLeavesReceiveSocketQuiet checks that a send raises no
+// EPOLLOUT on the receiving socket. The Go netpoller registers a socket for
+// EPOLLOUT as well as EPOLLIN, so write space reported on the receive socket
+// wakes a thread sleeping in epoll_wait for nothing, once per send (it did
+// while one socket did both).
+func TestRigRawSendLeavesReceiveSocketQuiet(t *testing.T) {
+	c := newChassis(t, 2)
+	a := rawOn(t, c.Boards[0], nil).(*rawTransport)
+	b := rawOn(t, c.Boards[1], nil)
+	got := collect(t, b)
+
+	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(ep)
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLET, Fd: int32(a.fds[0])}
+	if err := unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, a.fds[0], &ev); err != nil {
+		t.Fatal(err)
+	}
+	events := make([]unix.EpollEvent, 4)
+	// A socket is writable when registered: that first edge is reported once.
+	if _, err := unix.EpollWait(ep, events, 0); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 8 {
+		if err := a.Send(c.Boards[1].Site, 7, []byte(fmt.Sprintf("frame %d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Delivered: the sent buffers have been handed over, so their write
+	// space has been reported wherever it is reported.
+	want(t, got, 8, 5*time.Second)
+	n, err := unix.EpollWait(ep, events, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range events[:n] {
+		if e.Events&unix.EPOLLOUT != 0 {
+			t.Fatalf("sending raised EPOLLOUT (events %#x) on the receive socket: every send would wake the netpoller", e.Events)
+		}
+	}
+
+	// The send socket queues nothing: every frame for a goes to its
+	// receive socket only.
+	gotA := collect(t, a)
+	for i := range 4 {
+		if err := b.Send(AllSites, 7, []byte(fmt.Sprintf("back %d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want(t, gotA, 4, 5*time.Second)
+	st, err := unix.GetsockoptTpacketStats(a.txFd, unix.SOL_PACKET, unix.PACKET_STATISTICS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Packets != 0 {
+		t.Fatalf("the send socket had %d frames queued to it; it must receive nothing", st.Packets)
+	}
+}
