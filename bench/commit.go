@@ -286,9 +286,15 @@ func (s *suite) runCommit(ctx context.Context) Section {
 			if i > 0 {
 				continue
 			}
-			// The smallest group again, laid out as a chassis runs it.
+			// The smallest group again, laid out as a chassis runs it,
+			// and for QUORUM also with the master's process at the
+			// default GOMAXPROCS, side by side.
+			vs := []variant{{label: policyName(p) + perProcessLabel, procs: masterProcs}}
+			if def := goruntime.GOMAXPROCS(0); p == board.AckQuorum && def != masterProcs {
+				vs = append(vs, variant{label: policyName(p) + perProcessLabel + fmt.Sprintf(defaultProcsLabel, def), procs: def})
+			}
 			g, c, err := s.openProcGroup(ctx, n, fmt.Sprintf("p%d%s", n, p), p)
-			s.measureGroup(ctx, &sec, policyName(p)+perProcessLabel, n, g, err)
+			s.measureVariants(ctx, &sec, vs, n, g, err)
 			if c != nil {
 				c.close()
 			}
@@ -303,38 +309,91 @@ const perProcessLabel = ", process per board"
 
 const perProcessSetup = "Rows marked \"process per board\": the same group laid out as a chassis runs it, each board in its own process: board 1, the master, " +
 	"in this process with the writers (as a firmware process embeds it), boards 2.. as `boardd run` processes in their namespaces with the same memory settings. " +
-	"Every hand-off between boards is then a wake-up of another process, where in-process boards share one Go runtime whose threads are often still awake."
+	"Every hand-off between boards is then a wake-up of another process, where in-process boards share one Go runtime whose threads are often still awake. " +
+	"While these rows are measured this process runs with GOMAXPROCS=1, as a process that embeds one board is best run on a card of few cores: " +
+	"with a second P, a writer readied by the goroutine that received its acks is taken over by another thread, woken on the other CPU, and the hand-off is most of the difference; " +
+	"the QUORUM group is measured a second time at the default GOMAXPROCS (the row saying so), for comparison in the same run."
+
+// masterProcs is the GOMAXPROCS of this process while the process-per-board
+// rows are measured: its only board is the master with its writers.
+const masterProcs = 1
+
+// defaultProcsLabel marks the process-per-board row measured with the
+// master's process at the default GOMAXPROCS.
+const defaultProcsLabel = ", master at GOMAXPROCS %d"
 
 // measureGroup runs each writer count against g (opened with err) and adds
 // a row per count under label; it closes g.
 func (s *suite) measureGroup(ctx context.Context, sec *Section, label string, n int, g *group, err error) {
-	name := fmt.Sprintf("%s, %d boards", label, n)
+	s.measureVariants(ctx, sec, []variant{{label: label}}, n, g, err)
+}
+
+// variant is one way of running a group's writers: this process's
+// GOMAXPROCS while they run (0: leave it).
+type variant struct {
+	label string
+	procs int
+}
+
+// measureVariants runs each writer count against g once per variant, the
+// variants in turn at each count (in the opposite order at the next count,
+// so that neither is always measured first) so that they are measured side
+// by side, and adds a row per variant and count; it closes g.
+func (s *suite) measureVariants(ctx context.Context, sec *Section, vs []variant, n int, g *group, err error) {
 	if err != nil {
-		sec.missing(name, err.Error())
+		for _, v := range vs {
+			sec.missing(fmt.Sprintf("%s, %d boards", v.label, n), err.Error())
+		}
 		return
 	}
 	defer g.close()
 	if ctx.Err() != nil {
-		sec.missing(name, "interrupted")
+		for _, v := range vs {
+			sec.missing(fmt.Sprintf("%s, %d boards", v.label, n), "interrupted")
+		}
 		return
 	}
-	for _, w := range s.cfg.Writers {
-		l := runLoad(ctx, g, w, s.cfg.CommitTime)
-		if l.commits == 0 {
-			sec.missing(label, fmt.Sprintf("%d boards, %d writers: no permanent commit (%d not perm, %d errors, first: %v)", n, w, l.notPerm, l.errs, l.err))
-			continue
+	loads := make([][]load, len(vs))
+	for k, w := range s.cfg.Writers {
+		for j := range vs {
+			i := j
+			if k%2 == 1 {
+				i = len(vs) - 1 - j
+			}
+			v := vs[i]
+			prev := 0
+			if v.procs > 0 {
+				prev = goruntime.GOMAXPROCS(v.procs)
+			}
+			loads[i] = append(loads[i], runLoad(ctx, g, w, s.cfg.CommitTime))
+			if prev > 0 {
+				goruntime.GOMAXPROCS(prev)
+			}
 		}
-		v, c := s.loadCells(l)
-		v["boards"], v["writers"] = float64(n), float64(w)
-		sec.add(label, v, append([]string{fmt.Sprint(n), fmt.Sprint(w)}, c...)...)
-		if n == 3 && w == 1 && !strings.HasSuffix(label, perProcessLabel) {
-			s.latency[label] = l.lat
-		}
-		if l.err != nil {
-			sec.note("%s, %d boards, %d writers: %d errors (%d times mastership had moved), first: %v", label, n, w, l.errs, l.moves, l.err)
-		}
-		s.logf("commit %s boards=%d writers=%d p50=%v rate=%.0f/s", label, n, w, l.lat.Quantile(.5), l.rate())
 	}
+	for i, v := range vs {
+		for j, w := range s.cfg.Writers {
+			s.addLoad(sec, v.label, n, w, loads[i][j])
+		}
+	}
+}
+
+// addLoad adds the row of one measured load.
+func (s *suite) addLoad(sec *Section, label string, n, w int, l load) {
+	if l.commits == 0 {
+		sec.missing(label, fmt.Sprintf("%d boards, %d writers: no permanent commit (%d not perm, %d errors, first: %v)", n, w, l.notPerm, l.errs, l.err))
+		return
+	}
+	v, c := s.loadCells(l)
+	v["boards"], v["writers"] = float64(n), float64(w)
+	sec.add(label, v, append([]string{fmt.Sprint(n), fmt.Sprint(w)}, c...)...)
+	if n == 3 && w == 1 && !strings.Contains(label, perProcessLabel) {
+		s.latency[label] = l.lat
+	}
+	if l.err != nil {
+		sec.note("%s, %d boards, %d writers: %d errors (%d times mastership had moved), first: %v", label, n, w, l.errs, l.moves, l.err)
+	}
+	s.logf("commit %s boards=%d writers=%d p50=%v rate=%.0f/s", label, n, w, l.lat.Quantile(.5), l.rate())
 }
 
 func (s *suite) runScale(ctx context.Context) Section {
