@@ -287,14 +287,23 @@ func (s *suite) runCommit(ctx context.Context) Section {
 				continue
 			}
 			// The smallest group again, laid out as a chassis runs it,
-			// and for QUORUM also with the master's process at the
-			// default GOMAXPROCS, side by side.
-			vs := []variant{{label: policyName(p) + perProcessLabel, procs: masterProcs}}
-			if def := goruntime.GOMAXPROCS(0); p == board.AckQuorum && def != masterProcs {
-				vs = append(vs, variant{label: policyName(p) + perProcessLabel + fmt.Sprintf(defaultProcsLabel, def), procs: def})
+			// and for QUORUM also with the master's process at one P,
+			// side by side.
+			vs := []variant{{label: policyName(p) + perProcessLabel}}
+			if p == board.AckQuorum && goruntime.GOMAXPROCS(0) != 1 {
+				vs = append(vs, variant{label: policyName(p) + perProcessLabel + oneProcLabel, procs: 1})
 			}
 			g, c, err := s.openProcGroup(ctx, n, fmt.Sprintf("p%d%s", n, p), p)
-			s.measureVariants(ctx, &sec, vs, n, g, err)
+			loads := s.measureVariants(ctx, &sec, vs, n, g, err)
+			if len(loads) == 2 {
+				for j, w := range s.cfg.Writers {
+					def, one := loads[0][j], loads[1][j]
+					if def.commits > 0 && one.commits > 0 {
+						sec.note("%s%s, writers %d: master at one P against the default GOMAXPROCS, p50 %.2fx, commits/s %.2fx",
+							policyName(p), perProcessLabel, w, float64(one.lat.Quantile(.5))/float64(def.lat.Quantile(.5)), one.rate()/def.rate())
+					}
+				}
+			}
 			if c != nil {
 				c.close()
 			}
@@ -310,22 +319,18 @@ const perProcessLabel = ", process per board"
 const perProcessSetup = "Rows marked \"process per board\": the same group laid out as a chassis runs it, each board in its own process: board 1, the master, " +
 	"in this process with the writers (as a firmware process embeds it), boards 2.. as `boardd run` processes in their namespaces with the same memory settings. " +
 	"Every hand-off between boards is then a wake-up of another process, where in-process boards share one Go runtime whose threads are often still awake. " +
-	"While these rows are measured this process runs with GOMAXPROCS=1, as a process that embeds one board is best run on a card of few cores: " +
-	"with a second P, a writer readied by the goroutine that received its acks is taken over by another thread, woken on the other CPU, and the hand-off is most of the difference; " +
-	"the QUORUM group is measured a second time at the default GOMAXPROCS (the row saying so), for comparison in the same run."
+	"The QUORUM group is measured a second time with this process at GOMAXPROCS=1 (the row saying so), alternating which goes first at each writer count: " +
+	"with a second P, a writer readied by the goroutine that received its acks is handed to another thread, woken on the other CPU to take it; " +
+	"one P saves that hand-off but caps the process at one CPU."
 
-// masterProcs is the GOMAXPROCS of this process while the process-per-board
-// rows are measured: its only board is the master with its writers.
-const masterProcs = 1
-
-// defaultProcsLabel marks the process-per-board row measured with the
-// master's process at the default GOMAXPROCS.
-const defaultProcsLabel = ", master at GOMAXPROCS %d"
+// oneProcLabel marks the process-per-board row measured with the master's
+// process at GOMAXPROCS=1.
+const oneProcLabel = ", master at GOMAXPROCS 1"
 
 // measureGroup runs each writer count against g (opened with err) and adds
 // a row per count under label; it closes g.
 func (s *suite) measureGroup(ctx context.Context, sec *Section, label string, n int, g *group, err error) {
-	s.measureVariants(ctx, sec, []variant{{label: label}}, n, g, err)
+	_ = s.measureVariants(ctx, sec, []variant{{label: label}}, n, g, err)
 }
 
 // variant is one way of running a group's writers: this process's
@@ -338,20 +343,21 @@ type variant struct {
 // measureVariants runs each writer count against g once per variant, the
 // variants in turn at each count (in the opposite order at the next count,
 // so that neither is always measured first) so that they are measured side
-// by side, and adds a row per variant and count; it closes g.
-func (s *suite) measureVariants(ctx context.Context, sec *Section, vs []variant, n int, g *group, err error) {
+// by side, and adds a row per variant and count; it closes g. It returns
+// the loads by variant and writer count (nil if none was measured).
+func (s *suite) measureVariants(ctx context.Context, sec *Section, vs []variant, n int, g *group, err error) [][]load {
 	if err != nil {
 		for _, v := range vs {
 			sec.missing(fmt.Sprintf("%s, %d boards", v.label, n), err.Error())
 		}
-		return
+		return nil
 	}
 	defer g.close()
 	if ctx.Err() != nil {
 		for _, v := range vs {
 			sec.missing(fmt.Sprintf("%s, %d boards", v.label, n), "interrupted")
 		}
-		return
+		return nil
 	}
 	loads := make([][]load, len(vs))
 	for k, w := range s.cfg.Writers {
@@ -376,6 +382,7 @@ func (s *suite) measureVariants(ctx context.Context, sec *Section, vs []variant,
 			s.addLoad(sec, v.label, n, w, loads[i][j])
 		}
 	}
+	return loads
 }
 
 // addLoad adds the row of one measured load.
