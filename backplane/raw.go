@@ -51,8 +51,7 @@ type rawTransport struct {
 	// nothing: when a sent frame's buffer is freed the kernel reports write
 	// space on its socket, and the Go netpoller registers a socket for
 	// EPOLLOUT as well as EPOLLIN, so every send woke a thread sleeping in
-	// epoll_wait (a wake-up of an idle CPU per send, on a virtual machine
-	// one of the costliest steps of a commit).
+	// epoll_wait, which found no work.
 	txFd int
 	eth  [EthHeaderSize]byte // send path, under sendMu
 
