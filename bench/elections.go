@@ -125,11 +125,15 @@ func readBoardEvents(path string, site uint16, from, to time.Time) ([]logEvent, 
 
 // electionCauses counts elections by what the logs show when they started.
 type electionCauses struct {
-	// masterProcess: the lost master logged a stall covering the start
-	// with held_ticks 0: its whole process did not run.
-	masterProcess int
-	// masterHeld: such a stall with held_ticks > 0: the rest of its
-	// process ran but the thread holding its runtime did not.
+	// masterStarved: the lost master logged a stall covering the start
+	// during which its loop ran less than once per heartbeat period
+	// (held_ticks counts the loop's runs that found the runtime held; 0:
+	// the process did not run at all): its process hardly ran, and the
+	// loop could not speak for it often enough.
+	masterStarved int
+	// masterHeld: such a stall during which the loop ran at least once per
+	// heartbeat period: the runtime was held while the process ran, and
+	// the loop's keepalives should have covered it.
 	masterHeld int
 	// ownLate: no stall of the master, but the electing board itself was
 	// stalled then or had frames waiting unread.
@@ -140,7 +144,7 @@ type electionCauses struct {
 }
 
 func (c electionCauses) total() int {
-	return c.masterProcess + c.masterHeld + c.ownLate + c.unexplained
+	return c.masterStarved + c.masterHeld + c.ownLate + c.unexplained
 }
 
 // covers reports whether stall s (logged when the board ran again, so
@@ -149,8 +153,10 @@ func (s logEvent) covers(t time.Time) bool {
 	return !t.Before(s.at.Add(-s.gap-logSlack)) && !t.After(s.at.Add(logSlack))
 }
 
-// classifyElections sorts every election in evs by its cause.
-func classifyElections(evs []logEvent) electionCauses {
+// classifyElections sorts every election in evs by its cause; heartbeat
+// is the masters' heartbeat period, against which a stall's held_ticks
+// says whether the loop ran often enough to speak for the master.
+func classifyElections(evs []logEvent, heartbeat time.Duration) electionCauses {
 	var c electionCauses
 	for _, e := range evs {
 		if !e.election {
@@ -164,9 +170,9 @@ func classifyElections(evs []logEvent) electionCauses {
 			switch {
 			// The lost master's stall, whatever role it logged: it may
 			// have learned of its successor before its first tick.
-			case s.site == e.lostMaster && s.held == 0:
-				cause = &c.masterProcess
-			case s.site == e.lostMaster && cause != &c.masterProcess:
+			case s.site == e.lostMaster && time.Duration(s.held)*heartbeat < s.gap:
+				cause = &c.masterStarved
+			case s.site == e.lostMaster && cause != &c.masterStarved:
 				cause = &c.masterHeld
 			case s.site == e.site && cause == &c.unexplained:
 				cause = &c.ownLate
@@ -182,7 +188,7 @@ func classifyElections(evs []logEvent) electionCauses {
 
 // electionCauses classifies the elections the cluster's boards logged
 // between from and to.
-func (c *cluster) electionCauses(from, to time.Time) (electionCauses, error) {
+func (c *cluster) electionCauses(from, to time.Time, heartbeat time.Duration) (electionCauses, error) {
 	var evs []logEvent
 	for _, p := range c.procs {
 		e, err := readBoardEvents(p.logf, p.site, from, to)
@@ -191,5 +197,5 @@ func (c *cluster) electionCauses(from, to time.Time) (electionCauses, error) {
 		}
 		evs = append(evs, e...)
 	}
-	return classifyElections(evs), nil
+	return classifyElections(evs, heartbeat), nil
 }

@@ -56,8 +56,11 @@ func TestClassifyElections(t *testing.T) {
 	evs := []logEvent{
 		// The master (5) did not run from 1000 to 1020 ms: both elections in it.
 		stall(1020, 5, 20, 0), elect(1011, 1, 5, false), elect(1012, 2, 5, false),
-		// Its runtime held from 2000 to 2015 ms.
-		stall(2015, 5, 15, 3), elect(2011, 1, 5, false),
+		// Its loop ran twice in a 15 ms stall: starved too.
+		stall(1515, 5, 15, 2), elect(1511, 1, 5, false),
+		// Its runtime held from 2000 to 2015 ms while the loop ran every
+		// 2 ms or more often.
+		stall(2015, 5, 15, 8), elect(2011, 1, 5, false),
 		// The electing board itself stalled, then frames were waiting.
 		stall(3013, 2, 12, 0), elect(3012, 2, 5, false), elect(4000, 3, 5, true),
 		// Nothing in the logs.
@@ -65,13 +68,13 @@ func TestClassifyElections(t *testing.T) {
 		// A stall of another board than the lost master explains nothing.
 		stall(6020, 4, 20, 0), elect(6010, 1, 5, false),
 	}
-	got := classifyElections(evs)
-	want := electionCauses{masterProcess: 2, masterHeld: 1, ownLate: 2, unexplained: 2}
+	got := classifyElections(evs, 2*time.Millisecond)
+	want := electionCauses{masterStarved: 3, masterHeld: 1, ownLate: 2, unexplained: 2}
 	if got != want {
 		t.Fatalf("classified %+v, want %+v", got, want)
 	}
-	if got.total() != 7 {
-		t.Fatalf("total %d, want 7", got.total())
+	if got.total() != 8 {
+		t.Fatalf("total %d, want 8", got.total())
 	}
 }
 

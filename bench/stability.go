@@ -192,13 +192,14 @@ func (s *suite) runStability(ctx context.Context) Section {
 		fmt.Sprintf("%d (longest %v)", stalls, longest.Round(100*time.Microsecond)),
 		fmt.Sprintf("%d in %v (%.1f/min, longest %v)", over, s.cfg.StallProbe, perMin, probeLongest.Round(100*time.Microsecond)))
 	sec.note("keepalives sent by masters' loops while their runtime was held: %d", keepAlives)
-	if causes, err := c.electionCauses(t0, t0.Add(el)); err != nil {
+	if causes, err := c.electionCauses(t0, t0.Add(el), board.DefaultHeartbeatSend); err != nil {
 		sec.note("elections by cause: the boards' logs could not be read: %v", err)
 	} else if causes.total() > 0 {
-		sec.Rows[len(sec.Rows)-1].Values["elections_master_process_stalled"] = float64(causes.masterProcess)
-		sec.note("elections by what the boards' logs show at their start (%d logged): the lost master's whole process was not running (its stall, held_ticks 0) %d; "+
-			"its runtime was held while the process ran (held_ticks > 0) %d; the electing board itself was stalled or had frames waiting %d; none of these %d",
-			causes.total(), causes.masterProcess, causes.masterHeld, causes.ownLate, causes.unexplained)
+		sec.Rows[len(sec.Rows)-1].Values["elections_master_starved"] = float64(causes.masterStarved)
+		sec.note("elections by what the boards' logs show at their start (%d logged): the lost master's process hardly ran "+
+			"(its stall covers the start, and its loop ran less than once per heartbeat period of it, so could not speak for it) %d; "+
+			"its runtime was held while its loop ran at least that often %d; the electing board itself was stalled or had frames waiting %d; none of these %d",
+			causes.total(), causes.masterStarved, causes.masterHeld, causes.ownLate, causes.unexplained)
 	}
 	if started > 0 || stalls > 0 {
 		sec.note("by board: %s", strings.Join(by, "; "))

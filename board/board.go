@@ -87,6 +87,16 @@ type Board struct {
 	// rtMu on a tick, so it stays free to speak for a master whose runtime
 	// is held by a thread the OS descheduled (keepAlive).
 	tickOwed atomic.Bool
+	// ctrlOwed holds control calls (Board.do: Stat, Elect, StepDown,
+	// forwarded writes, ...) that reached the loop while rtMu was held; the
+	// holder runs them before it lets go (unlockRT), as it runs an owed
+	// tick. The loop used to wait for rtMu to run them, so a monitoring
+	// agent polling Stat could hold the loop in that wait while the
+	// runtime's thread was descheduled, the one time the loop must speak
+	// for the master.
+	ctrlMu   sync.Mutex
+	ctrlOwed []func() // guarded by ctrlMu
+	ctrlN    atomic.Int32
 	// heldTicks counts the loop's ticks that found rtMu held since the
 	// runtime last ran one; tickRanAt is when it did (ns since origin).
 	heldTicks atomic.Uint32
@@ -468,6 +478,9 @@ func (b *Board) submit(ctx context.Context, w *writeReq) (Commit, error) {
 // nor a write waits for longer than the runtime is held.
 func (b *Board) unlockRT() {
 	for {
+		if b.ctrlN.Load() > 0 {
+			b.runOwedCtrl()
+		}
 		if b.tickOwed.Load() {
 			b.rt.tick()
 		}
@@ -475,9 +488,37 @@ func (b *Board) unlockRT() {
 			b.takeInbox()
 		}
 		b.rtMu.Unlock()
-		if b.inboxN.Load() == 0 && !b.tickOwed.Load() || !b.rtMu.TryLock() {
+		if b.inboxN.Load() == 0 && !b.tickOwed.Load() && b.ctrlN.Load() == 0 || !b.rtMu.TryLock() {
 			return
 		}
+	}
+}
+
+// oweCtrl leaves control call f to whoever holds rtMu next (unlockRT).
+// The caller tries rtMu after this, so that either it or the holder, who
+// checks after letting go, sees f.
+func (b *Board) oweCtrl(f func()) {
+	b.ctrlMu.Lock()
+	b.ctrlOwed = append(b.ctrlOwed, f)
+	b.ctrlN.Add(1)
+	b.ctrlMu.Unlock()
+}
+
+// runOwedCtrl runs the owed control calls; rtMu is held. A call owed to a
+// runtime that has stopped is dropped: its caller (do) returns ErrClosed
+// once the loop is done, as it did when the loop ran the calls itself.
+func (b *Board) runOwedCtrl() {
+	b.ctrlMu.Lock()
+	fs := b.ctrlOwed
+	b.ctrlOwed = nil
+	b.ctrlN.Store(0)
+	b.ctrlMu.Unlock()
+	if b.rt.stopped {
+		return
+	}
+	for _, f := range fs {
+		f()
+		b.rt.processReady()
 	}
 }
 
@@ -504,7 +545,8 @@ func (b *Board) takeInbox() {
 	b.inSpare = reqs[:0]
 }
 
-// do runs f on the loop goroutine, under rtMu, and waits for it.
+// do runs f under rtMu, on the loop goroutine or, when the loop found rtMu
+// held, on the goroutine that held it (before it let go), and waits for it.
 func (b *Board) do(ctx context.Context, f func()) error {
 	if !b.started.Load() {
 		return ErrNotStarted

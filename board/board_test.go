@@ -671,6 +671,54 @@ func TestKeepAliveWhileRuntimeHeld(t *testing.T) {
 	g.master(0) // the group settles (the old master may win again)
 }
 
+// TestKeepAliveWhileControlCallWaits: a control call (Stat here, as a
+// monitoring agent polls it) that reaches the loop while the master's
+// runtime is held is left to the holder; the loop goes on speaking for the
+// master meanwhile, and the call completes once the runtime is let go. The
+// loop used to wait for the runtime to run the call, and fell silent.
+func TestKeepAliveWhileControlCallWaits(t *testing.T) {
+	g := newGroup(t, 3, nil)
+	m := g.master(0)
+	put(t, m, "db", "k", "v")
+	elections := func() (n uint64) {
+		for s, b := range g.boards {
+			if s != m.Site() {
+				n += b.Stat().Election.Elections
+			}
+		}
+		return n
+	}
+	before := elections()
+	monitor := m.cfg.HeartbeatMonitor
+
+	m.rtMu.Lock()
+	stat := make(chan Stat, 1)
+	go func() { stat <- m.Stat() }()
+	deadline := time.Now().Add(5 * time.Second)
+	for len(m.ctrlCh) > 0 && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Microsecond) // polling for the loop to take the call, with a deadline, not synchronising
+	}
+	kaTaken := m.ctr.keepAlives.Load()
+	held := time.Now()
+	time.Sleep(3 * monitor) // holding the runtime for a span, not synchronising
+	kaHeld := m.ctr.keepAlives.Load() - kaTaken
+	m.unlockRT()
+	if kaHeld == 0 {
+		t.Fatalf("the loop sent no keepalive in the %v the runtime was held after it took a Stat call", time.Since(held))
+	}
+	if got := elections() - before; got != 0 {
+		t.Fatalf("replicas started %d elections while the master's runtime was held with a Stat call waiting", got)
+	}
+	select {
+	case st := <-stat:
+		if st.Role != RoleMaster || len(st.Sites) == 0 {
+			t.Fatalf("the waiting Stat came back without the runtime's view: role %v, %d sites", st.Role, len(st.Sites))
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the Stat call did not complete after the runtime was let go")
+	}
+}
+
 // TestRecycledRequestsGetTheirOwnResults: writers' requests and result
 // channels are recycled, so a result delivered twice, or to a request
 // after its caller gave up, would reach a later Update. Each writer checks

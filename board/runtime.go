@@ -281,10 +281,11 @@ func (b *Board) loop() {
 				lastKeepAlive = now
 			}
 		case f := <-b.ctrlCh:
-			b.rtMu.Lock()
-			f()
-			rt.processReady()
-			b.unlockRT()
+			// Like a tick: never wait for rtMu here (see ctrlOwed).
+			b.oweCtrl(f)
+			if b.rtMu.TryLock() {
+				b.unlockRT() // runs f
+			}
 		}
 	}
 }
