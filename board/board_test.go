@@ -624,6 +624,16 @@ func TestWritesGatherWhileRuntimeBusy(t *testing.T) {
 	}
 }
 
+// electionsBesides sums the elections the boards other than m started.
+func (g *testGroup) electionsBesides(m *Board) (n uint64) {
+	for s, b := range g.boards {
+		if s != m.Site() {
+			n += b.Stat().Election.Elections
+		}
+	}
+	return n
+}
+
 // TestKeepAliveWhileRuntimeHeld: while the master's runtime is held (as by
 // a thread the OS descheduled) the loop speaks for it, and the replicas do
 // not elect; once it has been held for keepAliveLimit the loop stops, and
@@ -632,14 +642,7 @@ func TestKeepAliveWhileRuntimeHeld(t *testing.T) {
 	g := newGroup(t, 3, nil)
 	m := g.master(0)
 	put(t, m, "db", "k", "v")
-	elections := func() (n uint64) {
-		for s, b := range g.boards {
-			if s != m.Site() {
-				n += b.Stat().Election.Elections
-			}
-		}
-		return n
-	}
+	elections := func() uint64 { return g.electionsBesides(m) }
 	before, kaBefore := elections(), m.ctr.keepAlives.Load()
 	monitor := m.cfg.HeartbeatMonitor
 
@@ -680,14 +683,7 @@ func TestKeepAliveWhileControlCallWaits(t *testing.T) {
 	g := newGroup(t, 3, nil)
 	m := g.master(0)
 	put(t, m, "db", "k", "v")
-	elections := func() (n uint64) {
-		for s, b := range g.boards {
-			if s != m.Site() {
-				n += b.Stat().Election.Elections
-			}
-		}
-		return n
-	}
+	elections := func() uint64 { return g.electionsBesides(m) }
 	before := elections()
 	monitor := m.cfg.HeartbeatMonitor
 
