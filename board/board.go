@@ -60,7 +60,8 @@ type Board struct {
 	// rtMu serialises everything that touches rt. The work runs on the
 	// goroutine that has it: the receive goroutine steps what it received,
 	// a writer queues (and, with nothing in flight, commits) its own write,
-	// the loop goroutine runs timers and control calls. Handing each to one
+	// the loop goroutine runs timers and control calls (or, finding rtMu
+	// held, leaves them to the holder: tickOwed, ctrlOwed). Handing each to one
 	// loop goroutine cost two goroutine wake-ups per received batch and one
 	// per write, each microseconds on a 2-core board: the largest share of
 	// a replicated commit once the network round trip is paid.

@@ -694,6 +694,10 @@ func TestKeepAliveWhileControlCallWaits(t *testing.T) {
 	for len(m.ctrlCh) > 0 && time.Now().Before(deadline) {
 		time.Sleep(100 * time.Microsecond) // polling for the loop to take the call, with a deadline, not synchronising
 	}
+	if len(m.ctrlCh) > 0 {
+		m.unlockRT()
+		t.Fatal("the loop did not take the Stat call within 5s")
+	}
 	kaTaken := m.ctr.keepAlives.Load()
 	held := time.Now()
 	time.Sleep(3 * monitor) // holding the runtime for a span, not synchronising
