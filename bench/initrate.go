@@ -125,7 +125,8 @@ func (s *suite) runInit(ctx context.Context) Section {
 	}
 	// The init's own span comes from the joining board's events; WaitMaster
 	// alone is not enough (it may report ready while pages still arrive).
-	wctx, cancel = context.WithTimeout(ctx, 20*time.Second)
+	const joinLimit = 20 * time.Second
+	wctx, cancel = context.WithTimeout(ctx, joinLimit)
 	defer cancel()
 	var started, done time.Time
 	for done.IsZero() && wctx.Err() == nil {
@@ -141,13 +142,13 @@ func (s *suite) runInit(ctx context.Context) Section {
 		}
 	}
 	if done.IsZero() || started.IsZero() {
-		sec.missing("internal init", fmt.Sprintf("no init-started/init-done events from the joining board within 120 s (%v; init stat %+v)", wctx.Err(), r.Stat().Init))
+		sec.missing("internal init", fmt.Sprintf("no init-started/init-done events from the joining board within %v (%v; init stat %+v)", joinLimit, wctx.Err(), r.Stat().Init))
 		return sec
 	}
 	_, err = r.WaitMaster(wctx)
 	join := time.Since(j0)
 	if err != nil {
-		sec.missing("internal init", fmt.Sprintf("the joining board was not ready within 120 s: %v (init stat %+v)", err, r.Stat().Init))
+		sec.missing("internal init", fmt.Sprintf("the joining board was not ready within %v: %v (init stat %+v)", joinLimit, err, r.Stat().Init))
 		return sec
 	}
 	in := r.Stat().Init

@@ -76,8 +76,10 @@
 // replica's own progress could free, since its checkpoints are promoted once
 // durable): UPDATE_REQ; the master answers UPDATE from
 // its pinned checkpoint snapshot (LSN, meta, page count); the replica asks for
-// windows of InitWindowPages pages, many per PAGE message, re-requests what is
-// lost after a back-off, restarts if the master's checkpoint moved
+// windows of InitWindowPages pages, one PAGE_REQ each and two windows ahead
+// (the master sends one while the replica applies the other), answered with
+// as many PAGE messages as a window needs; it re-requests what is lost after
+// a back-off that progress resets, restarts if the master's checkpoint moved
 // (PAGE_FAIL), then catches up from the checkpoint. With NoAutoInit it reports
 // JOIN_FAILURE instead and stays locked out.
 //

@@ -30,6 +30,7 @@ type initState struct {
 	got       []uint64 // bitset by page index
 	done      int
 	base      uint32 // every page below it arrived
+	asked     uint32 // every page below it was asked for at least once
 	finishing bool   // Finish handed to the driver
 }
 
@@ -813,27 +814,46 @@ func (n *Node) onUpdate(d *Decoded) {
 		n.finishInit()
 		return
 	}
-	n.requestPages()
+	n.requestAhead()
 	n.armRetry(true)
 }
 
-// requestPages asks for the missing pages of the current window.
-func (n *Node) requestPages() {
+// initWindowsAhead is how many windows of pages a replica keeps asked for
+// during internal init: the master reads and sends one while the replica
+// applies the one before, so neither waits for a round trip per window.
+const initWindowsAhead = 2
+
+// requestAhead asks, one PAGE_REQ per window, for the pages not yet asked
+// for, up to initWindowsAhead windows past the first missing page.
+func (n *Node) requestAhead() {
 	in := &n.rs.init
 	w := uint32(n.cfg.InitWindowPages)
-	lo := in.base
-	hi := min(in.count, lo+w)
-	for lo < hi && in.has(lo) {
-		lo++
+	limit := min(in.count, in.base+initWindowsAhead*w)
+	for in.asked < limit {
+		hi := min(in.count, in.asked+w)
+		n.sendPageReq(in.asked, hi)
+		in.asked = hi
 	}
+}
+
+// requestMissing asks again for the missing pages of the first window
+// asked for that is not complete (a retry: a PAGE message was lost, or the
+// master dropped the request), then for any window not yet asked for.
+func (n *Node) requestMissing() {
+	in := &n.rs.init
+	lo, hi := in.base, min(in.asked, in.base+uint32(n.cfg.InitWindowPages))
 	for hi > lo && in.has(hi-1) {
 		hi--
 	}
-	if lo >= hi {
-		return
+	if lo < hi {
+		n.sendPageReq(lo, hi)
 	}
+	n.requestAhead()
+}
+
+func (n *Node) sendPageReq(lo, hi uint32) {
 	start := n.begin()
-	n.cur.arena = appendU64(n.cur.arena, in.ckpt)
+	n.cur.arena = appendU64(n.cur.arena, n.rs.init.ckpt)
 	n.cur.arena = appendU32(n.cur.arena, lo)
 	n.cur.arena = appendU32(n.cur.arena, hi-lo)
 	n.finish(n.master, MsgPageReq, start)
@@ -876,7 +896,6 @@ func (n *Node) onPage(d *Decoded) {
 		o.hasInit = true
 	}
 	o.init.PagesDone, o.init.PagesTotal = in.done, int(in.count)
-	windowEnd := min(in.count, in.base+uint32(n.cfg.InitWindowPages))
 	for in.base < in.count && in.has(in.base) {
 		in.base++
 	}
@@ -884,10 +903,11 @@ func (n *Node) onPage(d *Decoded) {
 		n.finishInit()
 		return
 	}
-	if in.base >= windowEnd {
-		n.requestPages()
-		n.armRetry(true)
-	}
+	// Progress: the next retry waits a whole interval from here, so a
+	// window that takes several messages is not asked for again while it
+	// still arrives.
+	n.requestAhead()
+	n.armRetry(true)
 }
 
 func (n *Node) finishInit() {
@@ -944,7 +964,7 @@ func (n *Node) tickReplica() {
 			if !rs.init.begun {
 				n.sendEmpty(n.master, MsgUpdateReq)
 			} else if !rs.init.finishing {
-				n.requestPages()
+				n.requestMissing()
 			}
 			n.armRetry(false)
 		}

@@ -154,6 +154,59 @@ func TestInternalInitWithLostPages(t *testing.T) {
 	}
 }
 
+// A window of pages larger than one message arrives in several PAGE
+// messages: the next windows must be asked for as pages arrive, not after a
+// retry interval per window (which made an init with 16 KiB pages crawl).
+func TestInternalInitWindowSpansMessages(t *testing.T) {
+	const window = 64
+	c := newCluster(t, []uint16{1, 2}, func(cfg *Config) {
+		cfg.InitWindowPages = window
+		cfg.MaxMessageBytes = minMessageBytes // about 15 pages of 256 bytes per message
+	})
+	m := c.node(1)
+	m.st.gen = 1
+	for i := 0; i < 2000; i++ {
+		m.st.commitTxn(fmt.Sprintf("key-%d", i), string(make([]byte, 100)))
+	}
+	m.st.checkpoint(true)
+	c.restart(1, false, StartMaster)
+	c.run(10 * time.Millisecond)
+	reqs := 0
+	c.filter = func(p *packet) bool {
+		if p.typ == MsgPageReq {
+			reqs++
+		}
+		return false
+	}
+	c.restart(2, true, StartClient)
+	r := c.node(2)
+	var began, total time.Duration = -1, 0
+	pages := 0
+	c.runUntil("init done", 20*time.Second, func() bool {
+		st := r.n.Status()
+		if st.InitPagesTotal > 0 && began < 0 {
+			began, pages = c.now, st.InitPagesTotal
+		}
+		if began >= 0 && r.inits == 1 {
+			total = c.now - began
+			return true
+		}
+		return false
+	})
+	windows := (pages + window - 1) / window
+	if windows < 8 {
+		t.Fatalf("only %d pages (%d windows): the test needs more data", pages, windows)
+	}
+	// 1 ms transit each way, two windows asked for at a time: about a
+	// millisecond per window. A retry per window would take ReRequestMin.
+	if limit := time.Duration(windows) * defaultConfig.ReRequestMin / 4; total > limit {
+		t.Fatalf("init of %d pages in %d windows took %v (limit %v): windows waited for retries", pages, windows, total, limit)
+	}
+	if reqs != windows {
+		t.Fatalf("%d PAGE_REQ for %d windows without loss; want one per window", reqs, windows)
+	}
+}
+
 func TestInitRestartsWhenCheckpointMoves(t *testing.T) {
 	c := newCluster(t, []uint16{1, 2}, func(cfg *Config) { cfg.InitWindowPages = 2 })
 	m := c.node(1)
