@@ -7,13 +7,14 @@ import (
 	"time"
 
 	"github.com/seed61e250c8/boardha/hwtest/internal/harness"
+	"github.com/seed61e250c8/boardha/hwtest/rig"
 )
 
 // TestRebootUnderLoad fills a 3-board group, then reboots replicas with
 // empty memory while writers keep committing: each must come back through
 // internal init (the master's log has wrapped past LSN 0, so replaying the
-// log alone cannot rebuild it) and catch up under load. Soak mode fills
-// 200 MB first.
+// log alone cannot rebuild it) and catch up under load, the last time
+// with 1% of every board's frames lost. Soak mode fills 200 MB first.
 func TestRebootUnderLoad(t *testing.T) {
 	fill := int64(8 << 20)
 	pool, logSize, reboots := "64M", "4M", 2
@@ -27,13 +28,14 @@ func TestRebootUnderLoad(t *testing.T) {
 	s := newScenario(t, 3, nil, func(o *harness.ClusterOptions) {
 		o.PoolSize, o.LogSize, o.CheckpointKiB = pool, logSize, 512
 	})
-	m := s.start()
+	s.start()
 	s.monitor()
 
 	// Fill with 4 KiB values until the master's pool holds fill bytes and
-	// its log has wrapped (begins after LSN 0).
+	// its log has wrapped (begins after LSN 0). The values do not compress,
+	// so an init window of pages takes as many frames as its bytes do.
 	filler := &harness.Writer{DB: s.db, Prefix: s.prefix + "fill/", Pick: s.cl.Pick, Workers: 4,
-		Timeout: 5 * time.Second, ValueSize: 4000, Tag: "fill"}
+		Timeout: 5 * time.Second, ValueSize: 4000, Incompressible: true, Tag: "fill"}
 	if err := filler.Start(s.ctx, &s.hist); err != nil {
 		t.Fatal(err)
 	}
@@ -67,8 +69,10 @@ func TestRebootUnderLoad(t *testing.T) {
 	s.writer("load", 2, nil)
 
 	var inits []string
-	for i := range reboots {
-		m, err = s.cl.WaitMaster(ctx)
+	// reboot kills a replica, restarts it with empty memory and waits until
+	// internal init brought it back.
+	reboot := func(i int, what string) {
+		m, err := s.cl.WaitMaster(ctx)
 		if err != nil {
 			t.Fatalf("reboot %d: no agreed master: %v", i+1, err)
 		}
@@ -91,10 +95,10 @@ func TestRebootUnderLoad(t *testing.T) {
 		if err := s.cl.Start(ctx, r, false); err != nil {
 			t.Fatalf("restarting site %d: %v", r, err)
 		}
-		s.fault("restart site %d with empty memory", r)
+		s.fault("restart site %d with empty memory%s", r, what)
 		target := ms.LSN
 		var st harness.Stat
-		err = harness.WaitFor(ctx, fmt.Sprintf("site %d rejoined through internal init", r), 20*time.Millisecond, func(ctx context.Context) (bool, error) {
+		err = harness.WaitFor(ctx, fmt.Sprintf("site %d rejoined through internal init%s", r, what), 20*time.Millisecond, func(ctx context.Context) (bool, error) {
 			var err error
 			st, err = s.cl.Stat(ctx, r)
 			if err != nil {
@@ -106,12 +110,37 @@ func TestRebootUnderLoad(t *testing.T) {
 			t.Fatalf("%v; site %d: role %s locked %v init %+v lsn %d (want >= %d)", err, r, st.Role, st.LockedOut, st.Init, st.LSN, target)
 		}
 		rejoin := time.Since(restart)
-		inits = append(inits, fmt.Sprintf("site%d:%dpages/%v(rejoin %v)", r, st.Init.PagesTotal,
-			st.Init.LastDuration.Round(time.Millisecond), rejoin.Round(time.Millisecond)))
-		t.Logf("reboot %d: site %d rejoined after %v: internal init of %d pages in %v", i+1, r,
-			rejoin.Round(time.Millisecond), st.Init.PagesTotal, st.Init.LastDuration.Round(time.Millisecond))
+		inits = append(inits, fmt.Sprintf("site%d:%dpages/%v(rejoin %v%s)", r, st.Init.PagesTotal,
+			st.Init.LastDuration.Round(time.Millisecond), rejoin.Round(time.Millisecond), what))
+		t.Logf("reboot %d: site %d rejoined after %v%s: internal init of %d pages in %v", i+1, r,
+			rejoin.Round(time.Millisecond), what, st.Init.PagesTotal, st.Init.LastDuration.Round(time.Millisecond))
+	}
+	for i := range reboots {
+		reboot(i, "")
 		s.waitPerm(20, 30*time.Second, "commits after the reboot")
 	}
+	// Once more with frames lost: a PAGE message is lost if any of its
+	// frames is, so the joining board must shrink its windows to get the
+	// pages through.
+	const initLoss = 0.01
+	var injs []*rig.Injector
+	for _, site := range s.cl.Sites() {
+		inj, err := s.ch.Board(site).InjectLoss(initLoss)
+		if err != nil {
+			for _, i := range injs {
+				i.Close()
+			}
+			t.Fatalf("loss injector on site %d: %v", site, err)
+		}
+		injs = append(injs, inj)
+	}
+	s.fault("%.0f%% frame loss on every board", initLoss*100)
+	reboot(reboots, fmt.Sprintf(", %.0f%% frame loss", initLoss*100))
+	for _, inj := range injs {
+		inj.Close()
+	}
+	s.fault("frame loss ended")
+	s.waitPerm(20, 30*time.Second, "commits after the lossy reboot")
 	s.verify()
 	s.finish(fmt.Sprintf("filled=%dMB inits=%v", used>>20, inits))
 }

@@ -3,6 +3,7 @@ package harness
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -34,6 +35,10 @@ type Writer struct {
 	Interval time.Duration
 	// ValueSize pads values to at least this many bytes.
 	ValueSize int
+	// Incompressible pads with pseudo-random letters (from the key's
+	// sequence number) instead of one repeated letter, so the pages that
+	// hold the values do not shrink under the backplane's lz4.
+	Incompressible bool
 	// Tag labels every write (Write.Tag).
 	Tag string
 	// OnWrite, if set, sees every recorded write.
@@ -78,7 +83,11 @@ func (w *Writer) next(worker int) (string, string) {
 	key := fmt.Sprintf("%s%09d", w.Prefix, n)
 	val := fmt.Sprintf("%s/w%d", key, worker)
 	if pad := w.ValueSize - len(val); pad > 0 {
-		val += "/" + strings.Repeat(string(rune('a'+n%26)), pad)
+		if w.Incompressible {
+			val += "/" + randomLetters(n, pad)
+		} else {
+			val += "/" + strings.Repeat(string(rune('a'+n%26)), pad)
+		}
 	}
 	return key, val
 }
@@ -159,4 +168,16 @@ func (w *Writer) run(ctx context.Context, worker int, h *History) {
 			}
 		}
 	}
+}
+
+// randomLetters returns n pseudo-random characters of a 64-letter alphabet,
+// the same for the same seed.
+func randomLetters(seed uint64, n int) string {
+	const alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_"
+	r := rand.New(rand.NewPCG(seed, 0x9e3779b97f4a7c15))
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = alphabet[r.Uint64()%uint64(len(alphabet))]
+	}
+	return string(b)
 }
