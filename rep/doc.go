@@ -79,8 +79,12 @@
 // windows of InitWindowPages pages, one PAGE_REQ each and two windows ahead
 // (the master sends one while the replica applies the other), answered with
 // as many PAGE messages as a window needs; it re-requests what is lost after
-// a back-off that progress resets, restarts if the master's checkpoint moved
-// (PAGE_FAIL), then catches up from the checkpoint. With NoAutoInit it reports
+// a back-off that progress resets, in windows halved by each retry (a lossy
+// backplane loses large messages) and doubled back by each message that
+// brings pages, restarts if the master's checkpoint moved
+// (PAGE_FAIL: the master keeps the checkpoint a replica is copying,
+// Ready.HoldCheckpoint, but not past the room its log and pool have), then
+// catches up from the checkpoint. With NoAutoInit it reports
 // JOIN_FAILURE instead and stays locked out.
 //
 // # Guarantees and the settings they need

@@ -178,7 +178,7 @@ func (s *EnvStorage) Apply(rd *Ready, master bool) (ApplyResult, error) {
 		}
 		res.NewGen, res.HasNewGen = ci, true
 	}
-	if rd.CheckpointOK > 0 {
+	if rd.CheckpointOK > 0 && !(master && rd.HoldCheckpoint && s.canHoldCheckpoint()) {
 		ok, err := s.checkpoint(rd.CheckpointOK, master)
 		if err != nil {
 			return res, fmt.Errorf("%w (durable up to %d): %w", ErrCheckpoint, rd.CheckpointOK, err)
@@ -231,6 +231,17 @@ func (s *EnvStorage) checkpoint(durable uint64, master bool) (bool, error) {
 // with many small commits the garbage can outgrow the pool long before the
 // log reaches Policy.KBytes; a new checkpoint lets it be reused. So: once a
 // quarter of the pages free since the last checkpoint are used.
+// canHoldCheckpoint reports whether a master may leave its checkpoint where
+// it is while a replica copies it (Ready.HoldCheckpoint): while the log
+// since the checkpoint, which cannot be reclaimed, fills at most half of the
+// log and the pool is not short of pages. Past either, the checkpoint
+// moves, as it would without the replica, and the copy restarts: the
+// master's writes come first.
+func (s *EnvStorage) canHoldCheckpoint() bool {
+	l := s.env.Log()
+	return l.End()-s.ck.LSN() <= uint64(l.Capacity())/2 && !s.poolPressure()
+}
+
 func (s *EnvStorage) poolPressure() bool {
 	ps := s.env.PageStats()
 	// Right after a promotion the garbage the old snapshot pinned is not

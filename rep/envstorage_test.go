@@ -559,3 +559,51 @@ func TestEnvStorageFailedInitDropsItsRegion(t *testing.T) {
 		t.Fatalf("the failed init's region is left behind (stat: %v)", err)
 	}
 }
+
+// While a replica copies the master's checkpoint (internal init), writes go
+// on and the kilobyte policy comes due again and again: a new checkpoint
+// would answer the replica's next PAGE_REQ with PAGE_FAIL and restart its
+// copy, and an init slower than the checkpoint interval (a large pool, a
+// lossy backplane) would never finish. The master keeps the checkpoint
+// being copied (Ready.HoldCheckpoint) while its log is at most half full.
+func TestEnvStorageInitKeepsItsCheckpointUnderWrites(t *testing.T) {
+	g := newEnvGroupWith(t, 3, inmem.Options{PoolSize: 8 << 20, LogSize: 256 << 10}, ckpt.Policy{KBytes: 4}, nil)
+	g.until("a master", 10*time.Second, func() bool { return g.master() != nil })
+	const before, during = 1600, 1000 // the first overflow the 256 KiB log
+	for i := 0; i < before; i++ {
+		g.write(fmt.Sprintf("key-%05d", i), make([]byte, 200))
+		if i%10 == 0 {
+			g.step()
+		}
+	}
+	g.until("convergence", 10*time.Second, g.converged)
+	m := g.master()
+	victim := g.other(m)
+	victim.st.Close()
+	victim.st.Env().Close()
+	g.boot(victim)
+	// Every other PAGE message lost: the copy takes retries, hundreds of
+	// milliseconds, while a checkpoint comes due every 20 writes (one per
+	// millisecond).
+	k := 0
+	g.drop = func(p *packet) bool { k++; return p.typ == MsgPage && k%2 == 0 }
+	promoted := m.st.Checkpointer().Stats().Promoted
+	i := before
+	g.until("convergence after memory loss under writes", 60*time.Second, func() bool {
+		if i < before+during {
+			g.write(fmt.Sprintf("key-%05d", i), make([]byte, 200))
+			i++
+		}
+		return victim.n.Counters().Inits > 0 && g.converged()
+	})
+	if n := victim.n.Counters().InitRestarts; n != 0 {
+		t.Fatalf("the init restarted %d times: the master moved the checkpoint it was copying", n)
+	}
+	if m.st.Checkpointer().Stats().Promoted == promoted {
+		t.Fatal("the master never checkpointed again after the init: the hold outlived it")
+	}
+	if m.st.CheckpointLSN() == 0 {
+		t.Fatal("the master never checkpointed")
+	}
+	t.Logf("%d writes during the init and after; the master promoted %d checkpoints meanwhile", i-before, m.st.Checkpointer().Stats().Promoted-promoted)
+}

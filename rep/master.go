@@ -59,7 +59,10 @@ type masterState struct {
 
 	snapLSN   uint64
 	snapPages []uint64 // page list of the snapshot being exported
-	pageBuf   []byte
+	// exportUntil: a replica asked for the snapshot's pages (or its
+	// UPDATE) recently enough that it is likely still copying it.
+	exportUntil time.Duration
+	pageBuf     []byte
 }
 
 func (ms *masterState) reset(n *Node, now time.Duration) {
@@ -451,6 +454,7 @@ func (n *Node) verifyFail(to uint16, flags uint16, newest uint64) {
 
 // serveUpdate answers UPDATE_REQ from the pinned checkpoint snapshot.
 func (n *Node) serveUpdate(d *Decoded) {
+	n.holdExport()
 	snap, err := n.st.Snapshot()
 	if err != nil {
 		start := n.begin()
@@ -477,8 +481,16 @@ func (n *Node) snapshotPages(snap Snapshot) []uint64 {
 	return n.ms.snapPages
 }
 
+// holdExport keeps the checkpoint a replica is copying (Ready.HoldCheckpoint)
+// for as long as it could take that replica to ask again: its retries back
+// off up to ReRequestMax, and a heartbeat monitor more covers a short stall.
+func (n *Node) holdExport() {
+	n.ms.exportUntil = n.now + 2*n.cfg.ReRequestMax + n.cfg.HeartbeatMonitor
+}
+
 // servePages answers PAGE_REQ with as many PAGE messages as the window needs.
 func (n *Node) servePages(d *Decoded) {
+	n.holdExport()
 	snap, err := n.st.Snapshot()
 	if err != nil || snap.LSN() != d.LSN {
 		var cur uint64

@@ -642,6 +642,7 @@ func (n *Node) Ready() Ready {
 	}
 	if n.role == RoleMaster {
 		rd.PermLSN = n.ms.perm
+		rd.HoldCheckpoint = n.now < n.ms.exportUntil
 	} else {
 		rd.PermLSN = min(n.rs.masterPerm, n.st.LastCommit().LSN)
 	}

@@ -303,8 +303,13 @@ type Ready struct {
 	PermLSN      uint64   // master: every commit <= PermLSN is permanent
 	PermFailed   []uint64 // master: commits that did not become permanent within AckTimeout
 	CheckpointOK uint64   // the log up to this LSN is durable by the ack policy: checkpoint only up to here
-	Events       []Event
-	App          []Message // received APP/APP_REPLY messages for the runtime
+	// HoldCheckpoint (master): a replica is copying the current checkpoint
+	// (internal init); a new one would restart its copy from scratch
+	// (PAGE_FAIL), so the driver should keep the current one while its log
+	// and pool have room.
+	HoldCheckpoint bool
+	Events         []Event
+	App            []Message // received APP/APP_REPLY messages for the runtime
 
 	// progressed: PermLSN or CheckpointOK moved since the last Ready, which
 	// the driver must see even when nothing else happened.
