@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/seed61e250c8/boardha/hwtest/internal/harness"
-	"github.com/seed61e250c8/boardha/hwtest/rig"
 )
 
 // TestFrameLoss drops 1%, 5% and 20% of every board's backplane frames
@@ -42,30 +41,12 @@ func TestFrameLoss(t *testing.T) {
 		if !ok {
 			t.Fatalf("not every board answered stat before the %.0f%% phase", loss*100)
 		}
-		var injs []*rig.Injector
-		for _, site := range s.cl.Sites() {
-			inj, err := s.ch.Board(site).InjectLoss(loss)
-			if err != nil {
-				for _, i := range injs {
-					i.Close()
-				}
-				t.Fatalf("loss injector on site %d: %v", site, err)
-			}
-			injs = append(injs, inj)
-		}
-		s.fault("%.0f%% frame loss on every board", loss*100)
+		injs := s.lossEverywhere(loss)
 		start := time.Now()
 		p0 := s.hist.PermCount()
 		s.waitPerm(perPhase, 90*time.Second, fmt.Sprintf("commits under %.0f%% loss", loss*100))
 		rate := float64(s.hist.PermCount()-p0) / time.Since(start).Seconds()
-		var seen, dropped uint64
-		for _, inj := range injs {
-			a, b := inj.Stats()
-			seen, dropped = seen+a, dropped+b
-			if err := inj.Close(); err != nil {
-				t.Fatalf("closing injector: %v", err)
-			}
-		}
+		seen, dropped := s.endLoss(injs)
 		after, ok := sumReReq()
 		if !ok {
 			t.Fatalf("not every board answered stat after the %.0f%% phase", loss*100)

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/seed61e250c8/boardha/hwtest/internal/harness"
-	"github.com/seed61e250c8/boardha/hwtest/rig"
 )
 
 // TestRebootUnderLoad fills a 3-board group, then reboots replicas with
@@ -123,24 +122,15 @@ func TestRebootUnderLoad(t *testing.T) {
 	// frames is, so the joining board must shrink its windows to get the
 	// pages through.
 	const initLoss = 0.01
-	var injs []*rig.Injector
-	for _, site := range s.cl.Sites() {
-		inj, err := s.ch.Board(site).InjectLoss(initLoss)
-		if err != nil {
-			for _, i := range injs {
-				i.Close()
-			}
-			t.Fatalf("loss injector on site %d: %v", site, err)
-		}
-		injs = append(injs, inj)
-	}
-	s.fault("%.0f%% frame loss on every board", initLoss*100)
+	injs := s.lossEverywhere(initLoss)
 	reboot(reboots, fmt.Sprintf(", %.0f%% frame loss", initLoss*100))
-	for _, inj := range injs {
-		inj.Close()
+	seen, dropped := s.endLoss(injs)
+	if dropped == 0 {
+		t.Fatalf("the lossy reboot: the injectors dropped nothing (%d frames seen): no fault was injected", seen)
 	}
+	t.Logf("lossy reboot: %d of %d frames dropped", dropped, seen)
 	s.fault("frame loss ended")
 	s.waitPerm(20, 30*time.Second, "commits after the lossy reboot")
 	s.verify()
-	s.finish(fmt.Sprintf("filled=%dMB inits=%v", used>>20, inits))
+	s.finish(fmt.Sprintf("filled=%dMB inits=%v lossy-reboot-dropped=%d/%d", used>>20, inits, dropped, seen))
 }

@@ -258,6 +258,38 @@ func (s *scenario) logWarnings() string {
 }
 
 // fault records an injected fault for the result line.
+// lossEverywhere drops fraction of every board's backplane frames (XDP on
+// its bridge-side link) until endLoss.
+func (s *scenario) lossEverywhere(fraction float64) []*rig.Injector {
+	s.t.Helper()
+	var injs []*rig.Injector
+	for _, site := range s.cl.Sites() {
+		inj, err := s.ch.Board(site).InjectLoss(fraction)
+		if err != nil {
+			for _, i := range injs {
+				i.Close()
+			}
+			s.t.Fatalf("loss injector on site %d: %v", site, err)
+		}
+		injs = append(injs, inj)
+	}
+	s.fault("%.0f%% frame loss on every board", fraction*100)
+	return injs
+}
+
+// endLoss removes the injectors and reports the frames they saw and dropped.
+func (s *scenario) endLoss(injs []*rig.Injector) (seen, dropped uint64) {
+	s.t.Helper()
+	for _, inj := range injs {
+		a, b := inj.Stats()
+		seen, dropped = seen+a, dropped+b
+		if err := inj.Close(); err != nil {
+			s.t.Fatalf("closing injector: %v", err)
+		}
+	}
+	return seen, dropped
+}
+
 func (s *scenario) fault(format string, args ...any) {
 	s.faults = append(s.faults, fmt.Sprintf(format, args...))
 	s.t.Logf("%s fault: %s", time.Now().Format("15:04:05.000"), fmt.Sprintf(format, args...))
