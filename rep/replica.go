@@ -32,6 +32,7 @@ type initState struct {
 	base      uint32 // every page below it arrived
 	asked     uint32 // every page below it was asked for since the last retry
 	ask       uint32 // pages per PAGE_REQ: InitWindowPages, less after losses
+	holeAt    uint32 // base+1 when pages past base arrived and base was asked again
 	finishing bool   // Finish handed to the driver
 }
 
@@ -858,6 +859,7 @@ func (n *Node) requestMissing() {
 	in := &n.rs.init
 	in.ask = max(1, in.ask/2)
 	in.asked = in.base
+	in.holeAt = 0
 	n.requestAhead()
 }
 
@@ -913,10 +915,22 @@ func (n *Node) onPage(d *Decoded) {
 		n.finishInit()
 		return
 	}
+	if d.First > in.base && in.holeAt != in.base+1 {
+		// Pages past a hole: the master answers requests in order and the
+		// backplane delivers in order, so the message holding the hole's
+		// pages was lost. Ask again now, in smaller windows, instead of
+		// after a retry interval; once per hole (the answers to what was
+		// asked before the hole was seen still arrive past it).
+		in.holeAt = in.base + 1
+		in.ask = max(1, in.ask/2)
+		in.asked = in.base
+	} else {
+		// Windows grow back after losses shrank them.
+		in.ask = min(uint32(n.cfg.InitWindowPages), 2*in.ask)
+	}
 	// Progress: the next retry waits a whole interval from here, so a
 	// window that takes several messages is not asked for again while it
-	// still arrives; and windows grow back after losses shrank them.
-	in.ask = min(uint32(n.cfg.InitWindowPages), 2*in.ask)
+	// still arrives.
 	n.requestAhead()
 	n.armRetry(true)
 }

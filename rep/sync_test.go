@@ -241,6 +241,7 @@ func TestInternalInitThroughFrameLoss(t *testing.T) {
 	}
 	c.restart(2, true, StartClient)
 	r := c.node(2)
+	start := c.now
 	c.runUntil("convergence", 60*time.Second, c.converged)
 	if r.inits != 1 || r.n.counters.Inits != 1 {
 		t.Fatalf("inits finished %d started %d", r.inits, r.n.counters.Inits)
@@ -248,7 +249,7 @@ func TestInternalInitThroughFrameLoss(t *testing.T) {
 	if lost == 0 {
 		t.Fatalf("no PAGE message lost of %d: the test lost nothing", sent)
 	}
-	t.Logf("%d of %d PAGE messages lost", lost, sent)
+	t.Logf("%d of %d PAGE messages lost; converged after %v", lost, sent, c.now-start)
 }
 
 func TestInitRestartsWhenCheckpointMoves(t *testing.T) {
