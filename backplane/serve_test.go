@@ -183,8 +183,12 @@ func closeWhileHandlerSends(t *testing.T, thread bool) {
 		close(release)
 	} else {
 		// Release the handler once Close is waiting for the receive to
-		// end: its goroutine is then blocked in the receiving file's Close.
-		for !goroutineWaitsIn("poll.(*FD).Close") {
+		// end: the transport is marked closed and Close's goroutine is
+		// blocked in the receiving file's Close. (The stack alone is not
+		// enough: another goroutine may wait there before this Close has
+		// even started, and the handler's Send would then succeed.)
+		raw := rx.(*rawTransport)
+		for !raw.closed.Load() || !goroutineWaitsIn("poll.(*FD).Close") {
 			select {
 			case err := <-closed:
 				t.Fatalf("Close returned (%v) while the handler was still running", err)
