@@ -156,6 +156,24 @@ func TestInternalInitWithLostPages(t *testing.T) {
 	}
 }
 
+// checkpointedMaster makes site 1 a master whose checkpoint holds n values
+// of valSize bytes, in pages of pageSize bytes (0: the store's default), and
+// whose log no longer begins at 0: a replica that joins empty needs an
+// internal init.
+func checkpointedMaster(c *cluster, n, valSize, pageSize int) {
+	m := c.node(1)
+	m.st.gen = 1
+	if pageSize > 0 {
+		m.st.pageSize = pageSize
+	}
+	for i := 0; i < n; i++ {
+		m.st.commitTxn(fmt.Sprintf("key-%d", i), string(make([]byte, valSize)))
+	}
+	m.st.checkpoint(true)
+	c.restart(1, false, StartMaster)
+	c.run(10 * time.Millisecond)
+}
+
 // A window of pages larger than one message arrives in several PAGE
 // messages: the next windows must be asked for as pages arrive, not after a
 // retry interval per window (which made an init with 16 KiB pages crawl).
@@ -165,14 +183,7 @@ func TestInternalInitWindowSpansMessages(t *testing.T) {
 		cfg.InitWindowPages = window
 		cfg.MaxMessageBytes = minMessageBytes // about 15 pages of 256 bytes per message
 	})
-	m := c.node(1)
-	m.st.gen = 1
-	for i := 0; i < 2000; i++ {
-		m.st.commitTxn(fmt.Sprintf("key-%d", i), string(make([]byte, 100)))
-	}
-	m.st.checkpoint(true)
-	c.restart(1, false, StartMaster)
-	c.run(10 * time.Millisecond)
+	checkpointedMaster(c, 2000, 100, 0)
 	reqs := 0
 	c.filter = func(p *packet) bool {
 		if p.typ == MsgPageReq {
@@ -215,15 +226,7 @@ func TestInternalInitWindowSpansMessages(t *testing.T) {
 // its windows after losses and still complete the init.
 func TestInternalInitThroughFrameLoss(t *testing.T) {
 	c := newCluster(t, []uint16{1, 2}, func(cfg *Config) { cfg.MaxMessageBytes = 1 << 20 })
-	m := c.node(1)
-	m.st.gen = 1
-	m.st.pageSize = 4096
-	for i := 0; i < 300; i++ {
-		m.st.commitTxn(fmt.Sprintf("key-%d", i), string(make([]byte, 4000)))
-	}
-	m.st.checkpoint(true)
-	c.restart(1, false, StartMaster)
-	c.run(10 * time.Millisecond)
+	checkpointedMaster(c, 150, 4000, 4096)
 	rng := rand.New(rand.NewPCG(1, 2))
 	const frameLoss, frameBytes = 0.05, 1400
 	lost, sent := 0, 0
