@@ -225,12 +225,6 @@ func (s *EnvStorage) checkpoint(durable uint64, master bool) (bool, error) {
 	return ok, nil
 }
 
-// poolPressure says the pool needs a checkpoint before the policy's
-// kilobytes are reached. The pages each commit copies stay allocated while
-// the checkpoint snapshot is pinned (about 3 pages per small commit), so
-// with many small commits the garbage can outgrow the pool long before the
-// log reaches Policy.KBytes; a new checkpoint lets it be reused. So: once a
-// quarter of the pages free since the last checkpoint are used.
 // canHoldCheckpoint reports whether a master may leave its checkpoint where
 // it is while a replica copies it (Ready.HoldCheckpoint): while the log
 // since the checkpoint, which cannot be reclaimed, fills at most half of the
@@ -242,6 +236,12 @@ func (s *EnvStorage) canHoldCheckpoint() bool {
 	return l.End()-s.ck.LSN() <= uint64(l.Capacity())/2 && !s.poolPressure()
 }
 
+// poolPressure says the pool needs a checkpoint before the policy's
+// kilobytes are reached. The pages each commit copies stay allocated while
+// the checkpoint snapshot is pinned (about 3 pages per small commit), so
+// with many small commits the garbage can outgrow the pool long before the
+// log reaches Policy.KBytes; a new checkpoint lets it be reused. So: once a
+// quarter of the pages free since the last checkpoint are used.
 func (s *EnvStorage) poolPressure() bool {
 	ps := s.env.PageStats()
 	// Right after a promotion the garbage the old snapshot pinned is not
