@@ -95,6 +95,14 @@ func (g *envGroup) boot(s *envSite) {
 	g.flush(s)
 }
 
+// wipe makes site s lose its memory: its storage and environment close and
+// it boots again with an empty one.
+func (g *envGroup) wipe(s *envSite) {
+	s.st.Close()
+	s.st.Env().Close()
+	g.boot(s)
+}
+
 func (g *envGroup) flush(s *envSite) {
 	for i := 0; i < 100; i++ {
 		rd := s.n.Ready()
@@ -243,9 +251,7 @@ func TestEnvStorageGroup(t *testing.T) {
 	}
 	// A replica loses its memory: internal init from the master's checkpoint.
 	victim := g.other(m)
-	victim.st.Close()
-	victim.st.Env().Close()
-	g.boot(victim)
+	g.wipe(victim)
 	// Lose some PAGE messages on the way.
 	k := 0
 	g.drop = func(p *packet) bool { k++; return p.typ == MsgPage && k%4 == 0 }
@@ -444,9 +450,7 @@ func TestEnvStorageCatchUpLongLog(t *testing.T) {
 	if m.st.Env().Log().Begin() != 0 {
 		t.Fatalf("the master's log no longer begins at 0 (%d): the victim would re-initialize instead of catching up", m.st.Env().Log().Begin())
 	}
-	victim.st.Close()
-	victim.st.Env().Close()
-	g.boot(victim)
+	g.wipe(victim)
 	// The replica's checkpoint follows its log end as the master's does:
 	// within a few checkpoint intervals after every apply, whatever the size
 	// of the messages and of the batches they arrive in.
@@ -579,9 +583,7 @@ func TestEnvStorageInitKeepsItsCheckpointUnderWrites(t *testing.T) {
 	g.until("convergence", 10*time.Second, g.converged)
 	m := g.master()
 	victim := g.other(m)
-	victim.st.Close()
-	victim.st.Env().Close()
-	g.boot(victim)
+	g.wipe(victim)
 	// Every other PAGE message lost: the copy takes retries, hundreds of
 	// milliseconds, while a checkpoint comes due every 20 writes (one per
 	// millisecond).
