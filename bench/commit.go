@@ -282,7 +282,7 @@ func (s *suite) runCommit(ctx context.Context) Section {
 	for i, n := range s.cfg.CommitBoards {
 		for _, p := range s.policies() {
 			g, err := s.openGroup(ctx, n, fmt.Sprintf("bench-c%d-%s", n, p), func(c *board.Config) { c.AckPolicy = p })
-			s.measureGroup(ctx, &sec, policyName(p), n, g, err)
+			s.measureVariants(ctx, &sec, []variant{{label: policyName(p)}}, n, g, err)
 			if i > 0 {
 				continue
 			}
@@ -326,12 +326,6 @@ const perProcessSetup = "Rows marked \"process per board\": the same group laid 
 // oneProcLabel marks the process-per-board row measured with the master's
 // process at GOMAXPROCS=1.
 const oneProcLabel = ", master at GOMAXPROCS 1"
-
-// measureGroup runs each writer count against g (opened with err) and adds
-// a row per count under label; it closes g.
-func (s *suite) measureGroup(ctx context.Context, sec *Section, label string, n int, g *group, err error) {
-	_ = s.measureVariants(ctx, sec, []variant{{label: label}}, n, g, err)
-}
 
 // variant is one way of running a group's writers: this process's
 // GOMAXPROCS while they run (0: leave it).
