@@ -127,6 +127,9 @@ type InitStat struct {
 	PagesPerSec  float64       `json:"pages_per_sec"`
 	Count        uint64        `json:"count"` // inits completed
 	LastDuration time.Duration `json:"last_duration_ns"`
+	// PagesReasked counts pages asked for again because their PAGE
+	// message was lost, over every init of this process.
+	PagesReasked uint64 `json:"pages_reasked"`
 }
 
 // PoolStat describes the page pool.
@@ -248,7 +251,8 @@ func (rt *runtime) fillStat(st *Stat) {
 	st.Election.Witnesses, st.Election.WitnessesNeeded = s.Witnesses, s.WitnessesNeeded
 	st.Election.VoteFloorGen, st.Election.VoteFloorLSN = s.VoteFloorGen, s.VoteFloorEnd
 	st.Init = InitStat{Active: rt.initActive, PagesDone: uint64(rt.initDone), PagesTotal: uint64(rt.initTotal),
-		PagesPerSec: rt.initRate, Count: rt.initCount, LastDuration: rt.initLast}
+		PagesPerSec: rt.initRate, Count: rt.initCount, LastDuration: rt.initLast,
+		PagesReasked: s.Counters.InitPagesReasked}
 	if rt.initActive && s.InitPagesTotal > 0 {
 		st.Init.PagesDone, st.Init.PagesTotal = uint64(s.InitPagesDone), uint64(s.InitPagesTotal)
 	}

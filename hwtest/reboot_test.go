@@ -109,10 +109,10 @@ func TestRebootUnderLoad(t *testing.T) {
 			t.Fatalf("%v; site %d: role %s locked %v init %+v lsn %d (want >= %d)", err, r, st.Role, st.LockedOut, st.Init, st.LSN, target)
 		}
 		rejoin := time.Since(restart)
-		inits = append(inits, fmt.Sprintf("site%d:%dpages/%v(rejoin %v%s)", r, st.Init.PagesTotal,
-			st.Init.LastDuration.Round(time.Millisecond), rejoin.Round(time.Millisecond), what))
-		t.Logf("reboot %d: site %d rejoined after %v%s: internal init of %d pages in %v", i+1, r,
-			rejoin.Round(time.Millisecond), what, st.Init.PagesTotal, st.Init.LastDuration.Round(time.Millisecond))
+		inits = append(inits, fmt.Sprintf("site%d:%dpages/%v(rejoin %v%s, %d reasked)", r, st.Init.PagesTotal,
+			st.Init.LastDuration.Round(time.Millisecond), rejoin.Round(time.Millisecond), what, st.Init.PagesReasked))
+		t.Logf("reboot %d: site %d rejoined after %v%s: internal init of %d pages in %v, %d pages asked for again", i+1, r,
+			rejoin.Round(time.Millisecond), what, st.Init.PagesTotal, st.Init.LastDuration.Round(time.Millisecond), st.Init.PagesReasked)
 	}
 	for i := range reboots {
 		reboot(i, "")

@@ -380,6 +380,7 @@ type Counters struct {
 	Rollbacks        uint64
 	Inits            uint64 // internal inits started
 	InitRestarts     uint64 // PAGE_FAIL restarts
+	InitPagesReasked uint64 // init pages asked for again: their PAGE message was lost
 	DupMasters       uint64 // times this site stepped down as a duplicate master
 	PermFailed       uint64
 	ApplyStalls      uint64 // Ready.Apply the driver did not apply

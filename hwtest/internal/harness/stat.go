@@ -39,6 +39,7 @@ type Stat struct {
 		PagesTotal   uint64        `json:"pages_total"`
 		Count        uint64        `json:"count"`
 		LastDuration time.Duration `json:"last_duration_ns"`
+		PagesReasked uint64        `json:"pages_reasked"`
 	} `json:"init"`
 	Pool struct {
 		PageSize   int    `json:"page_size"`
