@@ -98,7 +98,7 @@ type Decoded struct {
 
 	Vote elect.Vote // VOTE1, VOTE2
 
-	First, Count uint32 // UPDATE: Count pages; PAGE_REQ: window; PAGE: first index, Count pages
+	First, Count uint32 // UPDATE: Count pages; PAGE_REQ: window; PAGE: first index, Count pages; LOG_REQ/ALL_REQ: Count message bytes
 	Data         []byte // LOG: records; UPDATE: meta; PAGE: page entries; APP: payload
 }
 
@@ -173,11 +173,18 @@ func DecodeMessage(m Message, d *Decoded) error {
 			return fmt.Errorf("%s: %w", m.Type, err)
 		}
 	case MsgLogReq, MsgAllReq:
-		if err := exact(16); err != nil {
-			return err
+		// The message size the replica asks for is optional (20 bytes):
+		// without it the master answers in its default size.
+		if len(b) != 20 {
+			if err := exact(16); err != nil {
+				return err
+			}
 		}
 		d.LSN = le.Uint64(b)
 		d.LSN2 = le.Uint64(b[8:])
+		if len(b) == 20 {
+			d.Count = le.Uint32(b[16:])
+		}
 		if d.LSN2 != 0 && d.LSN2 < d.LSN {
 			return malformed(m.Type, "range [%d, %d) is inverted", d.LSN, d.LSN2)
 		}

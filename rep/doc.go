@@ -25,9 +25,10 @@
 // previous Ready travel in one LOG (group commit), split only at
 // MaxMessageBytes and at transaction boundaries. Idle, it sends HEARTBEAT
 // (gen, end, permanent LSN) every HeartbeatSend. It serves LOG_REQ/ALL_REQ
-// from its log (at most 8 messages and 256 KiB per request, so that serving
-// a catch-up does not silence it for a heartbeat-monitor period; LOG_MORE
-// asks for the rest), VERIFY_REQ, UPDATE_REQ and PAGE_REQ. It tracks every
+// from its log (at most 256 KiB per request, so that serving a catch-up does
+// not silence it for a heartbeat-monitor period, in messages of the size the
+// request asks for, 64 KiB by default, at most 64 of them; LOG_MORE ends an
+// answer the budget cut short), VERIFY_REQ, UPDATE_REQ and PAGE_REQ. It tracks every
 // site's acknowledged commit and computes the permanent LSN by the ack
 // policy (PolicyLSN); a commit not permanent within AckTimeout is reported
 // PermFailed: committed locally, not known durable.
@@ -39,7 +40,13 @@
 // pinned behind it). Records ahead of a gap are buffered
 // (bounded) and the gap [end, next) is re-requested with LOG_REQ, at once and
 // then with exponential back-off from ReRequestMin to ReRequestMax while no
-// progress is made; a heartbeat end beyond the local end is a gap too. It acks
+// answer arrives; a heartbeat end beyond the local end is a gap too. The
+// replica keeps its requests in order: since the master answers in order
+// and the backplane delivers in order, an answer to one request shows that
+// what the requests before it did not bring was lost, and it is asked for
+// again at once, in messages half as large (a message is lost if any of its
+// frames is); whole answers grow the messages back by an eighth. Each
+// answer's end asks for what remains, so a catch-up needs no timer. It acks
 // a commit only after Advance shows the driver applied it (the seeds'
 // ISPERM/NOTPERM: an ack covers every earlier commit).
 //
@@ -68,20 +75,24 @@
 // difference: two masters may share a gen in a non-strict two-site group. It
 // then rolls back to that commit (or needs internal init if that is below its
 // checkpoint), catches up with ALL_REQ, and reports STARTUP_DONE once its end
-// reaches the master's end as of the adoption.
+// reaches the master's end as of the adoption. A replica whose log holds no
+// commit (its state came from an internal init, or a checkpoint reclaimed
+// the log) verifies its newest commit all the same.
 //
 // Internal init, when the log needed is gone, nothing is common, or a rollback
 // would go below the checkpoint, or applies keep failing at the same LSN
 // (maxApplyStalls in a row: a full log that under ALL/ALL_PEERS only this
 // replica's own progress could free, since its checkpoints are promoted once
 // durable): UPDATE_REQ; the master answers UPDATE from
-// its pinned checkpoint snapshot (LSN, meta, page count); the replica asks for
-// windows of InitWindowPages pages, one PAGE_REQ each and two windows ahead
-// (the master sends one while the replica applies the other), answered with
-// as many PAGE messages as a window needs; it re-requests what is lost after
-// a back-off that progress resets, in windows halved by each retry (a lossy
-// backplane loses large messages) and doubled back by each message that
-// brings pages, restarts if the master's checkpoint moved
+// its pinned checkpoint snapshot (LSN, meta, page count); the replica keeps
+// two windows of InitWindowPages pages asked for (the master sends one while
+// the replica applies the other), in PAGE_REQs of up to a window, answered
+// with as many PAGE messages as a request needs. Its requests are kept in
+// order, so an answer to a later one shows what an earlier one did not bring
+// was lost: that is asked for again at once, in requests half as large (a
+// lossy backplane loses large messages), and whole messages grow them back
+// by an eighth; a retry after a back-off that progress resets takes
+// everything outstanding as lost. It restarts if the master's checkpoint moved
 // (PAGE_FAIL: the master keeps the checkpoint a replica is copying,
 // Ready.HoldCheckpoint, but not past the room its log and pool have), then
 // catches up from the checkpoint. With NoAutoInit it reports

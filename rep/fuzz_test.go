@@ -33,6 +33,7 @@ func seedMessages() []Message {
 		mk(2, MsgPage, h, u64s(64), appendU32(appendU32(nil, 0), 1), pages),
 		mk(2, MsgPageFail, h, u64s(64)), mk(2, MsgVote1, h, vote), mk(2, MsgVote2, h, vote),
 		mk(2, MsgApp, h, []byte("hello")), mk(2, MsgAppReply, h),
+		mk(2, MsgLogReq, h, u64s(10, 20), appendU32(nil, 8192)), // with the message size asked for
 	}
 	ms[8].Type, ms[9].Type = MsgLog, MsgLogMore
 	return ms

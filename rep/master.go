@@ -9,10 +9,6 @@ import (
 // oldest are reported PermFailed early rather than growing without limit.
 const maxPending = 1 << 16
 
-// serveBudgetMessages bounds how many MaxMessageBytes one LOG_REQ/ALL_REQ is
-// answered with; the last message is LOG_MORE so the replica asks again.
-const serveBudgetMessages = 8
-
 // serveBudgetBytes bounds the log bytes one LOG_REQ/ALL_REQ is answered
 // with (at least one record), in messages of at most that much. The driver
 // sends a Ready's messages back to back, and meanwhile the master sends
@@ -24,14 +20,34 @@ const serveBudgetMessages = 8
 // answer costs a round trip per request, not throughput.
 const serveBudgetBytes = 256 << 10
 
-// serveChunk is the most log bytes one served message carries.
-func (n *Node) serveChunk() int {
-	return min(n.cfg.MaxMessageBytes-HeaderSize-8, serveBudgetBytes)
+// defaultServeMessage is the log bytes a served message carries when the
+// request names no size: an answer spans several messages, so a replica
+// sees the loss of one when a later one arrives (Node.onServed) rather
+// than after a retry interval. Replicas ask for smaller messages after
+// losses, down to minServeMessage.
+const (
+	defaultServeMessage = 64 << 10
+	minServeMessage     = 4 << 10
+)
+
+// maxServeMessages bounds the messages one request is answered with: the
+// last one is LOG_MORE, so the replica asks again.
+const maxServeMessages = 64
+
+// serveChunk is the most log bytes one served message carries, for a
+// request that asked for messages of `asked` bytes (0: the default).
+func (n *Node) serveChunk(asked uint32) int {
+	c := defaultServeMessage
+	if asked > 0 {
+		c = max(minServeMessage, int(min(asked, serveBudgetBytes)))
+	}
+	return min(c, n.cfg.MaxMessageBytes-HeaderSize-8, serveBudgetBytes)
 }
 
-// serveMessages is how many messages one LOG_REQ/ALL_REQ is answered with.
-func (n *Node) serveMessages() int {
-	return min(serveBudgetMessages, max(1, serveBudgetBytes/n.serveChunk()))
+// serveMessages is how many messages of chunk bytes one LOG_REQ/ALL_REQ is
+// answered with.
+func serveMessages(chunk int) int {
+	return min(maxServeMessages, max(1, serveBudgetBytes/chunk))
 }
 
 // maxPagesPerRequest bounds the pages one PAGE_REQ is answered with.
@@ -334,7 +350,8 @@ func (n *Node) serveLog(d *Decoded) {
 	case from == end:
 		return
 	}
-	budget, chunk := n.serveMessages(), uint64(n.serveChunk())
+	c := n.serveChunk(d.Count)
+	budget, chunk := serveMessages(c), uint64(c)
 	for sent := 0; from < to; sent++ {
 		t := MsgLog
 		if sent == budget-1 {

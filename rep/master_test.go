@@ -282,10 +282,21 @@ func TestMasterServesLogRequests(t *testing.T) {
 	if len(logs) != 1 || commitsIn(t, logs[0]) != 2 {
 		t.Fatalf("LOG_REQ of 2 txns: %d messages", len(logs))
 	}
-	// ALL_REQ is served up to the budget, the last message is LOG_MORE.
-	o = s.recv(req(MsgAllReq, cis[0].End, 0))
-	if len(o.only(MsgLogMore)) != 1 || len(o.only(MsgLog)) != serveBudgetMessages-1 {
-		t.Fatalf("ALL_REQ: %d LOG %d LOG_MORE", len(o.only(MsgLog)), len(o.only(MsgLogMore)))
+	// ALL_REQ is served up to the end when that fits the budget (see
+	// TestMasterServeBudgetBytes for what does not), in messages of the
+	// size the request asks for.
+	o = s.recv(mk(2, MsgAllReq, Header{Gen: 1, Master: 1, Priority: 100}, append(u64s(cis[0].End, 0), 0, 16, 0, 0)))
+	bytes := 0
+	for _, m := range o.only(MsgLog) {
+		d := decode(t, m)
+		if len(d.Data) > 4<<10 {
+			t.Fatalf("ALL_REQ for messages of 4 KiB answered with a message of %d bytes of log", len(d.Data))
+		}
+		bytes += len(d.Data)
+	}
+	if len(o.only(MsgLogMore)) != 0 || bytes != int(cis[len(cis)-1].End-cis[0].End) {
+		t.Fatalf("ALL_REQ: %d LOG %d LOG_MORE, %d bytes of %d", len(o.only(MsgLog)), len(o.only(MsgLogMore)),
+			bytes, cis[len(cis)-1].End-cis[0].End)
 	}
 	if s.n.counters.ReRequestsServed != 2 {
 		t.Fatalf("served counter %d", s.n.counters.ReRequestsServed)
@@ -330,7 +341,7 @@ func TestMasterServeBudgetBytes(t *testing.T) {
 				bytes += len(d.Data)
 			}
 		}
-		want := min(serveBudgetMessages, serveBudgetBytes/min(size, serveBudgetBytes))
+		want := serveMessages(s.n.serveChunk(0))
 		if len(o.only(MsgLogMore)) != 1 || len(o.only(MsgLog)) != want-1 || bytes > serveBudgetBytes || bytes < serveBudgetBytes/2 {
 			t.Errorf("MaxMessageBytes %d: ALL_REQ answered with %d LOG, %d LOG_MORE, %d bytes of log; want %d messages, at most %d bytes",
 				size, len(o.only(MsgLog)), len(o.only(MsgLogMore)), bytes, want, serveBudgetBytes)

@@ -43,6 +43,9 @@ type initState struct {
 // pageRange is the page indexes [lo, hi) of one PAGE_REQ.
 type pageRange struct{ lo, hi uint32 }
 
+// lsnRange is the log [from, to) of one LOG_REQ.
+type lsnRange struct{ from, to uint64 }
+
 func (s *initState) has(i uint32) bool { return s.got[i/64]&(1<<(i%64)) != 0 }
 func (s *initState) set(i uint32)      { s.got[i/64] |= 1 << (i % 64) }
 
@@ -78,11 +81,14 @@ type replicaState struct {
 	gapActive   bool
 	gapNextAt   time.Duration
 	gapInterval time.Duration
-	// logAsk bounds the bytes one LOG_REQ asks for (0: what one answer of
-	// the master carries, see askLog); logReqTo is the end of the last
-	// request so bounded.
-	logAsk   int
-	logReqTo uint64
+	// logReqs are the LOG_REQs sent and not yet answered, oldest first.
+	// The master answers in order and the backplane delivers in order, so
+	// an answer to one settles every request before it: what those did not
+	// bring was lost (see onServed).
+	logReqs []lsnRange
+	// logMsg is the message size the replica asks answers in (0: the
+	// master's default); halved after a loss, grown as answers arrive.
+	logMsg int
 
 	reqNextAt   time.Duration // verify/update/page retry
 	reqInterval time.Duration
@@ -121,6 +127,7 @@ func (rs *replicaState) reset(n *Node) {
 		stream:     rs.stream[:0],
 		streamLSN:  n.st.EndLSN(),
 		segs:       segs,
+		logReqs:    rs.logReqs[:0],
 		points:     rs.points[:0],
 		ckptEnds:   rs.ckptEnds[:0],
 	}
@@ -148,6 +155,7 @@ func (n *Node) clearStream(end uint64) {
 		rs.segs[i] = seg{}
 	}
 	rs.segs, rs.segBytes = rs.segs[:0], 0
+	rs.logReqs = rs.logReqs[:0]
 }
 
 // stepReplica handles a message while this site is a replica.
@@ -183,9 +191,10 @@ func stepReplica(n *Node, d *Decoded) {
 			n.drop(DropSyncing)
 			return
 		}
-		before := n.rs.next()
 		n.onLog(d)
-		n.onServed(d, before)
+		if d.To != AllSites {
+			n.onServed(d)
+		}
 	case MsgVerify:
 		n.onVerify(d)
 	case MsgVerifyFail:
@@ -295,6 +304,18 @@ func (n *Node) beginSync() {
 	rs.init = initState{}
 	rs.haveLow, rs.highBad = false, ^uint64(0)
 	pts, err := n.st.VerifyPoints(rs.highBad, maxVerifyPoints, rs.points[:0])
+	if err == nil && len(pts) == 0 {
+		if lc := n.st.LastCommit(); lc.LSN > 0 {
+			// No commit left in the log (the state came from an
+			// internal init, or a checkpoint reclaimed the log before
+			// it), but there is content: the newest commit must still
+			// match the master's, or a replica inited from one master
+			// and adopting another whose end is below its own would
+			// keep the first one's history and never ask for anything
+			// (rep/sim seed 91086).
+			pts = append(pts, lc)
+		}
+	}
 	if err != nil || len(pts) == 0 {
 		// Nothing committed locally: nothing to verify, just catch up.
 		rs.points = pts[:0]
@@ -456,11 +477,11 @@ func (n *Node) startCatchUp() {
 	if rs.want <= rs.next() {
 		return
 	}
-	n.askLog(MsgAllReq)
 	// Losses in the answer are recovered as a gap.
 	rs.gapActive = true
 	rs.gapInterval = n.cfg.ReRequestMin
 	rs.gapNextAt = n.now + rs.gapInterval
+	n.askGaps()
 }
 
 func (n *Node) goLive() {
@@ -471,15 +492,25 @@ func (n *Node) goLive() {
 	n.event(Event{Kind: EventStartupDone, Site: n.master, Gen: n.gen, LSN: n.st.EndLSN()})
 }
 
-// requestLog sends LOG_REQ/ALL_REQ and arms the gap timer.
-func (n *Node) requestLog(t MsgType, from, to uint64) {
+// requestLog asks for [from, to), answered in messages of rs.logMsg bytes,
+// and keeps the request in rs.logReqs. While catching up, a range up to
+// everything the master is known to hold is an ALL_REQ (the master serves
+// up to its end then); a gap in the live stream is a LOG_REQ.
+func (n *Node) requestLog(from, to uint64) {
 	if n.master == NoMaster {
 		return
 	}
+	rs := &n.rs
 	n.counters.ReRequestsSent++
+	rs.logReqs = append(rs.logReqs, lsnRange{from, to})
+	t, wireTo := MsgLogReq, to
+	if rs.sync == syncLog && to >= rs.want {
+		t, wireTo = MsgAllReq, 0
+	}
 	start := n.begin()
 	n.cur.arena = appendU64(n.cur.arena, from)
-	n.cur.arena = appendU64(n.cur.arena, to)
+	n.cur.arena = appendU64(n.cur.arena, wireTo)
+	n.cur.arena = appendU32(n.cur.arena, uint32(rs.logMsg))
 	n.finish(n.master, t, start)
 }
 
@@ -502,9 +533,12 @@ func (n *Node) checkGap() {
 	next := rs.next()
 	if rs.want <= next {
 		rs.gapActive = false
+		rs.logReqs = rs.logReqs[:0]
 		return
 	}
 	if rs.gapActive {
+		// Asked for already; answers ask for what remains (onServed),
+		// the gap timer for what they do not bring.
 		return
 	}
 	// A new gap: ask at once (reordering rarely fills it faster than a
@@ -512,67 +546,117 @@ func (n *Node) checkGap() {
 	rs.gapActive = true
 	rs.gapInterval = n.cfg.ReRequestMin
 	rs.gapNextAt = n.now + rs.gapInterval
-	n.askLog(MsgLogReq)
+	n.askGaps()
 }
 
-// minLogAsk is the smallest bound askLog puts on a request after losses:
-// three frames of a 1500-byte MTU (a larger record still comes whole).
-const minLogAsk = 4 << 10
-
-// askLog asks for the records missing at the stream's end: up to the first
-// buffered segment, and at most rs.logAsk bytes. A served answer is lost
-// if any of its frames is: at 1% frame loss an answer of 256 KiB (about
-// 190 frames) arrives whole 15% of the time, so a catch-up after internal
-// init on a lossy backplane took seconds of retry intervals. Requests halve
-// after a retry and grow back as answers complete (onServed).
-// Unbounded, the request is a catch-up's ALL_REQ or a gap's LOG_REQ, as t
-// says.
-func (n *Node) askLog(t MsgType) {
+// gaps calls f for each missing range of the log below rs.want, in order:
+// before the first buffered segment, between segments, after the last.
+// Every range starts where records end (the stream's end or a segment's),
+// so the master can serve from there.
+func (n *Node) gaps(f func(from, to uint64) bool) {
 	rs := &n.rs
-	next, to := rs.next(), n.gapTo()
-	full := n.serveChunk() * n.serveMessages()
-	if rs.logAsk <= 0 || rs.logAsk >= full {
-		rs.logAsk = full
-		if to == 0 {
-			rs.logReqTo = 0
-			n.requestLog(t, next, 0)
+	c := rs.next()
+	for _, s := range rs.segs {
+		if s.lsn > c && !f(c, s.lsn) {
 			return
 		}
+		c = max(c, s.end)
 	}
-	if bound := next + uint64(rs.logAsk); to == 0 || to > bound {
-		to = bound
+	if c < rs.want {
+		f(c, rs.want)
 	}
-	rs.logReqTo = to
-	n.requestLog(MsgLogReq, next, to)
 }
 
-// onServed follows a LOG or LOG_MORE that extended the stream from before.
-// When it completed an answer (LOG_MORE: the master's budget ended it; or
-// the stream reached the bound of the last request) and the replica is
-// still behind, the replica asks for the next part at once instead of
-// after a retry interval, with a larger bound.
-func (n *Node) onServed(d *Decoded, before uint64) {
+// askGaps asks for each missing range up to the first outstanding request
+// within it. What lies past an outstanding request is asked for when its
+// answer ends (where records end), or when the request turns out lost.
+func (n *Node) askGaps() {
 	rs := &n.rs
-	next := rs.next()
-	if next <= before {
+	n.gaps(func(from, to uint64) bool {
+		end := to
+		for _, r := range rs.logReqs {
+			if r.to > from && r.from < end {
+				if r.from <= from {
+					return true
+				}
+				end = r.from
+			}
+		}
+		n.requestLog(from, end)
+		return true
+	})
+}
+
+// missing reports whether any record in [from, to) below rs.want is still
+// missing.
+func (n *Node) missing(from, to uint64) bool {
+	found := false
+	n.gaps(func(a, b uint64) bool {
+		found = a < to && b > from
+		return !found && a < to
+	})
+	return found
+}
+
+// onServed follows a LOG or LOG_MORE sent to this replica alone: an answer
+// to one of its LOG_REQs. The requests before the one it answers are
+// settled: if they left records missing, their answers were lost (a
+// message is lost if any of its frames is: at 1% frame loss 256 KiB, about
+// 190 frames, arrive whole 15% of the time), so the replica asks for
+// smaller messages, and asks again at once rather than after a retry
+// interval. The answered request ends with its last message (LOG_MORE: the
+// master's budget ended it). Then every missing range not asked for is
+// asked for, so a catch-up goes on at once.
+func (n *Node) onServed(d *Decoded) {
+	rs := &n.rs
+	if len(d.Data) == 0 {
 		return
 	}
-	if d.Type != MsgLogMore && (rs.logReqTo == 0 || next < rs.logReqTo || rs.want <= next) {
-		return
+	_, _, first := recAt(d.Data)
+	end := first + uint64(len(d.Data))
+	j := 0
+	for j < len(rs.logReqs) && (first < rs.logReqs[j].from || first >= rs.logReqs[j].to) {
+		j++
 	}
-	rs.logAsk += max(minLogAsk, rs.logAsk/8)
+	if j == len(rs.logReqs) {
+		return // an answer to a request given up on
+	}
+	lost := false
+	for _, r := range rs.logReqs[:j] {
+		lost = lost || n.missing(r.from, r.to)
+	}
+	done := j
+	if d.Type == MsgLogMore || end >= rs.logReqs[j].to {
+		done++
+	} else {
+		rs.logReqs[j].from = end
+	}
+	rs.logReqs = rs.logReqs[:copy(rs.logReqs, rs.logReqs[done:])]
+	full := n.serveChunk(0)
+	switch {
+	case lost:
+		rs.logMsg = max(minServeMessage, n.logMsg()/2)
+	case done > j && rs.logMsg > 0:
+		// Messages grow back slower than they shrink: at a steady frame
+		// loss they settle where about one in five is lost.
+		if rs.logMsg += rs.logMsg / 8; rs.logMsg >= full {
+			rs.logMsg = 0
+		}
+	}
+	// An answer arrived: the next retry waits a whole interval from here.
 	rs.gapInterval = n.cfg.ReRequestMin
 	rs.gapNextAt = n.now + rs.gapInterval
-	n.askLog(MsgAllReq)
+	if rs.gapActive {
+		n.askGaps()
+	}
 }
 
-// gapTo is the end of the missing range: the first buffered record, or what
-// the master has.
-func (n *Node) gapTo() uint64 {
-	if len(n.rs.segs) > 0 {
-		return n.rs.segs[0].lsn
+// logMsg is the message size the replica asks for.
+func (n *Node) logMsg() int {
+	if n.rs.logMsg > 0 {
+		return n.rs.logMsg
 	}
-	return 0
+	return n.serveChunk(0)
 }
 
 // onLog takes records from a LOG message: in order they join the stream,
@@ -1126,14 +1210,17 @@ func (n *Node) tickReplica() {
 	if rs.gapActive && n.now >= rs.gapNextAt {
 		next := rs.next()
 		if rs.want > next {
-			// Nothing completed for a retry interval: the answer was
-			// lost, or the master is slow; ask for less.
-			rs.logAsk = max(minLogAsk, rs.logAsk/2)
-			n.askLog(MsgLogReq)
+			// No answer for a retry interval: every outstanding request
+			// is taken as lost (or the master is slow) and asked for
+			// again, in smaller messages.
+			rs.logReqs = rs.logReqs[:0]
+			rs.logMsg = max(minServeMessage, n.logMsg()/2)
+			n.askGaps()
 			rs.gapInterval = min(2*rs.gapInterval, n.cfg.ReRequestMax)
 			rs.gapNextAt = n.now + rs.gapInterval
 		} else {
 			rs.gapActive = false
+			rs.logReqs = rs.logReqs[:0]
 		}
 	}
 }

@@ -243,7 +243,7 @@ func TestReplicaApplyFailureIsRetried(t *testing.T) {
 		t.Fatalf("acked records the driver failed to apply: %v stalls %d", o.msgs, s.n.counters.ApplyStalls)
 	}
 	o = s.tick(s.n.cfg.ReRequestMin)
-	if len(o.only(MsgLogReq)) != 1 {
+	if len(o.only(MsgLogReq))+len(o.only(MsgAllReq)) != 1 {
 		t.Fatalf("no re-request after a failed apply: %v", o.msgs)
 	}
 	s.recv(f.log(s.now, 0, 3))
