@@ -267,6 +267,34 @@ func TestInternalInitThroughFrameLoss(t *testing.T) {
 	}
 }
 
+// A master slower than the retry interval (here every message takes 12 ms,
+// so answers need 24 ms against the 20 ms retry): a retry asks again for
+// everything outstanding, and the answers to the requests it gave up on,
+// still arriving, must not be taken for answers to the new ones, or every
+// new request before them looks lost and is asked for again, and so on.
+func TestInternalInitSlowMasterRetries(t *testing.T) {
+	c := newCluster(t, []uint16{1, 2}, func(cfg *Config) { cfg.MaxMessageBytes = 1 << 20 })
+	checkpointedMaster(c, 600, 4000, 4096)
+	rng := rand.New(rand.NewPCG(5, 6))
+	c.delay = func() time.Duration { return 12 * time.Millisecond }
+	c.filter = func(p *packet) bool {
+		if p.typ != MsgPage {
+			return false
+		}
+		frames := (len(p.payload) + 1399) / 1400
+		return rng.Float64() < 1-math.Pow(1-0.02, float64(frames))
+	}
+	c.restart(2, true, StartClient)
+	c.runUntil("convergence", 60*time.Second, c.converged)
+	r := c.node(2)
+	dups := r.n.counters.Dropped[DropDuplicate]
+	t.Logf("%d pages asked for again, %d duplicate answers", r.n.counters.InitPagesReasked, dups)
+	// 7 here; 380 when late answers settled the new requests.
+	if dups > 30 {
+		t.Fatalf("%d duplicate answers for an init of 600 pages: late answers made new requests look lost", dups)
+	}
+}
+
 // A replica catching up a long log over a lossy backplane: an answer is
 // lost if any of its frames is, so the replica must ask for less after a
 // loss, and ask for the next part as soon as an answer completes.
