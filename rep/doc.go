@@ -92,7 +92,8 @@
 // was lost: that is asked for again at once, in requests half as large (a
 // lossy backplane loses large messages), and whole messages grow them back
 // by an eighth; a retry after a back-off that progress resets takes
-// everything outstanding as lost. It restarts if the master's checkpoint moved
+// everything outstanding as lost (answers to what it gave up on that still
+// arrive settle nothing). It restarts if the master's checkpoint moved
 // (PAGE_FAIL: the master keeps the checkpoint a replica is copying,
 // Ready.HoldCheckpoint, but not past the room its log and pool have), then
 // catches up from the checkpoint. With NoAutoInit it reports
