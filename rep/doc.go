@@ -27,8 +27,9 @@
 // (gen, end, permanent LSN) every HeartbeatSend. It serves LOG_REQ/ALL_REQ
 // from its log (at most 256 KiB per request, so that serving a catch-up does
 // not silence it for a heartbeat-monitor period, in messages of the size the
-// request asks for, 64 KiB by default, at most 64 of them; LOG_MORE ends an
-// answer the budget cut short), VERIFY_REQ, UPDATE_REQ and PAGE_REQ. It tracks every
+// request asks for, the whole 256 KiB by default, at most 64 of them;
+// LOG_MORE ends an answer the budget cut short), VERIFY_REQ, UPDATE_REQ and
+// PAGE_REQ. It tracks every
 // site's acknowledged commit and computes the permanent LSN by the ack
 // policy (PolicyLSN); a commit not permanent within AckTimeout is reported
 // PermFailed: committed locally, not known durable.
@@ -45,7 +46,8 @@
 // and the backplane delivers in order, an answer to one request shows that
 // what the requests before it did not bring was lost, and it is asked for
 // again at once, in messages half as large (a message is lost if any of its
-// frames is); whole answers grow the messages back by an eighth. Each
+// frames is; two retry intervals in a row without an answer halve them
+// too); whole answers grow the messages back by an eighth. Each
 // answer's end asks for what remains, so a catch-up needs no timer. It acks
 // a commit only after Advance shows the driver applied it (the seeds'
 // ISPERM/NOTPERM: an ack covers every earlier commit).
@@ -77,7 +79,8 @@
 // checkpoint), catches up with ALL_REQ, and reports STARTUP_DONE once its end
 // reaches the master's end as of the adoption. A replica whose log holds no
 // commit (its state came from an internal init, or a checkpoint reclaimed
-// the log) verifies its newest commit all the same.
+// the log) but ends past the master's end verifies its newest commit all
+// the same.
 //
 // Internal init, when the log needed is gone, nothing is common, or a rollback
 // would go below the checkpoint, or applies keep failing at the same LSN
