@@ -48,7 +48,9 @@
 // again at once, in messages half as large (a message is lost if any of its
 // frames is; two retry intervals in a row without an answer halve them
 // too); whole answers grow the messages back by an eighth. Each
-// answer's end asks for what remains, so a catch-up needs no timer. It acks
+// answer's end asks for what remains, so a catch-up needs no timer, but
+// not for the records past the newest live message buffered behind a hole:
+// those are on their way. It acks
 // a commit only after Advance shows the driver applied it (the seeds'
 // ISPERM/NOTPERM: an ack covers every earlier commit).
 //
