@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 	"time"
 )
@@ -174,6 +175,29 @@ func checkpointedMaster(c *cluster, n, valSize, pageSize int) {
 	c.run(10 * time.Millisecond)
 }
 
+// frameLoss drops messages of the given types as a backplane losing each
+// frame of 1400 bytes with probability loss would (a message is lost if
+// any of its frames is), counting what it saw and dropped.
+type frameLoss struct {
+	rng        *rand.Rand
+	loss       float64
+	types      []MsgType
+	sent, lost int
+}
+
+func (f *frameLoss) filter(p *packet) bool {
+	if !slices.Contains(f.types, p.typ) {
+		return false
+	}
+	f.sent++
+	frames := (len(p.payload) + 1399) / 1400
+	if f.rng.Float64() < 1-math.Pow(1-f.loss, float64(frames)) {
+		f.lost++
+		return true
+	}
+	return false
+}
+
 // A window of pages larger than one message arrives in several PAGE
 // messages: the next windows must be asked for as pages arrive, not after a
 // retry interval per window (which made an init with 16 KiB pages crawl).
@@ -227,21 +251,8 @@ func TestInternalInitWindowSpansMessages(t *testing.T) {
 func TestInternalInitThroughFrameLoss(t *testing.T) {
 	c := newCluster(t, []uint16{1, 2}, func(cfg *Config) { cfg.MaxMessageBytes = 1 << 20 })
 	checkpointedMaster(c, 600, 4000, 4096)
-	rng := rand.New(rand.NewPCG(1, 2))
-	const frameLoss, frameBytes = 0.05, 1400
-	lost, sent := 0, 0
-	c.filter = func(p *packet) bool {
-		if p.typ != MsgPage {
-			return false
-		}
-		sent++
-		frames := (len(p.payload) + frameBytes - 1) / frameBytes
-		if rng.Float64() < 1-math.Pow(1-frameLoss, float64(frames)) {
-			lost++
-			return true
-		}
-		return false
-	}
+	fl := &frameLoss{rng: rand.New(rand.NewPCG(1, 2)), loss: 0.05, types: []MsgType{MsgPage}}
+	c.filter = fl.filter
 	c.restart(2, true, StartClient)
 	r := c.node(2)
 	start := c.now
@@ -249,11 +260,11 @@ func TestInternalInitThroughFrameLoss(t *testing.T) {
 	if r.inits != 1 || r.n.counters.Inits != 1 {
 		t.Fatalf("inits finished %d started %d", r.inits, r.n.counters.Inits)
 	}
-	if lost == 0 {
-		t.Fatalf("no PAGE message lost of %d: the test lost nothing", sent)
+	if fl.lost == 0 {
+		t.Fatalf("no PAGE message lost of %d: the test lost nothing", fl.sent)
 	}
 	took := c.now - start
-	t.Logf("%d of %d PAGE messages lost, %d pages asked for again; converged after %v", lost, sent,
+	t.Logf("%d of %d PAGE messages lost, %d pages asked for again; converged after %v", fl.lost, fl.sent,
 		r.n.counters.InitPagesReasked, took)
 	if r.n.counters.InitPagesReasked == 0 {
 		t.Fatal("pages were lost but none was asked for again")
@@ -263,7 +274,7 @@ func TestInternalInitThroughFrameLoss(t *testing.T) {
 	// interval: 92 ms here, against 3.6 s when a replica waited for its
 	// retry timer after most losses.
 	if limit := 10 * r.n.cfg.ReRequestMin; took > limit {
-		t.Fatalf("init through %.0f%% frame loss took %v of virtual time, want under %v: losses wait for retry timers", frameLoss*100, took, limit)
+		t.Fatalf("init through %.0f%% frame loss took %v of virtual time, want under %v: losses wait for retry timers", fl.loss*100, took, limit)
 	}
 }
 
@@ -275,15 +286,9 @@ func TestInternalInitThroughFrameLoss(t *testing.T) {
 func TestInternalInitSlowMasterRetries(t *testing.T) {
 	c := newCluster(t, []uint16{1, 2}, func(cfg *Config) { cfg.MaxMessageBytes = 1 << 20 })
 	checkpointedMaster(c, 600, 4000, 4096)
-	rng := rand.New(rand.NewPCG(5, 6))
 	c.delay = func() time.Duration { return 12 * time.Millisecond }
-	c.filter = func(p *packet) bool {
-		if p.typ != MsgPage {
-			return false
-		}
-		frames := (len(p.payload) + 1399) / 1400
-		return rng.Float64() < 1-math.Pow(1-0.02, float64(frames))
-	}
+	fl := &frameLoss{rng: rand.New(rand.NewPCG(5, 6)), loss: 0.02, types: []MsgType{MsgPage}}
+	c.filter = fl.filter
 	c.restart(2, true, StartClient)
 	c.runUntil("convergence", 60*time.Second, c.converged)
 	r := c.node(2)
@@ -307,32 +312,19 @@ func TestCatchUpThroughFrameLoss(t *testing.T) {
 	}
 	c.restart(1, false, StartMaster)
 	c.run(10 * time.Millisecond)
-	rng := rand.New(rand.NewPCG(3, 4))
-	const frameLoss, frameBytes = 0.05, 1400
-	lost, sent := 0, 0
-	c.filter = func(p *packet) bool {
-		if p.typ != MsgLog && p.typ != MsgLogMore {
-			return false
-		}
-		sent++
-		frames := (len(p.payload) + frameBytes - 1) / frameBytes
-		if rng.Float64() < 1-math.Pow(1-frameLoss, float64(frames)) {
-			lost++
-			return true
-		}
-		return false
-	}
+	fl := &frameLoss{rng: rand.New(rand.NewPCG(3, 4)), loss: 0.05, types: []MsgType{MsgLog, MsgLogMore}}
+	c.filter = fl.filter
 	c.restart(2, true, StartClient)
 	r := c.node(2)
 	start := c.now
 	c.runUntil("convergence", 60*time.Second, c.converged)
 	took := c.now - start
-	t.Logf("%d of %d LOG messages lost, %d re-requests; converged after %v", lost, sent, r.n.counters.ReRequestsSent, took)
+	t.Logf("%d of %d LOG messages lost, %d re-requests; converged after %v", fl.lost, fl.sent, r.n.counters.ReRequestsSent, took)
 	if r.n.counters.Inits != 0 {
 		t.Fatalf("%d internal inits: the test meant a log catch-up", r.n.counters.Inits)
 	}
-	if lost == 0 {
-		t.Fatalf("no LOG message lost of %d: the test lost nothing", sent)
+	if fl.lost == 0 {
+		t.Fatalf("no LOG message lost of %d: the test lost nothing", fl.sent)
 	}
 	// Virtual time, deterministic for the seed: 336 ms (answers start as
 	// one message, halved after two retry intervals without an answer,
@@ -341,7 +333,7 @@ func TestCatchUpThroughFrameLoss(t *testing.T) {
 	// each retry interval alone took 3.3 s; requests that did not shrink
 	// did not converge in a minute.
 	if limit := 25 * r.n.cfg.ReRequestMin; took > limit {
-		t.Fatalf("catch-up of %d bytes through %.0f%% frame loss took %v of virtual time, want under %v", m.st.EndLSN(), frameLoss*100, took, limit)
+		t.Fatalf("catch-up of %d bytes through %.0f%% frame loss took %v of virtual time, want under %v", m.st.EndLSN(), fl.loss*100, took, limit)
 	}
 }
 
