@@ -35,7 +35,7 @@ func TestFailoverSettles(t *testing.T) {
 					// the boards that showed the churn. It ends before the
 					// quiet period: the group must then settle.
 					rng := rand.New(rand.NewPCG(uint64(round), 7))
-					c.delay = func() time.Duration {
+					c.delay = func(uint16) time.Duration {
 						return time.Millisecond + time.Duration(rng.Int64N(int64(15*time.Millisecond)))
 					}
 					c.stall = func(uint16) bool { return rng.IntN(4) == 0 }
@@ -229,4 +229,68 @@ func TestStaleVoteDoesNotDeposeMaster(t *testing.T) {
 	if ms := c.masters(); len(ms) != 1 || ms[0] != m || m.n.Status().Gen != gen || m.n.Counters().DupMasters != 0 {
 		t.Fatalf("a false alarm changed the master: was %d gen %d; r1 promised %d\n%s", m.id, gen, r1.n.Promised(), c.dump())
 	}
+}
+
+// TestLostMasterVotingIsWaitedFor: a site whose election began with its
+// master's silence counts that master absent and votes once every other
+// electable site's VOTE1 is in, without waiting out the timeout for a vote
+// that will not come. When the master comes back (here restarted with empty
+// memory) and votes, that has to end: those sites then voted before a slow
+// site's VOTE1 arrived, at every attempt, while the restarted site waited for
+// it and voted for it, and the votes split without end (sim seed 110122:
+// sixteen seconds of elections and no master).
+func TestLostMasterVotingIsWaitedFor(t *testing.T) {
+	c := newCluster(t, []uint16{1, 2, 3, 4}, func(cfg *Config) {
+		boardTimers(false)(cfg)
+		if cfg.Site == 4 {
+			cfg.Priority = 200 // the best candidate, and the slow one
+		}
+	})
+	c.start(1, StartMaster)
+	for _, id := range []uint16{2, 3, 4} {
+		c.start(id, StartClient)
+	}
+	c.runUntil("convergence", time.Second, c.converged)
+	if m := c.masters()[0]; m.id != 1 {
+		t.Fatalf("site %d is master, want 1", m.id)
+	}
+	c.write(c.node(1), "a")
+	c.runUntil("convergence", time.Second, c.converged)
+
+	// Site 4 cut off: sites 2 and 3 hold elections they cannot win (three
+	// of four electable sites make a quorum), counting site 1 absent.
+	for _, id := range []uint16{1, 2, 3} {
+		c.link(c.node(id), c.node(4), true)
+	}
+	c.crash(1)
+	c.runUntil("sites 2 and 3 electing", time.Second, func() bool {
+		return c.node(2).n.role == RoleElecting && c.node(3).n.role == RoleElecting
+	})
+	c.run(50 * time.Millisecond)
+	c.restart(1, true, StartClient)
+	c.runUntil("site 1 done recovering", time.Second, func() bool { return !c.node(1).n.recovering })
+
+	// Site 4 back, its messages taking 5 ms (the others' 1 ms).
+	c.delay = func(from uint16) time.Duration {
+		if from == 4 {
+			return 5 * time.Millisecond
+		}
+		return time.Millisecond
+	}
+	for _, id := range []uint16{1, 2, 3} {
+		c.link(c.node(id), c.node(4), false)
+	}
+	healed := c.now
+	c.runUntil("a master", 10*time.Second, func() bool { return len(c.masters()) == 1 })
+	if m := c.masters()[0]; m.id != 4 {
+		t.Errorf("site %d elected, want 4 (the most current with the highest priority)", m.id)
+	}
+	// Every attempt that waits for all four VOTE1s elects site 4; a few
+	// attempts' worth of time allows for one begun during the healing.
+	took := c.now - healed
+	t.Logf("site 4 elected %v after it came back", took)
+	if took > 100*time.Millisecond {
+		t.Errorf("a master %v after site 4 came back; each attempt in which sites 2 and 3 counted the voting site 1 absent split the votes\n%s", took, c.dump())
+	}
+	c.runUntil("convergence", 5*time.Second, c.converged)
 }

@@ -23,7 +23,7 @@ type cluster struct {
 	// delay, if set, gives each packet's transit time instead of 1 ms
 	// (packets are then delivered in arrival order, not send order); stall,
 	// if set, skips a node's tick (a busy board ticking late).
-	delay func() time.Duration
+	delay func(from uint16) time.Duration
 	stall func(id uint16) bool
 	// deaf nodes neither tick nor receive: what arrives for them is held
 	// until wake (a board whose runtime is busy, or descheduled).
@@ -135,7 +135,7 @@ func (c *cluster) flush(tn *tnode) {
 		}
 		for _, m := range rd.Messages {
 			c.sent[m.Type]++
-			c.enqueue(packet{at: c.now + c.transit(), from: tn.id, to: m.To, typ: m.Type,
+			c.enqueue(packet{at: c.now + c.transit(tn.id), from: tn.id, to: m.To, typ: m.Type,
 				payload: append([]byte(nil), m.Payload...)})
 		}
 		tn.events = append(tn.events, rd.Events...)
@@ -168,9 +168,9 @@ func (c *cluster) flush(tn *tnode) {
 	c.t.Fatalf("node %d: Ready never empties", tn.id)
 }
 
-func (c *cluster) transit() time.Duration {
+func (c *cluster) transit(from uint16) time.Duration {
 	if c.delay != nil {
-		return c.delay()
+		return c.delay(from)
 	}
 	return time.Millisecond
 }

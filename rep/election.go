@@ -40,13 +40,13 @@ func (n *Node) startElection() {
 	}
 	if n.role != RoleElecting {
 		n.counters.Elections++
-		n.electAbsent = 0
+		n.electAbsent = NoMaster
 		if n.master != NoMaster {
 			n.rs.lastMaster = n.master
 			if s := n.siteByID(n.master); s != nil && s.electable() && n.master != n.cfg.Site &&
 				n.now-n.rs.masterHeard >= n.cfg.HeartbeatMonitor {
 				// Lost by silence: its VOTE1 will not come.
-				n.electAbsent = 1
+				n.electAbsent = n.master
 			}
 		}
 		n.master = NoMaster
@@ -71,7 +71,30 @@ func (n *Node) startElector(leaseWait Duration) {
 	f := n.electionFloor()
 	n.el.SetFloor(f.gen, f.end)
 	n.el.Start(n.now, n.st.LastCommit().Gen, n.st.EndLSN(), n.electableSites(), leaseWait)
-	n.el.SetAbsent(n.now, n.electAbsent)
+	n.el.SetAbsent(n.now, n.absentVoters())
+}
+
+// absentVoters is how many electable sites the election need not wait for.
+func (n *Node) absentVoters() int {
+	if n.electAbsent == NoMaster {
+		return 0
+	}
+	return 1
+}
+
+// noteVoter stops counting the lost master absent once it votes: it came
+// back (restarted, perhaps with empty memory, or a freeze ended). Voting
+// before its VOTE1 arrives would then be voting without the full tally at
+// every attempt, and two sites each deciding on the part of the group they
+// heard first can split the votes at every attempt (sim seed 110122: the
+// sites that counted the restarted master absent always voted before a
+// slow site's VOTE1 arrived, the others after; sixteen seconds of
+// elections without a winner).
+func (n *Node) noteVoter(from uint16) {
+	if from == n.electAbsent {
+		n.electAbsent = NoMaster
+		n.el.SetAbsent(n.now, 0)
+	}
 }
 
 // drainElection sends what the election produced.
@@ -127,10 +150,12 @@ func stepElecting(n *Node, d *Decoded) {
 	switch d.Type {
 	case MsgVote1:
 		if !n.voteIgnored(d) {
+			n.noteVoter(d.From)
 			n.el.StepVote1(n.now, d.Vote)
 		}
 	case MsgVote2:
 		if !n.voteIgnored(d) {
+			n.noteVoter(d.From)
 			n.el.StepVote2Vote(n.now, d.Vote)
 		}
 	case MsgNewClient:

@@ -83,9 +83,10 @@ type Node struct {
 	gen    uint32
 	master uint16
 	el     elector
-	// electAbsent is how many electable sites the running election need
-	// not wait for: the master whose silence started it.
-	electAbsent int
+	// electAbsent is the electable site the running election need not
+	// wait for (NoMaster: none): the master whose silence started it, until
+	// it is heard voting.
+	electAbsent uint16
 	sites       []*site // sorted by id
 
 	cur, flight, spare outBufs

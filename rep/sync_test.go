@@ -286,7 +286,7 @@ func TestInternalInitThroughFrameLoss(t *testing.T) {
 func TestInternalInitSlowMasterRetries(t *testing.T) {
 	c := newCluster(t, []uint16{1, 2}, func(cfg *Config) { cfg.MaxMessageBytes = 1 << 20 })
 	checkpointedMaster(c, 600, 4000, 4096)
-	c.delay = func() time.Duration { return 12 * time.Millisecond }
+	c.delay = func(uint16) time.Duration { return 12 * time.Millisecond }
 	fl := &frameLoss{rng: rand.New(rand.NewPCG(5, 6)), loss: 0.02, types: []MsgType{MsgPage}}
 	c.filter = fl.filter
 	c.restart(2, true, StartClient)

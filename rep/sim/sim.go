@@ -178,8 +178,9 @@ func run(seed uint64, cfg Config, traceAll bool) *Result {
 				continue
 			}
 			x := st.node.Status()
-			res.Sites = append(res.Sites, fmt.Sprintf("site %d: %v master=%d gen=%d egen=%d electing=%v startupdone=%v lockout=%v joinfailed=%v end=%d applied=%d perm=%d masterEnd=%d counters=%+v",
-				st.id, x.Role, x.Master, x.Gen, x.Egen, x.ElectionRunning, x.StartupDone, x.Lockout, x.JoinFailed, x.EndLSN, x.AppliedLSN, x.PermLSN, x.MasterEndLSN, x.Counters))
+			res.Sites = append(res.Sites, fmt.Sprintf("site %d: %v master=%d gen=%d egen=%d electing=%v startupdone=%v lockout=%v joinfailed=%v end=%d applied=%d perm=%d masterEnd=%d recovering=%v witnesses=%d/%d floor=%d/%d counters=%+v",
+				st.id, x.Role, x.Master, x.Gen, x.Egen, x.ElectionRunning, x.StartupDone, x.Lockout, x.JoinFailed, x.EndLSN, x.AppliedLSN, x.PermLSN, x.MasterEndLSN,
+				x.Recovering, x.Witnesses, x.WitnessesNeeded, x.VoteFloorGen, x.VoteFloorEnd, x.Counters))
 		}
 	}
 	return res
