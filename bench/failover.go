@@ -553,6 +553,9 @@ func fmtStat(st board.Stat) string {
 	}
 	fmt.Fprintf(&b, " elections %d rereq %d msgs %d/%d dropped %d sendErr %d permFailed %d",
 		st.Election.Elections, st.Counters.ReRequests, st.Counters.MsgsSent, st.Counters.MsgsRecv, st.Counters.MsgsDropped, st.Counters.SendErrors, st.Counters.PermFailed)
+	if len(st.Counters.MsgDrops) > 0 {
+		fmt.Fprintf(&b, " %v", st.Counters.MsgDrops)
+	}
 	for _, ss := range st.Sites {
 		fmt.Fprintf(&b, " {%d acked %d lag %d heard %v}", ss.Site, ss.AckedLSN, ss.LagBytes, ss.LastHeard.Round(time.Microsecond))
 	}

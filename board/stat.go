@@ -156,6 +156,9 @@ type Counters struct {
 	SendErrors    uint64 `json:"send_errors"`
 	FramesDropped uint64 `json:"frames_dropped"` // bad or foreign frames dropped by the transport
 	MsgsDropped   uint64 `json:"msgs_dropped"`   // messages the replication layer dropped (stale, duplicate, malformed, ...)
+	// MsgDrops breaks MsgsDropped down by reason (rep DropReason names;
+	// reasons with none left out).
+	MsgDrops map[string]uint64 `json:"msg_drops"`
 	// Drops breaks the transport's drops down by reason (backplane
 	// DropReason names), plus the raw transport's in-kernel eBPF filter
 	// drops as kernel_other_ethertype, kernel_foreign_group, kernel_short.
@@ -272,5 +275,11 @@ func (rt *runtime) fillStat(st *Stat) {
 	st.Counters.MsgsSent = s.Counters.MessagesOut
 	st.Counters.MsgsRecv = s.Counters.MessagesIn
 	st.Counters.MsgsDropped = s.Counters.DroppedTotal()
+	st.Counters.MsgDrops = make(map[string]uint64)
+	for r, n := range s.Counters.Dropped {
+		if n > 0 {
+			st.Counters.MsgDrops[rep.DropReason(r).String()] = n
+		}
+	}
 	fillEnvStat(st, b.env)
 }
