@@ -39,7 +39,9 @@
 // checkpoint record if there is one (so that the driver can promote it
 // before the pages the next commits replace fill the pool or the log stays
 // pinned behind it). Records ahead of a gap are buffered
-// (bounded) and the gap [end, next) is re-requested with LOG_REQ, at once and
+// (bounded; records that follow on from a buffered run join it, so the live
+// stream behind a hole takes one run however many messages bring it) and
+// the gap [end, next) is re-requested with LOG_REQ, at once and
 // then with exponential back-off from ReRequestMin to ReRequestMax while no
 // answer arrives; a heartbeat end beyond the local end is a gap too. The
 // replica keeps its requests in order: since the master answers in order
@@ -50,7 +52,9 @@
 // too); whole answers grow the messages back by an eighth. Each
 // answer's end asks for what remains, so a catch-up needs no timer, but
 // not for the records past the newest live message buffered behind a hole:
-// those are on their way. It acks
+// those are on their way; and while the buffer has no room for another
+// message, for nothing past the first hole (an answer dropped for a full
+// buffer settles nothing). It acks
 // a commit only after Advance shows the driver applied it (the seeds'
 // ISPERM/NOTPERM: an ack covers every earlier commit).
 //
