@@ -759,14 +759,31 @@ func (n *Node) scanStream() {
 	}
 }
 
+// bufferSeg keeps the records [first, end), which arrived past the
+// stream's end, until the hole before them fills. False if the buffer had
+// no room: the message is dropped (and counted).
 func (n *Node) bufferSeg(recs []byte, first, end uint64) bool {
 	rs := &n.rs
 	i := 0
 	for i < len(rs.segs) && rs.segs[i].lsn < first {
 		i++
 	}
-	if (i < len(rs.segs) && rs.segs[i].lsn == first) || (i > 0 && end <= rs.segs[i-1].end) {
+	if (i < len(rs.segs) && rs.segs[i].lsn == first && end <= rs.segs[i].end) || (i > 0 && end <= rs.segs[i-1].end) {
 		n.drop(DropDuplicate)
+		return true
+	}
+	if i < len(rs.segs) && rs.segs[i].lsn == first {
+		// A longer message from the same record on: it replaces the run
+		// (dropping it as a duplicate lost the records past the run's end
+		// until the gap was asked for).
+		old := &rs.segs[i]
+		if rs.segBytes-len(old.data)+len(recs) > n.bufferLimit() {
+			n.drop(DropBufferFull)
+			return false
+		}
+		rs.segBytes += len(recs) - len(old.data)
+		old.data = append(old.data[:0], recs...)
+		old.end = end
 		return true
 	}
 	joins := i > 0 && rs.segs[i-1].end == first

@@ -2,6 +2,7 @@ package rep
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"testing"
 	"time"
 )
@@ -308,5 +309,81 @@ func TestReplicaApplyEndsAtCheckpointRecord(t *testing.T) {
 	}
 	if s.st.hash() != f.st.hash() {
 		t.Fatal("replica differs from the master")
+	}
+}
+
+// checkBuffer asserts the out-of-order buffer's invariants: runs in LSN
+// order, each as long as its records, all past the stream's end, and
+// segBytes their sum.
+func checkBuffer(t *testing.T, n *Node) {
+	t.Helper()
+	rs := &n.rs
+	total := 0
+	for k, s := range rs.segs {
+		if s.end != s.lsn+uint64(len(s.data)) {
+			t.Fatalf("run %d [%d, %d) holds %d bytes", k, s.lsn, s.end, len(s.data))
+		}
+		if s.lsn <= rs.next() {
+			t.Fatalf("run %d starts at %d, not past the stream's end %d", k, s.lsn, rs.next())
+		}
+		if k > 0 && s.lsn <= rs.segs[k-1].lsn {
+			t.Fatalf("runs out of order: %d after %d", s.lsn, rs.segs[k-1].lsn)
+		}
+		total += len(s.data)
+	}
+	if total != rs.segBytes {
+		t.Fatalf("segBytes %d, runs hold %d", rs.segBytes, total)
+	}
+}
+
+// Live messages arriving in any order, duplicated and overlapping, end as
+// the master's log, and the buffer keeps its invariants at every step;
+// messages that follow on behind a hole take one run between them.
+func TestReplicaBufferProperty(t *testing.T) {
+	for seed := uint64(1); seed <= 40; seed++ {
+		t.Run(fmt.Sprint(seed), func(t *testing.T) {
+			rng := rand.New(rand.NewPCG(seed, 99))
+			const txns = 120
+			f := newFeed(1, 1)
+			s := joined(t, f, 1, nil)
+			f.add(txns - 1)
+			var msgs []Message
+			for i := 1; i < txns; {
+				j := min(txns, i+1+rng.IntN(4))
+				msgs = append(msgs, f.log(s.now, i, j))
+				i = j
+			}
+			// Overlapping ranges and duplicates on top of the cover.
+			for k := 0; k < 20; k++ {
+				i := 1 + rng.IntN(txns-2)
+				msgs = append(msgs, f.log(s.now, i, min(txns, i+1+rng.IntN(6))))
+			}
+			rng.Shuffle(len(msgs), func(a, b int) { msgs[a], msgs[b] = msgs[b], msgs[a] })
+			for _, m := range msgs {
+				s.recv(m)
+				checkBuffer(t, s.n)
+			}
+			if s.st.EndLSN() != f.st.EndLSN() || s.st.hash() != f.st.hash() {
+				t.Fatalf("replica ends at %d, master at %d (or the content differs)", s.st.EndLSN(), f.st.EndLSN())
+			}
+			if d := s.n.counters.Dropped[DropBufferFull]; d != 0 {
+				t.Fatalf("%d messages dropped for a full buffer", d)
+			}
+		})
+	}
+	// In order behind a hole: one run however many messages.
+	f := newFeed(1, 1)
+	s := joined(t, f, 1, nil)
+	f.add(60)
+	for i := 3; i < 61; i++ {
+		s.recv(f.log(s.now, i, i+1))
+	}
+	checkBuffer(t, s.n)
+	if len(s.n.rs.segs) != 1 {
+		t.Fatalf("%d runs for one stretch of records behind a hole, want 1", len(s.n.rs.segs))
+	}
+	s.recv(f.log(s.now, 1, 3))
+	if s.st.EndLSN() != f.st.EndLSN() || len(s.n.rs.segs) != 0 {
+		t.Fatalf("after the hole filled: end %d, master's %d, %d runs left", s.st.EndLSN(), f.st.EndLSN(), len(s.n.rs.segs))
 	}
 }
