@@ -300,18 +300,25 @@ func TestInternalInitSlowMasterRetries(t *testing.T) {
 	}
 }
 
+// loggedMaster makes node 1 the master of txns transactions of about 4 KB
+// each, all still in its log, so a replica catches up by log.
+func loggedMaster(c *cluster, txns int) *tnode {
+	m := c.node(1)
+	m.st.gen = 1
+	for i := 0; i < txns; i++ {
+		m.st.commitTxn(fmt.Sprintf("key-%d", i), string(make([]byte, 4000)))
+	}
+	c.restart(1, false, StartMaster)
+	c.run(10 * time.Millisecond)
+	return m
+}
+
 // A replica catching up a long log over a lossy backplane: an answer is
 // lost if any of its frames is, so the replica must ask for less after a
 // loss, and ask for the next part as soon as an answer completes.
 func TestCatchUpThroughFrameLoss(t *testing.T) {
 	c := newCluster(t, []uint16{1, 2}, nil)
-	m := c.node(1)
-	m.st.gen = 1
-	for i := 0; i < 600; i++ {
-		m.st.commitTxn(fmt.Sprintf("key-%d", i), string(make([]byte, 4000)))
-	}
-	c.restart(1, false, StartMaster)
-	c.run(10 * time.Millisecond)
+	m := loggedMaster(c, 600)
 	fl := &frameLoss{rng: rand.New(rand.NewPCG(3, 4)), loss: 0.05, types: []MsgType{MsgLog, MsgLogMore}}
 	c.filter = fl.filter
 	c.restart(2, true, StartClient)
@@ -347,13 +354,7 @@ func TestCatchUpThroughFrameLoss(t *testing.T) {
 // log).
 func TestCatchUpUnderLiveStream(t *testing.T) {
 	c := newCluster(t, []uint16{1, 2}, nil)
-	m := c.node(1)
-	m.st.gen = 1
-	for i := 0; i < 1000; i++ {
-		m.st.commitTxn(fmt.Sprintf("key-%d", i), string(make([]byte, 4000)))
-	}
-	c.restart(1, false, StartMaster)
-	c.run(10 * time.Millisecond)
+	m := loggedMaster(c, 1000)
 	fl := &frameLoss{rng: rand.New(rand.NewPCG(3, 4)), loss: 0.01, types: []MsgType{MsgLog, MsgLogMore}}
 	servedBytes := 0
 	c.filter = func(p *packet) bool {
