@@ -170,7 +170,7 @@ type Election struct {
 	lastGen    uint32
 	lsn        uint64
 	electable  int
-	absent     int // electable sites known not to vote (see SetAbsent)
+	absent     uint16 // an electable site known not to vote, or Broadcast (see SetAbsent)
 	leaseUntil time.Duration
 	attempt    int // failed attempts so far in this election: back-off exponent
 	deadline   time.Duration
@@ -210,10 +210,11 @@ func New(cfg Config) *Election {
 		cfg: cfg,
 		// Mix the site id in so equal seeds on different sites still
 		// produce different tiebreakers.
-		rng:   cfg.Seed ^ uint64(cfg.Self)<<48 ^ 0x9e3779b97f4a7c15,
-		tally: make([]tallyEntry, 0, 16),
-		out:   make([]Out, 0, 4),
-		spare: make([]Out, 0, 4),
+		rng:    cfg.Seed ^ uint64(cfg.Self)<<48 ^ 0x9e3779b97f4a7c15,
+		tally:  make([]tallyEntry, 0, 16),
+		out:    make([]Out, 0, 4),
+		spare:  make([]Out, 0, 4),
+		absent: Broadcast,
 	}
 }
 
@@ -242,7 +243,7 @@ func (e *Election) Start(now time.Duration, lastGen uint32, lsn uint64, electabl
 		electable = 1
 	}
 	e.electable = electable
-	e.absent = 0
+	e.absent = Broadcast
 	e.attempt = 0
 
 	base := max(e.egen, e.seen)
@@ -260,16 +261,20 @@ func (e *Election) Start(now time.Duration, lastGen uint32, lsn uint64, electabl
 	e.beginVoting(now)
 }
 
-// SetAbsent tells the running election that n of the electable sites are
-// known not to vote: the master whose silence started it. The vote phase
-// then stops waiting once every other electable site (and at least a
+// SetAbsent names an electable site the running election need not wait
+// for (Broadcast: none): the master whose silence started it. The vote
+// phase then stops waiting once every other electable site (and at least a
 // quorum) voted, instead of waiting out the timeout for a VOTE1 that will
 // not come, which would add the whole election timeout to every failover.
-// Quorums still count every electable site, so this changes when a site
-// votes, never who can win: each voter still votes for the best site it
-// heard, at least as current as itself. Start resets it to 0.
-func (e *Election) SetAbsent(now time.Duration, n int) {
-	e.absent = max(n, 0)
+// Once that site's VOTE1 is in the tally it is waited for like any other:
+// it came back (restarted, or a freeze ended), and voting before a slow
+// site's VOTE1 arrived while others waited for it split the votes at every
+// attempt (rep's simulator, seed 110122: sixteen seconds without a
+// master). Quorums still count every electable site, so this changes when
+// a site votes, never who can win: each voter still votes for the best
+// site it heard, at least as current as itself. Start forgets it.
+func (e *Election) SetAbsent(now time.Duration, site uint16) {
+	e.absent = site
 	e.advance(now)
 	if e.phase == PhaseVote1 {
 		e.checkAllVotes(now)
@@ -526,9 +531,14 @@ func (e *Election) beginVoting(now time.Duration) {
 }
 
 // checkAllVotes moves to phase 4 early once every expected electable site
-// voted (all electable sites but the absent ones, and at least a quorum).
+// voted (all electable sites but an absent one that has not voted, and at
+// least a quorum).
 func (e *Election) checkAllVotes(now time.Duration) {
-	if n := e.electableVotes1(); n >= 1 && n >= max(e.electable-e.absent, e.quorum()) {
+	absent := 0
+	if e.absent != Broadcast && !e.hasVote1(e.absent) {
+		absent = 1
+	}
+	if n := e.electableVotes1(); n >= 1 && n >= max(e.electable-absent, e.quorum()) {
 		e.castVote2(now)
 	}
 }
@@ -610,6 +620,16 @@ func (e *Election) electableVotes1() int {
 		}
 	}
 	return n
+}
+
+// hasVote1 reports whether site's VOTE1 is in the tally.
+func (e *Election) hasVote1(site uint16) bool {
+	for i := range e.tally {
+		if e.tally[i].vote.Site == site {
+			return e.tally[i].has1
+		}
+	}
+	return false
 }
 
 // best is the best electable VOTE1 tallied.

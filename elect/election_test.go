@@ -406,7 +406,7 @@ func TestSaturatedEgenNeverVotesTwice(t *testing.T) {
 func TestAbsentMasterIsNotWaitedFor(t *testing.T) {
 	e := newTest(1, 10)
 	e.Start(0, 3, 500, 3, 0)
-	e.SetAbsent(0, 1)
+	e.SetAbsent(0, 3)
 	mustOut(t, e, Out{To: Broadcast, Kind: KindVote1, Vote: vote1(1, 1, 3, 500, 10)})
 	if e.Phase() != PhaseVote1 {
 		t.Fatalf("voted alone, below a quorum: phase %v", e.Phase())
@@ -430,6 +430,20 @@ func TestAbsentMasterIsNotWaitedFor(t *testing.T) {
 	w.StepVote1(time.Millisecond, vote1(2, 1, 3, 400, 10))
 	if w.Phase() != PhaseVote1 {
 		t.Fatalf("voted before hearing all: phase %v", w.Phase())
+	}
+	// The absent site votes after all (it came back): it is waited for like
+	// any other, and so is every other electable site.
+	b := newTest(1, 10)
+	b.Start(0, 3, 500, 3, 0)
+	b.SetAbsent(0, 3)
+	b.Outbox()
+	b.StepVote1(time.Millisecond, vote1(3, 1, 3, 400, 10))
+	if b.Phase() != PhaseVote1 {
+		t.Fatalf("the absent site voted, then site 2 was not waited for: phase %v", b.Phase())
+	}
+	b.StepVote1(2*time.Millisecond, vote1(2, 1, 3, 400, 10))
+	if b.Phase() != PhaseVote2 {
+		t.Fatalf("every electable site voted, still waiting: phase %v", b.Phase())
 	}
 	// A later Start forgets the absence.
 	e.Cancel()

@@ -7,7 +7,7 @@ import (
 // elector is the part of *elect.Election the node uses.
 type elector interface {
 	Start(now Duration, lastGen uint32, lsn uint64, electable int, leaseWaitUntil Duration)
-	SetAbsent(now Duration, n int)
+	SetAbsent(now Duration, site uint16)
 	SetFloor(lastGen uint32, lsn uint64)
 	StepVote1(now Duration, v elect.Vote)
 	StepVote2Vote(now Duration, v elect.Vote)
@@ -71,30 +71,11 @@ func (n *Node) startElector(leaseWait Duration) {
 	f := n.electionFloor()
 	n.el.SetFloor(f.gen, f.end)
 	n.el.Start(n.now, n.st.LastCommit().Gen, n.st.EndLSN(), n.electableSites(), leaseWait)
-	n.el.SetAbsent(n.now, n.absentVoters())
-}
-
-// absentVoters is how many electable sites the election need not wait for.
-func (n *Node) absentVoters() int {
-	if n.electAbsent == NoMaster {
-		return 0
+	absent := elect.Broadcast
+	if n.electAbsent != NoMaster {
+		absent = n.electAbsent
 	}
-	return 1
-}
-
-// noteVoter stops counting the lost master absent once it votes: it came
-// back (restarted, perhaps with empty memory, or a freeze ended). Voting
-// before its VOTE1 arrives would then be voting without the full tally at
-// every attempt, and two sites each deciding on the part of the group they
-// heard first can split the votes at every attempt (sim seed 110122: the
-// sites that counted the restarted master absent always voted before a
-// slow site's VOTE1 arrived, the others after; sixteen seconds of
-// elections without a winner).
-func (n *Node) noteVoter(from uint16) {
-	if from == n.electAbsent {
-		n.electAbsent = NoMaster
-		n.el.SetAbsent(n.now, 0)
-	}
+	n.el.SetAbsent(n.now, absent)
 }
 
 // drainElection sends what the election produced.
@@ -150,12 +131,10 @@ func stepElecting(n *Node, d *Decoded) {
 	switch d.Type {
 	case MsgVote1:
 		if !n.voteIgnored(d) {
-			n.noteVoter(d.From)
 			n.el.StepVote1(n.now, d.Vote)
 		}
 	case MsgVote2:
 		if !n.voteIgnored(d) {
-			n.noteVoter(d.From)
 			n.el.StepVote2Vote(n.now, d.Vote)
 		}
 	case MsgNewClient:

@@ -84,8 +84,8 @@ type Node struct {
 	master uint16
 	el     elector
 	// electAbsent is the electable site the running election need not
-	// wait for (NoMaster: none): the master whose silence started it, until
-	// it is heard voting.
+	// wait for unless it votes (NoMaster: none): the master whose silence
+	// started it (see elect.Election.SetAbsent).
 	electAbsent uint16
 	sites       []*site // sorted by id
 
