@@ -16,7 +16,9 @@ import (
 // appended as is (and handed to the checkpoint hook). The batch is validated first:
 // a malformed batch, an LSN gap or a trailing partial transaction applies nothing.
 // A failure in a later transaction (pool full) leaves the earlier ones applied;
-// the returned CommitInfo is the last one applied.
+// the returned CommitInfo is the last one applied. The transactions between two
+// checkpoint records of a batch become visible together: readers see the state
+// after the last of them, not each one.
 func (e *Env) ApplyEncoded(recs []byte) (CommitInfo, error) {
 	e.wmu.Lock()
 	defer e.wmu.Unlock()
@@ -33,7 +35,17 @@ func (e *Env) ApplyEncoded(recs []byte) (CommitInfo, error) {
 	if whole != len(recs) {
 		return e.last, fmt.Errorf("inmem: batch of %d bytes ends inside a transaction at byte %d: %w", len(recs), whole, ErrBadRecords)
 	}
-	_, err = e.applyRaw(recs, true)
+	// Transactions between checkpoint records are applied as one tree
+	// transaction: each page of a path is copied once per batch instead of
+	// once per transaction. A failure in the merged transaction leaves
+	// nothing of it; the batch is then applied transaction by transaction
+	// from its start, so the earlier ones stay applied as documented.
+	done, err := e.applyRun(recs, true, true)
+	if err != nil && done < len(recs) {
+		var n int
+		n, err = e.applyRun(recs[done:], true, false)
+		done += n
+	}
 	return e.last, err
 }
 
@@ -74,15 +86,43 @@ func scanTxns(recs []byte, lsn uint64) (int, error) {
 // appendLog the records are appended to the log (replication); without, they are
 // already there (recovery, rollback redo). Returns the bytes applied.
 func (e *Env) applyRaw(recs []byte, appendLog bool) (int, error) {
+	return e.applyRun(recs, appendLog, false)
+}
+
+// applyRun is applyRaw; with merge, consecutive transactions up to a
+// checkpoint record or the end share one tree transaction, published (and
+// appended to the log) as a whole after the last commit. On failure it
+// returns the bytes applied before the merged transaction began.
+func (e *Env) applyRun(recs []byte, appendLog, merge bool) (int, error) {
 	le := binary.LittleEndian
 	var tx *Tx
 	txStart, nrec := 0, uint32(0)
+	batchStart := 0 // merge: where the open tree transaction's records begin
+	var pending CommitInfo
 	chain := e.cur.chain
 	fail := func(err error) (int, error) {
 		if tx != nil {
 			e.abortWrite(tx)
 		}
+		if merge {
+			return batchStart, err
+		}
 		return txStart, err
+	}
+	// flush publishes the merged transaction (commits up to txStart).
+	flush := func() error {
+		if tx == nil || txStart == batchStart {
+			return nil
+		}
+		if appendLog {
+			if err := e.log.AppendEncoded(recs[batchStart:txStart]); err != nil {
+				return fmt.Errorf("inmem: appending transactions at LSN %d: %w", pending.LSN, err)
+			}
+		}
+		e.finish(tx, pending, pending.End)
+		e.gen.Store(pending.Gen)
+		tx, batchStart = nil, txStart
+		return nil
 	}
 	for pos := 0; pos < len(recs); {
 		r, n, err := logbuf.DecodeRecord(recs[pos:])
@@ -93,6 +133,11 @@ func (e *Env) applyRaw(recs []byte, appendLog bool) (int, error) {
 		crc := le.Uint32(raw[12:])
 		switch r.Type {
 		case logbuf.RecCheckpoint:
+			if merge {
+				if err := flush(); err != nil {
+					return fail(err)
+				}
+			}
 			var s *Snapshot
 			if appendLog && e.ckptHook != nil {
 				s = e.pin() // the state the checkpoint describes, before the record
@@ -114,6 +159,7 @@ func (e *Env) applyRaw(recs []byte, appendLog bool) (int, error) {
 				e.ckptHook(s, r)
 			}
 			txStart = pos + n
+			batchStart = txStart
 		case logbuf.RecCommit:
 			if tx == nil {
 				tx = e.beginWrite()
@@ -130,12 +176,16 @@ func (e *Env) applyRaw(recs []byte, appendLog bool) (int, error) {
 			if err := tx.flushCatalog(); err != nil {
 				return fail(err)
 			}
+			info := CommitInfo{LSN: r.LSN, End: r.LSN + uint64(n), Gen: r.Gen, Txn: r.Txn, Chain: chain}
+			if merge {
+				pending, nrec, txStart = info, 0, pos+n
+				break
+			}
 			if appendLog {
 				if err := e.log.AppendEncoded(recs[txStart : pos+n]); err != nil {
 					return fail(fmt.Errorf("inmem: appending transaction at LSN %d: %w", r.LSN, err))
 				}
 			}
-			info := CommitInfo{LSN: r.LSN, End: r.LSN + uint64(n), Gen: r.Gen, Txn: r.Txn, Chain: chain}
 			e.finish(tx, info, info.End)
 			e.gen.Store(r.Gen)
 			tx, nrec, txStart = nil, 0, pos+n
@@ -151,6 +201,16 @@ func (e *Env) applyRaw(recs []byte, appendLog bool) (int, error) {
 			}
 		}
 		pos += n
+	}
+	if merge {
+		if nrec > 0 {
+			// Records past the last commit share the open transaction:
+			// only whole transactions may be merged (ApplyEncoded checked).
+			return fail(fmt.Errorf("inmem: batch ends inside a transaction at LSN %d: %w", pending.End, ErrBadRecords))
+		}
+		if err := flush(); err != nil {
+			return fail(err)
+		}
 	}
 	if tx != nil {
 		e.abortWrite(tx)

@@ -1,0 +1,138 @@
+package inmem
+
+import (
+	"errors"
+	"fmt"
+	"testing"
+)
+
+// masterTxns commits n transactions of `keys` puts each (keys spread over
+// the tree) and returns the content hash after each, by commit end.
+func masterTxns(t testing.TB, m *Env, n, keys int) map[uint64]uint64 {
+	t.Helper()
+	hashes := map[uint64]uint64{}
+	for i := 0; i < n; i++ {
+		ci, err := m.Update(func(tx *Tx) error {
+			db, err := tx.CreateDBIfNotExists("d")
+			if err != nil {
+				return err
+			}
+			for j := 0; j < keys; j++ {
+				if err := db.Put(fmt.Appendf(nil, "k%03d-%05d", j, i), make([]byte, 150)); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		mustNoErr(t, err, "master update")
+		hashes[ci.End] = m.ContentHash()
+	}
+	return hashes
+}
+
+// A batch applied as one tree transaction ends as the same content as the
+// same transactions applied one by one.
+func TestApplyEncodedMergedMatchesSingly(t *testing.T) {
+	m := newTestEnv(t, Options{PoolSize: 16 << 20, LogSize: 8 << 20})
+	masterTxns(t, m, 300, 7)
+	b, _, err := m.Log().ReadEncoded(0, 8<<20, nil)
+	mustNoErr(t, err, "read")
+	merged := newTestEnv(t, Options{PoolSize: 16 << 20, LogSize: 8 << 20})
+	_, err = merged.ApplyEncoded(b)
+	mustNoErr(t, err, "merged apply")
+	singly := newTestEnv(t, Options{PoolSize: 16 << 20, LogSize: 8 << 20})
+	singly.wmu.Lock()
+	_, err = singly.applyRun(b, true, false)
+	singly.wmu.Unlock()
+	mustNoErr(t, err, "apply one by one")
+	if merged.ContentHash() != m.ContentHash() || singly.ContentHash() != m.ContentHash() {
+		t.Fatal("replica content differs from the master's")
+	}
+	if merged.LastCommit() != m.LastCommit() || merged.Log().End() != m.Log().End() {
+		t.Fatalf("merged replica at %+v (log end %d), master at %+v", merged.LastCommit(), merged.Log().End(), m.LastCommit())
+	}
+	mustNoErr(t, merged.Check(), "check merged")
+	// The merged apply copied each page of a path once for the batch.
+	if ms, ss := merged.Stats().Pages.UsedPages, singly.Stats().Pages.UsedPages; ms > ss {
+		t.Errorf("merged replica holds %d pages, the one applied one by one %d", ms, ss)
+	}
+}
+
+// A pool that fills during a merged batch leaves the transactions before
+// the failing one applied, as one by one (the batch is retried so).
+func TestApplyEncodedPoolFullKeepsEarlier(t *testing.T) {
+	m := newTestEnv(t, Options{PoolSize: 16 << 20, LogSize: 8 << 20})
+	hashes := masterTxns(t, m, 400, 20)
+	b, _, err := m.Log().ReadEncoded(0, 8<<20, nil)
+	mustNoErr(t, err, "read")
+	r := newTestEnv(t, Options{PoolSize: 512 << 10, LogSize: 8 << 20})
+	_, err = r.ApplyEncoded(b)
+	if !errors.Is(err, ErrPoolFull) {
+		t.Fatalf("want ErrPoolFull applying %d bytes to a small pool, got %v", len(b), err)
+	}
+	last := r.LastCommit()
+	if last.End == 0 || r.Log().End() != last.End {
+		t.Fatalf("after the failure: last commit %+v, log end %d", last, r.Log().End())
+	}
+	if want, ok := hashes[last.End]; !ok || r.ContentHash() != want {
+		t.Fatalf("replica content at %d is not the master's at that commit", last.End)
+	}
+	mustNoErr(t, r.Check(), "check after pool full")
+}
+
+// BenchmarkApplyEncoded applies batches of 16 transactions of 4 puts each
+// (random keys in a tree of 100k) to a replica, as one tree transaction
+// per batch and one per transaction.
+func BenchmarkApplyEncoded(b *testing.B) {
+	for _, merge := range []bool{true, false} {
+		b.Run(fmt.Sprintf("merged=%v", merge), func(b *testing.B) {
+			m := newTestEnv(b, Options{PoolSize: 256 << 20, LogSize: 64 << 20})
+			r := newTestEnv(b, Options{PoolSize: 256 << 20, LogSize: 64 << 20})
+			rng := newRand(1)
+			put := func(n int) {
+				_, err := m.Update(func(tx *Tx) error {
+					db, err := tx.CreateDBIfNotExists("d")
+					if err != nil {
+						return err
+					}
+					for j := 0; j < n; j++ {
+						if err := db.Put(fmt.Appendf(nil, "key-%08d", rng.IntN(100000)), make([]byte, 100)); err != nil {
+							return err
+						}
+					}
+					return nil
+				})
+				mustNoErr(b, err, "master update")
+			}
+			put(20000)
+			for i := 0; i < 40; i++ {
+				put(2000)
+			}
+			all, _, err := m.Log().ReadEncoded(0, 64<<20, nil)
+			mustNoErr(b, err, "read")
+			r.wmu.Lock()
+			_, err = r.applyRun(all, true, false)
+			r.wmu.Unlock()
+			mustNoErr(b, err, "load replica")
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				b.StopTimer()
+				start := m.Log().End()
+				for k := 0; k < 16; k++ {
+					put(4)
+				}
+				batch, _, err := m.Log().ReadEncoded(start, 1<<20, nil)
+				mustNoErr(b, err, "read batch")
+				m.RetainLog(start)
+				r.RetainLog(r.Log().End())
+				b.StartTimer()
+				r.wmu.Lock()
+				_, err = r.applyRun(batch, true, merge)
+				r.wmu.Unlock()
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
