@@ -40,7 +40,7 @@ func (n *Node) startElection() {
 	}
 	if n.role != RoleElecting {
 		n.counters.Elections++
-		n.electAbsent = NoMaster
+		n.electAbsent = elect.Broadcast
 		if n.master != NoMaster {
 			n.rs.lastMaster = n.master
 			if s := n.siteByID(n.master); s != nil && s.electable() && n.master != n.cfg.Site &&
@@ -71,11 +71,7 @@ func (n *Node) startElector(leaseWait Duration) {
 	f := n.electionFloor()
 	n.el.SetFloor(f.gen, f.end)
 	n.el.Start(n.now, n.st.LastCommit().Gen, n.st.EndLSN(), n.electableSites(), leaseWait)
-	absent := elect.Broadcast
-	if n.electAbsent != NoMaster {
-		absent = n.electAbsent
-	}
-	n.el.SetAbsent(n.now, absent)
+	n.el.SetAbsent(n.now, n.electAbsent)
 }
 
 // drainElection sends what the election produced.

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"slices"
 	"time"
+
+	"github.com/seed61e250c8/boardha/elect"
 )
 
 // site is what this node knows about another member of the group.
@@ -84,8 +86,8 @@ type Node struct {
 	master uint16
 	el     elector
 	// electAbsent is the electable site the running election need not
-	// wait for unless it votes (NoMaster: none): the master whose silence
-	// started it (see elect.Election.SetAbsent).
+	// wait for unless it votes (elect.Broadcast: none): the master whose
+	// silence started it (see elect.Election.SetAbsent).
 	electAbsent uint16
 	sites       []*site // sorted by id
 
@@ -158,7 +160,7 @@ func NewNode(cfg Config, st Storage) (*Node, error) {
 	if err := fillConfig(&cfg); err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, st: st, master: NoMaster, grantTo: NoMaster}
+	n := &Node{cfg: cfg, st: st, master: NoMaster, grantTo: NoMaster, electAbsent: elect.Broadcast}
 	for _, p := range cfg.Peers {
 		if p == cfg.Site {
 			continue
