@@ -30,8 +30,8 @@ const serveBudgetBytes = 256 << 10
 // against 1-3 with 256 KiB (one run each, 2026-12-06 02:30-02:45 UTC).
 // Those runs had the catch-up loop fixed in 616194d (a full buffer of runs,
 // answers asked for again and again), which likely made most of that cost:
-// after the fix, 64 KiB and 256 KiB gave 24 and 12 rounds without a move in
-// two runs each (05:25 UTC, a quiet machine). The default stays until a
+// after the fix, no round moved the master with either size (64 KiB and
+// 256 KiB, two failover sections each, 05:25 UTC, a quiet machine). The default stays until a
 // busy machine says otherwise. Replicas ask for smaller messages after
 // losses, down to minServeMessage.
 const (
