@@ -83,6 +83,13 @@ type Board struct {
 	reqs sync.Pool
 	// rxPending: the receive goroutine holds a batch it has not stepped.
 	rxPending atomic.Bool
+	// paced: this replica's acks are not waited for (rep.Node.Paced) and
+	// it has no forwarded write outstanding, so the receive goroutine
+	// rests for Config.Pace after a batch and takes what gathered as one.
+	// rxWake cuts a rest short when that ends (a write to forward, an
+	// election).
+	paced  atomic.Bool
+	rxWake chan struct{}
 	// tickOwed: the loop's timer fired while rtMu was held, and the holder
 	// runs the tick before it lets go (unlockRT). The loop never waits for
 	// rtMu on a tick, so it stays free to speak for a master whose runtime
@@ -141,6 +148,7 @@ func Open(cfg Config) (*Board, error) {
 		closing:  make(chan struct{}),
 		loopDone: make(chan struct{}),
 		rxDone:   make(chan struct{}),
+		rxWake:   make(chan struct{}, 1),
 		pubCond:  make(chan struct{}),
 	}
 	b.nextAppID.Store(rand.Uint64() >> 1)

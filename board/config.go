@@ -85,10 +85,18 @@ const (
 	// commits, measured on the 3-board rig (QUORUM, 1 writer, p50): 8 MiB
 	// 78 µs, 1 MiB 69 µs, 256 KiB 39 µs, 64 KiB 32 µs, but at 64 KiB 64
 	// writers fell from 127k to 55k commits/s.
-	DefaultCheckpointKiB   = 256
+	DefaultCheckpointKiB = 256
+	// DefaultPace is one tick of the board's timers (HeartbeatSend/2):
+	// a tenth of the heartbeat monitor, so a paced replica's view of the
+	// master is at most that much older than an unpaced one's.
+	DefaultPace            = time.Millisecond
 	DefaultEventBuffer     = 1024
 	DefaultMaxMessageBytes = 1 << 20
 )
+
+// minPace is the shortest Config.Pace: a rest shorter than a timer's
+// wake-up saves nothing.
+const minPace = 100 * time.Microsecond
 
 // Config describes one board. Zero values select the defaults above; Open
 // rejects out-of-range values with ErrInvalidConfig naming the field and the
@@ -146,6 +154,17 @@ type Config struct {
 	// NoAutoInit: do not internal-init automatically when this board is
 	// too far behind; report ErrJoinFailure / EventJoinFailure instead.
 	NoAutoInit bool
+	// Pace lets replicas whose acks the master does not wait for read the
+	// log at this pace (rep.Config.Pace): the master names, in each log
+	// message, as few replicas as its ack policy needs (those that answer
+	// first); the others leave what arrives unread for up to Pace and
+	// apply it in one batch. On a card whose CPUs the replicas share with
+	// the master (or with other firmware) they then take no CPU from the
+	// commits in flight; a paced replica's data is up to Pace older. The
+	// master's setting decides who is named; each replica's how long it
+	// rests. 100µs..HeartbeatMonitor/4, default 1ms; negative turns pacing
+	// off (every replica reads and acks at once).
+	Pace time.Duration
 
 	// LogSize is the in-memory log buffer in bytes: 64 KiB..4 GiB,
 	// default 64 MiB.
@@ -192,6 +211,12 @@ func (c Config) withDefaults() Config {
 	setDur(&c.HeartbeatMonitor, max(DefaultHeartbeatMonitor, 2*c.HeartbeatSend))
 	setDur(&c.ElectionTimeout, DefaultElectionTimeout)
 	setDur(&c.ElectionBackoffMax, max(DefaultElectionBackoffMax, c.ElectionTimeout))
+	if c.Pace == 0 {
+		c.Pace = min(DefaultPace, c.HeartbeatMonitor/4)
+		if c.Pace < minPace {
+			c.Pace = -1 // a monitor this short leaves no room to rest
+		}
+	}
 	if c.LogSize == 0 {
 		c.LogSize = DefaultLogSize
 	}
@@ -266,6 +291,9 @@ func (c Config) validated() (Config, error) {
 	}
 	if c.ElectionBackoffMax < c.ElectionTimeout || c.ElectionBackoffMax > 10*time.Minute {
 		return bad("ElectionBackoffMax", "is %v; allowed ElectionTimeout (%v)..10m", c.ElectionBackoffMax, c.ElectionTimeout)
+	}
+	if c.Pace > 0 && (c.Pace < minPace || c.Pace > c.HeartbeatMonitor/4) {
+		return bad("Pace", "is %v; allowed 100µs..HeartbeatMonitor/4 (%v), or negative for no pacing", c.Pace, c.HeartbeatMonitor/4)
 	}
 	if err := inRange(c.LeaseTimeout, time.Millisecond, time.Minute); err != nil {
 		return bad("LeaseTimeout", "%v", err)

@@ -21,8 +21,21 @@ func TestConfigDefaults(t *testing.T) {
 	if c.AckPolicy != AckQuorum || c.HeartbeatSend != DefaultHeartbeatSend ||
 		c.HeartbeatMonitor != DefaultHeartbeatMonitor || c.ElectionTimeout != DefaultElectionTimeout ||
 		c.AckTimeout != DefaultAckTimeout || c.PoolSize != DefaultPoolSize || c.LogSize != DefaultLogSize ||
-		c.CheckpointKiB != DefaultCheckpointKiB || c.PageSize != DefaultPageSize || c.EventBuffer != DefaultEventBuffer {
+		c.CheckpointKiB != DefaultCheckpointKiB || c.PageSize != DefaultPageSize || c.EventBuffer != DefaultEventBuffer ||
+		c.Pace != DefaultPace {
 		t.Fatalf("defaults not applied: %+v", c)
+	}
+	// A short monitor shortens the pace, and one too short for any rest
+	// turns pacing off.
+	for _, tc := range []struct{ send, monitor, pace time.Duration }{
+		{time.Millisecond, 2 * time.Millisecond, 500 * time.Microsecond},
+		{100 * time.Microsecond, 200 * time.Microsecond, -1},
+	} {
+		c3 := validUDP()
+		c3.HeartbeatSend, c3.HeartbeatMonitor = tc.send, tc.monitor
+		if c3, err = c3.validated(); err != nil || c3.Pace != tc.pace {
+			t.Errorf("monitor %v: Pace %v, %v; want %v", tc.monitor, c3.Pace, err, tc.pace)
+		}
 	}
 	// A small log gets a checkpoint interval that fits in it.
 	c2 := validUDP()
@@ -60,6 +73,8 @@ func TestConfigRejects(t *testing.T) {
 			c.HeartbeatSend = 2 * time.Millisecond
 		}},
 		{"ClockSkew", func(c *Config) { c.ClockSkew = 0.5 }},
+		{"Pace", func(c *Config) { c.Pace = 50 * time.Microsecond }},
+		{"Pace", func(c *Config) { c.Pace = 5 * time.Millisecond }}, // above the default monitor's quarter
 		{"ClockSkew", func(c *Config) { c.ClockSkew = 3 }},
 		{"LogSize", func(c *Config) { c.LogSize = 1000 }},
 		{"CheckpointKiB", func(c *Config) { c.LogSize = 1 << 20; c.CheckpointKiB = 1024 }},

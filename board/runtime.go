@@ -153,6 +153,7 @@ func repConfig(c Config) rep.Config {
 		TwoSiteStrict: c.TwoSiteStrict, NoAutoInit: c.NoAutoInit,
 		ReRequestMin: max(c.HeartbeatSend, time.Millisecond), ReRequestMax: max(8*c.HeartbeatMonitor, 50*time.Millisecond),
 		MaxMessageBytes: c.MaxMessageBytes, Seed: c.Seed,
+		Pace: max(c.Pace, 0),
 	}
 	if rc.Seed == 0 {
 		rc.Seed = uint64(time.Now().UnixNano()) ^ uint64(c.Site)<<48
@@ -185,8 +186,19 @@ func tickEvery(c Config) time.Duration {
 func (b *Board) rxLoop() {
 	defer close(b.rxDone)
 	msgs := make([]backplane.Message, rxBatch)
+	rest := time.NewTimer(time.Hour)
+	rest.Stop()
+	handle := func(msgs []backplane.Message) bool {
+		if !b.received(msgs) {
+			return false
+		}
+		if len(msgs) < rxBatch && b.paced.Load() {
+			b.restAtPace(rest)
+		}
+		return true
+	}
 	for {
-		err := backplane.Serve(b.tr, msgs, b.received)
+		err := backplane.Serve(b.tr, msgs, handle)
 		if err == nil {
 			return // the runtime stopped
 		}
@@ -203,6 +215,33 @@ func (b *Board) rxLoop() {
 		case <-b.closing:
 			return
 		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// restAtPace leaves what arrives unread for Config.Pace, while this replica
+// is paced: the master does not wait for its acks, so on CPUs the boards
+// share it takes no CPU from the commits in flight, and it then applies what
+// gathered as one batch. It rests only after a batch that emptied the
+// socket, and wakes early when the board stops being paced or closes.
+func (b *Board) restAtPace(t *time.Timer) {
+	t.Reset(b.cfg.Pace)
+	select {
+	case <-t.C:
+		return
+	case <-b.rxWake:
+	case <-b.closing:
+	}
+	t.Stop()
+}
+
+// endPace ends this replica's pacing at once: a rest in progress is cut
+// short. rtMu is held.
+func (b *Board) endPace() {
+	if b.paced.Swap(false) {
+		select {
+		case b.rxWake <- struct{}{}:
+		default:
 		}
 	}
 }
@@ -618,6 +657,11 @@ func (rt *runtime) publish() {
 		// late (its own scheduling), which tells the two kinds apart.
 		b.log.Warn("election started", "last_master", rt.lostFrom, "since_master_heard", b.now()-rt.masterHeard,
 			"frames_waiting", b.tr.Pending(), "elections", n)
+	}
+	if b.cfg.Pace > 0 && rt.node.Paced() && len(rt.calls) == 0 {
+		b.paced.Store(true)
+	} else {
+		b.endPace()
 	}
 	cw := rt.node.CanWrite()
 	switch {
@@ -1085,6 +1129,8 @@ func (rt *runtime) sendCall(c *appCall, now time.Duration) {
 		return
 	}
 	c.sentTo, c.sentAt, c.retryAt = rt.master, now, now+resend
+	// The reply must not wait out a rest.
+	b.endPace()
 	rt.node.SendApp(rt.master, false, c.payload)
 }
 

@@ -59,10 +59,13 @@ type Stat struct {
 	// LSN is the end of this board's log (everything before it applied).
 	LSN uint64 `json:"lsn"`
 	// PermLSN is the highest commit known to meet the ack policy (master).
-	PermLSN       uint64        `json:"perm_lsn"`
-	CheckpointLSN uint64        `json:"checkpoint_lsn"`
-	LockedOut     bool          `json:"locked_out"`
-	Uptime        time.Duration `json:"uptime_ns"`
+	PermLSN       uint64 `json:"perm_lsn"`
+	CheckpointLSN uint64 `json:"checkpoint_lsn"`
+	LockedOut     bool   `json:"locked_out"`
+	// Paced: a replica the master does not wait for, reading at
+	// Config.Pace.
+	Paced  bool          `json:"paced,omitempty"`
+	Uptime time.Duration `json:"uptime_ns"`
 	// ContentHash is filled only by callers that ask for it (boardd's stat
 	// does): see Tx.ContentHash.
 	ContentHash uint64 `json:"content_hash,omitempty"`
@@ -85,6 +88,9 @@ type SiteStat struct {
 	// LastHeard is how long ago a message from the site arrived; -1 if never.
 	LastHeard time.Duration `json:"last_heard_ns"`
 	Electable bool          `json:"electable"`
+	// Waited: the master waits for this site's acks (Config.Pace); the
+	// others read at their pace. Replicas report false.
+	Waited bool `json:"waited,omitempty"`
 }
 
 // LeaseStat describes the master lease from this board's point of view.
@@ -156,6 +162,10 @@ type Counters struct {
 	SendErrors    uint64 `json:"send_errors"`
 	FramesDropped uint64 `json:"frames_dropped"` // bad or foreign frames dropped by the transport
 	MsgsDropped   uint64 `json:"msgs_dropped"`   // messages the replication layer dropped (stale, duplicate, malformed, ...)
+	// PaceSwaps: as master, times a paced replica's acks released the
+	// commits several times in a row (the replica waited for did not
+	// answer) and the master waited for it instead.
+	PaceSwaps uint64 `json:"pace_swaps"`
 	// MsgDrops breaks MsgsDropped down by reason (rep DropReason names;
 	// reasons with none left out).
 	MsgDrops map[string]uint64 `json:"msg_drops"`
@@ -268,8 +278,10 @@ func (rt *runtime) fillStat(st *Stat) {
 			heard = now - ss.LastHeard
 		}
 		st.Sites = append(st.Sites, SiteStat{Site: ss.Site, AckedLSN: ss.AckedLSN, LagBytes: ss.LagBytes,
-			LastHeard: heard, Electable: ss.Priority > 0})
+			LastHeard: heard, Electable: ss.Priority > 0, Waited: ss.Waited})
 	}
+	st.Paced = b.paced.Load()
+	st.Counters.PaceSwaps = s.Counters.PaceSwaps
 	st.Counters.ReRequests = s.Counters.ReRequestsSent
 	st.Counters.Elections = s.Counters.Elections
 	st.Counters.MsgsSent = s.Counters.MessagesOut

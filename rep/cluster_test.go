@@ -53,8 +53,10 @@ type tnode struct {
 type packet struct {
 	at       time.Duration
 	from, to uint16
-	typ      MsgType
-	payload  []byte
+	// multicast: sent to AllSites (filter sees to as the receiver)
+	multicast bool
+	typ       MsgType
+	payload   []byte
 }
 
 func newCluster(t *testing.T, ids []uint16, mod func(*Config)) *cluster {
@@ -196,7 +198,7 @@ func (c *cluster) deliver(p *packet) {
 			continue
 		}
 		pp := *p
-		pp.to = tn.id
+		pp.to, pp.multicast = tn.id, p.to == AllSites
 		if c.filter != nil && c.filter(&pp) {
 			continue
 		}

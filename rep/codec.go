@@ -20,8 +20,8 @@ import (
 //	ALIVE:             end u64 | gen u32 (the sender's recovery point: a log end and its last gen) | promised u32
 //	VERIFY_FAIL:       lsn u64 (newest point of the VERIFY_REQ answered; 0: answers a LOG_REQ)
 //	NEWSITE:           site u16 | priority u32
-//	HEARTBEAT:         perm u64
-//	LOG LOG_MORE:      perm u64 | whole encoded log records (consecutive LSNs)
+//	HEARTBEAT:         perm u64 | pace
+//	LOG LOG_MORE:      perm u64 | pace | whole encoded log records (consecutive LSNs)
 //	LOG_REQ ALL_REQ:   from u64 | to u64 (0: up to the end)
 //	ACK LEASE_GRANT:   lsn u64 | echo i64 (master sendTime of the newest message seen; 0: no grant)
 //	VERIFY_REQ:        n u8 | n × (lsn u64 | gen u32 | chain u64), newest first
@@ -33,6 +33,10 @@ import (
 //	VOTE1:             elect's vote codec (elect.VoteSize bytes, versioned)
 //	VOTE2:             the sender's vote, as VOTE1 (the designee learns its priority)
 //	APP APP_REPLY:     opaque bytes
+//
+// pace is present only with FlagPaced: n u8 | n × site u16, the replicas
+// whose acks the master waits for (Config.Pace); a master sets it on its
+// multicast HEARTBEAT and LOG.
 const HeaderSize = 32
 
 // Header flags.
@@ -40,6 +44,7 @@ const (
 	FlagMaster       uint16 = 1 << 0 // the sender is master at Gen
 	FlagInitRequired uint16 = 1 << 1 // VERIFY_FAIL: the master's log no longer reaches back
 	FlagLeases       uint16 = 1 << 2 // the sender runs with master leases
+	FlagPaced        uint16 = 1 << 3 // HEARTBEAT, LOG: the body names the sites the master waits for
 )
 
 // Record framing (logbuf's fixed layout: len u32 at 0, type u8 at 4, gen u32 at 8,
@@ -89,6 +94,10 @@ type Decoded struct {
 	// Promised is ALIVE's: the egen the sender last cast a VOTE2 in.
 	Promised uint32
 	Chain    uint64 // VERIFY
+
+	// Waited is the pace of a HEARTBEAT or LOG with FlagPaced: the sites
+	// the master waits for, n × u16 (see Waits).
+	Waited []byte
 
 	Site     uint16 // NEWSITE
 	Priority uint32 // NEWSITE
@@ -159,16 +168,19 @@ func DecodeMessage(m Message, d *Decoded) error {
 			return malformed(m.Type, "site %#x is the multicast address", d.Site)
 		}
 	case MsgHeartbeat:
-		if err := exact(8); err != nil {
+		rest, err := decodePerm(m.Type, b, d)
+		if err != nil {
 			return err
 		}
-		d.LSN = le.Uint64(b)
-	case MsgLog, MsgLogMore:
-		if len(b) < 8 {
-			return malformed(m.Type, "body %d bytes, want >= 8", len(b))
+		if len(rest) != 0 {
+			return malformed(m.Type, "%d bytes after the body", len(rest))
 		}
-		d.LSN = le.Uint64(b)
-		d.Data = b[8:]
+	case MsgLog, MsgLogMore:
+		rest, err := decodePerm(m.Type, b, d)
+		if err != nil {
+			return err
+		}
+		d.Data = rest
 		if err := checkRecords(d.Data); err != nil {
 			return fmt.Errorf("%s: %w", m.Type, err)
 		}
@@ -340,6 +352,42 @@ func appendHeader(dst []byte, h *Header) []byte {
 	le.PutUint16(b[28:], h.Flags)
 	le.PutUint16(b[30:], h.Master)
 	return append(dst, b[:]...)
+}
+
+// decodePerm decodes the perm LSN and pace that begin HEARTBEAT and LOG
+// bodies, and returns what follows them.
+func decodePerm(t MsgType, b []byte, d *Decoded) ([]byte, error) {
+	if len(b) < 8 {
+		return nil, malformed(t, "body %d bytes, want >= 8", len(b))
+	}
+	d.LSN = le.Uint64(b)
+	b = b[8:]
+	if d.Header.Flags&FlagPaced == 0 {
+		return b, nil
+	}
+	if len(b) < 1 {
+		return nil, malformed(t, "paced, but the body ends before the count of sites waited for")
+	}
+	n := int(b[0])
+	if n > maxSites || len(b) < 1+2*n {
+		return nil, malformed(t, "paced with %d sites waited for in %d bytes (at most %d sites)", n, len(b)-1, maxSites)
+	}
+	d.Waited = b[1 : 1+2*n]
+	return b[1+2*n:], nil
+}
+
+// Waits reports whether a paced HEARTBEAT or LOG names site among those the
+// master waits for. A message without FlagPaced waits for every site.
+func (d *Decoded) Waits(site uint16) bool {
+	if d.Header.Flags&FlagPaced == 0 {
+		return true
+	}
+	for i := 0; i+1 < len(d.Waited); i += 2 {
+		if le.Uint16(d.Waited[i:]) == site {
+			return true
+		}
+	}
+	return false
 }
 
 func appendU16(dst []byte, v uint16) []byte { return le.AppendUint16(dst, v) }

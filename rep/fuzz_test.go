@@ -36,6 +36,8 @@ func seedMessages() []Message {
 		mk(2, MsgLogReq, h, u64s(10, 20), appendU32(nil, 8192)), // with the message size asked for
 	}
 	ms[8].Type, ms[9].Type = MsgLog, MsgLogMore
+	// A master's multicasts with Config.Pace name the sites it waits for.
+	ms = append(ms, withPace(ms[7], 2), withPace(ms[8], 2, 3))
 	return ms
 }
 

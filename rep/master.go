@@ -59,6 +59,12 @@ func serveMessages(chunk int) int {
 	return min(maxServeMessages, max(1, serveBudgetBytes/chunk))
 }
 
+// paceSwapAfter is how many releases in a row by acks from sites the
+// master does not wait for make it wait for the acker instead: one can be a
+// paced site's ack overtaking a waited one's in flight, several in a row
+// mean the waited site is not answering.
+const paceSwapAfter = 3
+
 // maxPagesPerRequest bounds the pages one PAGE_REQ is answered with.
 const maxPagesPerRequest = 4096
 
@@ -81,6 +87,9 @@ type masterState struct {
 	perm       uint64 // newest permanent commit (LSN of its commit record)
 	permEnd    uint64 // the log up to here is permanent: CheckpointOK
 	ackBuf     []AckSite
+	// lateReleases counts the releases of commits in a row that an ack
+	// from a site not waited for made (repace).
+	lateReleases int
 
 	snapLSN   uint64
 	snapPages []uint64 // page list of the snapshot being exported
@@ -101,7 +110,7 @@ func (ms *masterState) reset(n *Node, now time.Duration) {
 		pageBuf:    ms.pageBuf,
 	}
 	for _, s := range n.sites {
-		s.acked, s.hasLease, s.leaseEcho = 0, false, 0
+		s.acked, s.hasLease, s.leaseEcho, s.waited = 0, false, 0, false
 		s.caughtUp = !s.learned
 		s.joinLSN = ms.lastCommit.LSN
 	}
@@ -109,6 +118,104 @@ func (ms *masterState) reset(n *Node, now time.Duration) {
 		ms.perm, ms.permEnd = ms.lastCommit.LSN, ms.lastCommit.End
 	}
 	n.checkpointOK = ms.permEnd
+	n.repace(nil, false)
+}
+
+// repace keeps the set of sites the master waits for (site.waited,
+// Config.Pace): as many of the sites the ack policy counts as it needs.
+// When acks from outside the set released the commits paceSwapAfter times
+// in a row, a site in the set is slow or gone, so the acker, which answered
+// although it reads at its own pace, takes the place of the slowest of
+// them. Otherwise the set changes only as sites stop or start counting, and
+// is filled with the sites that acked furthest, so that sites reading at
+// their own pace do not move in and out of it with every ack (a paced site
+// learns it is waited for only when it next reads).
+func (n *Node) repace(acker *site, released bool) {
+	if n.cfg.Pace <= 0 {
+		return
+	}
+	ms := &n.ms
+	peers, all := 0, 0
+	for _, s := range n.sites {
+		if s.caughtUp {
+			all++
+			if s.electable() {
+				peers++
+			}
+		}
+	}
+	k, peersOnly := policyNeed(n.cfg.AckPolicy, n.cfg.Priority > 0, peers, all)
+	counts := func(s *site) bool { return s.caughtUp && (!peersOnly || s.electable()) }
+	if acker != nil && released {
+		if acker.waited {
+			ms.lateReleases = 0
+		} else if ms.lateReleases++; ms.lateReleases >= paceSwapAfter && counts(acker) {
+			acker.waited = true
+			ms.lateReleases = 0
+			n.counters.PaceSwaps++
+		}
+	}
+	c := 0
+	for _, s := range n.sites {
+		if s.waited && !counts(s) {
+			s.waited = false
+		}
+		if s.waited {
+			c++
+		}
+	}
+	for ; c > k; c-- {
+		var slow *site
+		for _, s := range n.sites {
+			if s.waited && s != acker && (slow == nil || s.acked < slow.acked) {
+				slow = s
+			}
+		}
+		if slow == nil {
+			break
+		}
+		slow.waited = false
+	}
+	for ; c < k; c++ {
+		var best *site
+		for _, s := range n.sites {
+			if !s.waited && counts(s) && (best == nil || s.acked > best.acked) {
+				best = s
+			}
+		}
+		if best == nil {
+			break
+		}
+		best.waited = true
+	}
+}
+
+// beginPaced starts a message to `to`, flagged as paced if it is a
+// multicast the pace goes with (appendPace).
+func (n *Node) beginPaced(to uint16) int {
+	if n.cfg.Pace > 0 && to == AllSites {
+		return n.beginFlags(FlagPaced)
+	}
+	return n.begin()
+}
+
+// appendPace appends the pace of a message begun with beginPaced: the sites
+// the master waits for.
+func (n *Node) appendPace(to uint16) {
+	if n.cfg.Pace <= 0 || to != AllSites {
+		return
+	}
+	o := &n.cur
+	at := len(o.arena)
+	o.arena = append(o.arena, 0)
+	c := 0
+	for _, s := range n.sites {
+		if s.waited {
+			o.arena = appendU16(o.arena, s.id)
+			c++
+		}
+	}
+	o.arena[at] = uint8(c)
 }
 
 // stepMaster handles a message while this site is master.
@@ -218,7 +325,7 @@ func (n *Node) noteCommit(c CommitInfo) {
 		ms.pending = ms.pending[1:]
 	}
 	ms.pending = append(ms.pending, pendingCommit{lsn: c.LSN, end: c.End, at: n.now})
-	n.updatePerm()
+	n.updatePerm(nil)
 }
 
 func (n *Node) permFail(lsn uint64) {
@@ -227,8 +334,9 @@ func (n *Node) permFail(lsn uint64) {
 	n.event(Event{Kind: EventPermFailed, Site: n.cfg.Site, Gen: n.gen, LSN: lsn})
 }
 
-// updatePerm recomputes the permanent LSN and releases pending commits.
-func (n *Node) updatePerm() {
+// updatePerm recomputes the permanent LSN and releases pending commits;
+// acker is the site whose ack prompted it (nil: none).
+func (n *Node) updatePerm(acker *site) {
 	ms := &n.ms
 	ms.ackBuf = ms.ackBuf[:0]
 	for _, s := range n.sites {
@@ -248,6 +356,7 @@ func (n *Node) updatePerm() {
 	if i > 0 {
 		ms.pending = append(ms.pending[:0], ms.pending[i:]...)
 	}
+	n.repace(acker, i > 0)
 	if ms.perm == ms.lastCommit.LSN {
 		ms.permEnd = max(ms.permEnd, ms.lastCommit.End)
 	}
@@ -260,8 +369,9 @@ func (n *Node) tickMaster() {
 	if n.now-ms.lastSend >= n.cfg.HeartbeatSend {
 		n.shipLog()
 		if n.now-ms.lastSend >= n.cfg.HeartbeatSend {
-			start := n.begin()
+			start := n.beginPaced(AllSites)
 			n.cur.arena = appendU64(n.cur.arena, ms.perm)
+			n.appendPace(AllSites)
 			n.finish(AllSites, MsgHeartbeat, start)
 		}
 	}
@@ -297,11 +407,12 @@ func (n *Node) shipLog() {
 // (whole transactions unless one alone exceeds the message). It returns the
 // LSN after the records sent, or why nothing could be read.
 func (n *Node) appendLogMessage(to uint16, t MsgType, from, limit uint64) (uint64, error) {
-	start := n.begin()
+	start := n.beginPaced(to)
 	o := &n.cur
 	o.arena = appendU64(o.arena, n.ms.perm)
+	n.appendPace(to)
 	body := len(o.arena)
-	budget := n.cfg.MaxMessageBytes - HeaderSize - 8
+	budget := n.cfg.MaxMessageBytes - (body - start)
 	if limit > from && limit-from < uint64(budget) {
 		budget = int(limit - from)
 	}
@@ -398,7 +509,7 @@ func (n *Node) onAck(d *Decoded, s *site) {
 	if n.cfg.Leases && d.Echo > 0 && d.Echo >= n.ms.since && d.Echo <= n.now && d.Echo >= s.leaseEcho {
 		s.leaseEcho, s.hasLease = d.Echo, true
 	}
-	n.updatePerm()
+	n.updatePerm(s)
 }
 
 // leaseEnd is when a grant answering a message sent at echo runs out, on

@@ -18,6 +18,7 @@ type site struct {
 	caughtUp  bool // master: counts toward ack quorums
 	joinLSN   uint64
 	acked     uint64 // master: highest commit applied there in this tenure
+	waited    bool   // master: among the sites whose acks it waits for (Config.Pace)
 	heard     bool
 	lastHeard time.Duration
 	leaseEcho time.Duration // master: send time of the message its last grant answered
@@ -193,6 +194,9 @@ func fillConfig(c *Config) error {
 	}
 	if c.AckPolicy > AckAll {
 		return fmt.Errorf("AckPolicy %d unknown: %w", c.AckPolicy, ErrBadConfig)
+	}
+	if c.Pace < 0 {
+		return fmt.Errorf("Pace %v is negative (0 turns pacing off): %w", c.Pace, ErrBadConfig)
 	}
 	for _, f := range []struct {
 		name string
@@ -690,7 +694,7 @@ func (n *Node) Advance(rd Ready) {
 		}
 	}
 	if n.role == RoleMaster {
-		n.updatePerm()
+		n.updatePerm(nil)
 	} else {
 		n.advanceReplica(&rd)
 	}
@@ -756,9 +760,10 @@ func (n *Node) Status() Status {
 		s.LeaseExpires, _ = n.leaseExpiry()
 	} else {
 		s.PermLSN = n.rs.masterPerm
+		s.Paced = n.Paced()
 	}
 	for _, x := range n.sites {
-		ss := SiteStatus{Site: x.id, Priority: x.priority, Learned: x.learned, CaughtUp: x.caughtUp,
+		ss := SiteStatus{Site: x.id, Priority: x.priority, Learned: x.learned, CaughtUp: x.caughtUp, Waited: x.waited,
 			LastHeard: x.lastHeard}
 		if n.role == RoleMaster {
 			ss.AckedLSN = x.acked

@@ -27,37 +27,13 @@ func PolicyLSN(p AckPolicy, masterElectable bool, sites []AckSite, last uint64) 
 			peers = append(peers, a)
 		}
 	}
-	var set []uint64
-	var k int
-	switch p {
-	case AckNone:
-		return last
-	case AckOne:
-		set, k = all, 1
-	case AckOnePeer:
-		set, k = peers, 1
-		if len(peers) == 0 {
-			set = all
-		}
-	case AckQuorum:
-		e := len(peers)
-		if masterElectable {
-			e++
-		}
-		if e == 0 {
-			return last
-		}
-		k = e/2 + 1
-		if masterElectable {
-			k--
-		}
-		set = peers
-	case AckAllPeers:
-		set, k = peers, len(peers)
-	case AckAll:
-		set, k = all, len(all)
-	default:
+	if p > AckAll {
 		return 0
+	}
+	k, peersOnly := policyNeed(p, masterElectable, len(peers), len(all))
+	set := all
+	if peersOnly && len(peers) > 0 {
+		set = peers
 	}
 	if k <= 0 || len(set) == 0 {
 		return last // nobody whose ack the policy could wait for
@@ -66,6 +42,36 @@ func PolicyLSN(p AckPolicy, masterElectable bool, sites []AckSite, last uint64) 
 		return 0
 	}
 	return kthLargest(set, k)
+}
+
+// policyNeed says how many acks policy p waits for (k; 0: none) and whether
+// only electable peers' acks count, given how many caught-up sites are
+// electable peers and how many there are in all.
+func policyNeed(p AckPolicy, masterElectable bool, peers, all int) (k int, peersOnly bool) {
+	switch p {
+	case AckOne:
+		return 1, false
+	case AckOnePeer:
+		return 1, peers > 0
+	case AckQuorum:
+		e := peers
+		if masterElectable {
+			e++
+		}
+		if e == 0 {
+			return 0, true
+		}
+		k = e/2 + 1
+		if masterElectable {
+			k--
+		}
+		return k, true
+	case AckAllPeers:
+		return peers, true
+	case AckAll:
+		return all, false
+	}
+	return 0, false // AckNone
 }
 
 // kthLargest returns the k-th largest value (1-based) of s, reordering s.

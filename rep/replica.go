@@ -60,9 +60,12 @@ type replicaState struct {
 	masterHeard  time.Duration
 	// idleVote: the elector holds a VOTE1 received while this replica
 	// still heard its master (an election it did not join).
-	idleVote     bool
-	masterEnd    uint64
-	masterPerm   uint64
+	idleVote   bool
+	masterEnd  uint64
+	masterPerm uint64
+	// paced: the master's newest HEARTBEAT or LOG did not name this site
+	// among those it waits for (Node.Paced).
+	paced        bool
 	ckptPermSeen uint64        // masterPerm when checkpointOK was last derived from it
 	targetEnd    uint64        // STARTUP_DONE once the local end reaches it
 	echo         time.Duration // newest master send time seen (lease grants echo it)
@@ -142,6 +145,18 @@ func (rs *replicaState) reset(n *Node) {
 	}
 }
 
+// Paced reports whether this replica may read at its own pace: its
+// master runs with Config.Pace and its newest multicast did not name this
+// site among those whose acks it waits for, and the replica is caught up
+// with nothing missing. The driver may then leave received messages unread
+// for up to its Pace and take them in one batch; everything still works if
+// it does not. A replica catching up, electing or without a master is never
+// paced.
+func (n *Node) Paced() bool {
+	rs := &n.rs
+	return n.role == RoleReplica && n.master != NoMaster && rs.paced && rs.sync == syncLive && len(rs.segs) == 0 && !rs.gapActive
+}
+
 func (n *Node) inApply() bool { return n.rs.applyLen > 0 }
 
 func (rs *replicaState) next() uint64 { return rs.streamLSN + uint64(len(rs.stream)) }
@@ -186,12 +201,16 @@ func stepReplica(n *Node, d *Decoded) {
 		}
 	case MsgHeartbeat:
 		n.rs.masterPerm = max(n.rs.masterPerm, d.LSN)
+		n.rs.paced = !d.Waits(n.cfg.Site)
 		n.noteWant(h.End)
 		if n.cfg.Leases {
 			n.sendAck(MsgLeaseGrant, true)
 		}
 	case MsgLog, MsgLogMore:
 		n.rs.masterPerm = max(n.rs.masterPerm, d.LSN)
+		if d.To == AllSites {
+			n.rs.paced = !d.Waits(n.cfg.Site)
+		}
 		if n.rs.sync != syncLog && n.rs.sync != syncLive {
 			n.drop(DropSyncing)
 			return

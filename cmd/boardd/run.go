@@ -43,6 +43,7 @@ type fileConfig struct {
 	HeartbeatSend    string  `json:"heartbeat_send"`
 	HeartbeatMonitor string  `json:"heartbeat_monitor"`
 	ElectionTimeout  string  `json:"election_timeout"`
+	Pace             string  `json:"pace"` // "off" turns pacing off
 	TwoSiteStrict    bool    `json:"two_site_strict"`
 	NoAutoInit       bool    `json:"no_auto_init"`
 
@@ -85,6 +86,7 @@ func bindRunFlags(fs *flag.FlagSet, fc *fileConfig) (peers, site *string) {
 	fs.StringVar(&fc.HeartbeatSend, "heartbeat-send", fc.HeartbeatSend, "master heartbeat interval (default 2ms)")
 	fs.StringVar(&fc.HeartbeatMonitor, "heartbeat-monitor", fc.HeartbeatMonitor, "master silence before an election (default 10ms)")
 	fs.StringVar(&fc.ElectionTimeout, "election-timeout", fc.ElectionTimeout, "election attempt timeout (default 10ms)")
+	fs.StringVar(&fc.Pace, "pace", fc.Pace, `how long a replica the master does not wait for may leave the log unread, "off" for never (default 1ms)`)
 	fs.BoolVar(&fc.TwoSiteStrict, "two-site-strict", fc.TwoSiteStrict, "two-site group: require both votes")
 	fs.BoolVar(&fc.NoAutoInit, "no-auto-init", fc.NoAutoInit, "never internal-init automatically")
 	fs.StringVar(&fc.LogSize, "log-size", fc.LogSize, "log buffer size (default 64M)")
@@ -257,6 +259,13 @@ func (fc fileConfig) boardConfig(log *slog.Logger) (board.Config, error) {
 		if *d.d, err = parseDur(d.name, d.s); err != nil {
 			return c, err
 		}
+	}
+	if fc.Pace == "off" {
+		c.Pace = -1
+	} else if c.Pace, err = parseDur("-pace", fc.Pace); err != nil {
+		return c, err
+	} else if c.Pace < 0 {
+		return c, usagef("boardd run: -pace %q is negative; use off to turn pacing off", fc.Pace)
 	}
 	ls, err := parseSize("-log-size", fc.LogSize)
 	if err != nil {

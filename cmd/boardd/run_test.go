@@ -78,3 +78,27 @@ func TestRunRxThread(t *testing.T) {
 		t.Fatalf(`"rx_thread": false: transport %s, want %s`, got, want)
 	}
 }
+
+// TestRunPace: -pace takes a duration or off, and refuses a negative one.
+func TestRunPace(t *testing.T) {
+	pace := func(args ...string) (time.Duration, error) {
+		t.Helper()
+		fc, err := loadRunConfig(append([]string{"-site", "1", "-peers", "1,2", "-transport", "raw", "-iface", "bp0"}, args...), io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := fc.boardConfig(nil)
+		return c.Pace, err
+	}
+	for _, tc := range []struct {
+		args []string
+		want time.Duration
+	}{{nil, 0}, {[]string{"-pace", "500us"}, 500 * time.Microsecond}, {[]string{"-pace", "off"}, -1}} {
+		if got, err := pace(tc.args...); err != nil || got != tc.want {
+			t.Errorf("%v: pace %v, %v; want %v", tc.args, got, err, tc.want)
+		}
+	}
+	if _, err := pace("-pace", "-1ms"); err == nil {
+		t.Error("-pace -1ms accepted")
+	}
+}
