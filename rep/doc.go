@@ -34,6 +34,13 @@
 // policy (PolicyLSN); a commit not permanent within AckTimeout is reported
 // PermFailed: committed locally, not known durable.
 //
+// With Config.Pace, the master names in each multicast LOG and HEARTBEAT
+// the replicas it waits for: as many as its policy needs of those it counts,
+// filled with the ones that acked furthest. The others see Paced and may
+// read at their own pace; when their acks release the commits three times
+// in a row (paceSwapAfter), a waited replica is slow or gone and the acker
+// takes its place.
+//
 // Replica: keeps a stream of records starting at its log end and hands whole
 // transactions to the driver in LSN order, each apply ending at the first
 // checkpoint record if there is one (so that the driver can promote it

@@ -99,6 +99,11 @@ type Config struct {
 	LogSize     int
 	CkptKB      int
 	Tick        time.Duration
+	// Pace, when above zero, is rep.Config.Pace, and a site its master does
+	// not wait for reads as a board's receive loop does: after a read it
+	// leaves what arrives for Pace, then takes it all (sooner if it stops
+	// being paced).
+	Pace time.Duration
 }
 
 // Guarantee reports whether the configuration promises that Perm writes
@@ -115,9 +120,9 @@ func (c *Config) MajorityElections() bool {
 }
 
 func (c *Config) String() string {
-	return fmt.Sprintf("sites=%d zeroprio=%d ack=%s leases=%v strict=%v startmaster=%v skew=%.3f drop=%.2f dup=%.2f delay=%v-%v chaos=%+v buggify=%+v log=%dKiB ckpt=%dKiB dur=%v",
+	return fmt.Sprintf("sites=%d zeroprio=%d ack=%s leases=%v strict=%v startmaster=%v skew=%.3f drop=%.2f dup=%.2f delay=%v-%v chaos=%+v buggify=%+v log=%dKiB ckpt=%dKiB pace=%v dur=%v",
 		c.Sites, c.ZeroPriority, c.Policy, c.Leases, c.TwoSiteStrict, c.StartMaster, c.ClockSkew,
-		c.Net.Drop, c.Net.Dup, c.Net.DelayMin, c.Net.DelayMax, c.Chaos, c.Buggify, c.LogSize>>10, c.CkptKB, c.Duration)
+		c.Net.Drop, c.Net.Dup, c.Net.DelayMin, c.Net.DelayMax, c.Chaos, c.Buggify, c.LogSize>>10, c.CkptKB, c.Pace, c.Duration)
 }
 
 // DefaultConfig is a calm 3-site QUORUM group with leases.
@@ -196,6 +201,10 @@ func ConfigForSeed(seed uint64) Config {
 	c.Buggify.SlowSite = r.IntN(6) == 0
 	if r.IntN(3) == 0 {
 		c.Chaos.Freeze = 2
+	}
+	if r.IntN(2) == 0 {
+		// A tenth of the heartbeat monitor, as on the board.
+		c.Pace = heartbeatMonitor / 10
 	}
 	return c
 }

@@ -17,6 +17,7 @@ const (
 	evScript                      // a scripted fault
 	evThaw                        // a frozen site's runtime runs again
 	evKeepAlive                   // a frozen master's process speaks for it
+	evPaceWake                    // a paced site's rest ends: it reads what arrived
 )
 
 func (k evKind) String() string {
@@ -43,6 +44,8 @@ func (k evKind) String() string {
 		return "thaw"
 	case evKeepAlive:
 		return "keepalive"
+	case evPaceWake:
+		return "pace-wake"
 	}
 	return "?"
 }

@@ -39,6 +39,7 @@ type Stats struct {
 	Writes, PermWrites, NotPerm, Orphaned, Reads int
 	Crashes, Restarts, Partitions, LossBursts    int
 	Freezes, KeepAlives                          int
+	PacedReads, PaceSwaps                        int
 	Elections, Rollbacks, Inits, Checkpoints     int
 	EnvErrors                                    int
 	PermRollbacksAnySite                         int
@@ -58,6 +59,8 @@ func (s *Stats) add(o Stats) {
 	s.LossBursts += o.LossBursts
 	s.Freezes += o.Freezes
 	s.KeepAlives += o.KeepAlives
+	s.PacedReads += o.PacedReads
+	s.PaceSwaps += o.PaceSwaps
 	s.Elections += o.Elections
 	s.Rollbacks += o.Rollbacks
 	s.Inits += o.Inits
@@ -121,6 +124,11 @@ type site struct {
 	frozenAt  time.Duration
 	held      []*simMsg
 	keepAlive []byte
+	// restUntil: a paced site rests until then after a read (Config.Pace);
+	// what arrives meanwhile waits in paced, and a wake is queued.
+	restUntil time.Duration
+	paced     []*simMsg
+	waking    bool
 }
 
 // Sim is one simulated run in progress.
@@ -284,7 +292,26 @@ func (s *Sim) dispatch(e event) {
 			st.held = append(st.held, e.msg)
 			return
 		}
+		if len(st.paced) > 0 || s.now < st.restUntil {
+			st.paced = append(st.paced, e.msg)
+			s.stats.PacedReads++
+			if !st.waking {
+				st.waking = true
+				s.q.push(event{at: st.restUntil, kind: evPaceWake, site: st.id, boot: st.boot})
+			}
+			return
+		}
 		s.step(st, e.msg)
+		s.rest(st)
+	case evPaceWake:
+		st := s.sites[e.site]
+		if !st.alive || st.boot != e.boot {
+			return
+		}
+		st.waking = false
+		if !st.frozen {
+			s.readPaced(st)
+		}
 	case evTick:
 		st := s.sites[e.site]
 		if !st.alive || st.boot != e.boot {
@@ -293,6 +320,11 @@ func (s *Sim) dispatch(e event) {
 		if !st.frozen {
 			st.node.Tick(st.localNow(s.now))
 			s.ready(st)
+			if len(st.paced) > 0 && !st.node.Paced() {
+				// Pacing ended (an election, say): the board cuts its
+				// rest short.
+				s.readPaced(st)
+			}
 		}
 		s.q.push(event{at: s.now + s.cfg.Tick, kind: evTick, site: st.id, boot: st.boot})
 	case evClient:
@@ -375,12 +407,38 @@ func (s *Sim) thaw(st *site) {
 	s.tr.notef(s.now, evThaw, st.id, "thaw after %v, %d messages waiting", s.now-st.frozenAt, len(held))
 	st.node.Tick(st.localNow(s.now))
 	s.ready(st)
+	// What arrived during a rest came before what arrived while frozen.
+	held = append(st.paced, held...)
+	st.paced, st.restUntil = nil, 0
 	for _, m := range held {
 		if !st.alive {
 			return
 		}
 		s.step(st, m)
 	}
+	s.rest(st)
+}
+
+// rest starts a paced site's rest after a read, as the board's receive loop
+// does (board.Board.restAtPace).
+func (s *Sim) rest(st *site) {
+	if s.cfg.Pace > 0 && st.alive && st.node.Paced() {
+		st.restUntil = s.now + s.cfg.Pace
+	}
+}
+
+// readPaced steps what arrived while st rested, in order, and rests again
+// if it is still paced.
+func (s *Sim) readPaced(st *site) {
+	msgs := st.paced
+	st.paced, st.restUntil = nil, 0
+	for _, m := range msgs {
+		if !st.alive {
+			return
+		}
+		s.step(st, m)
+	}
+	s.rest(st)
 }
 
 // step hands a delivered message to st's node and carries out its Ready.
@@ -419,6 +477,7 @@ func (s *Sim) boot(st *site, mode rep.StartMode) {
 	st.store = store
 	st.boot++
 	st.bootAt = s.now
+	st.paced, st.restUntil, st.waking = nil, 0, false
 	st.lastErr = ""
 	st.origin = time.Duration(s.rng.Int64N(int64(time.Hour)))
 	// Rates within [1/sqrt(1+skew), sqrt(1+skew)]: fastest over slowest is at
@@ -444,11 +503,15 @@ func (s *Sim) boot(st *site, mode rep.StartMode) {
 		TwoSiteStrict: s.cfg.TwoSiteStrict,
 		ReRequestMin:  20 * time.Millisecond, ReRequestMax: 320 * time.Millisecond,
 		MaxMessageBytes: 64 << 10, InitWindowPages: 16, Seed: s.rng.Uint64(),
+		Pace: s.cfg.Pace,
 	}
 	node, err := rep.NewNode(rc, st.store)
 	if err != nil {
 		s.fail("site %d: new node: %v", st.id, err)
 		return
+	}
+	if st.node != nil {
+		s.stats.PaceSwaps += int(st.node.Counters().PaceSwaps)
 	}
 	st.node = node
 	st.alive = true
@@ -1172,6 +1235,9 @@ func (s *Sim) finish() {
 		st.pending = nil
 		if st.store != nil {
 			s.stats.Checkpoints += int(st.store.Checkpointer().Stats().Promoted)
+		}
+		if st.node != nil {
+			s.stats.PaceSwaps += int(st.node.Counters().PaceSwaps)
 		}
 		f := FinalSite{Site: st.id, Alive: st.alive, LastErr: st.lastErr}
 		if st.alive {
