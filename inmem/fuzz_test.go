@@ -158,6 +158,15 @@ func samplePages(t testing.TB) [][]byte {
 	return out
 }
 
+// wireSeeds are sample pages whole and in their wire form.
+func wireSeeds(t testing.TB) [][]byte {
+	var out [][]byte
+	for _, p := range samplePages(t) {
+		out = append(out, p, appendWirePage(nil, p))
+	}
+	return out
+}
+
 // TestWriteFuzzCorpus regenerates testdata/fuzz seed files (BOARDHA_WRITE_CORPUS=1).
 func TestWriteFuzzCorpus(t *testing.T) {
 	if os.Getenv("BOARDHA_WRITE_CORPUS") == "" {
@@ -169,6 +178,7 @@ func TestWriteFuzzCorpus(t *testing.T) {
 	corpora := map[string][][]byte{
 		"FuzzDecodePage": samplePages(t),
 		"FuzzDecodeMeta": {mb},
+		"FuzzWirePage":   wireSeeds(t),
 		"FuzzRedoBody": {
 			appendRedoBody(nil, 3, []byte("key"), []byte("value")),
 			appendCommitBody(nil, 4, 0xdeadbeef),

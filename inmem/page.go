@@ -310,6 +310,75 @@ func compact(p []byte, scratch []byte) {
 // validatePage checks a branch or leaf page completely: header, slot order,
 // entry bounds and key order. It is used when a page enters a write transaction,
 // on import and by the fuzzer; readers rely on the per-access checks instead.
+// minWireGap is the least unused space appendWirePage leaves out: below it
+// a page goes whole, the same on the wire either way.
+const minWireGap = 64
+
+// wireSpan reads from the header of p (a page, an overflow run, or the wire
+// form of one) where the space that holds nothing lies: [head, up) of a
+// branch or leaf page (between its slots and its entries), [head, end) of
+// an overflow run (past its value; up is -1). ok is false for other page
+// types.
+func wireSpan(p []byte) (head, up int, ok bool) {
+	switch pType(p) {
+	case pageLeaf, pageBranch:
+		return pageHeaderSize + slotSize*pCount(p), pUpper(p), true
+	case pageOverflow:
+		return pageHeaderSize + pUpper(p), -1, true // pUpper: the value's length
+	}
+	return 0, 0, false
+}
+
+// appendWirePage appends p, a page or an overflow run, to dst in the form
+// an internal init sends it: without the space that holds nothing (the free
+// space between a branch or leaf page's slots and its entries, the tail of
+// an overflow run past its value), which is half of a page that split and
+// has not filled since, and most of the last page of a value. The bytes
+// left out mean nothing; expandWirePage zeroes them.
+func appendWirePage(dst, p []byte) []byte {
+	head, up, ok := wireSpan(p)
+	if up < 0 {
+		up = len(p)
+	}
+	short := head + len(p) - up
+	if !ok || head > up || up > len(p) || up-head < minWireGap || short%wirePageSize(p) == 0 {
+		return append(dst, p...)
+	}
+	dst = append(dst, p[:head]...)
+	return append(dst, p[up:]...)
+}
+
+// wirePageSize is the page size p, a page or an overflow run, implies: the
+// receiver tells a wire form from whole pages by a length that is not a
+// multiple of it.
+func wirePageSize(p []byte) int {
+	if pType(p) == pageOverflow && pOvPages(p) > 1 {
+		return max(1, len(p)/pOvPages(p))
+	}
+	return max(1, len(p))
+}
+
+// expandWirePage fills p, a page or an overflow run, from w, its wire form
+// (appendWirePage), zeroing what w left out. It checks only that w's header
+// matches its length; the caller validates the page.
+func expandWirePage(p, w []byte) error {
+	if len(w) < pageHeaderSize {
+		return fmt.Errorf("%d bytes, shorter than a page header: %w", len(w), errPage)
+	}
+	head, up, ok := wireSpan(w)
+	if up < 0 {
+		up = len(p)
+	}
+	if !ok || head > up || up > len(p) || len(w) >= len(p) || len(w) != head+len(p)-up {
+		return fmt.Errorf("%d bytes of a page of type %d whose header says %d of %d bytes: %w",
+			len(w), pType(w), head+len(p)-up, len(p), errPage)
+	}
+	copy(p, w[:head])
+	clear(p[head:up])
+	copy(p[up:], w[head:])
+	return nil
+}
+
 func validatePage(p []byte, pgno uint64, pageSize int) error {
 	if len(p) < pageHeaderSize {
 		return fmt.Errorf("page %d: %d bytes, shorter than a page header: %w", pgno, len(p), errPage)

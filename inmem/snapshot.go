@@ -107,7 +107,10 @@ func (s *Snapshot) PageList() []uint64 {
 	return out
 }
 
-// ReadPage appends page pgno (the whole run for an overflow run) to dst[:0].
+// ReadPage appends page pgno (the whole run for an overflow run) to dst[:0],
+// in the form Import.PutPage takes: without the space that holds nothing
+// (appendWirePage), so a half-full page travels as half a page and a value
+// run as its value.
 func (s *Snapshot) ReadPage(pgno uint64, dst []byte) ([]byte, error) {
 	if s.done.Load() {
 		return nil, fmt.Errorf("inmem: read of a released snapshot: %w", ErrTxClosed)
@@ -125,7 +128,7 @@ func (s *Snapshot) ReadPage(pgno uint64, dst []byte) ([]byte, error) {
 		}
 	}
 	off := pgno * uint64(tx.ps)
-	return append(dst[:0], tx.data[off:off+uint64(n*tx.ps)]...), nil
+	return appendWirePage(dst[:0], tx.data[off:off+uint64(n*tx.ps)]), nil
 }
 
 // DBInfo describes one database in a snapshot.
@@ -327,12 +330,16 @@ func (im *Import) ExpectRuns(n int) {
 	}
 }
 
-// PutPage stores one exported unit (a page, or a whole overflow run) at the same
-// page number as on the master, after checking it.
+// PutPage stores one exported unit (a page, or a whole overflow run, as
+// Snapshot.ReadPage gives it) at the same page number as on the master,
+// after checking it.
 func (im *Import) PutPage(pgno uint64, data []byte) error {
 	e := im.e
 	if im.done {
 		return fmt.Errorf("inmem: import already finished: %w", ErrTxClosed)
+	}
+	if len(data) > 0 && len(data)%e.ps != 0 {
+		return im.putWirePage(pgno, data)
 	}
 	if len(data) == 0 || len(data)%e.ps != 0 {
 		return fmt.Errorf("inmem: import page %d: %d bytes, not whole %d-byte pages: %w", pgno, len(data), e.ps, ErrCorrupt)
@@ -345,6 +352,34 @@ func (im *Import) PutPage(pgno uint64, data []byte) error {
 		return fmt.Errorf("inmem: import: %w: %w", ErrCorrupt, err)
 	}
 	copy(e.data[pgno*uint64(e.ps):], data)
+	im.have[pgno] = n
+	im.pf.advance(pgno+uint64(n), uint64(n))
+	return nil
+}
+
+// putWirePage stores a page or overflow run sent without the space that
+// holds nothing (appendWirePage). It is expanded in place and then checked;
+// a bad one is cleared again.
+func (im *Import) putWirePage(pgno uint64, data []byte) error {
+	e := im.e
+	n := 1
+	if len(data) >= pageHeaderSize && pType(data) == pageOverflow {
+		if n = pOvPages(data); n < 1 {
+			return fmt.Errorf("inmem: import page %d: value run of %d pages: %w", pgno, n, ErrCorrupt)
+		}
+	}
+	if pgno < e.lo || pgno >= e.npages || uint64(n) > e.npages-pgno {
+		return fmt.Errorf("inmem: import page %d (+%d) outside the tree pages [%d,%d): %w", pgno, n, e.lo, e.npages, ErrLayout)
+	}
+	off := pgno * uint64(e.ps)
+	p := e.data[off : off+uint64(n*e.ps)]
+	if err := expandWirePage(p, data); err != nil {
+		return fmt.Errorf("inmem: import page %d: %w: %w", pgno, ErrCorrupt, err)
+	}
+	if err := validatePage(p, pgno, e.ps); err != nil {
+		clear(p)
+		return fmt.Errorf("inmem: import: %w: %w", ErrCorrupt, err)
+	}
 	im.have[pgno] = n
 	im.pf.advance(pgno+uint64(n), uint64(n))
 	return nil
