@@ -23,18 +23,29 @@ func pacedSites(g *testGroup, m *Board) (paced, waited []uint16) {
 	return paced, waited
 }
 
+// waitPaced writes on m until one replica says it is paced and the master
+// waits for the other, and returns the two.
+func waitPaced(t *testing.T, g *testGroup, m *Board) (paced, waited uint16) {
+	t.Helper()
+	eventually(t, "one replica paced, the other waited for", 5*time.Second, func() bool {
+		put(t, m, "routes", "k", "v")
+		p, w := pacedSites(g, m)
+		if len(p) == 1 && len(w) == 1 && p[0] != w[0] {
+			paced, waited = p[0], w[0]
+			return true
+		}
+		return false
+	})
+	return paced, waited
+}
+
 // TestPacedReplicaReadsAtItsPace: under QUORUM in a group of three the
 // master waits for one replica; the other learns it is paced, still applies
 // everything, and a write it forwards is answered.
 func TestPacedReplicaReadsAtItsPace(t *testing.T) {
 	g := newGroup(t, 3, nil)
 	m := g.master(0)
-	var paced, waited []uint16
-	eventually(t, "one replica paced, the other waited for", 5*time.Second, func() bool {
-		put(t, m, "routes", "k", "v")
-		paced, waited = pacedSites(g, m)
-		return len(paced) == 1 && len(waited) == 1 && paced[0] != waited[0]
-	})
+	paced, _ := waitPaced(t, g, m)
 	for i := 0; i < 50; i++ {
 		put(t, m, "routes", fmt.Sprint(i), "v")
 	}
@@ -43,7 +54,7 @@ func TestPacedReplicaReadsAtItsPace(t *testing.T) {
 			return string(get(b, "routes", "49")) == "v"
 		})
 	}
-	r := g.boards[paced[0]]
+	r := g.boards[paced]
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if c, err := r.Apply(ctx, Put("arp", []byte("a"), []byte("b"))); err != nil || !c.Perm {
@@ -57,27 +68,22 @@ func TestPacedReplicaReadsAtItsPace(t *testing.T) {
 func TestPacedReplicaTakesOverWhenTheWaitedOneGoes(t *testing.T) {
 	g := newGroup(t, 3, nil)
 	m := g.master(0)
-	var paced, waited []uint16
-	eventually(t, "one replica paced, the other waited for", 5*time.Second, func() bool {
-		put(t, m, "routes", "k", "v")
-		paced, waited = pacedSites(g, m)
-		return len(paced) == 1 && len(waited) == 1 && paced[0] != waited[0]
-	})
-	g.stop(waited[0])
+	paced, waited := waitPaced(t, g, m)
+	g.stop(waited)
 	eventually(t, "the master to wait for the replica left", 5*time.Second, func() bool {
 		if c := put(t, m, "routes", "k", "w"); !c.Perm {
 			t.Fatalf("commit %+v not permanent", c)
 		}
 		_, w := pacedSites(g, m)
-		return len(w) == 1 && w[0] == paced[0]
+		return len(w) == 1 && w[0] == paced
 	})
 	if st := m.Stat(); st.Counters.PaceSwaps == 0 {
 		t.Errorf("master counted no pace swaps")
 	}
 	// It learns so from the next message.
-	eventually(t, fmt.Sprintf("site %d, now waited for, to stop pacing", paced[0]), 5*time.Second, func() bool {
+	eventually(t, fmt.Sprintf("site %d, now waited for, to stop pacing", paced), 5*time.Second, func() bool {
 		put(t, m, "routes", "k", "x")
-		return !g.boards[paced[0]].Stat().Paced
+		return !g.boards[paced].Stat().Paced
 	})
 }
 

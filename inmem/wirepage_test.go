@@ -8,6 +8,19 @@ import (
 	"testing"
 )
 
+// pinAndImport pins a snapshot of m and starts an import of it, both
+// undone when the test ends.
+func pinAndImport(t *testing.T, m *Env, opt Options) (*Snapshot, *Import) {
+	t.Helper()
+	s, err := m.PinSnapshot()
+	mustNoErr(t, err, "pin")
+	t.Cleanup(func() { s.Release() })
+	im, err := NewImport(opt, s.Meta())
+	mustNoErr(t, err, "import")
+	t.Cleanup(func() { im.Abort() })
+	return s, im
+}
+
 // TestWirePagesRoundTrip: an import of a snapshot whose half-full pages
 // travel without their free space ends with the master's content, and the
 // pages travel in about the bytes their entries take.
@@ -36,15 +49,11 @@ func TestWirePagesRoundTrip(t *testing.T) {
 		})
 		mustNoErr(t, err, "fill")
 	}
-	s, err := m.PinSnapshot()
-	mustNoErr(t, err, "pin")
-	defer s.Release()
-	im, err := NewImport(opt, s.Meta())
-	mustNoErr(t, err, "import")
-	defer im.Abort()
+	s, im := pinAndImport(t, m, opt)
 	var wire, whole, short int
 	var buf []byte
 	for _, pg := range s.PageList() {
+		var err error
 		buf, err = s.ReadPage(pg, buf)
 		mustNoErr(t, err, "read page")
 		wire += len(buf)
@@ -83,12 +92,7 @@ func TestWirePageRejectsMismatch(t *testing.T) {
 		return db.Put([]byte("k"), []byte("v"))
 	})
 	mustNoErr(t, err, "fill")
-	s, err := m.PinSnapshot()
-	mustNoErr(t, err, "pin")
-	defer s.Release()
-	im, err := NewImport(opt, s.Meta())
-	mustNoErr(t, err, "import")
-	defer im.Abort()
+	s, im := pinAndImport(t, m, opt)
 	pages := s.PageList()
 	pg, err := s.ReadPage(pages[len(pages)-1], nil)
 	mustNoErr(t, err, "read")

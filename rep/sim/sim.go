@@ -310,7 +310,7 @@ func (s *Sim) dispatch(e event) {
 		}
 		st.waking = false
 		if !st.frozen {
-			s.readPaced(st)
+			s.readPaced(st, nil)
 		}
 	case evTick:
 		st := s.sites[e.site]
@@ -323,7 +323,7 @@ func (s *Sim) dispatch(e event) {
 			if len(st.paced) > 0 && !st.node.Paced() {
 				// Pacing ended (an election, say): the board cuts its
 				// rest short.
-				s.readPaced(st)
+				s.readPaced(st, nil)
 			}
 		}
 		s.q.push(event{at: s.now + s.cfg.Tick, kind: evTick, site: st.id, boot: st.boot})
@@ -408,15 +408,7 @@ func (s *Sim) thaw(st *site) {
 	st.node.Tick(st.localNow(s.now))
 	s.ready(st)
 	// What arrived during a rest came before what arrived while frozen.
-	held = append(st.paced, held...)
-	st.paced, st.restUntil = nil, 0
-	for _, m := range held {
-		if !st.alive {
-			return
-		}
-		s.step(st, m)
-	}
-	s.rest(st)
+	s.readPaced(st, held)
 }
 
 // rest starts a paced site's rest after a read, as the board's receive loop
@@ -427,10 +419,10 @@ func (s *Sim) rest(st *site) {
 	}
 }
 
-// readPaced steps what arrived while st rested, in order, and rests again
-// if it is still paced.
-func (s *Sim) readPaced(st *site) {
-	msgs := st.paced
+// readPaced steps what arrived while st rested, then more, in order, and
+// rests again if it is still paced.
+func (s *Sim) readPaced(st *site, more []*simMsg) {
+	msgs := append(st.paced, more...)
 	st.paced, st.restUntil = nil, 0
 	for _, m := range msgs {
 		if !st.alive {
