@@ -163,6 +163,17 @@ func (c *sockClient) call(req sockRequest, timeout time.Duration) (sockResponse,
 	return resp, nil
 }
 
+// stepDown asks the board of p, if master, to step down (boardd stepdown).
+func (c *cluster) stepDown(p *proc) error {
+	cl, err := dialSock(p.sock, 200*time.Millisecond)
+	if err != nil {
+		return err
+	}
+	defer cl.conn.Close()
+	_, err = cl.call(sockRequest{Op: "stepdown"}, 2*time.Second)
+	return err
+}
+
 func (c *cluster) stat(p *proc) (board.Stat, error) {
 	cl, err := dialSock(p.sock, 200*time.Millisecond)
 	if err != nil {

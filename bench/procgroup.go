@@ -32,7 +32,10 @@ func (s *suite) openProcGroup(ctx context.Context, n int, name string, p board.A
 		}
 	}
 	rb := s.chassis.Boards[0]
-	cfg := board.Config{Site: rb.Site, Group: "bench-" + name, Peers: peers, Priority: 100, Transport: board.RawTransport(rb.Iface),
+	// Priority above the replicas' 100: after an election on a loaded
+	// machine moved mastership away, board 1 wins it back once equally
+	// current (group.reclaim).
+	cfg := board.Config{Site: rb.Site, Group: "bench-" + name, Peers: peers, Priority: 200, Transport: board.RawTransport(rb.Iface),
 		PoolSize: 256 << 20, LogSize: 32 << 20, CheckpointKiB: 256, AckPolicy: p}
 	var m *board.Board
 	if err := rb.Do(func() (err error) { m, err = board.Open(cfg); return err }); err != nil {
@@ -40,6 +43,7 @@ func (s *suite) openProcGroup(ctx context.Context, n int, name string, p board.A
 		return nil, nil, fmt.Errorf("opening board %d: %w", rb.Site, err)
 	}
 	g := &group{boards: []*board.Board{m}}
+	g.reclaim = func(ctx context.Context) *board.Board { return reclaimMaster(ctx, m, c) }
 	fail := func(err error) (*group, *cluster, error) {
 		g.close()
 		c.close()
@@ -69,4 +73,30 @@ func (s *suite) openProcGroup(ctx context.Context, n int, name string, p board.A
 		return fail(fmt.Errorf("%v; board logs: %s", err, c.tail()))
 	}
 	return g, c, nil
+}
+
+// reclaimMaster gives mastership back to m, the in-process board, after an
+// election moved it to a boardd replica: the replica master steps down and
+// the group elects again, which m (priority 200 against 100) wins once it
+// is as current. It returns m as master, or nil within 5 s.
+func reclaimMaster(ctx context.Context, m *board.Board, c *cluster) *board.Board {
+	deadline := time.Now().Add(5 * time.Second)
+	for ctx.Err() == nil && time.Now().Before(deadline) {
+		if m.IsMaster() {
+			return m
+		}
+		if p := c.bySite(m.Master()); p != nil {
+			_ = c.stepDown(p) // refused or lost: look again
+		}
+		wctx, cancel := context.WithTimeout(ctx, time.Second)
+		_, _ = m.WaitMaster(wctx)
+		cancel()
+		if !m.IsMaster() {
+			time.Sleep(20 * time.Millisecond) // pacing the retries, not synchronisation
+		}
+	}
+	if m.IsMaster() {
+		return m
+	}
+	return nil
 }

@@ -104,7 +104,7 @@ func cmdClient(cmd string, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	want := map[string]int{"get": 1, "put": 2, "del": 1, "scan": 0, "stat": 0, "elect": 0, "events": 0}[cmd]
+	want := map[string]int{"get": 1, "put": 2, "del": 1, "scan": 0, "stat": 0, "elect": 0, "stepdown": 0, "events": 0}[cmd]
 	if len(pos) != want {
 		return usagef("boardd %s: want %d argument(s), got %d; see boardd %s -h", cmd, want, len(pos), cmd)
 	}
@@ -199,6 +199,8 @@ func cmdClient(cmd string, args []string, stdout, stderr io.Writer) error {
 		}
 	case "elect":
 		fmt.Fprintf(stdout, "master=%d\n", resp.Master)
+	case "stepdown":
+		fmt.Fprintln(stdout, "stepped down")
 	}
 	return nil
 }
@@ -222,6 +224,8 @@ func printJSON(w io.Writer, cmd string, req request, resp response, encode func(
 		out = resp.Stat
 	case "elect":
 		out = map[string]uint16{"master": resp.Master}
+	case "stepdown":
+		out = map[string]bool{"stepped_down": true}
 	}
 	enc := json.NewEncoder(w)
 	return enc.Encode(out)

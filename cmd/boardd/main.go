@@ -8,6 +8,7 @@
 //	boardd scan   [-sock S] [-db D] [-prefix P] [-start K] [-end K] [-limit N]
 //	boardd stat   [-sock S] [-json]
 //	boardd elect  [-sock S]
+//	boardd stepdown [-sock S]
 //	boardd events [-sock S] [-json]
 //	boardd load   [-sock S] [-rate N] [-keys N] [-duration D]
 //	boardd rig    [-boards N] [-script]
@@ -41,6 +42,7 @@ commands:
   scan     list keys                      boardd scan [-db D] [-prefix P] [-start K] [-end K] [-limit N]
   stat     show replication state         boardd stat [-json]
   elect    call an election               boardd elect
+  stepdown make this master a replica    boardd stepdown (the group elects; a board of higher priority wins)
   events   stream replication events      boardd events [-json]
   load     steady writer                  boardd load [-rate N] [-keys N] [-duration D]
   rig      a whole chassis on this machine boardd rig [-boards N] [-script]
@@ -62,7 +64,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch cmd {
 	case "run":
 		err = cmdRun(rest, stdout, stderr)
-	case "get", "put", "del", "scan", "stat", "elect", "events":
+	case "get", "put", "del", "scan", "stat", "elect", "stepdown", "events":
 		err = cmdClient(cmd, rest, stdout, stderr)
 	case "load":
 		err = cmdLoad(rest, stdout, stderr)

@@ -416,4 +416,6 @@ func (bb boardBackend) Stat(withHash bool) board.Stat {
 	return st
 }
 func (bb boardBackend) Elect(ctx context.Context) (uint16, error) { return bb.b.Elect(ctx) }
-func (bb boardBackend) Events() <-chan board.Event                { return bb.b.Events() }
+
+func (bb boardBackend) StepDown(ctx context.Context) error { return bb.b.StepDown(ctx) }
+func (bb boardBackend) Events() <-chan board.Event         { return bb.b.Events() }

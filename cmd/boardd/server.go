@@ -25,6 +25,9 @@ type backend interface {
 	Apply(ctx context.Context, ops ...board.Op) (board.Commit, error)
 	Stat(withHash bool) board.Stat
 	Elect(ctx context.Context) (uint16, error)
+	// StepDown makes a master a replica (board.StepDown); the group then
+	// elects, and a board of higher priority equally current wins.
+	StepDown(ctx context.Context) error
 	Events() <-chan board.Event
 }
 
@@ -271,6 +274,11 @@ func (s *server) handle(req request) response {
 			return errResponse(err)
 		}
 		return response{Master: m}
+	case "stepdown":
+		if err := s.be.StepDown(ctx); err != nil {
+			return errResponse(err)
+		}
+		return response{}
 	}
-	return errResponse(fmt.Errorf("%w: unknown op %q; use get, put, del, scan, stat, elect or events", errUsage, req.Op))
+	return errResponse(fmt.Errorf("%w: unknown op %q; use get, put, del, scan, stat, elect, stepdown or events", errUsage, req.Op))
 }

@@ -24,6 +24,8 @@ type fakeBackend struct {
 	lsn     uint64
 	unavail bool
 	events  chan board.Event
+	// steppedDown: a stepdown op reached the backend.
+	steppedDown bool
 }
 
 func newFake() *fakeBackend {
@@ -86,7 +88,14 @@ func (f *fakeBackend) Stat(bool) board.Stat {
 		Sites: []board.SiteStat{{Site: 2, AckedLSN: f.lsn, LastHeard: time.Millisecond, Electable: true}}}
 }
 func (f *fakeBackend) Elect(ctx context.Context) (uint16, error) { return 1, nil }
-func (f *fakeBackend) Events() <-chan board.Event                { return f.events }
+
+func (f *fakeBackend) StepDown(ctx context.Context) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.steppedDown = true
+	return nil
+}
+func (f *fakeBackend) Events() <-chan board.Event         { return f.events }
 
 func startFake(t *testing.T) (*fakeBackend, string) {
 	t.Helper()
@@ -160,6 +169,15 @@ func TestClientCommands(t *testing.T) {
 	}
 	if code, out, _ := cli("elect", "-sock", sock); code != 0 || out != "master=1\n" {
 		t.Fatalf("elect: code %d out %q", code, out)
+	}
+	if code, out, _ := cli("stepdown", "-sock", sock); code != 0 || out != "stepped down\n" {
+		t.Fatalf("stepdown: code %d out %q", code, out)
+	}
+	f.mu.Lock()
+	stepped := f.steppedDown
+	f.mu.Unlock()
+	if !stepped {
+		t.Fatal("stepdown did not reach the board")
 	}
 	f.mu.Lock()
 	f.unavail = true
