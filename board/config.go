@@ -86,9 +86,10 @@ const (
 	// 78 µs, 1 MiB 69 µs, 256 KiB 39 µs, 64 KiB 32 µs, but at 64 KiB 64
 	// writers fell from 127k to 55k commits/s.
 	DefaultCheckpointKiB = 256
-	// DefaultPace is one tick of the board's timers (HeartbeatSend/2):
-	// a tenth of the heartbeat monitor, so a paced replica's view of the
-	// master is at most that much older than an unpaced one's.
+	// DefaultPace is a tenth of the default heartbeat monitor (and a
+	// quarter of a shorter monitor at most): a paced replica's view of
+	// the master is at most that much older than an unpaced one's, and a
+	// vote waits at most that long for it.
 	DefaultPace            = time.Millisecond
 	DefaultEventBuffer     = 1024
 	DefaultMaxMessageBytes = 1 << 20
