@@ -95,7 +95,7 @@ func (f *fakeBackend) StepDown(ctx context.Context) error {
 	f.steppedDown = true
 	return nil
 }
-func (f *fakeBackend) Events() <-chan board.Event         { return f.events }
+func (f *fakeBackend) Events() <-chan board.Event { return f.events }
 
 func startFake(t *testing.T) (*fakeBackend, string) {
 	t.Helper()
