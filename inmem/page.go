@@ -307,9 +307,6 @@ func compact(p []byte, scratch []byte) {
 	}
 }
 
-// validatePage checks a branch or leaf page completely: header, slot order,
-// entry bounds and key order. It is used when a page enters a write transaction,
-// on import and by the fuzzer; readers rely on the per-access checks instead.
 // minWireGap is the least unused space appendWirePage leaves out: below it
 // a page goes whole, the same on the wire either way.
 const minWireGap = 64
@@ -337,11 +334,14 @@ func wireSpan(p []byte) (head, up int, ok bool) {
 // left out mean nothing; expandWirePage zeroes them.
 func appendWirePage(dst, p []byte) []byte {
 	head, up, ok := wireSpan(p)
+	if !ok {
+		return append(dst, p...)
+	}
 	if up < 0 {
 		up = len(p)
 	}
 	short := head + len(p) - up
-	if !ok || head > up || up > len(p) || up-head < minWireGap || short%wirePageSize(p) == 0 {
+	if head > up || up > len(p) || up-head < minWireGap || short%wirePageSize(p) == 0 {
 		return append(dst, p...)
 	}
 	dst = append(dst, p[:head]...)
@@ -379,6 +379,9 @@ func expandWirePage(p, w []byte) error {
 	return nil
 }
 
+// validatePage checks a branch or leaf page completely: header, slot order,
+// entry bounds and key order. It is used when a page enters a write transaction,
+// on import and by the fuzzer; readers rely on the per-access checks instead.
 func validatePage(p []byte, pgno uint64, pageSize int) error {
 	if len(p) < pageHeaderSize {
 		return fmt.Errorf("page %d: %d bytes, shorter than a page header: %w", pgno, len(p), errPage)

@@ -338,11 +338,11 @@ func (im *Import) PutPage(pgno uint64, data []byte) error {
 	if im.done {
 		return fmt.Errorf("inmem: import already finished: %w", ErrTxClosed)
 	}
-	if len(data) > 0 && len(data)%e.ps != 0 {
-		return im.putWirePage(pgno, data)
+	if len(data) == 0 {
+		return fmt.Errorf("inmem: import page %d: no bytes; the master sends whole pages or their wire form: %w", pgno, ErrCorrupt)
 	}
-	if len(data) == 0 || len(data)%e.ps != 0 {
-		return fmt.Errorf("inmem: import page %d: %d bytes, not whole %d-byte pages: %w", pgno, len(data), e.ps, ErrCorrupt)
+	if len(data)%e.ps != 0 {
+		return im.putWirePage(pgno, data) // not whole pages: the wire form
 	}
 	n := len(data) / e.ps
 	if pgno < e.lo || pgno >= e.npages || uint64(n) > e.npages-pgno {
