@@ -409,7 +409,7 @@ func (s *suite) addLoad(sec *Section, label string, n, w int, l load) {
 		sec.note("%s, %d boards, %d writers: %d errors (%d times mastership had moved), first: %v", label, n, w, l.errs, l.moves, l.err)
 	}
 	if l.reclaimed > 0 {
-		sec.note("%s, %d boards, %d writers: an election during the warm-up had moved mastership to a `boardd` replica; it was asked to step down (`boardd stepdown`) and board 1, of higher priority, elected again before measuring (the elections column counts the measured interval only)", label, n, w)
+		sec.note("%s, %d boards, %d writers: an election during the warm-up had moved mastership to a `boardd` replica; it was asked to step down (`boardd stepdown`) and board 1, of higher priority, elected again before measuring (the row is the measured interval only)", label, n, w)
 	}
 	s.logf("commit %s boards=%d writers=%d p50=%v rate=%.0f/s", label, n, w, l.lat.Quantile(.5), l.rate())
 }
