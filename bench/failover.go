@@ -20,7 +20,6 @@ import (
 
 	"github.com/seed61e250c8/boardha/board"
 	"github.com/seed61e250c8/boardha/hwtest/rig"
-	"github.com/seed61e250c8/boardha/rep"
 )
 
 // boarddArgs are what every boardd of the failover section gets besides its
@@ -59,11 +58,7 @@ type cluster struct {
 	perms    atomic.Uint64
 	errs     atomic.Uint64
 	moved    int // rounds whose restore ended under another master than the failover's
-	// stretched counts rounds in which, at the last look before the
-	// fault, a replica gave the master the longer monitor
-	// (Config.HeartbeatMonitorMax: it had recently heard it fall silent).
-	stretched int
-	logf      func(format string, args ...any)
+	logf     func(format string, args ...any)
 }
 
 func goTool() string {
@@ -308,12 +303,12 @@ func (s *suite) runFailover(ctx context.Context) Section {
 	sec := emptySection(secFailover)
 	n := s.cfg.FailoverBoards
 	sec.Setup = fmt.Sprintf("%d `boardd run` processes, one per board namespace, raw transport, pool 256 MiB, log 32 MiB, checkpoint every 256 KiB, default timing "+
-		"(heartbeat %v, heartbeat monitor %v (%v for a master a replica recently heard fall silent for half of it), election timeout %v, ack policy QUORUM, ack timeout %v). "+
+		"(heartbeat %v, heartbeat monitor %v, election timeout %v, ack policy QUORUM, ack timeout %v). "+
 		"Two writers per live board put keys through its local socket continuously (replicas forward to the master). "+
 		"Each round faults the master, then measures from the signal to the end of the first Perm write that started after the faulted process "+
 		"could no longer run (SIGKILL: 1 ms after the signal, since the kernel stops a killed process's threads before they return to user space; reaping it, which waits for its memory to be torn down, is timed in the log; SIGSTOP: state T in /proc) - a write the old master cannot have committed. "+
 		"The faulted board is then killed if needed and restarted with empty memory (it rejoins by internal init) before the next round.",
-		n, board.DefaultHeartbeatSend, board.DefaultHeartbeatMonitor, 2*board.DefaultHeartbeatMonitor, board.DefaultElectionTimeout, board.DefaultAckTimeout)
+		n, board.DefaultHeartbeatSend, board.DefaultHeartbeatMonitor, board.DefaultElectionTimeout, board.DefaultAckTimeout)
 	sec.Columns = []string{"fault", "rounds", "median", "p90", "max", "min", "successor's own failover p50"}
 	if ctx.Err() != nil {
 		sec.NotMeasured = "interrupted"
@@ -378,8 +373,6 @@ func (s *suite) runFailover(ctx context.Context) Section {
 	}
 	c.mu.Unlock()
 	sec.note("successor's own failover: Stat.Election.LastFailover of the new master (first missed heartbeat period until a master is known), as boardd reports it")
-	sec.note("rounds in which a replica gave the master the longer heartbeat monitor (%v; it had heard it fall silent for half the monitor in the last %v) at the last look before the fault: %d",
-		2*board.DefaultHeartbeatMonitor, rep.SilenceMemory*board.DefaultHeartbeatMonitor, c.stretched)
 	if c.moved > 0 {
 		sec.note("in %d rounds the group replaced its new master again while the restarted board caught up (a master stalled for a heartbeat monitor period); the next round faulted the newest", c.moved)
 	}
@@ -396,15 +389,8 @@ const killMargin = time.Millisecond
 // the successor's own failover figure.
 func (c *cluster) round(ctx context.Context, sig syscall.Signal) (time.Duration, time.Duration, error) {
 	var m uint16
-	var sts map[uint16]board.Stat
-	if err := waitFor(ctx, 30*time.Second, "an agreed master", func() bool { m, sts = c.master(); return m != 0 }); err != nil {
+	if err := waitFor(ctx, 30*time.Second, "an agreed master", func() bool { m, _ = c.master(); return m != 0 }); err != nil {
 		return 0, 0, err
-	}
-	for _, st := range sts {
-		if st.Role == board.RoleClient && st.Election.Monitor > board.DefaultHeartbeatMonitor {
-			c.stretched++
-			break
-		}
 	}
 	rt0 := time.Now()
 	base := c.perms.Load()
@@ -459,6 +445,7 @@ func (c *cluster) round(ctx context.Context, sig syscall.Signal) (time.Duration,
 	d := end.Sub(t0)
 
 	var nm uint16
+	var sts map[uint16]board.Stat
 	if err := waitFor(ctx, 30*time.Second, "the new master agreed", func() bool { nm, sts = c.master(); return nm != 0 }); err != nil {
 		return 0, 0, err
 	}

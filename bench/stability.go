@@ -13,7 +13,6 @@ import (
 
 	"github.com/seed61e250c8/boardha/board"
 	"github.com/seed61e250c8/boardha/hwtest/rig"
-	"github.com/seed61e250c8/boardha/rep"
 )
 
 // startCluster builds boardd and starts n `boardd run` processes, one per
@@ -101,10 +100,10 @@ func (c *cluster) startWriters(ctx context.Context) (stop func()) {
 func (s *suite) runStability(ctx context.Context) Section {
 	sec := emptySection(secStability)
 	n := s.cfg.FailoverBoards
-	sec.Setup = fmt.Sprintf("%d `boardd run` processes as in the failover section (default timing: heartbeat %v, heartbeat monitor %v (%v for a master a replica recently heard fall silent for half of it), election timeout %v), "+
+	sec.Setup = fmt.Sprintf("%d `boardd run` processes as in the failover section (default timing: heartbeat %v, heartbeat monitor %v, election timeout %v), "+
 		"two writers per board putting keys through its local socket without pause, no fault injected, for %v. "+
 		"Elections: the sum over the boards of Stat.Election.Elections started during the run; master changes: how often the agreed master, sampled every 10 ms, differed from the previous sample's; board stalls: the sum of Stat.Counters.Stalls, times a board's runtime did not run for longer than the monitor (a master's stall looks like its death to the replicas, and each replica counts the election it starts); keepalives: the sum of Stat.Counters.KeepAlives, heartbeats a master's loop sent while its runtime was held.",
-		n, board.DefaultHeartbeatSend, board.DefaultHeartbeatMonitor, 2*board.DefaultHeartbeatMonitor, board.DefaultElectionTimeout, s.cfg.StabilityTime)
+		n, board.DefaultHeartbeatSend, board.DefaultHeartbeatMonitor, board.DefaultElectionTimeout, s.cfg.StabilityTime)
 	sec.Setup += fmt.Sprintf(" Before it, for %v with nothing of ours running, a busy thread pinned to each CPU at nice -20 counts the gaps in its clock longer than the monitor: "+
 		"times the CPU was taken from the whole guest, which stop a master as surely as SIGSTOP.", s.cfg.StallProbe)
 	sec.Columns = []string{"boards", "duration", "Perm commits", "commits/s", "failed calls", "elections", "master changes", "board stalls > monitor", "CPU stalls > monitor (probe)"}
@@ -160,7 +159,7 @@ func (s *suite) runStability(ctx context.Context) Section {
 	_, sts := c.master()
 	// Per board, from its count at the start: a board that did not answer
 	// one of the two stats is left out (and said so).
-	var started, stalls, keepAlives, silences uint64
+	var started, stalls, keepAlives uint64
 	var longest time.Duration
 	var by []string
 	for _, p := range c.procs {
@@ -173,13 +172,11 @@ func (s *suite) runStability(ctx context.Context) Section {
 		d := st.Election.Elections - st0.Election.Elections
 		ds := st.Counters.Stalls - st0.Counters.Stalls
 		dk := st.Counters.KeepAlives - st0.Counters.KeepAlives
-		dm := st.Counters.MasterSilences - st0.Counters.MasterSilences
 		started += d
 		stalls += ds
 		keepAlives += dk
-		silences += dm
 		longest = max(longest, st.Counters.LongestStall)
-		by = append(by, fmt.Sprintf("site %d (%s): %d elections, %d stalls, %d keepalives, %d master silences", p.site, st.Role, d, ds, dk, dm))
+		by = append(by, fmt.Sprintf("site %d (%s): %d elections, %d stalls, %d keepalives", p.site, st.Role, d, ds, dk))
 	}
 	if ctx.Err() != nil {
 		sec.note("interrupted after %v", el.Round(time.Second))
@@ -187,7 +184,7 @@ func (s *suite) runStability(ctx context.Context) Section {
 	sec.add(fmt.Sprint(n), map[string]float64{
 		"boards": float64(n), "seconds": el.Seconds(), "commits": float64(perms), "commits_per_s": float64(perms) / el.Seconds(),
 		"failed_calls": float64(errs), "elections": float64(started), "master_changes": float64(changes),
-		"board_stalls": float64(stalls), "master_silences": float64(silences), "board_longest_stall_ms": float64(longest) / 1e6, "keepalives": float64(keepAlives),
+		"board_stalls": float64(stalls), "board_longest_stall_ms": float64(longest) / 1e6, "keepalives": float64(keepAlives),
 		"cpu_stalls_over_monitor": float64(over), "cpu_stall_probe_seconds": s.cfg.StallProbe.Seconds(),
 		"cpu_stalls_per_minute": perMin, "cpu_stall_longest_ms": float64(probeLongest) / 1e6,
 	}, el.Round(time.Second).String(), fmt.Sprint(perms), fmt.Sprintf("%.0f", float64(perms)/el.Seconds()),
@@ -195,9 +192,6 @@ func (s *suite) runStability(ctx context.Context) Section {
 		fmt.Sprintf("%d (longest %v)", stalls, longest.Round(100*time.Microsecond)),
 		fmt.Sprintf("%d in %v (%.1f/min, longest %v)", over, s.cfg.StallProbe, perMin, probeLongest.Round(100*time.Microsecond)))
 	sec.note("keepalives sent by masters' loops while their runtime was held: %d", keepAlives)
-	sec.note("master silences (Stat.Counters.MasterSilences, summed over the replicas): %d times a replica heard its master come back after more than half the heartbeat monitor (%v) of silence; "+
-		"each gives that master the longer monitor (%v, Config.HeartbeatMonitorMax) for the next %v",
-		silences, board.DefaultHeartbeatMonitor/2, 2*board.DefaultHeartbeatMonitor, rep.SilenceMemory*board.DefaultHeartbeatMonitor)
 	if causes, err := c.electionCauses(t0, t0.Add(el), board.DefaultHeartbeatSend); err != nil {
 		sec.note("elections by cause: the boards' logs could not be read: %v", err)
 	} else if causes.total() > 0 {

@@ -115,9 +115,6 @@ type Board struct {
 	// masterHeardAt mirrors runtime.masterHeard (nanoseconds since origin)
 	// for the loop's decision to let a tick wait, taken before rtMu.
 	masterHeardAt atomic.Int64
-	// monitor mirrors the node's Monitor when the master was last heard
-	// (0: not yet), for the same decision.
-	monitor atomic.Int64
 }
 
 // published is the loop's state as other goroutines see it.

@@ -143,15 +143,6 @@ type Config struct {
 	// HeartbeatMonitor: silence from the master after which a replica
 	// calls an election. Above HeartbeatSend, up to 1m, default 10ms.
 	HeartbeatMonitor time.Duration
-	// HeartbeatMonitorMax: how long a replica waits instead for a master
-	// it heard, in the last 200 monitors of its tenure, fall silent for
-	// more than half of HeartbeatMonitor and come back
-	// (rep.Config.HeartbeatMonitorMax): a loaded card starves its master
-	// process now and then, and the next, longer starvation would
-	// otherwise depose a healthy master. A master that stays regular is
-	// still replaced after HeartbeatMonitor. HeartbeatMonitor..1m, default
-	// twice HeartbeatMonitor; negative: always HeartbeatMonitor.
-	HeartbeatMonitorMax time.Duration
 	// ElectionTimeout: how long one election attempt waits for votes.
 	// 1ms..1m, default 10ms.
 	ElectionTimeout time.Duration
@@ -219,7 +210,6 @@ func (c Config) withDefaults() Config {
 	}
 	setDur(&c.HeartbeatSend, DefaultHeartbeatSend)
 	setDur(&c.HeartbeatMonitor, max(DefaultHeartbeatMonitor, 2*c.HeartbeatSend))
-	setDur(&c.HeartbeatMonitorMax, 2*c.HeartbeatMonitor)
 	setDur(&c.ElectionTimeout, DefaultElectionTimeout)
 	setDur(&c.ElectionBackoffMax, max(DefaultElectionBackoffMax, c.ElectionTimeout))
 	if c.Pace == 0 {
@@ -296,9 +286,6 @@ func (c Config) validated() (Config, error) {
 	}
 	if c.HeartbeatMonitor <= c.HeartbeatSend || c.HeartbeatMonitor > time.Minute {
 		return bad("HeartbeatMonitor", "is %v; allowed above HeartbeatSend (%v) up to 1m", c.HeartbeatMonitor, c.HeartbeatSend)
-	}
-	if c.HeartbeatMonitorMax > 0 && (c.HeartbeatMonitorMax < c.HeartbeatMonitor || c.HeartbeatMonitorMax > time.Minute) {
-		return bad("HeartbeatMonitorMax", "is %v; allowed HeartbeatMonitor (%v) up to 1m, or negative for a fixed monitor", c.HeartbeatMonitorMax, c.HeartbeatMonitor)
 	}
 	if err := inRange(c.ElectionTimeout, time.Millisecond, time.Minute); err != nil {
 		return bad("ElectionTimeout", "%v", err)

@@ -22,7 +22,7 @@ func TestConfigDefaults(t *testing.T) {
 		c.HeartbeatMonitor != DefaultHeartbeatMonitor || c.ElectionTimeout != DefaultElectionTimeout ||
 		c.AckTimeout != DefaultAckTimeout || c.PoolSize != DefaultPoolSize || c.LogSize != DefaultLogSize ||
 		c.CheckpointKiB != DefaultCheckpointKiB || c.PageSize != DefaultPageSize || c.EventBuffer != DefaultEventBuffer ||
-		c.Pace != DefaultPace || c.HeartbeatMonitorMax != 2*DefaultHeartbeatMonitor {
+		c.Pace != DefaultPace {
 		t.Fatalf("defaults not applied: %+v", c)
 	}
 	// A short monitor shortens the pace, and one too short for any rest
@@ -73,8 +73,6 @@ func TestConfigRejects(t *testing.T) {
 			c.HeartbeatSend = 2 * time.Millisecond
 		}},
 		{"ClockSkew", func(c *Config) { c.ClockSkew = 0.5 }},
-		{"HeartbeatMonitorMax", func(c *Config) { c.HeartbeatMonitorMax = 5 * time.Millisecond }}, // below the monitor
-		{"HeartbeatMonitorMax", func(c *Config) { c.HeartbeatMonitorMax = time.Hour }},
 		{"Pace", func(c *Config) { c.Pace = 50 * time.Microsecond }},
 		{"Pace", func(c *Config) { c.Pace = 5 * time.Millisecond }}, // above the default monitor's quarter
 		{"ClockSkew", func(c *Config) { c.ClockSkew = 3 }},

@@ -147,7 +147,7 @@ func repConfig(c Config) rep.Config {
 	rc := rep.Config{
 		Site: c.Site, Priority: c.Priority,
 		AckPolicy: rep.AckPolicy(c.AckPolicy - 1), AckTimeout: c.AckTimeout,
-		HeartbeatSend: c.HeartbeatSend, HeartbeatMonitor: c.HeartbeatMonitor, HeartbeatMonitorMax: max(c.HeartbeatMonitorMax, 0),
+		HeartbeatSend: c.HeartbeatSend, HeartbeatMonitor: c.HeartbeatMonitor,
 		ElectionTimeout: c.ElectionTimeout, ElectionBackoffMax: c.ElectionBackoffMax,
 		Leases: c.Leases, LeaseTimeout: c.LeaseTimeout, ClockSkew: c.ClockSkew,
 		TwoSiteStrict: c.TwoSiteStrict, NoAutoInit: c.NoAutoInit,
@@ -282,7 +282,6 @@ func (rt *runtime) receive(msgs []backplane.Message) {
 func (rt *runtime) heardMaster(now time.Duration) {
 	rt.masterHeard = now
 	rt.b.masterHeardAt.Store(int64(now))
-	rt.b.monitor.Store(int64(rt.node.Monitor()))
 }
 
 // loop runs the timers and the control calls until the board closes, then
@@ -430,11 +429,7 @@ func (b *Board) tickShouldWait() bool {
 		return false
 	}
 	silent := b.now() - time.Duration(b.masterHeardAt.Load())
-	monitor := time.Duration(b.monitor.Load())
-	if monitor == 0 {
-		monitor = b.cfg.HeartbeatMonitor
-	}
-	return silent >= monitor-tickEvery(b.cfg) && b.tr.Pending()
+	return silent >= b.cfg.HeartbeatMonitor-tickEvery(b.cfg) && b.tr.Pending()
 }
 
 // processReady carries out what the node asks until it has nothing more.

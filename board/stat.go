@@ -109,10 +109,6 @@ type ElectionStat struct {
 	// LastFailover is the time from losing the master (first missed
 	// heartbeat monitor period) to a new master being known; 0 if none yet.
 	LastFailover time.Duration `json:"last_failover_ns"`
-	// Monitor: a replica's wait for its silent master before it elects:
-	// HeartbeatMonitor, or HeartbeatMonitorMax after the master recently
-	// fell silent for more than half of it (0 on a master).
-	Monitor time.Duration `json:"monitor_ns,omitempty"`
 	// Recovering: the board started with empty memory and waits to hear
 	// enough boards that remember (half of the electable ones, rounded up)
 	// before it follows a master, acks or votes; it has heard Witnesses of
@@ -170,11 +166,6 @@ type Counters struct {
 	// commits several times in a row (the replica waited for did not
 	// answer) and the master waited for it instead.
 	PaceSwaps uint64 `json:"pace_swaps"`
-	// MasterSilences: as replica, times its master fell silent for more
-	// than half the heartbeat monitor and came back (each stretches the
-	// monitor, Config.HeartbeatMonitorMax): starvation of the master's
-	// process, or a lossy link.
-	MasterSilences uint64 `json:"master_silences"`
 	// MsgDrops breaks MsgsDropped down by reason (rep DropReason names;
 	// reasons with none left out).
 	MsgDrops map[string]uint64 `json:"msg_drops"`
@@ -269,7 +260,6 @@ func (rt *runtime) fillStat(st *Stat) {
 	}
 	st.Election.Elections = s.Counters.Elections
 	st.Election.LastFailover = rt.lastFailover
-	st.Election.Monitor = s.Monitor
 	st.Election.Recovering = s.Recovering
 	st.Election.Witnesses, st.Election.WitnessesNeeded = s.Witnesses, s.WitnessesNeeded
 	st.Election.VoteFloorGen, st.Election.VoteFloorLSN = s.VoteFloorGen, s.VoteFloorEnd
@@ -292,7 +282,6 @@ func (rt *runtime) fillStat(st *Stat) {
 	}
 	st.Paced = b.paced.Load()
 	st.Counters.PaceSwaps = s.Counters.PaceSwaps
-	st.Counters.MasterSilences = s.Counters.MasterSilences
 	st.Counters.ReRequests = s.Counters.ReRequestsSent
 	st.Counters.Elections = s.Counters.Elections
 	st.Counters.MsgsSent = s.Counters.MessagesOut

@@ -69,9 +69,7 @@
 // HeartbeatMonitor (not counting time it could not run itself: a pause
 // between inputs beyond HeartbeatSend, or a quarter of the monitor if that
 // is more), or found none at start, holds an election (package elect); log
-// records are ignored meanwhile. For SilenceMemory monitors after its
-// master came back from a silence of more than half the monitor (a starved
-// master, not a dead one), it waits HeartbeatMonitorMax instead. A VOTE1 it received while it still heard
+// records are ignored meanwhile. A VOTE1 it received while it still heard
 // its master counts only until it hears the master again. A master told to
 // elect re-announces itself (phase 0). The winner takes as gen the egen it
 // won, announces NEWMASTER and has the driver log a RecNewGen commit. A site

@@ -44,7 +44,7 @@ func (n *Node) startElection() {
 		if n.master != NoMaster {
 			n.rs.lastMaster = n.master
 			if s := n.siteByID(n.master); s != nil && s.electable() && n.master != n.cfg.Site &&
-				n.now-n.rs.masterHeard >= n.Monitor() {
+				n.now-n.rs.masterHeard >= n.cfg.HeartbeatMonitor {
 				// Lost by silence: its VOTE1 will not come.
 				n.electAbsent = n.master
 			}

@@ -229,15 +229,6 @@ func fillConfig(c *Config) error {
 		return fmt.Errorf("HeartbeatMonitor %v must exceed HeartbeatSend %v, or every idle gap starts an election: %w",
 			c.HeartbeatMonitor, c.HeartbeatSend, ErrBadConfig)
 	}
-	if c.HeartbeatMonitorMax < 0 {
-		return fmt.Errorf("HeartbeatMonitorMax %v is negative (0 turns the adaptation off): %w", c.HeartbeatMonitorMax, ErrBadConfig)
-	}
-	if c.HeartbeatMonitorMax == 0 {
-		c.HeartbeatMonitorMax = c.HeartbeatMonitor
-	}
-	if c.HeartbeatMonitorMax < c.HeartbeatMonitor {
-		return fmt.Errorf("HeartbeatMonitorMax %v below HeartbeatMonitor %v: %w", c.HeartbeatMonitorMax, c.HeartbeatMonitor, ErrBadConfig)
-	}
 	if c.Leases && c.LeaseTimeout <= c.HeartbeatSend {
 		return fmt.Errorf("LeaseTimeout %v must exceed HeartbeatSend %v, or leases lapse between refreshes: %w",
 			c.LeaseTimeout, c.HeartbeatSend, ErrBadConfig)
@@ -770,7 +761,6 @@ func (n *Node) Status() Status {
 	} else {
 		s.PermLSN = n.rs.masterPerm
 		s.Paced = n.Paced()
-		s.Monitor = n.Monitor()
 	}
 	for _, x := range n.sites {
 		ss := SiteStatus{Site: x.id, Priority: x.priority, Learned: x.learned, CaughtUp: x.caughtUp, Waited: x.waited,

@@ -58,10 +58,6 @@ type replicaState struct {
 	lastMaster   uint16 // the master before an election started
 	lookingSince time.Duration
 	masterHeard  time.Duration
-	// silenceAt: when this master last came back after a silence of more
-	// than half the monitor (silenceSeen: it did, in its tenure).
-	silenceAt   time.Duration
-	silenceSeen bool
 	// idleVote: the elector holds a VOTE1 received while this replica
 	// still heard its master (an election it did not join).
 	idleVote   bool
@@ -242,7 +238,7 @@ func stepReplica(n *Node, d *Decoded) {
 			return
 		}
 		n.el.StepVote1(n.now, d.Vote)
-		if n.rs.sync == syncNone || n.now-n.rs.masterHeard >= n.Monitor() {
+		if n.rs.sync == syncNone || n.now-n.rs.masterHeard >= n.cfg.HeartbeatMonitor {
 			// HOLDELECTION: the master is gone for us too; join.
 			n.startElection()
 		} else {
@@ -271,7 +267,7 @@ func (n *Node) fromMaster(d *Decoded) bool {
 		// We voted in a later election: its winner, not this master.
 		n.refusePromised(d.From)
 		if d.From == n.master {
-			n.rs.masterHeard = -n.cfg.HeartbeatMonitorMax // elect at the next tick
+			n.rs.masterHeard = -n.cfg.HeartbeatMonitor // elect at the next tick
 		}
 		return false
 	case d.From == n.master && h.Gen == n.gen:
@@ -286,10 +282,6 @@ func (n *Node) fromMaster(d *Decoded) bool {
 			// TestStaleVoteDoesNotDeposeMaster).
 			n.el.Cancel()
 			n.rs.idleVote = false
-		}
-		if n.now-n.rs.masterHeard > n.cfg.HeartbeatMonitor/2 {
-			n.rs.silenceAt, n.rs.silenceSeen = n.now, true
-			n.counters.MasterSilences++
 		}
 		n.rs.masterHeard = n.now
 		n.rs.masterEnd = h.End
@@ -323,7 +315,6 @@ func (n *Node) adopt(from uint16, h *Header) {
 	n.master, n.gen = from, h.Gen
 	n.el.ObserveEgen(h.Gen)
 	n.rs.masterHeard = n.now
-	n.rs.silenceSeen = false
 	n.rs.masterEnd, n.rs.targetEnd = h.End, h.End
 	n.rs.echo = h.SendTime
 	n.rs.masterPerm = 0
@@ -1315,29 +1306,6 @@ func (n *Node) onPageFail(d *Decoded) {
 
 // --- timers ---
 
-// SilenceMemory is, in heartbeat monitors, how long a replica remembers
-// that its master fell silent for more than half a monitor
-// (Config.HeartbeatMonitorMax): long enough to span the bursts of a loaded
-// host (seconds at the board's 10 ms monitor), short enough that a master
-// whose host calmed down is soon watched at the short monitor again.
-const SilenceMemory = 200
-
-// Monitor is how long the master may stay silent before this replica
-// elects: HeartbeatMonitor, or HeartbeatMonitorMax for a master that
-// recently went quiet for more than half the monitor and came back. That
-// master was starved, not dead; its host may starve it again, a little
-// longer, and an election then deposes a healthy master (its commits in
-// flight not permanent, a rollback, a failover for nothing). A master
-// that has been regular keeps the short monitor, and its death is found as
-// fast as before.
-func (n *Node) Monitor() time.Duration {
-	rs := &n.rs
-	if rs.silenceSeen && n.now-rs.silenceAt < SilenceMemory*n.cfg.HeartbeatMonitor {
-		return n.cfg.HeartbeatMonitorMax
-	}
-	return n.cfg.HeartbeatMonitor
-}
-
 func (n *Node) tickReplica() {
 	rs := &n.rs
 	// Failure detection.
@@ -1346,7 +1314,7 @@ func (n *Node) tickReplica() {
 			n.startElection()
 			return
 		}
-	} else if n.now-rs.masterHeard >= n.Monitor() {
+	} else if n.now-rs.masterHeard >= n.cfg.HeartbeatMonitor {
 		n.startElection()
 		return
 	}

@@ -143,18 +143,10 @@ type Config struct {
 	AckPolicy  AckPolicy
 	AckTimeout time.Duration // a commit not permanent by then is reported PermFailed
 
-	HeartbeatSend    time.Duration // master: heartbeat when nothing was sent for this long
-	HeartbeatMonitor time.Duration // replica: elect when the master was silent this long
-	// HeartbeatMonitorMax, when above HeartbeatMonitor, is how long a
-	// replica waits instead for a master it recently heard fall silent
-	// for more than half of HeartbeatMonitor (within the last
-	// SilenceMemory monitors, in this master's tenure): a master whose host
-	// starves it now and then is waited for longer than one that has been
-	// regular, which a replica must replace quickly when it goes quiet.
-	// 0 means HeartbeatMonitor (no adaptation).
-	HeartbeatMonitorMax time.Duration
-	ElectionTimeout     time.Duration
-	ElectionBackoffMax  time.Duration
+	HeartbeatSend      time.Duration // master: heartbeat when nothing was sent for this long
+	HeartbeatMonitor   time.Duration // replica: elect when the master was silent this long
+	ElectionTimeout    time.Duration
+	ElectionBackoffMax time.Duration
 
 	Leases       bool
 	LeaseTimeout time.Duration
@@ -406,7 +398,6 @@ type Counters struct {
 	PermFailed       uint64
 	ApplyStalls      uint64 // Ready.Apply the driver did not apply
 	PaceSwaps        uint64 // master: a paced site's acks kept releasing commits, and it joined those waited for
-	MasterSilences   uint64 // replica: its master fell silent for more than half of HeartbeatMonitor, and came back
 	MessagesIn       uint64
 	MessagesOut      uint64
 	Dropped          [dropReasons]uint64
@@ -450,14 +441,10 @@ type Status struct {
 	PermLSN         uint64
 	MasterEndLSN    uint64 // replica: master's end as last heard
 	Paced           bool   // replica: Node.Paced
-	// Monitor: replica: the master silence it elects after, now
-	// (HeartbeatMonitor, or HeartbeatMonitorMax after the master was
-	// recently silent for more than half of it).
-	Monitor        time.Duration
-	LeaseValid     bool
-	LeaseExpires   time.Duration
-	InitPagesDone  int
-	InitPagesTotal int
+	LeaseValid      bool
+	LeaseExpires    time.Duration
+	InitPagesDone   int
+	InitPagesTotal  int
 	// Recovering: started empty, this site waits to hear enough witnesses
 	// before it follows, acks or votes: it has heard Witnesses of the
 	// WitnessesNeeded other electable sites that remember (see recoveryNeed).

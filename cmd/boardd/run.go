@@ -42,12 +42,10 @@ type fileConfig struct {
 	ClockSkew        float64 `json:"clock_skew"`
 	HeartbeatSend    string  `json:"heartbeat_send"`
 	HeartbeatMonitor string  `json:"heartbeat_monitor"`
-	// HeartbeatMonitorMax: "off" keeps the monitor fixed.
-	HeartbeatMonitorMax string `json:"heartbeat_monitor_max"`
-	ElectionTimeout     string `json:"election_timeout"`
-	Pace                string `json:"pace"` // "off" turns pacing off
-	TwoSiteStrict       bool   `json:"two_site_strict"`
-	NoAutoInit          bool   `json:"no_auto_init"`
+	ElectionTimeout  string  `json:"election_timeout"`
+	Pace             string  `json:"pace"` // "off" turns pacing off
+	TwoSiteStrict    bool    `json:"two_site_strict"`
+	NoAutoInit       bool    `json:"no_auto_init"`
 
 	LogSize       string `json:"log_size"`
 	CheckpointKiB int    `json:"checkpoint_kib"`
@@ -87,7 +85,6 @@ func bindRunFlags(fs *flag.FlagSet, fc *fileConfig) (peers, site *string) {
 	fs.Float64Var(&fc.ClockSkew, "clock-skew", fc.ClockSkew, "clock skew factor 1.0..2.0 (default 1.05)")
 	fs.StringVar(&fc.HeartbeatSend, "heartbeat-send", fc.HeartbeatSend, "master heartbeat interval (default 2ms)")
 	fs.StringVar(&fc.HeartbeatMonitor, "heartbeat-monitor", fc.HeartbeatMonitor, "master silence before an election (default 10ms)")
-	fs.StringVar(&fc.HeartbeatMonitorMax, "heartbeat-monitor-max", fc.HeartbeatMonitorMax, `master silence before an election once the master was recently silent for half the monitor, "off" for a fixed monitor (default twice -heartbeat-monitor)`)
 	fs.StringVar(&fc.ElectionTimeout, "election-timeout", fc.ElectionTimeout, "election attempt timeout (default 10ms)")
 	fs.StringVar(&fc.Pace, "pace", fc.Pace, `how long a replica the master does not wait for may leave the log unread, "off" for never (default 1ms)`)
 	fs.BoolVar(&fc.TwoSiteStrict, "two-site-strict", fc.TwoSiteStrict, "two-site group: require both votes")
@@ -170,20 +167,6 @@ func parseDur(field, s string) (time.Duration, error) {
 		return 0, usagef("boardd run: %s %q: want a duration like 10ms", field, s)
 	}
 	return d, nil
-}
-
-// parseDurOrOff parses a duration flag that "off" turns off (a negative
-// value in board.Config); a negative duration is refused, so that off is
-// always said in words.
-func parseDurOrOff(field, s, off string) (time.Duration, error) {
-	if s == "off" {
-		return -1, nil
-	}
-	d, err := parseDur(field, s)
-	if err == nil && d < 0 {
-		err = usagef("boardd run: %s %q is negative; use off to %s", field, s, off)
-	}
-	return d, err
 }
 
 // loadRunConfig reads -config (if any) and then the flags over it.
@@ -277,11 +260,12 @@ func (fc fileConfig) boardConfig(log *slog.Logger) (board.Config, error) {
 			return c, err
 		}
 	}
-	if c.Pace, err = parseDurOrOff("-pace", fc.Pace, "turn pacing off"); err != nil {
+	if fc.Pace == "off" {
+		c.Pace = -1
+	} else if c.Pace, err = parseDur("-pace", fc.Pace); err != nil {
 		return c, err
-	}
-	if c.HeartbeatMonitorMax, err = parseDurOrOff("-heartbeat-monitor-max", fc.HeartbeatMonitorMax, "keep the monitor fixed"); err != nil {
-		return c, err
+	} else if c.Pace < 0 {
+		return c, usagef("boardd run: -pace %q is negative; use off to turn pacing off", fc.Pace)
 	}
 	ls, err := parseSize("-log-size", fc.LogSize)
 	if err != nil {

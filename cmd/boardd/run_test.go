@@ -79,35 +79,26 @@ func TestRunRxThread(t *testing.T) {
 	}
 }
 
-// TestRunDurationOrOff: -pace and -heartbeat-monitor-max take a duration
-// or off, and refuse a negative one.
-func TestRunDurationOrOff(t *testing.T) {
-	for _, f := range []struct {
-		flag string
-		get  func(board.Config) time.Duration
-	}{
-		{"-pace", func(c board.Config) time.Duration { return c.Pace }},
-		{"-heartbeat-monitor-max", func(c board.Config) time.Duration { return c.HeartbeatMonitorMax }},
-	} {
-		value := func(args ...string) (time.Duration, error) {
-			t.Helper()
-			fc, err := loadRunConfig(append([]string{"-site", "1", "-peers", "1,2", "-transport", "raw", "-iface", "bp0"}, args...), io.Discard)
-			if err != nil {
-				t.Fatal(err)
-			}
-			c, err := fc.boardConfig(nil)
-			return f.get(c), err
+// TestRunPace: -pace takes a duration or off, and refuses a negative one.
+func TestRunPace(t *testing.T) {
+	pace := func(args ...string) (time.Duration, error) {
+		t.Helper()
+		fc, err := loadRunConfig(append([]string{"-site", "1", "-peers", "1,2", "-transport", "raw", "-iface", "bp0"}, args...), io.Discard)
+		if err != nil {
+			t.Fatal(err)
 		}
-		for _, tc := range []struct {
-			args []string
-			want time.Duration
-		}{{nil, 0}, {[]string{f.flag, "500us"}, 500 * time.Microsecond}, {[]string{f.flag, "off"}, -1}} {
-			if got, err := value(tc.args...); err != nil || got != tc.want {
-				t.Errorf("%v: %s %v, %v; want %v", tc.args, f.flag, got, err, tc.want)
-			}
+		c, err := fc.boardConfig(nil)
+		return c.Pace, err
+	}
+	for _, tc := range []struct {
+		args []string
+		want time.Duration
+	}{{nil, 0}, {[]string{"-pace", "500us"}, 500 * time.Microsecond}, {[]string{"-pace", "off"}, -1}} {
+		if got, err := pace(tc.args...); err != nil || got != tc.want {
+			t.Errorf("%v: pace %v, %v; want %v", tc.args, got, err, tc.want)
 		}
-		if _, err := value(f.flag, "-1ms"); err == nil {
-			t.Errorf("%s -1ms accepted", f.flag)
-		}
+	}
+	if _, err := pace("-pace", "-1ms"); err == nil {
+		t.Error("-pace -1ms accepted")
 	}
 }

@@ -104,10 +104,6 @@ type Config struct {
 	// leaves what arrives for Pace, then takes it all (sooner if it stops
 	// being paced).
 	Pace time.Duration
-	// MonitorMax, when above zero, is rep.Config.HeartbeatMonitorMax: a
-	// replica that heard its master fall silent for half a monitor waits
-	// this long for it (frozen masters and loss bursts exercise it).
-	MonitorMax time.Duration
 }
 
 // Guarantee reports whether the configuration promises that Perm writes
@@ -124,9 +120,9 @@ func (c *Config) MajorityElections() bool {
 }
 
 func (c *Config) String() string {
-	return fmt.Sprintf("sites=%d zeroprio=%d ack=%s leases=%v strict=%v startmaster=%v skew=%.3f drop=%.2f dup=%.2f delay=%v-%v chaos=%+v buggify=%+v log=%dKiB ckpt=%dKiB pace=%v monitormax=%v dur=%v",
+	return fmt.Sprintf("sites=%d zeroprio=%d ack=%s leases=%v strict=%v startmaster=%v skew=%.3f drop=%.2f dup=%.2f delay=%v-%v chaos=%+v buggify=%+v log=%dKiB ckpt=%dKiB pace=%v dur=%v",
 		c.Sites, c.ZeroPriority, c.Policy, c.Leases, c.TwoSiteStrict, c.StartMaster, c.ClockSkew,
-		c.Net.Drop, c.Net.Dup, c.Net.DelayMin, c.Net.DelayMax, c.Chaos, c.Buggify, c.LogSize>>10, c.CkptKB, c.Pace, c.MonitorMax, c.Duration)
+		c.Net.Drop, c.Net.Dup, c.Net.DelayMin, c.Net.DelayMax, c.Chaos, c.Buggify, c.LogSize>>10, c.CkptKB, c.Pace, c.Duration)
 }
 
 // DefaultConfig is a calm 3-site QUORUM group with leases.
@@ -209,11 +205,6 @@ func ConfigForSeed(seed uint64) Config {
 	if r.IntN(2) == 0 {
 		// A tenth of the heartbeat monitor, as on the board.
 		c.Pace = heartbeatMonitor / 10
-	}
-	if r.IntN(2) == 0 {
-		// Twice the monitor, as on the board. Drawn last, so that every
-		// seed's other fields are what they were before it existed.
-		c.MonitorMax = 2 * heartbeatMonitor
 	}
 	return c
 }

@@ -39,7 +39,7 @@ type Stats struct {
 	Writes, PermWrites, NotPerm, Orphaned, Reads int
 	Crashes, Restarts, Partitions, LossBursts    int
 	Freezes, KeepAlives                          int
-	PacedReads, PaceSwaps, MasterSilences        int
+	PacedReads, PaceSwaps                        int
 	Elections, Rollbacks, Inits, Checkpoints     int
 	EnvErrors                                    int
 	PermRollbacksAnySite                         int
@@ -61,7 +61,6 @@ func (s *Stats) add(o Stats) {
 	s.KeepAlives += o.KeepAlives
 	s.PacedReads += o.PacedReads
 	s.PaceSwaps += o.PaceSwaps
-	s.MasterSilences += o.MasterSilences
 	s.Elections += o.Elections
 	s.Rollbacks += o.Rollbacks
 	s.Inits += o.Inits
@@ -496,7 +495,7 @@ func (s *Sim) boot(st *site, mode rep.StartMode) {
 		TwoSiteStrict: s.cfg.TwoSiteStrict,
 		ReRequestMin:  20 * time.Millisecond, ReRequestMax: 320 * time.Millisecond,
 		MaxMessageBytes: 64 << 10, InitWindowPages: 16, Seed: s.rng.Uint64(),
-		Pace: s.cfg.Pace, HeartbeatMonitorMax: s.cfg.MonitorMax,
+		Pace: s.cfg.Pace,
 	}
 	node, err := rep.NewNode(rc, st.store)
 	if err != nil {
@@ -505,7 +504,6 @@ func (s *Sim) boot(st *site, mode rep.StartMode) {
 	}
 	if st.node != nil {
 		s.stats.PaceSwaps += int(st.node.Counters().PaceSwaps)
-		s.stats.MasterSilences += int(st.node.Counters().MasterSilences)
 	}
 	st.node = node
 	st.alive = true
@@ -1232,7 +1230,6 @@ func (s *Sim) finish() {
 		}
 		if st.node != nil {
 			s.stats.PaceSwaps += int(st.node.Counters().PaceSwaps)
-			s.stats.MasterSilences += int(st.node.Counters().MasterSilences)
 		}
 		f := FinalSite{Site: st.id, Alive: st.alive, LastErr: st.lastErr}
 		if st.alive {
