@@ -159,7 +159,7 @@ func (s *suite) runStability(ctx context.Context) Section {
 	_, sts := c.master()
 	// Per board, from its count at the start: a board that did not answer
 	// one of the two stats is left out (and said so).
-	var started, stalls, keepAlives uint64
+	var started, stalls, keepAlives, silences uint64
 	var longest time.Duration
 	var by []string
 	for _, p := range c.procs {
@@ -172,11 +172,13 @@ func (s *suite) runStability(ctx context.Context) Section {
 		d := st.Election.Elections - st0.Election.Elections
 		ds := st.Counters.Stalls - st0.Counters.Stalls
 		dk := st.Counters.KeepAlives - st0.Counters.KeepAlives
+		dm := st.Counters.MasterSilences - st0.Counters.MasterSilences
 		started += d
 		stalls += ds
 		keepAlives += dk
+		silences += dm
 		longest = max(longest, st.Counters.LongestStall)
-		by = append(by, fmt.Sprintf("site %d (%s): %d elections, %d stalls, %d keepalives", p.site, st.Role, d, ds, dk))
+		by = append(by, fmt.Sprintf("site %d (%s): %d elections, %d stalls, %d keepalives, %d master silences", p.site, st.Role, d, ds, dk, dm))
 	}
 	if ctx.Err() != nil {
 		sec.note("interrupted after %v", el.Round(time.Second))
@@ -184,7 +186,7 @@ func (s *suite) runStability(ctx context.Context) Section {
 	sec.add(fmt.Sprint(n), map[string]float64{
 		"boards": float64(n), "seconds": el.Seconds(), "commits": float64(perms), "commits_per_s": float64(perms) / el.Seconds(),
 		"failed_calls": float64(errs), "elections": float64(started), "master_changes": float64(changes),
-		"board_stalls": float64(stalls), "board_longest_stall_ms": float64(longest) / 1e6, "keepalives": float64(keepAlives),
+		"board_stalls": float64(stalls), "master_silences": float64(silences), "board_longest_stall_ms": float64(longest) / 1e6, "keepalives": float64(keepAlives),
 		"cpu_stalls_over_monitor": float64(over), "cpu_stall_probe_seconds": s.cfg.StallProbe.Seconds(),
 		"cpu_stalls_per_minute": perMin, "cpu_stall_longest_ms": float64(probeLongest) / 1e6,
 	}, el.Round(time.Second).String(), fmt.Sprint(perms), fmt.Sprintf("%.0f", float64(perms)/el.Seconds()),
@@ -192,6 +194,8 @@ func (s *suite) runStability(ctx context.Context) Section {
 		fmt.Sprintf("%d (longest %v)", stalls, longest.Round(100*time.Microsecond)),
 		fmt.Sprintf("%d in %v (%.1f/min, longest %v)", over, s.cfg.StallProbe, perMin, probeLongest.Round(100*time.Microsecond)))
 	sec.note("keepalives sent by masters' loops while their runtime was held: %d", keepAlives)
+	sec.note("master silences (Stat.Counters.MasterSilences, summed over the replicas): %d times a replica heard its master again after more than half the heartbeat monitor (%v) of silence, halfway to an election",
+		silences, board.DefaultHeartbeatMonitor/2)
 	if causes, err := c.electionCauses(t0, t0.Add(el), board.DefaultHeartbeatSend); err != nil {
 		sec.note("elections by cause: the boards' logs could not be read: %v", err)
 	} else if causes.total() > 0 {

@@ -166,6 +166,11 @@ type Counters struct {
 	// commits several times in a row (the replica waited for did not
 	// answer) and the master waited for it instead.
 	PaceSwaps uint64 `json:"pace_swaps"`
+	// MasterSilences: as replica, times its master came back after a
+	// silence of more than half the heartbeat monitor: halfway to an
+	// election. Their rise warns of a starved master process (or a lossy
+	// link) before elections begin.
+	MasterSilences uint64 `json:"master_silences"`
 	// MsgDrops breaks MsgsDropped down by reason (rep DropReason names;
 	// reasons with none left out).
 	MsgDrops map[string]uint64 `json:"msg_drops"`
@@ -282,6 +287,7 @@ func (rt *runtime) fillStat(st *Stat) {
 	}
 	st.Paced = b.paced.Load()
 	st.Counters.PaceSwaps = s.Counters.PaceSwaps
+	st.Counters.MasterSilences = s.Counters.MasterSilences
 	st.Counters.ReRequests = s.Counters.ReRequestsSent
 	st.Counters.Elections = s.Counters.Elections
 	st.Counters.MsgsSent = s.Counters.MessagesOut

@@ -294,3 +294,32 @@ func TestLostMasterVotingIsWaitedFor(t *testing.T) {
 	}
 	c.runUntil("convergence", 5*time.Second, c.converged)
 }
+
+// A master heard again after more than half the monitor of silence is
+// counted (Counters.MasterSilences): the warning before elections begin.
+// Shorter gaps, within a few heartbeats, are not.
+func TestMasterSilencesCounted(t *testing.T) {
+	c, m, r1, r2 := quietGroup(t, nil)
+	elections := r1.n.Counters().Elections + r2.n.Counters().Elections
+	stop := func(d time.Duration) {
+		c.deafen(m.id)
+		c.run(d)
+		c.wake(m.id)
+		c.run(20 * time.Millisecond)
+	}
+	stop(2 * time.Millisecond)
+	for _, r := range []*tnode{r1, r2} {
+		if got := r.n.Counters().MasterSilences; got != 0 {
+			t.Fatalf("site %d counted %d master silences after a 2ms stop at a 10ms monitor, want 0", r.id, got)
+		}
+	}
+	stop(7 * time.Millisecond)
+	for _, r := range []*tnode{r1, r2} {
+		if got := r.n.Counters().MasterSilences; got != 1 {
+			t.Fatalf("site %d counted %d master silences after a 7ms stop at a 10ms monitor, want 1", r.id, got)
+		}
+	}
+	if got := r1.n.Counters().Elections + r2.n.Counters().Elections; got != elections {
+		t.Fatalf("%d elections after a 7ms stop at a 10ms monitor", got-elections)
+	}
+}

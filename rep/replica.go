@@ -283,6 +283,11 @@ func (n *Node) fromMaster(d *Decoded) bool {
 			n.el.Cancel()
 			n.rs.idleVote = false
 		}
+		if n.now-n.rs.masterHeard > n.cfg.HeartbeatMonitor/2 {
+			// Halfway to an election: the master's host starved it, or
+			// the link lost a burst. Counted as the warning it is.
+			n.counters.MasterSilences++
+		}
 		n.rs.masterHeard = n.now
 		n.rs.masterEnd = h.End
 		if h.SendTime > n.rs.echo {

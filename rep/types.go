@@ -398,6 +398,7 @@ type Counters struct {
 	PermFailed       uint64
 	ApplyStalls      uint64 // Ready.Apply the driver did not apply
 	PaceSwaps        uint64 // master: a paced site's acks kept releasing commits, and it joined those waited for
+	MasterSilences   uint64 // replica: its master came back after a silence of more than half of HeartbeatMonitor
 	MessagesIn       uint64
 	MessagesOut      uint64
 	Dropped          [dropReasons]uint64
