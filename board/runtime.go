@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/seed61e250c8/boardha/backplane"
@@ -74,6 +75,9 @@ type appKey struct {
 // runtime is the board's replication state; whoever touches it holds
 // Board.rtMu (Stat and the control calls reach it through Board.do).
 type runtime struct {
+	// listing counts page walks running on goroutines of their own
+	// (listPages); the environment outlives them.
+	listing sync.WaitGroup
 	b       *Board
 	stopped bool // shut down: nothing may touch the store any more
 	node    *rep.Node
@@ -469,6 +473,9 @@ func (rt *runtime) keepPromise() {
 
 func (rt *runtime) perform(rd *rep.Ready) {
 	b := rt.b
+	if rd.ListPages != nil {
+		rt.listPages(rd.ListPages)
+	}
 	for _, m := range rd.Messages {
 		if err := b.tr.Send(m.To, uint8(m.Type), m.Payload); err != nil {
 			b.ctr.sendErrors.Add(1)
@@ -492,6 +499,36 @@ func (rt *runtime) perform(rd *rep.Ready) {
 	for i := range rd.App {
 		rt.app(&rd.App[i])
 	}
+}
+
+// listPages lists the pages of a snapshot a replica asked to copy
+// (rep.Ready.ListPages) on a goroutine of its own and hands the list to the
+// node as a control call: the walk takes tens of milliseconds for a few
+// hundred MB, and a master that held its runtime that long missed its
+// heartbeats, so that a board rejoining with empty memory cost the group an
+// election. The walk holds a pin of its own on the snapshot, so that a
+// checkpoint taken meanwhile cannot free the pages it reads; the
+// environment is not closed before it is done (rt.listing).
+func (rt *runtime) listPages(snap rep.Snapshot) {
+	b := rt.b
+	lsn := snap.LSN()
+	var pin *inmem.Snapshot
+	if s, ok := snap.(*inmem.Snapshot); ok {
+		pin = s.Clone()
+	}
+	rt.listing.Add(1)
+	go func() {
+		defer rt.listing.Done()
+		var pages []uint64 // nil: not listed; the node answers PAGE_FAIL
+		if pin != nil {
+			pages = pin.PageList()
+			pin.Release()
+		}
+		b.oweCtrl(func() { rt.node.PagesListed(lsn, pages) })
+		if b.rtMu.TryLock() {
+			b.unlockRT()
+		}
+	}()
 }
 
 // envWork has the store do rd's environment work and turns the outcome
@@ -554,6 +591,7 @@ func (rt *runtime) adopt(old *inmem.Env) {
 	b.envMu.Lock()
 	b.env = rt.store.Env()
 	b.envMu.Unlock()
+	rt.listing.Wait() // a walk of an export from this board's tenure as master
 	if err := old.Close(); err != nil {
 		b.log.Warn("internal init: closing the replaced environment", "err", err)
 	}
@@ -722,7 +760,9 @@ func (rt *runtime) shutdown() {
 		delete(rt.calls, id)
 	}
 	// The checkpoints' pinned snapshots and any import in progress; the
-	// environment itself is Close's.
+	// environment itself is Close's. A page walk still running (listPages)
+	// ends first: it reads the environment's pages.
+	rt.listing.Wait()
 	rt.store.Close()
 }
 

@@ -41,6 +41,20 @@ func (s *Snapshot) Release() {
 	s.e.readMu.Unlock()
 }
 
+// Clone pins the snapshot's state once more, for a reader that may outlive
+// s (a walk on another goroutine while the checkpoint that holds s moves
+// on): its pages are not reused until both are released. Nil if s is
+// already released.
+func (s *Snapshot) Clone() *Snapshot {
+	s.e.readMu.Lock()
+	defer s.e.readMu.Unlock()
+	if s.done.Load() {
+		return nil
+	}
+	s.e.readers[s.m.txid]++
+	return &Snapshot{e: s.e, m: s.m}
+}
+
 // LSN is the log position the snapshot reflects: redo from here reproduces later states.
 func (s *Snapshot) LSN() uint64 { return s.m.lsn }
 

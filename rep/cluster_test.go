@@ -166,6 +166,9 @@ func (c *cluster) flush(tn *tnode) {
 			tn.applyErr = err
 		}
 		tn.n.Advance(rd)
+		if rd.ListPages != nil {
+			tn.n.PagesListed(rd.ListPages.LSN(), rd.ListPages.PageList())
+		}
 	}
 	c.t.Fatalf("node %d: Ready never empties", tn.id)
 }

@@ -126,6 +126,9 @@ func (g *envGroup) flush(s *envSite) {
 			res.Replaced.Close()
 		}
 		s.n.Advance(rd)
+		if rd.ListPages != nil {
+			s.n.PagesListed(rd.ListPages.LSN(), rd.ListPages.PageList())
+		}
 	}
 	g.t.Fatalf("site %d: Ready never empties", s.id)
 }

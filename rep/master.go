@@ -2,6 +2,7 @@ package rep
 
 import (
 	"errors"
+	"slices"
 	"time"
 )
 
@@ -93,6 +94,13 @@ type masterState struct {
 
 	snapLSN   uint64
 	snapPages []uint64 // page list of the snapshot being exported
+	// listing: the driver was asked at listAskedAt for the page list of
+	// the snapshot at listLSN (Ready.ListPages), for listWaiters, the
+	// sites whose UPDATE_REQ waits for it.
+	listing     bool
+	listLSN     uint64
+	listAskedAt time.Duration
+	listWaiters []uint16
 	// exportUntil: a replica asked for the snapshot's pages (or its
 	// UPDATE) recently enough that it is likely still copying it.
 	exportUntil time.Duration
@@ -599,23 +607,62 @@ func (n *Node) serveUpdate(d *Decoded) {
 		n.finish(d.From, MsgPageFail, start)
 		return
 	}
-	pages := n.snapshotPages(snap)
+	if n.ms.snapPages != nil && n.ms.snapLSN == snap.LSN() {
+		n.sendUpdate(d.From, snap)
+		return
+	}
+	// The list is a walk of every tree: the driver makes it, off the
+	// node (Ready.ListPages), and the answer waits for PagesListed.
+	if !slices.Contains(n.ms.listWaiters, d.From) {
+		n.ms.listWaiters = append(n.ms.listWaiters, d.From)
+	}
+	// Asked again if the driver has not answered for a while (it always
+	// should; a lost report must not leave the replicas waiting for ever).
+	if !n.ms.listing || n.ms.listLSN != snap.LSN() || n.now-n.ms.listAskedAt > 2*n.cfg.ReRequestMax {
+		n.ms.listing, n.ms.listLSN, n.ms.listAskedAt = true, snap.LSN(), n.now
+		n.cur.listPages = snap
+	}
+}
+
+// sendUpdate sends UPDATE for snap, whose page list is known.
+func (n *Node) sendUpdate(to uint16, snap Snapshot) {
 	meta := snap.Meta()
 	start := n.begin()
 	o := &n.cur
 	o.arena = appendU64(o.arena, snap.LSN())
-	o.arena = appendU32(o.arena, uint32(len(pages)))
+	o.arena = appendU32(o.arena, uint32(len(n.ms.snapPages)))
 	o.arena = appendU32(o.arena, uint32(len(meta)))
 	o.arena = append(o.arena, meta...)
-	n.finish(d.From, MsgUpdate, start)
+	n.finish(to, MsgUpdate, start)
 }
 
-func (n *Node) snapshotPages(snap Snapshot) []uint64 {
-	if n.ms.snapPages == nil || n.ms.snapLSN != snap.LSN() {
-		n.ms.snapLSN = snap.LSN()
-		n.ms.snapPages = snap.PageList()
+// PagesListed gives the master the page list of the snapshot at lsn that
+// Ready.ListPages asked for (nil: listing failed); the UPDATE_REQs that
+// waited for it are answered. A list of a snapshot no longer current is
+// not used: the waiters are told the checkpoint moved, and ask again.
+func (n *Node) PagesListed(lsn uint64, pages []uint64) {
+	if n.role != RoleMaster || !n.ms.listing || n.ms.listLSN != lsn {
+		return
 	}
-	return n.ms.snapPages
+	waiters := n.ms.listWaiters
+	n.ms.listing, n.ms.listWaiters = false, waiters[:0]
+	snap, err := n.st.Snapshot()
+	if err == nil && pages != nil && snap.LSN() == lsn {
+		n.ms.snapLSN, n.ms.snapPages = lsn, pages
+		for _, w := range waiters {
+			n.sendUpdate(w, snap)
+		}
+		return
+	}
+	var cur uint64
+	if err == nil && pages != nil {
+		cur = snap.LSN() // moved: start over from it at once
+	}
+	for _, w := range waiters {
+		start := n.begin()
+		n.cur.arena = appendU64(n.cur.arena, cur)
+		n.finish(w, MsgPageFail, start)
+	}
 }
 
 // holdExport keeps the checkpoint a replica is copying (Ready.HoldCheckpoint)
@@ -639,7 +686,15 @@ func (n *Node) servePages(d *Decoded) {
 		n.finish(d.From, MsgPageFail, start)
 		return
 	}
-	pages := n.snapshotPages(snap)
+	if n.ms.snapPages == nil || n.ms.snapLSN != snap.LSN() {
+		// Its UPDATE came from an earlier tenure of this site, or another
+		// master: start over (UPDATE_REQ) from this checkpoint.
+		start := n.begin()
+		n.cur.arena = appendU64(n.cur.arena, snap.LSN())
+		n.finish(d.From, MsgPageFail, start)
+		return
+	}
+	pages := n.ms.snapPages
 	first := int(d.First)
 	last := min(len(pages), first+int(min(d.Count, maxPagesPerRequest)))
 	o := &n.cur

@@ -12,6 +12,10 @@ type solo struct {
 	n   *Node
 	st  *memStore
 	now time.Duration
+	// listLater: ready leaves Ready.ListPages unanswered and collects
+	// them in lists (a board lists on another goroutine).
+	listLater bool
+	lists     []Snapshot
 }
 
 // out is a Ready with its slices copied (they are recycled after Advance).
@@ -58,6 +62,12 @@ func (s *solo) ready() out {
 			s.t.Logf("apply: %v", err)
 		}
 		s.n.Advance(rd)
+		switch {
+		case rd.ListPages != nil && s.listLater:
+			s.lists = append(s.lists, rd.ListPages)
+		case rd.ListPages != nil:
+			s.n.PagesListed(rd.ListPages.LSN(), rd.ListPages.PageList())
+		}
 	}
 	s.t.Fatal("Ready never empties")
 	return o
@@ -346,5 +356,76 @@ func TestMasterServeBudgetBytes(t *testing.T) {
 			t.Errorf("MaxMessageBytes %d: ALL_REQ answered with %d LOG, %d LOG_MORE, %d bytes of log; want %d messages, at most %d bytes",
 				size, len(o.only(MsgLog)), len(o.only(MsgLogMore)), bytes, want, serveBudgetBytes)
 		}
+	}
+}
+
+// TestUpdateWaitsForThePageList: the master does not walk a snapshot's
+// trees itself (tens of ms under its lock for a large one, its heartbeats
+// waiting): UPDATE_REQ asks the driver for the page list once, however many
+// replicas ask, and the UPDATEs go out when PagesListed reports it; later
+// requests for the same checkpoint are answered at once. A list that came
+// too late for its checkpoint, or none, answers PAGE_FAIL, and a driver
+// that never reports is asked again.
+func TestUpdateWaitsForThePageList(t *testing.T) {
+	s := startMaster(t, nil)
+	s.listLater = true
+	s.n.Committed(s.now, s.st.commitTxn("a", "b"))
+	s.st.checkpoint(false)
+	s.ready()
+	h := Header{Gen: s.n.Status().Gen}
+	ask := func(from uint16) out { return s.recv(mk(from, MsgUpdateReq, h)) }
+
+	if o := ask(2); len(o.only(MsgUpdate)) != 0 || len(s.lists) != 1 {
+		t.Fatalf("UPDATE_REQ: %d UPDATEs sent, %d lists asked; want none sent and one asked", len(o.only(MsgUpdate)), len(s.lists))
+	}
+	if o := ask(3); len(o.only(MsgUpdate)) != 0 || len(s.lists) != 1 {
+		t.Fatalf("a second replica's UPDATE_REQ: %d UPDATEs, %d lists asked; want none and still one", len(o.only(MsgUpdate)), len(s.lists))
+	}
+	snap := s.lists[0]
+	s.n.PagesListed(snap.LSN(), snap.PageList())
+	o := s.ready()
+	if ups := o.only(MsgUpdate); len(ups) != 2 || ups[0].To != 2 || ups[1].To != 3 {
+		t.Fatalf("after the list: UPDATEs %v, want one each to sites 2 and 3", ups)
+	}
+	if o := ask(2); len(o.only(MsgUpdate)) != 1 || len(s.lists) != 1 {
+		t.Fatalf("UPDATE_REQ for the listed checkpoint: %d UPDATEs, %d lists; want one at once, no new list", len(o.only(MsgUpdate)), len(s.lists))
+	}
+
+	// The checkpoint moves while the driver lists: PAGE_FAIL names the
+	// new one, and the replica starts over from it.
+	s.n.Committed(s.now, s.st.commitTxn("c"))
+	s.st.checkpoint(false)
+	s.ready()
+	ask(2)
+	if len(s.lists) != 2 {
+		t.Fatalf("a new checkpoint asked for %d lists in all, want 2", len(s.lists))
+	}
+	stale := s.lists[1]
+	s.n.Committed(s.now, s.st.commitTxn("d"))
+	s.st.checkpoint(false)
+	s.ready()
+	s.n.PagesListed(stale.LSN(), stale.PageList())
+	fails := s.ready().only(MsgPageFail)
+	var d Decoded
+	if len(fails) != 1 || DecodeMessage(fails[0], &d) != nil || d.LSN != s.st.CheckpointLSN() {
+		t.Fatalf("a list of a moved checkpoint: PAGE_FAILs %v (LSN %d), want one naming checkpoint %d", fails, d.LSN, s.st.CheckpointLSN())
+	}
+
+	// A list that failed (nil) answers PAGE_FAIL without a checkpoint.
+	ask(3)
+	failed := s.lists[len(s.lists)-1]
+	s.n.PagesListed(failed.LSN(), nil)
+	fails = s.ready().only(MsgPageFail)
+	if len(fails) != 1 || DecodeMessage(fails[0], &d) != nil || d.LSN != 0 || fails[0].To != 3 {
+		t.Fatalf("a failed list: PAGE_FAILs %v (LSN %d), want one to site 3 with LSN 0", fails, d.LSN)
+	}
+
+	// A driver that does not report is asked again after a while.
+	ask(2)
+	n := len(s.lists)
+	s.listen(3 * s.n.cfg.ReRequestMax)
+	ask(2)
+	if len(s.lists) != n+1 {
+		t.Fatalf("a list never reported was not asked again (%d asks, want %d)", len(s.lists), n+1)
 	}
 }

@@ -58,6 +58,7 @@ type outBufs struct {
 	pages      []InitPage
 	init       InitAction
 	hasInit    bool
+	listPages  Snapshot
 }
 
 func (o *outBufs) reset() {
@@ -69,6 +70,7 @@ func (o *outBufs) reset() {
 	o.pages = o.pages[:0]
 	o.init = InitAction{}
 	o.hasInit = false
+	o.listPages = nil
 }
 
 // Node is one site's replication state machine. It does no I/O, reads no
@@ -657,6 +659,7 @@ func (n *Node) Ready() Ready {
 		rd.progressed = true
 		n.lastPerm, n.lastCkptOK = rd.PermLSN, rd.CheckpointOK
 	}
+	rd.ListPages = o.listPages
 	if o.hasInit {
 		o.init.Pages = o.pages
 		ia := o.init

@@ -321,8 +321,15 @@ type Ready struct {
 	// (PAGE_FAIL), so the driver should keep the current one while its log
 	// and pool have room.
 	HoldCheckpoint bool
-	Events         []Event
-	App            []Message // received APP/APP_REPLY messages for the runtime
+	// ListPages (master): a replica asked for this snapshot (UPDATE_REQ)
+	// and its page list is not known yet. The driver lists it
+	// (Snapshot.PageList, a walk of every tree: tens of milliseconds for a
+	// few hundred MB, too long to hold the node that long, since its
+	// heartbeats wait) off the node's lock, and reports the list with
+	// Node.PagesListed; the UPDATE answers wait for it.
+	ListPages Snapshot
+	Events    []Event
+	App       []Message // received APP/APP_REPLY messages for the runtime
 
 	// progressed: PermLSN or CheckpointOK moved since the last Ready, which
 	// the driver must see even when nothing else happened.
@@ -331,7 +338,7 @@ type Ready struct {
 
 // Empty reports whether rd holds nothing to do.
 func (rd *Ready) Empty() bool {
-	return !rd.progressed && len(rd.Messages) == 0 && rd.Init == nil && !rd.HasRollback && len(rd.Apply) == 0 &&
+	return !rd.progressed && len(rd.Messages) == 0 && rd.Init == nil && rd.ListPages == nil && !rd.HasRollback && len(rd.Apply) == 0 &&
 		rd.NewGen == 0 && len(rd.PermFailed) == 0 && len(rd.Events) == 0 && len(rd.App) == 0
 }
 

@@ -6,18 +6,19 @@ import "time"
 type evKind uint8
 
 const (
-	evDeliver   evKind = iota + 1 // a message arrives at its destination
-	evTick                        // a site's periodic tick
-	evClient                      // the workload issues its next operation
-	evChaos                       // the fault schedule considers its next action
-	evRestart                     // a crashed site boots again, empty
-	evHeal                        // a partition ends
-	evLossEnd                     // a loss burst ends
-	evPhase                       // the run moves to its next phase (stop faults, quiesce, check)
-	evScript                      // a scripted fault
-	evThaw                        // a frozen site's runtime runs again
-	evKeepAlive                   // a frozen master's process speaks for it
-	evPaceWake                    // a paced site's rest ends: it reads what arrived
+	evDeliver     evKind = iota + 1 // a message arrives at its destination
+	evTick                          // a site's periodic tick
+	evClient                        // the workload issues its next operation
+	evChaos                         // the fault schedule considers its next action
+	evRestart                       // a crashed site boots again, empty
+	evHeal                          // a partition ends
+	evLossEnd                       // a loss burst ends
+	evPhase                         // the run moves to its next phase (stop faults, quiesce, check)
+	evScript                        // a scripted fault
+	evThaw                          // a frozen site's runtime runs again
+	evKeepAlive                     // a frozen master's process speaks for it
+	evPaceWake                      // a paced site's rest ends: it reads what arrived
+	evPagesListed                   // a master's driver finished listing a snapshot's pages
 )
 
 func (k evKind) String() string {
@@ -46,6 +47,8 @@ func (k evKind) String() string {
 		return "keepalive"
 	case evPaceWake:
 		return "pace-wake"
+	case evPagesListed:
+		return "pages-listed"
 	}
 	return "?"
 }
@@ -61,6 +64,9 @@ type event struct {
 	boot uint32 // the subject site's boot epoch when scheduled (stale ticks are ignored)
 	msg  *simMsg
 	arg  int // evScript: index into Config.Script
+	// evPagesListed: the list, of the snapshot at lsn.
+	pages []uint64
+	lsn   uint64
 }
 
 // queue is a binary min-heap of events ordered by (at, seq). Hand-written

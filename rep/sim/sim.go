@@ -303,6 +303,20 @@ func (s *Sim) dispatch(e event) {
 		}
 		s.step(st, e.msg)
 		s.rest(st)
+	case evPagesListed:
+		st := s.sites[e.site]
+		if !st.alive || st.boot != e.boot {
+			return
+		}
+		if st.frozen {
+			// The report waits for the runtime, as a board's control
+			// call waits for its holder.
+			e.at = s.now + s.cfg.Tick
+			s.q.push(e)
+			return
+		}
+		st.node.PagesListed(e.lsn, e.pages)
+		s.ready(st)
 	case evPaceWake:
 		st := s.sites[e.site]
 		if !st.alive || st.boot != e.boot {
@@ -637,6 +651,12 @@ func (s *Sim) perform(st *site, rd rep.Ready) {
 			s.crash(st, fmt.Sprintf("buggify: crash during internal init (%d/%d pages)", in.PagesDone, in.PagesTotal))
 			return
 		}
+	}
+	if snap := rd.ListPages; snap != nil {
+		// The board lists on a goroutine of its own: the report comes
+		// some time later, by when the checkpoint may have moved.
+		s.q.push(event{at: s.now + time.Duration(s.rng.Int64N(int64(20*time.Millisecond))), kind: evPagesListed,
+			site: st.id, boot: st.boot, pages: snap.PageList(), lsn: snap.LSN()})
 	}
 	// The environment work, exactly as the board runtime does it: Init,
 	// RollbackTo, Apply, NewGen, then a master checkpoint if due.
