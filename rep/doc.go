@@ -100,7 +100,9 @@
 // (maxApplyStalls in a row: a full log that under ALL/ALL_PEERS only this
 // replica's own progress could free, since its checkpoints are promoted once
 // durable): UPDATE_REQ; the master answers UPDATE from
-// its pinned checkpoint snapshot (LSN, meta, page count); the replica keeps
+// its pinned checkpoint snapshot (LSN, meta, page count) once its driver
+// listed the snapshot's pages off the node (Ready.ListPages, PagesListed: a
+// walk of every tree, too long to hold a master's heartbeats); the replica keeps
 // two windows of InitWindowPages pages asked for (the master sends one while
 // the replica applies the other), in PAGE_REQs of up to a window, answered
 // with as many PAGE messages as a request needs. Its requests are kept in
