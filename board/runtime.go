@@ -76,8 +76,11 @@ type appKey struct {
 // Board.rtMu (Stat and the control calls reach it through Board.do).
 type runtime struct {
 	// listing counts page walks running on goroutines of their own
-	// (listPages); the environment outlives them.
+	// (listPages); the environment outlives them. walking: one is running,
+	// for the snapshot at walkLSN.
 	listing sync.WaitGroup
+	walking bool
+	walkLSN uint64
 	b       *Board
 	stopped bool // shut down: nothing may touch the store any more
 	node    *rep.Node
@@ -512,6 +515,13 @@ func (rt *runtime) perform(rd *rep.Ready) {
 func (rt *runtime) listPages(snap rep.Snapshot) {
 	b := rt.b
 	lsn := snap.LSN()
+	if rt.walking && rt.walkLSN == lsn {
+		// The node asks again when a report is long in coming; on a
+		// large snapshot that is this walk still running: a second one
+		// would only slow both.
+		return
+	}
+	rt.walking, rt.walkLSN = true, lsn
 	var pin *inmem.Snapshot
 	if s, ok := snap.(*inmem.Snapshot); ok {
 		pin = s.Clone()
@@ -524,7 +534,12 @@ func (rt *runtime) listPages(snap rep.Snapshot) {
 			pages = pin.PageList()
 			pin.Release()
 		}
-		b.oweCtrl(func() { rt.node.PagesListed(lsn, pages) })
+		b.oweCtrl(func() {
+			if rt.walkLSN == lsn {
+				rt.walking = false
+			}
+			rt.node.PagesListed(lsn, pages)
+		})
 		if b.rtMu.TryLock() {
 			b.unlockRT()
 		}
