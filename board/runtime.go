@@ -522,6 +522,8 @@ func (rt *runtime) listPages(snap rep.Snapshot) {
 		return
 	}
 	rt.walking, rt.walkLSN = true, lsn
+	// EnvStorage exports *inmem.Snapshot; Clone is nil only if the
+	// checkpoint let it go already, and then the node is told so (nil).
 	var pin *inmem.Snapshot
 	if s, ok := snap.(*inmem.Snapshot); ok {
 		pin = s.Clone()

@@ -69,15 +69,16 @@ func TestRebootUnderLoad(t *testing.T) {
 
 	var inits []string
 	moved, elections := 0, uint64(0)
-	// electionsBut sums the elections the boards other than r took part in.
-	electionsBut := func(r uint16) uint64 {
-		var n uint64
+	// electionsBut gives the elections each board other than r took part
+	// in, for the boards that answered.
+	electionsBut := func(r uint16) map[uint16]uint64 {
+		n := map[uint16]uint64{}
 		for _, site := range s.cl.Sites() {
 			if site == r {
 				continue
 			}
 			if st, err := s.cl.Stat(ctx, site); err == nil {
-				n += st.Election.Elections
+				n[site] = st.Election.Elections
 			}
 		}
 		return n
@@ -128,7 +129,11 @@ func TestRebootUnderLoad(t *testing.T) {
 			t.Fatalf("%v; site %d: role %s locked %v init %+v lsn %d (want >= %d)", err, r, st.Role, st.LockedOut, st.Init, st.LSN, target)
 		}
 		rejoin := time.Since(restart)
-		elections += electionsBut(r) - el0
+		for site, n := range electionsBut(r) {
+			if n0, ok := el0[site]; ok && n >= n0 {
+				elections += n - n0
+			}
+		}
 		if now, err := s.cl.WaitMaster(ctx); err == nil && now != m {
 			moved++
 		}
