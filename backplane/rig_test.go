@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -68,13 +69,16 @@ func TestRigTransports(t *testing.T) {
 	// group sockets polled together.
 	// raw-thread: waiting in poll(2) on the receiving thread
 	// (RawConfig.WaitInThread) instead of the netpoller; -serve: received
-	// through Serve instead of Recv.
-	for _, kind := range []string{"raw", "raw-serve", "raw-thread", "raw-thread-serve", "udp", "udp2-serve"} {
+	// through Serve instead of Recv; raw-noring: recvmmsg instead of the
+	// receive ring (RawConfig.NoRing).
+	for _, kind := range []string{"raw", "raw-serve", "raw-thread", "raw-thread-serve", "raw-noring", "raw-noring-serve", "udp", "udp2-serve"} {
 		t.Run(kind, func(t *testing.T) {
 			var trs []Transport
 			for _, b := range c.Boards {
 				if kind == "raw" || kind == "raw-serve" {
 					trs = append(trs, rawOn(t, b, nil))
+				} else if strings.HasPrefix(kind, "raw-noring") {
+					trs = append(trs, rawOn(t, b, func(c *RawConfig) { c.NoRing = true }))
 				} else if strings.HasPrefix(kind, "raw-thread") {
 					trs = append(trs, rawOn(t, b, func(c *RawConfig) { c.WaitInThread = true }))
 					if tr := trs[len(trs)-1].(*rawTransport); tr.blocking {
@@ -84,6 +88,11 @@ func TestRigTransports(t *testing.T) {
 					trs = append(trs, udpOn(t, b, rigUDPSites(c, DefaultUDPPort)))
 				} else {
 					trs = append(trs, udpOn(t, b, rigUDPSites(c, DefaultUDPPort+1)))
+				}
+			}
+			if strings.HasPrefix(kind, "raw") {
+				if ring := trs[0].(*rawTransport).pr != nil; ring == strings.HasPrefix(kind, "raw-noring") {
+					t.Fatalf("%s: receive ring in use: %v", kind, ring)
 				}
 			}
 			raw := trs
@@ -362,5 +371,67 @@ func TestRigRawSendLeavesReceiveSocketQuiet(t *testing.T) {
 	}
 	if st.Packets != 0 {
 		t.Fatalf("the send socket had %d frames queued to it; it must receive nothing", st.Packets)
+	}
+}
+
+// TestRigRawRingOverflow fills a small receive ring while nobody reads:
+// the kernel drops what does not fit and counts it, and the ring then hands
+// over what it kept, in order, and what comes next (our place in it stays
+// the kernel's, over laps and drops).
+func TestRigRawRingOverflow(t *testing.T) {
+	c := newChassis(t, 2)
+	tx := rawOn(t, c.Boards[0], nil)
+	rx := rawOn(t, c.Boards[1], func(c *RawConfig) { c.RingBytes = 64 << 10 })
+	rr := rx.(*rawTransport)
+	if rr.pr == nil {
+		t.Fatalf("no receive ring: %s", rx.Stats().RingError)
+	}
+	if !rx.Stats().RecvRing {
+		t.Fatal("Stats.RecvRing false with a ring")
+	}
+	slots := rr.pr.frames
+	sent := 5 * slots
+	const typ, typEnd = 20, 21
+	msgs := make([]Message, 16)
+	for lap := 0; lap < 3; lap++ {
+		drops0 := rx.Stats().SocketDrops
+		for i := range sent {
+			if err := tx.Send(2, typ, fmt.Appendf(nil, "%03d", i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// The kernel has taken every frame once it counted the ones
+		// that did not fit.
+		deadline := time.Now().Add(10 * time.Second)
+		for rx.Stats().SocketDrops-drops0 < uint64(sent-slots) {
+			if time.Now().After(deadline) {
+				t.Fatalf("lap %d: %d of %d frames counted as dropped", lap, rx.Stats().SocketDrops-drops0, sent-slots)
+			}
+			runtime.Gosched()
+		}
+		var got []string
+		for len(got) < slots {
+			n, err := rx.Recv(msgs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, m := range msgs[:n] {
+				got = append(got, string(m.Payload))
+			}
+		}
+		for i, p := range got {
+			if want := fmt.Sprintf("%03d", i); p != want {
+				t.Fatalf("lap %d: message %d is %q, want %q (the first %d fit)", lap, i, p, want, slots)
+			}
+		}
+		if len(got) != slots || rx.Pending() {
+			t.Fatalf("lap %d: %d messages and more waiting, want the ring's %d", lap, len(got), slots)
+		}
+		if err := tx.Send(2, typEnd, nil); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := rx.Recv(msgs); err != nil || n != 1 || msgs[0].Type != typEnd {
+			t.Fatalf("lap %d: after the drain got %d messages (%v), want the end marker", lap, n, err)
+		}
 	}
 }

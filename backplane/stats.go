@@ -48,10 +48,15 @@ type Stats struct {
 	SendErrors          uint64 // failed send syscalls (the message may be partly sent)
 	RecvErrors          uint64 // transient receive errors skipped (interface down, ICMP errors)
 	// SocketDrops counts frames the kernel dropped because the socket's
-	// receive buffer was full (raw: PACKET_STATISTICS). Raise RecvBuffer or
-	// drain faster when it grows.
+	// receive buffer (raw: its receive ring) was full (raw:
+	// PACKET_STATISTICS). Raise RecvBuffer (RingBytes) or drain faster
+	// when it grows.
 	SocketDrops uint64
-	Compressed  uint64 // messages sent lz4-compressed
+	// RecvRing is true when the raw transport receives through a
+	// PACKET_RX_RING; RingError says why not when it was asked for.
+	RecvRing   bool
+	RingError  string
+	Compressed uint64 // messages sent lz4-compressed
 	// Incompressible counts large messages sent uncompressed because
 	// probes of them did not shrink (compressing them whole was not tried).
 	Incompressible uint64

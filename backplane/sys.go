@@ -15,21 +15,18 @@ import (
 
 // Batched socket I/O shared by the raw and udp transports.
 //
-// Why recvmmsg/sendmmsg rather than a TPACKET_V3 ring for AF_PACKET: a V3
-// ring hands blocks to user space when they fill or when the block-retire
-// timer fires (millisecond granularity), which adds up to a timer period of
-// latency to every lone request/response frame — exactly the replication
-// ack path. recvmmsg wakes on the first frame and still drains up to a batch
-// per syscall under load; sendmmsg sends all fragments of a message in one
-// syscall with the header and the caller's payload as separate iovecs, so the
-// payload is never copied in user space. The same code serves UDP sockets.
-//
-// A TPACKET_V2 ring (each frame handed over as it is written) was measured
-// (2026-12-06, see the README): 8 MiB, what the socket buffer holds, was 4 µs
-// per round trip slower than recvmmsg (each frame lands in memory last
-// touched a ring ago); 64 KiB–2 MiB rings were up to 5 µs faster, but at
-// 512 KiB and 2 MiB lost the back-to-back frames of two 1 MiB messages
-// arriving at once. A small ring needs senders paced to it.
+// Receiving: the raw transport takes frames from a TPACKET_V2 receive ring
+// (pktRing), which hands over each frame as it is written, without a system
+// call; UDP sockets, and raw ones whose kernel refuses the ring, use
+// recvmmsg, which wakes on the first frame and drains up to a batch per call
+// under load. Not TPACKET_V3: a V3 ring hands blocks to user space when they
+// fill or when the block-retire timer fires (millisecond granularity), which
+// adds up to a timer period of latency to every lone request/response frame —
+// exactly the replication ack path. On the rig (2026-12-06) the ring took a
+// raw transport's 64 B round trip from 18–25 µs to 13–14 µs p50. Sending:
+// sendmmsg sends all fragments of a message in one syscall with the header
+// and the caller's payload as separate iovecs, so the payload is never
+// copied in user space.
 
 const maxMmsgBatch = 1024 // UIO_MAXIOV: the kernel's limit on vlen
 
@@ -124,6 +121,7 @@ func (w waker) wake() {
 type fdTransport struct {
 	fds      []int // receive sockets (first one also sends)
 	ring     *rxRing
+	pr       *pktRing // raw: the kernel's receive ring on fds[0]; nil: recvmmsg
 	wk       waker
 	rx       *rxCore
 	hdrOff   int                             // bytes before the backplane header in each frame
@@ -193,7 +191,7 @@ func (t *fdTransport) pass(msgs []Message) (n int, drained bool, err error) {
 		if t.blocking {
 			k, err = t.np.recv(hdrs, t.nextExpire)
 		} else {
-			k, err = recvmmsg(fd, hdrs, unix.MSG_DONTWAIT)
+			k, err = t.recvNow(fd, hdrs)
 		}
 		if t.blocking && t.closed.Load() {
 			return 0, false, fmt.Errorf("recv on %s: %w", t.what, ErrClosed)
@@ -226,6 +224,15 @@ func (t *fdTransport) pass(msgs []Message) (n int, drained bool, err error) {
 	}
 	t.nextExpire = t.rx.reasm.expire(now)
 	return n, drained, nil
+}
+
+// recvNow takes the frames waiting on fd without waiting: from the
+// receive ring if the socket has one, else by recvmmsg. EAGAIN: none.
+func (t *fdTransport) recvNow(fd int, hdrs []unix.Mmsghdr) (int, error) {
+	if t.pr != nil {
+		return t.pr.grab(hdrs)
+	}
+	return recvmmsg(fd, hdrs, unix.MSG_DONTWAIT)
 }
 
 // pollWait waits in poll(2) for a frame on any socket, Close's eventfd, or
@@ -305,7 +312,7 @@ func (t *fdTransport) serve(msgs []Message, handle func([]Message) bool) error {
 				hdrs[i].Len = 0
 				hdrs[i].Hdr.Flags = 0
 			}
-			k, err := recvmmsg(int(fd), hdrs, unix.MSG_DONTWAIT)
+			k, err := t.recvNow(int(fd), hdrs)
 			if err != nil {
 				t.recvMu.Unlock()
 				switch {
@@ -400,6 +407,9 @@ func (t *fdTransport) Pending() bool {
 	if t.closed.Load() {
 		return false
 	}
+	if t.pr != nil {
+		return t.pr.ready()
+	}
 	var pfds [4]unix.PollFd
 	ps := pfds[:0]
 	for _, fd := range t.fds {
@@ -433,6 +443,7 @@ func transientRecvErr(err error) bool {
 func (t *fdTransport) initPoll(netpoll bool) {
 	if netpoll && len(t.fds) == 1 && t.np.open(t.fds[0], t.what) == nil {
 		t.blocking = true
+		t.np.pr = t.pr
 	}
 	t.pfds = t.pfds[:0]
 	for _, fd := range t.fds {
@@ -450,6 +461,7 @@ type netpollRecv struct {
 	file     *os.File
 	conn     syscall.RawConn
 	read     func(fd uintptr) bool // bound once: no allocation per receive
+	pr       *pktRing              // the socket's receive ring, if any
 	hdrs     []unix.Mmsghdr
 	n        int
 	err      error
@@ -481,7 +493,11 @@ func (p *netpollRecv) open(fd int, what string) error {
 
 // readOnce is the netpoller's callback: false means "nothing yet, wait".
 func (p *netpollRecv) readOnce(fd uintptr) bool {
-	p.n, p.err = recvmmsg(int(fd), p.hdrs, unix.MSG_DONTWAIT)
+	if p.pr != nil {
+		p.n, p.err = p.pr.grab(p.hdrs)
+	} else {
+		p.n, p.err = recvmmsg(int(fd), p.hdrs, unix.MSG_DONTWAIT)
+	}
 	return !errors.Is(p.err, unix.EAGAIN)
 }
 

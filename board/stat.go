@@ -176,7 +176,9 @@ type Counters struct {
 	MsgDrops map[string]uint64 `json:"msg_drops"`
 	// Drops breaks the transport's drops down by reason (backplane
 	// DropReason names), plus the raw transport's in-kernel eBPF filter
-	// drops as kernel_other_ethertype, kernel_foreign_group, kernel_short.
+	// drops as kernel_other_ethertype, kernel_foreign_group, kernel_short,
+	// and frames the kernel dropped for want of room in the receive ring
+	// (or socket buffer) as kernel_receive_full.
 	Drops        map[string]uint64 `json:"drops"`
 	Commits      uint64            `json:"commits"`       // local Update transactions committed
 	Batches      uint64            `json:"batches"`       // group-commit batches (Commits/Batches = batching factor)
@@ -234,6 +236,9 @@ func (b *Board) Stat() Stat {
 		st.Counters.Drops["kernel_other_ethertype"] = ts.Filter.OtherEtherType
 		st.Counters.Drops["kernel_foreign_group"] = ts.Filter.ForeignGroup
 		st.Counters.Drops["kernel_short"] = ts.Filter.Short
+	}
+	if ts.SocketDrops > 0 {
+		st.Counters.Drops["kernel_receive_full"] = ts.SocketDrops
 	}
 	return st
 }
