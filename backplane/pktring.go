@@ -48,8 +48,13 @@ func newPktRing(fd, maxFrame, bytes int) (*pktRing, error) {
 	// a power-of-two stride puts every slot's header in the same few cache
 	// sets.
 	frameSize := (ringHeaderRoom + maxFrame + 63) &^ 63
+	if frameSize&(frameSize-1) == 0 {
+		frameSize += 64
+	}
+	// Blocks of at least 16 KiB, larger while slots would leave more
+	// than an eighth of a block unused (jumbo frames).
 	block := 16 << 10
-	for block < frameSize {
+	for block < frameSize || (block%frameSize > block/8 && block < 1<<20) {
 		block *= 2
 	}
 	blocks := max(1, bytes/block)
