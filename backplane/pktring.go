@@ -41,23 +41,7 @@ func newPktRing(fd, maxFrame, bytes int) (*pktRing, error) {
 	if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_VERSION, unix.TPACKET_V2); err != nil {
 		return nil, fmt.Errorf("PACKET_VERSION TPACKET_V2: %w", err)
 	}
-	// Slots of whole cache lines but not a power of two: with 2 KiB slots
-	// in 64 KiB blocks an 8 MiB ring was slower than recvmmsg (64 B round
-	// trips 21.7–22.0 µs p50 against 17.9–18.1), with 1600-byte slots in
-	// 16 KiB blocks faster (13.5–13.6 against 18.8–19.1), likely because
-	// a power-of-two stride puts every slot's header in the same few cache
-	// sets.
-	frameSize := (ringHeaderRoom + maxFrame + 63) &^ 63
-	if frameSize&(frameSize-1) == 0 {
-		frameSize += 64
-	}
-	// Blocks of at least 16 KiB, larger while slots would leave more
-	// than an eighth of a block unused (jumbo frames).
-	block := 16 << 10
-	for block < frameSize || (block%frameSize > block/8 && block < 1<<20) {
-		block *= 2
-	}
-	blocks := max(1, bytes/block)
+	frameSize, block, blocks := ringLayout(maxFrame, bytes)
 	perBlock := block / frameSize
 	req := unix.TpacketReq{Block_size: uint32(block), Block_nr: uint32(blocks),
 		Frame_size: uint32(frameSize), Frame_nr: uint32(blocks * perBlock)}
@@ -71,6 +55,28 @@ func newPktRing(fd, maxFrame, bytes int) (*pktRing, error) {
 		return nil, fmt.Errorf("mapping the receive ring (%d bytes): %w", block*blocks, err)
 	}
 	return &pktRing{mem: mem, frameSize: frameSize, perBlock: perBlock, blockSize: block, frames: int(req.Frame_nr)}, nil
+}
+
+// ringLayout sizes a ring of about bytes for frames of up to maxFrame bytes:
+// slot size, block size and block count.
+func ringLayout(maxFrame, bytes int) (frameSize, block, blocks int) {
+	// Slots of whole cache lines but not a power of two: with 2 KiB slots
+	// in 64 KiB blocks an 8 MiB ring was slower than recvmmsg (64 B round
+	// trips 21.7–22.0 µs p50 against 17.9–18.1), with 1600-byte slots in
+	// 16 KiB blocks faster (13.5–13.6 against 18.8–19.1), likely because
+	// a power-of-two stride puts every slot's header in the same few cache
+	// sets.
+	frameSize = (ringHeaderRoom + maxFrame + 63) &^ 63
+	if frameSize&(frameSize-1) == 0 {
+		frameSize += 64
+	}
+	// Blocks of at least 16 KiB, larger while slots would leave more
+	// than an eighth of a block unused (jumbo frames).
+	block = 16 << 10
+	for block < frameSize || (block%frameSize > block/8 && block < 1<<20) {
+		block *= 2
+	}
+	return frameSize, block, max(1, bytes/block)
 }
 
 // offset is where slot i starts: frames do not straddle blocks.

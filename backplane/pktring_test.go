@@ -125,3 +125,24 @@ func FuzzPktRingSlot(f *testing.F) {
 		}
 	})
 }
+
+// TestRingLayout: slots hold a frame behind the kernel's slot header, are
+// whole cache lines but never a power of two, and fill their blocks.
+func TestRingLayout(t *testing.T) {
+	for _, mtu := range []int{576, 1500, 4000, 4018, 9000, 65535} {
+		maxFrame := EthHeaderSize + mtu
+		fs, block, blocks := ringLayout(maxFrame, DefaultRingBytes)
+		per := block / fs
+		switch {
+		case fs < ringHeaderRoom+maxFrame || fs%64 != 0 || fs&(fs-1) == 0:
+			t.Errorf("MTU %d: %d-byte slots for %d-byte frames", mtu, fs, maxFrame)
+		case per < 1 || block%4096 != 0 || (block%fs > block/8 && block < 1<<20):
+			t.Errorf("MTU %d: %d slots of %d bytes in %d-byte blocks", mtu, per, fs, block)
+		case blocks*block > DefaultRingBytes || blocks < 1:
+			t.Errorf("MTU %d: %d blocks of %d bytes for a %d-byte ring", mtu, blocks, block, DefaultRingBytes)
+		}
+	}
+	if fs, block, blocks := ringLayout(EthHeaderSize+1500, DefaultRingBytes); blocks*(block/fs) != 5120 {
+		t.Errorf("MTU 1500: %d slots, want the 5,120 DefaultRingBytes promises", blocks*(block/fs))
+	}
+}
