@@ -208,7 +208,7 @@ func (t *fdTransport) pass(msgs []Message) (n int, drained bool, err error) {
 			if t.closed.Load() {
 				return 0, false, fmt.Errorf("recv on %s: %w", t.what, ErrClosed)
 			}
-			return 0, false, fmt.Errorf("recvmmsg on %s: %w", t.what, err)
+			return 0, false, fmt.Errorf("receiving on %s: %w", t.what, err)
 		}
 		if k == want {
 			drained = false
@@ -226,11 +226,16 @@ func (t *fdTransport) pass(msgs []Message) (n int, drained bool, err error) {
 	return n, drained, nil
 }
 
-// recvNow takes the frames waiting on fd without waiting: from the
-// receive ring if the socket has one, else by recvmmsg. EAGAIN: none.
+// recvNow takes the frames waiting on fd without waiting (takeFrames).
 func (t *fdTransport) recvNow(fd int, hdrs []unix.Mmsghdr) (int, error) {
-	if t.pr != nil {
-		return t.pr.grab(hdrs)
+	return takeFrames(t.pr, fd, hdrs)
+}
+
+// takeFrames takes the frames waiting on fd without waiting: from its
+// receive ring pr if it has one, else by recvmmsg. EAGAIN: none.
+func takeFrames(pr *pktRing, fd int, hdrs []unix.Mmsghdr) (int, error) {
+	if pr != nil {
+		return pr.grab(hdrs)
 	}
 	return recvmmsg(fd, hdrs, unix.MSG_DONTWAIT)
 }
@@ -323,7 +328,7 @@ func (t *fdTransport) serve(msgs []Message, handle func([]Message) bool) error {
 					t.c.recvErrors.Add(1)
 					continue
 				}
-				readErr = fmt.Errorf("recvmmsg on %s: %w", t.what, err)
+				readErr = fmt.Errorf("receiving on %s: %w", t.what, err)
 				return true
 			}
 			now := time.Now()
@@ -493,11 +498,7 @@ func (p *netpollRecv) open(fd int, what string) error {
 
 // readOnce is the netpoller's callback: false means "nothing yet, wait".
 func (p *netpollRecv) readOnce(fd uintptr) bool {
-	if p.pr != nil {
-		p.n, p.err = p.pr.grab(p.hdrs)
-	} else {
-		p.n, p.err = recvmmsg(int(fd), p.hdrs, unix.MSG_DONTWAIT)
-	}
+	p.n, p.err = takeFrames(p.pr, int(fd), p.hdrs)
 	return !errors.Is(p.err, unix.EAGAIN)
 }
 
