@@ -47,7 +47,9 @@ const inProcessSetup = "Boards run in this process: board.Open is called inside 
 	"so each board's raw transport socket lives on its own veth of the chassis; board 1 is started as master (StartMaster), " +
 	"the others as replicas, and every replica has caught up before measuring. Writers call Board.Update on the master, " +
 	"one 16-byte key and a 100-byte value per call, keys cycling over 4096 per writer; latency is the Update call until it returns Perm. " +
-	"Memory: pool 256 MiB, log 32 MiB, checkpoint every 256 KiB (a pinned checkpoint keeps the pages freed after it from reuse, so small commits need frequent checkpoints to stay within the pool); timing settings are the defaults. "
+	"Memory: pool 256 MiB, log 32 MiB, checkpoint every 256 KiB (a pinned checkpoint keeps the pages freed after it from reuse, so small commits need frequent checkpoints to stay within the pool); timing settings are the defaults. " +
+	"While a group runs, the chassis's other boards are on a bridge of their own (rig Partition): the bridge floods multicast to every port, " +
+	"and on this rig the receive work of every copy runs on the sending CPU, inside the master's send, where a chassis's other line cards would spend their own. "
 
 // group is a replication group of in-process boards on the chassis.
 type group struct {
@@ -84,6 +86,9 @@ func (g *group) close() {
 func (s *suite) openGroup(ctx context.Context, n int, name string, tune func(*board.Config)) (*group, error) {
 	if n > len(s.chassis.Boards) {
 		return nil, fmt.Errorf("group of %d boards on a chassis of %d", n, len(s.chassis.Boards))
+	}
+	if err := s.isolate(n); err != nil {
+		return nil, err
 	}
 	peers := map[uint16]string{}
 	for _, rb := range s.chassis.Boards[:n] {

@@ -307,7 +307,8 @@ func (s *suite) runFailover(ctx context.Context) Section {
 		"Two writers per live board put keys through its local socket continuously (replicas forward to the master). "+
 		"Each round faults the master, then measures from the signal to the end of the first Perm write that started after the faulted process "+
 		"could no longer run (SIGKILL: 1 ms after the signal, since the kernel stops a killed process's threads before they return to user space; reaping it, which waits for its memory to be torn down, is timed in the log; SIGSTOP: state T in /proc) - a write the old master cannot have committed. "+
-		"The faulted board is then killed if needed and restarted with empty memory (it rejoins by internal init) before the next round.",
+		"The faulted board is then killed if needed and restarted with empty memory (it rejoins by internal init) before the next round. "+
+		"The chassis's other boards are on a bridge of their own meanwhile (as in the commit section).",
 		n, board.DefaultHeartbeatSend, board.DefaultHeartbeatMonitor, board.DefaultElectionTimeout, board.DefaultAckTimeout)
 	sec.Columns = []string{"fault", "rounds", "median", "p90", "max", "min", "successor's own failover p50"}
 	if ctx.Err() != nil {

@@ -17,6 +17,9 @@ func (s *suite) openProcGroup(ctx context.Context, n int, name string, p board.A
 	if n > len(s.chassis.Boards) {
 		return nil, nil, fmt.Errorf("group of %d boards on a chassis of %d", n, len(s.chassis.Boards))
 	}
+	if err := s.isolate(n); err != nil {
+		return nil, nil, err
+	}
 	c, err := s.buildCluster(ctx, name)
 	if err != nil {
 		return nil, nil, err

@@ -19,6 +19,9 @@ import (
 // board namespace, with the default timing, and waits until they agree on a
 // master. The caller closes the cluster.
 func (s *suite) startCluster(ctx context.Context, group string, n int) (*cluster, error) {
+	if err := s.isolate(n); err != nil {
+		return nil, err
+	}
 	c, err := s.buildCluster(ctx, group)
 	if err != nil {
 		return nil, err

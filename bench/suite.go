@@ -273,3 +273,25 @@ func machine() Machine {
 
 // errInterrupted marks a measurement cut short by Ctrl-C.
 var errInterrupted = errors.New("bench: interrupted")
+
+// isolate leaves boards 1..n of the chassis alone on a bridge for the group
+// about to run on them, the chassis's other boards on another (rig
+// Partition; all of them together when n covers the chassis). The bridge
+// floods the group's multicast frames to every port, and on the rig the
+// kernel's receive work for every copy runs on the sending board's CPU
+// inside its send: a 3-board group on the 15-board chassis paid for twelve
+// idle boards' copies in every commit's send, where in a chassis those
+// boards' own CPUs would. Partition replaces the layout of the group
+// before, so groups of any size can follow each other.
+func (s *suite) isolate(n int) error {
+	var err error
+	if n >= len(s.chassis.Boards) {
+		err = s.chassis.Heal()
+	} else {
+		err = s.chassis.Partition(s.chassis.Boards[:n])
+	}
+	if err != nil {
+		return fmt.Errorf("leaving boards 1..%d alone on a bridge: %w", n, err)
+	}
+	return nil
+}
