@@ -279,7 +279,11 @@ func (tx *Tx) walkTree(pgno uint64, depth int, catalog, validate bool, seen map[
 				return corrupt(pgno, fmt.Sprintf("catalog entry %q malformed", k))
 			}
 			_ = id
-			if err := tx.walkTree(root, 0, false, validate, seen, fn); err != nil {
+			walk := func() error { return tx.walkTree(root, 0, false, validate, seen, fn) }
+			if tx.importWalk != nil {
+				walk = func() error { return tx.importWalk(root, 0, seen, fn) }
+			}
+			if err := walk(); err != nil {
 				return err
 			}
 			continue
@@ -309,7 +313,11 @@ type Import struct {
 	m    meta
 	have map[uint64]int
 	done bool
-	pf   *prefaulter // reads the fresh region ahead of PutPage; stopped by Finish and Abort
+	pf   *prefaulter // maps the fresh region ahead of PutPage; stopped by Finish and Abort
+	// cp writes the pages into the region; pages holds what Finish needs
+	// of each to check the trees without reading them (pageCopier).
+	cp    *pageCopier
+	pages map[uint64]pageSketch
 }
 
 // NewImport creates the importing environment's region (opt as for Create, with
@@ -332,11 +340,12 @@ func NewImport(opt Options, metaBytes []byte) (*Import, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Import{e: e, m: m, have: make(map[uint64]int), pf: startPrefault(e.data, e.ps, e.lo, e.npages, e.reg.Populate)}, nil
+	return &Import{e: e, m: m, have: make(map[uint64]int), pf: startPrefault(e.lo, e.npages, e.reg.Populate),
+		cp: newPageCopier(e.data, e.ps), pages: make(map[uint64]pageSketch)}, nil
 }
 
 // ExpectRuns tells the import how many page runs the master will send (the
-// length of its Snapshot.PageList; a hint): its prefaulter then reads no
+// length of its Snapshot.PageList; a hint): its prefaulter then maps no
 // further ahead than they can reach. Call it before the first PutPage.
 func (im *Import) ExpectRuns(n int) {
 	if n > 0 && !im.done {
@@ -365,7 +374,16 @@ func (im *Import) PutPage(pgno uint64, data []byte) error {
 	if err := validatePage(data, pgno, e.ps); err != nil {
 		return fmt.Errorf("inmem: import: %w: %w", ErrCorrupt, err)
 	}
-	copy(e.data[pgno*uint64(e.ps):], data)
+	dst, err := im.cp.slot(pgno, n)
+	if err != nil {
+		return err
+	}
+	if dst != nil {
+		copy(dst, data)
+	} else if err := im.cp.write(pgno, data); err != nil {
+		return err
+	}
+	im.sketch(pgno, data)
 	im.have[pgno] = n
 	im.pf.advance(pgno+uint64(n), uint64(n))
 	return nil
@@ -385,15 +403,32 @@ func (im *Import) putWirePage(pgno uint64, data []byte) error {
 	if pgno < e.lo || pgno >= e.npages || uint64(n) > e.npages-pgno {
 		return fmt.Errorf("inmem: import page %d (+%d) outside the tree pages [%d,%d): %w", pgno, n, e.lo, e.npages, ErrLayout)
 	}
-	off := pgno * uint64(e.ps)
-	p := e.data[off : off+uint64(n*e.ps)]
+	p, err := im.cp.slot(pgno, n)
+	if err != nil {
+		return err
+	}
+	inBatch := p != nil
+	if !inBatch {
+		p = make([]byte, n*e.ps) // a value run larger than a batch: rare
+	}
 	if err := expandWirePage(p, data); err != nil {
+		if inBatch {
+			im.cp.drop(n)
+		}
 		return fmt.Errorf("inmem: import page %d: %w: %w", pgno, ErrCorrupt, err)
 	}
 	if err := validatePage(p, pgno, e.ps); err != nil {
-		clear(p)
+		if inBatch {
+			im.cp.drop(n)
+		}
 		return fmt.Errorf("inmem: import: %w: %w", ErrCorrupt, err)
 	}
+	if !inBatch {
+		if err := im.cp.write(pgno, p); err != nil {
+			return err
+		}
+	}
+	im.sketch(pgno, p)
 	im.have[pgno] = n
 	im.pf.advance(pgno+uint64(n), uint64(n))
 	return nil
@@ -408,8 +443,12 @@ func (im *Import) Finish() (*Env, error) {
 		return nil, fmt.Errorf("inmem: import already finished: %w", ErrTxClosed)
 	}
 	im.pf.close()
+	if err := im.cp.flush(); err != nil {
+		return nil, err
+	}
 	tx := e.newTx(false)
 	tx.importHave = im.have
+	tx.importWalk = im.walkSketch
 	var runs []run
 	err := tx.walk(im.m, true, func(pg uint64, n int) error {
 		if im.have[pg] != n {
@@ -433,7 +472,7 @@ func (im *Import) Finish() (*Env, error) {
 	// The log and meta pages (below the trees), then what the prefaulter
 	// did not reach: mapped in the background for the commits to come, as
 	// a region created eagerly is. Mapping a mapped page costs little.
-	e.populating = startPopulate(e.data, e.ps, e.reg.FirstDataPage(), e.npages, e.reg.Populate)
+	e.populating = startPopulate(e.reg.FirstDataPage(), e.npages, e.reg.Populate)
 	e.log.Reset(im.m.lsn)
 	e.publish(im.m)
 	e.gen.Store(im.m.gen)

@@ -48,6 +48,9 @@ type Tx struct {
 	catChanged bool // databases created or dropped: the id cache is stale after commit
 	unpin      func()
 	importHave map[uint64]int // Import.Finish: pages received
+	// importWalk, in Import.Finish, checks a database's tree from what
+	// the import recorded of its pages instead of reading them.
+	importWalk func(root uint64, depth int, seen map[uint64]struct{}, fn func(uint64, int) error) error
 }
 
 // DB is a handle to a named database inside one transaction.

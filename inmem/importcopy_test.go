@@ -1,0 +1,220 @@
+package inmem
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"testing"
+)
+
+// importMaster fills an environment with a tree deep enough for branch
+// pages, values in overflow runs of a few pages, and one run larger than
+// an import batch (written by the kernel on its own).
+func importMaster(t *testing.T, opt Options) *Env {
+	t.Helper()
+	m := newTestEnv(t, opt)
+	rng := rand.New(rand.NewPCG(3, 4))
+	for batch := 0; batch < 6; batch++ {
+		_, err := m.Update(func(tx *Tx) error {
+			db, err := tx.CreateDBIfNotExists("fib")
+			if err != nil {
+				return err
+			}
+			for i := 0; i < 300; i++ {
+				v := make([]byte, 8+rng.IntN(200))
+				for j := range v {
+					v[j] = byte(rng.Uint32())
+				}
+				if err := db.Put(fmt.Appendf(nil, "10.%d.%d.0/24", batch, i), v); err != nil {
+					return err
+				}
+			}
+			big := make([]byte, 2*m.ps+rng.IntN(m.ps))
+			big[len(big)-1] = byte(batch + 1)
+			return db.Put(fmt.Appendf(nil, "big-%d", batch), big)
+		})
+		mustNoErr(t, err, "fill")
+	}
+	_, err := m.Update(func(tx *Tx) error {
+		db, err := tx.CreateDBIfNotExists("images")
+		if err != nil {
+			return err
+		}
+		huge := make([]byte, importBatch+5*m.ps)
+		for i := range huge {
+			huge[i] = byte(i / 7)
+		}
+		return db.Put([]byte("huge"), huge)
+	})
+	mustNoErr(t, err, "huge value")
+	return m
+}
+
+// rawUnit returns a copy of the page (or whole overflow run) at pg of e.
+func rawUnit(e *Env, pg uint64) []byte {
+	p := e.data[pg*uint64(e.ps) : (pg+1)*uint64(e.ps)]
+	n := 1
+	if pType(p) == pageOverflow {
+		n = pOvPages(p)
+	}
+	return bytes.Clone(e.data[pg*uint64(e.ps) : (pg+uint64(n))*uint64(e.ps)])
+}
+
+// importUnits imports the snapshot's pages as units gives them (nil: not
+// sent), in the given order, and finishes.
+func importUnits(t *testing.T, s *Snapshot, opt Options, copyMode bool, order []uint64, units func(pg uint64) []byte) (*Env, error) {
+	t.Helper()
+	im, err := NewImport(opt, s.Meta())
+	mustNoErr(t, err, "import")
+	im.cp.copy = copyMode
+	for _, pg := range order {
+		if u := units(pg); u != nil {
+			mustNoErr(t, im.PutPage(pg, u), fmt.Sprintf("PutPage %d", pg))
+		}
+	}
+	e, err := im.Finish()
+	if err != nil {
+		im.Abort()
+		return nil, err
+	}
+	t.Cleanup(func() { mustNoErr(t, e.Remove(), "remove import") })
+	return e, nil
+}
+
+// TestImportThroughTheKernel: pages written through process_vm_writev in
+// batches (or copied, where the kernel refuses) make the master's content,
+// whatever their order, with pages sent twice, whole or in their wire form,
+// and with a value run larger than a batch.
+func TestImportThroughTheKernel(t *testing.T) {
+	opt := Options{PoolSize: 16 << 20, LogSize: 4 << 20}
+	m := importMaster(t, opt)
+	s, err := m.PinSnapshot()
+	mustNoErr(t, err, "pin")
+	defer s.Release()
+	list := s.PageList()
+	rng := rand.New(rand.NewPCG(5, 6))
+	shuffled := append([]uint64(nil), list...)
+	rng.Shuffle(len(shuffled), func(i, j int) { shuffled[i], shuffled[j] = shuffled[j], shuffled[i] })
+	withDups := append(append([]uint64(nil), list...), list[len(list)/3], list[len(list)/2], list[0])
+	wire := func(pg uint64) []byte {
+		b, err := s.ReadPage(pg, nil)
+		mustNoErr(t, err, "read page")
+		return b
+	}
+	whole := func(pg uint64) []byte { return rawUnit(m, pg) }
+	for _, copyMode := range []bool{false, true} {
+		for name, order := range map[string][]uint64{"ascending": list, "shuffled": shuffled, "with pages twice": withDups} {
+			for form, units := range map[string]func(uint64) []byte{"wire": wire, "whole": whole} {
+				t.Run(fmt.Sprintf("copy=%v/%s/%s", copyMode, name, form), func(t *testing.T) {
+					e, err := importUnits(t, s, opt, copyMode, order, units)
+					mustNoErr(t, err, "finish")
+					if e.ContentHash() != m.ContentHash() {
+						t.Fatal("imported content differs from the master's")
+					}
+					mustNoErr(t, e.Check(), "check")
+				})
+			}
+		}
+	}
+}
+
+// TestImportFinishChecksSketches: Finish checks the imported trees from
+// what PutPage recorded of each page, and finds what the pages themselves
+// pass but the trees do not: a run whose value length is not the one its
+// leaf gives, a page two branches lead to, an overflow run where a tree
+// page belongs, a run never sent.
+func TestImportFinishChecksSketches(t *testing.T) {
+	opt := Options{PoolSize: 16 << 20, LogSize: 4 << 20}
+	m := importMaster(t, opt)
+	s, err := m.PinSnapshot()
+	mustNoErr(t, err, "pin")
+	defer s.Release()
+	var branch, run uint64
+	for _, pg := range s.PageList() {
+		switch p := m.data[pg*uint64(m.ps):]; {
+		case pType(p) == pageBranch && pCount(p) >= 2 && branch == 0:
+			branch = pg
+		case pType(p) == pageOverflow && pOvPages(p) < 4 && run == 0:
+			run = pg
+		}
+	}
+	if branch == 0 || run == 0 {
+		t.Fatalf("the master has no branch page with two children (%d) or short value run (%d)", branch, run)
+	}
+	for _, tc := range []struct {
+		name, want string
+		mutate     func(pg uint64, u []byte) []byte
+	}{
+		{"value length", "bad overflow run", func(pg uint64, u []byte) []byte {
+			if pg == run {
+				u[4]-- // pUpper: one byte shorter than the leaf says
+			}
+			return u
+		}},
+		{"page reached twice", "referenced twice", func(pg uint64, u []byte) []byte {
+			if pg == branch {
+				c, _ := childAt(u, 0)
+				setChild(u, 1, c)
+			}
+			return u
+		}},
+		{"run as a tree page", "needs a branch or leaf", func(pg uint64, u []byte) []byte {
+			if pg == branch {
+				setChild(u, 1, run)
+			}
+			return u
+		}},
+		{"run never sent", "missing", func(pg uint64, u []byte) []byte {
+			if pg == run {
+				return nil
+			}
+			return u
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := importUnits(t, s, opt, false, s.PageList(), func(pg uint64) []byte { return tc.mutate(pg, rawUnit(m, pg)) })
+			if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Finish: %v; want ErrCorrupt saying %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestImportBadWirePageLeavesBatch: a wire page that fails its checks
+// after it was expanded into the batch is taken out again; the pages
+// around it arrive intact.
+func TestImportBadWirePageLeavesBatch(t *testing.T) {
+	opt := Options{PoolSize: 16 << 20, LogSize: 4 << 20}
+	m := importMaster(t, opt)
+	s, err := m.PinSnapshot()
+	mustNoErr(t, err, "pin")
+	defer s.Release()
+	im, err := NewImport(opt, s.Meta())
+	mustNoErr(t, err, "import")
+	defer im.Abort()
+	rejected := 0
+	for _, pg := range s.PageList() {
+		b, err := s.ReadPage(pg, nil)
+		mustNoErr(t, err, "read page")
+		if len(b)%m.ps != 0 && rejected == 0 && pType(b) == pageLeaf {
+			bad := bytes.Clone(b)
+			bad[pageHeaderSize] ^= 0xff // the first slot points elsewhere
+			if err := im.PutPage(pg, bad); err == nil {
+				t.Fatalf("page %d with a damaged slot accepted", pg)
+			}
+			rejected++
+		}
+		mustNoErr(t, im.PutPage(pg, b), "PutPage")
+	}
+	if rejected == 0 {
+		t.Fatal("no leaf travelled in its wire form")
+	}
+	e, err := im.Finish()
+	mustNoErr(t, err, "finish")
+	defer func() { mustNoErr(t, e.Remove(), "remove import") }()
+	if e.ContentHash() != m.ContentHash() {
+		t.Fatal("imported content differs from the master's")
+	}
+}
