@@ -104,37 +104,47 @@ func (c *pageCopier) write(pgno uint64, p []byte) error {
 }
 
 // pageSketch is what Import.Finish needs of a stored page to check the
-// trees without reading the page again: its type and the pages it refers
-// to (a branch: its children; a leaf: its values' overflow runs, with
-// their lengths; an overflow run: the value length its header gives).
+// trees without reading the page again: its type, the pages it refers to
+// (a branch: its children; a leaf: its values' overflow runs, whose value
+// lengths go with them), as refs[off:off+n] of the import's sketchRefs, and
+// for an overflow run the value length its header gives. 16 bytes a page,
+// the references in one shared slice: a pool of a million pages sketches
+// in tens of MB, without an allocation per page.
 type pageSketch struct {
-	typ   uint8
-	vlen  int      // overflow run: value length in its header
-	refs  []uint64 // branch children, or leaf overflow runs
-	vlens []int    // leaf: the overflow values' lengths, by refs
+	typ    uint8
+	vlen   uint32 // overflow run: value length in its header
+	off, n uint32 // the page's references in sketchRefs
+}
+
+// sketchRefs holds the references of every sketched page, and for a leaf's
+// overflow runs the value length the leaf gives.
+type sketchRefs struct {
+	pages []uint64
+	vlens []uint32 // by pages; 0 for a branch's children
 }
 
 // sketch records page p (checked by validatePage) as stored at pgno.
 func (im *Import) sketch(pgno uint64, p []byte) {
-	s := pageSketch{typ: pType(p)}
+	s := pageSketch{typ: pType(p), off: uint32(len(im.refs.pages))}
 	switch s.typ {
 	case pageOverflow:
-		s.vlen = pUpper(p)
+		s.vlen = uint32(pUpper(p))
 	case pageBranch:
-		s.refs = make([]uint64, 0, pCount(p))
 		for i := range pCount(p) {
 			raw, _ := entryAt(p, i)
-			s.refs = append(s.refs, binary.LittleEndian.Uint64(raw[2:]))
+			im.refs.pages = append(im.refs.pages, binary.LittleEndian.Uint64(raw[2:]))
+			im.refs.vlens = append(im.refs.vlens, 0)
 		}
 	case pageLeaf:
 		for i := range pCount(p) {
 			raw, _ := entryAt(p, i)
 			if _, _, ovpg, vlen, ovfl := leafValue(raw); ovfl {
-				s.refs = append(s.refs, ovpg)
-				s.vlens = append(s.vlens, vlen)
+				im.refs.pages = append(im.refs.pages, ovpg)
+				im.refs.vlens = append(im.refs.vlens, uint32(vlen))
 			}
 		}
 	}
+	s.n = uint32(len(im.refs.pages)) - s.off
 	im.pages[pgno] = s
 }
 
@@ -161,15 +171,16 @@ func (im *Import) walkSketch(pgno uint64, depth int, seen map[uint64]struct{}, f
 	if err := fn(pgno, 1); err != nil {
 		return err
 	}
+	refs := im.refs.pages[s.off : s.off+s.n]
 	if s.typ == pageBranch {
-		for _, c := range s.refs {
+		for _, c := range refs {
 			if err := im.walkSketch(c, depth+1, seen, fn); err != nil {
 				return err
 			}
 		}
 		return nil
 	}
-	for i, ovpg := range s.refs {
+	for i, ovpg := range refs {
 		if _, dup := seen[ovpg]; dup {
 			return corrupt(ovpg, "overflow run referenced twice")
 		}
@@ -178,9 +189,9 @@ func (im *Import) walkSketch(pgno uint64, depth int, seen map[uint64]struct{}, f
 		if !ok {
 			return fmt.Errorf("inmem: import: overflow run %d reachable from the snapshot is missing: %w", ovpg, ErrCorrupt)
 		}
-		vlen := s.vlens[i]
-		n := overflowPages(vlen, int(im.e.ps))
-		if run.typ != pageOverflow || run.vlen != vlen || vlen > n*im.e.ps-pageHeaderSize {
+		vlen := int(im.refs.vlens[int(s.off)+i])
+		n := overflowPages(vlen, im.e.ps)
+		if run.typ != pageOverflow || int(run.vlen) != vlen {
 			return corrupt(ovpg, fmt.Sprintf("bad overflow run (type %d, value %d/%d bytes)", run.typ, run.vlen, vlen))
 		}
 		if err := fn(ovpg, n); err != nil {

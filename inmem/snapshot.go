@@ -318,6 +318,7 @@ type Import struct {
 	// of each to check the trees without reading them (pageCopier).
 	cp    *pageCopier
 	pages map[uint64]pageSketch
+	refs  sketchRefs
 }
 
 // NewImport creates the importing environment's region (opt as for Create, with
