@@ -89,8 +89,8 @@ func TestSuiteSmoke(t *testing.T) {
 			}
 		}
 	}
-	if len(back.Targets) != 9 {
-		t.Errorf("%d targets, want 9", len(back.Targets))
+	if len(back.Targets) != 10 {
+		t.Errorf("%d targets, want 10", len(back.Targets))
 	}
 	for _, tg := range back.Targets {
 		if tg.Reason == "" && tg.Unit == "" {

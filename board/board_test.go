@@ -263,7 +263,12 @@ func TestInternalInit(t *testing.T) {
 		return b.Stat().Init.Count > 0 && get(b, "fill", "k004999") != nil
 	})
 	st := b.Stat()
-	t.Logf("internal init: %d pages in %v (%.0f pages/s)", st.Init.PagesTotal, st.Init.LastDuration, st.Init.PagesPerSec)
+	t.Logf("internal init: %d pages in %v (%.0f pages/s), %d frames / %d bytes received", st.Init.PagesTotal, st.Init.LastDuration, st.Init.PagesPerSec,
+		st.Counters.FramesRecv, st.Counters.BytesRecv)
+	// The pages came over the transport: its receive counters say so.
+	if st.Counters.FramesRecv == 0 || st.Counters.BytesRecv < st.Counters.FramesRecv {
+		t.Fatalf("transport receive counters after an init: %d frames, %d bytes", st.Counters.FramesRecv, st.Counters.BytesRecv)
+	}
 	put(t, m, "fill", "after-init", "1")
 	eventually(t, "a write after init", 5*time.Second, func() bool { return get(b, "fill", "after-init") != nil })
 	var n int

@@ -161,7 +161,13 @@ type Counters struct {
 	MsgsRecv      uint64 `json:"msgs_recv"`
 	SendErrors    uint64 `json:"send_errors"`
 	FramesDropped uint64 `json:"frames_dropped"` // bad or foreign frames dropped by the transport
-	MsgsDropped   uint64 `json:"msgs_dropped"`   // messages the replication layer dropped (stale, duplicate, malformed, ...)
+	// FramesRecv and BytesRecv count what the transport received, frames
+	// and their bytes on the wire, before any check: the backplane load of
+	// this board (an internal init's pages travel compressed and without
+	// their free space, so fewer bytes than the pages they restore).
+	FramesRecv  uint64 `json:"frames_recv"`
+	BytesRecv   uint64 `json:"bytes_recv"`
+	MsgsDropped uint64 `json:"msgs_dropped"` // messages the replication layer dropped (stale, duplicate, malformed, ...)
 	// PaceSwaps: as master, times a paced replica's acks released the
 	// commits several times in a row (the replica waited for did not
 	// answer) and the master waited for it instead.
@@ -228,6 +234,7 @@ func (b *Board) Stat() Stat {
 	st.Counters.KeepAlives = b.ctr.keepAlives.Load()
 	ts := b.tr.Stats()
 	st.Counters.FramesDropped = ts.Dropped()
+	st.Counters.FramesRecv, st.Counters.BytesRecv = ts.FramesIn, ts.BytesIn
 	st.Counters.Drops = make(map[string]uint64, len(ts.Drops)+3)
 	for r, n := range ts.Drops {
 		st.Counters.Drops[backplane.DropReason(r).String()] = n
