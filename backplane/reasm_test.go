@@ -25,7 +25,12 @@ func newRxHarness(t *testing.T, rc ReassemblyConfig) *rxHarness {
 func frames(t *testing.T, from uint16, payload []byte, compress int) [][]byte {
 	t.Helper()
 	var c counters
-	tx := newTxCore(42, from, 100, compress, &c)
+	return framesOf(t, newTxCore(42, from, 100, compress, &c), payload)
+}
+
+// framesOf encodes the next message of tx as whole frames.
+func framesOf(t *testing.T, tx *txCore, payload []byte) [][]byte {
+	t.Helper()
 	fr, err := tx.build(AllSites, 9, payload)
 	if err != nil {
 		t.Fatal(err)
@@ -308,17 +313,7 @@ func TestReassemblySameSourceInterleaved(t *testing.T) {
 	h := newRxHarness(t, ReassemblyConfig{})
 	var txc counters
 	tx := newTxCore(42, 2, 100, -1, &txc)
-	build := func(p []byte) [][]byte {
-		fr, err := tx.build(AllSites, 9, p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var out [][]byte
-		for _, f := range fr {
-			out = append(out, append(bytes.Clone(f.hdr), f.data...))
-		}
-		return out
-	}
+	build := func(p []byte) [][]byte { return framesOf(t, tx, p) }
 	a, b, small, c, d := pattern(450, 1), pattern(330, 2), pattern(40, 3), pattern(250, 4), pattern(260, 5)
 	fa, fb, fs, fc, fd := build(a), build(b), build(small), build(c), build(d)
 	if len(fa) < 3 || len(fb) < 3 || len(fs) != 1 {

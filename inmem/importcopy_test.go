@@ -11,9 +11,11 @@ import (
 
 // importMaster fills an environment with a tree deep enough for branch
 // pages, values in overflow runs of a few pages, and one run larger than
-// an import batch (written by the kernel on its own).
-func importMaster(t *testing.T, opt Options) *Env {
+// an import batch (written by the kernel on its own), and pins a snapshot
+// of it (released when the test ends).
+func importMaster(t *testing.T) (Options, *Env, *Snapshot) {
 	t.Helper()
+	opt := Options{PoolSize: 16 << 20, LogSize: 4 << 20}
 	m := newTestEnv(t, opt)
 	rng := rand.New(rand.NewPCG(3, 4))
 	for batch := 0; batch < 6; batch++ {
@@ -49,7 +51,10 @@ func importMaster(t *testing.T, opt Options) *Env {
 		return db.Put([]byte("huge"), huge)
 	})
 	mustNoErr(t, err, "huge value")
-	return m
+	s, err := m.PinSnapshot()
+	mustNoErr(t, err, "pin")
+	t.Cleanup(func() { s.Release() })
+	return opt, m, s
 }
 
 // rawUnit returns a copy of the page (or whole overflow run) at pg of e.
@@ -88,11 +93,7 @@ func importUnits(t *testing.T, s *Snapshot, opt Options, copyMode bool, order []
 // whatever their order, with pages sent twice, whole or in their wire form,
 // and with a value run larger than a batch.
 func TestImportThroughTheKernel(t *testing.T) {
-	opt := Options{PoolSize: 16 << 20, LogSize: 4 << 20}
-	m := importMaster(t, opt)
-	s, err := m.PinSnapshot()
-	mustNoErr(t, err, "pin")
-	defer s.Release()
+	opt, m, s := importMaster(t)
 	list := s.PageList()
 	rng := rand.New(rand.NewPCG(5, 6))
 	shuffled := append([]uint64(nil), list...)
@@ -126,11 +127,7 @@ func TestImportThroughTheKernel(t *testing.T) {
 // leaf gives, a page two branches lead to, an overflow run where a tree
 // page belongs, a run never sent.
 func TestImportFinishChecksSketches(t *testing.T) {
-	opt := Options{PoolSize: 16 << 20, LogSize: 4 << 20}
-	m := importMaster(t, opt)
-	s, err := m.PinSnapshot()
-	mustNoErr(t, err, "pin")
-	defer s.Release()
+	opt, m, s := importMaster(t)
 	var branch, run uint64
 	for _, pg := range s.PageList() {
 		switch p := m.data[pg*uint64(m.ps):]; {
@@ -186,11 +183,7 @@ func TestImportFinishChecksSketches(t *testing.T) {
 // after it was expanded into the batch is taken out again; the pages
 // around it arrive intact.
 func TestImportBadWirePageLeavesBatch(t *testing.T) {
-	opt := Options{PoolSize: 16 << 20, LogSize: 4 << 20}
-	m := importMaster(t, opt)
-	s, err := m.PinSnapshot()
-	mustNoErr(t, err, "pin")
-	defer s.Release()
+	opt, m, s := importMaster(t)
 	im, err := NewImport(opt, s.Meta())
 	mustNoErr(t, err, "import")
 	defer im.Abort()
