@@ -179,6 +179,7 @@ func TestWriteFuzzCorpus(t *testing.T) {
 		"FuzzDecodePage": samplePages(t),
 		"FuzzDecodeMeta": {mb},
 		"FuzzWirePage":   wireSeeds(t),
+		"FuzzImportTree": newFuzzImport(t).seeds(),
 		"FuzzRedoBody": {
 			appendRedoBody(nil, 3, []byte("key"), []byte("value")),
 			appendCommitBody(nil, 4, 0xdeadbeef),

@@ -2,6 +2,7 @@ package inmem
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -210,4 +211,107 @@ func TestImportBadWirePageLeavesBatch(t *testing.T) {
 	if e.ContentHash() != m.ContentHash() {
 		t.Fatal("imported content differs from the master's")
 	}
+}
+
+// fuzzImport is a small snapshot for FuzzImportTree: 1 KiB pages, a tree
+// with branch pages and a few value runs; its pages as the master sends
+// them (wire form where shorter).
+type fuzzImport struct {
+	opt   Options
+	s     *Snapshot
+	list  []uint64
+	units map[uint64][]byte
+}
+
+func newFuzzImport(tb testing.TB) *fuzzImport {
+	tb.Helper()
+	opt := Options{PageSize: fuzzPS, PoolSize: 1 << 20, LogSize: 256 << 10}
+	m := newTestEnv(tb, opt)
+	_, err := m.Update(func(tx *Tx) error {
+		db, err := tx.CreateDBIfNotExists("fib")
+		if err != nil {
+			return err
+		}
+		for i := 0; i < 120; i++ {
+			if err := db.Put(fmt.Appendf(nil, "10.%d.0/24", i), fmt.Appendf(nil, "via %d", i)); err != nil {
+				return err
+			}
+		}
+		for i := 0; i < 3; i++ {
+			if err := db.Put(fmt.Appendf(nil, "big-%d", i), bytes.Repeat([]byte{byte(i + 1)}, 2*fuzzPS+100*i)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	mustNoErr(tb, err, "fill")
+	s, err := m.PinSnapshot()
+	mustNoErr(tb, err, "pin")
+	tb.Cleanup(func() { s.Release() })
+	fi := &fuzzImport{opt: opt, s: s, list: s.PageList(), units: map[uint64][]byte{}}
+	for _, pg := range fi.list {
+		u, err := s.ReadPage(pg, nil)
+		mustNoErr(tb, err, "read page")
+		fi.units[pg] = u
+	}
+	return fi
+}
+
+// seeds are inputs of FuzzImportTree: each page of the snapshot in turn as
+// sent, a branch whose first two children are the same page, and a page
+// cut short.
+func (fi *fuzzImport) seeds() [][]byte {
+	input := func(i int, unit []byte) []byte {
+		return append(binary.LittleEndian.AppendUint16(nil, uint16(i)), unit...)
+	}
+	var out [][]byte
+	for i, pg := range fi.list {
+		u := fi.units[pg]
+		out = append(out, input(i, u), input(i, u[:len(u)/2]))
+		if len(u) == fuzzPS && pType(u) == pageBranch && pCount(u) >= 2 {
+			twice := bytes.Clone(u)
+			c, _ := childAt(twice, 0)
+			setChild(twice, 1, c)
+			out = append(out, input(i, twice))
+		}
+	}
+	return out
+}
+
+// FuzzImportTree: a snapshot whose one page is replaced by arbitrary bytes
+// (the first two bytes of the input pick which) never panics the import:
+// PutPage refuses the page or Finish refuses the tree, with ErrCorrupt or
+// ErrLayout, or the import finishes.
+func FuzzImportTree(f *testing.F) {
+	fi := newFuzzImport(f)
+	for _, s := range fi.seeds() {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		if len(in) < 2 {
+			return
+		}
+		victim := fi.list[int(binary.LittleEndian.Uint16(in))%len(fi.list)]
+		im, err := NewImport(fi.opt, fi.s.Meta())
+		mustNoErr(t, err, "import")
+		defer im.Abort()
+		refused := func(err error) bool { return errors.Is(err, ErrCorrupt) || errors.Is(err, ErrLayout) }
+		for _, pg := range fi.list {
+			u := fi.units[pg]
+			if pg == victim {
+				u = in[2:]
+			}
+			if err := im.PutPage(pg, u); err != nil && !refused(err) {
+				t.Fatalf("PutPage %d: %v, want ErrCorrupt or ErrLayout", pg, err)
+			}
+		}
+		e, err := im.Finish()
+		if err != nil {
+			if !refused(err) {
+				t.Fatalf("Finish: %v, want ErrCorrupt or ErrLayout", err)
+			}
+			return
+		}
+		mustNoErr(t, e.Remove(), "remove import")
+	})
 }
