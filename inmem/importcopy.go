@@ -46,8 +46,8 @@ func newPageCopier(data []byte, ps int) *pageCopier {
 
 // slot returns the n*ps bytes at the end of the batch where pages
 // [pgno, pgno+n) go, flushing the batch first when they do not follow it
-// or do not fit; nil if the run is larger than a batch (write it with
-// writeNow).
+// or do not fit; nil if the run is larger than a batch (the caller writes
+// it on its own, after the batch slot flushed).
 func (c *pageCopier) slot(pgno uint64, n int) ([]byte, error) {
 	size := n * int(c.ps)
 	if size > cap(c.buf) {

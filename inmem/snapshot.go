@@ -410,24 +410,26 @@ func (im *Import) putWirePage(pgno uint64, data []byte) error {
 	}
 	inBatch := p != nil
 	if !inBatch {
-		p = make([]byte, n*e.ps) // a value run larger than a batch: rare
+		// A value run larger than a batch (rare): expanded in place, its
+		// first touch paid here, rather than in a buffer as large as a
+		// header may claim.
+		off := pgno * uint64(e.ps)
+		p = e.data[off : off+uint64(n*e.ps)]
 	}
-	if err := expandWirePage(p, data); err != nil {
+	undo := func() {
 		if inBatch {
 			im.cp.drop(n)
+		} else {
+			clear(p)
 		}
+	}
+	if err := expandWirePage(p, data); err != nil {
+		undo()
 		return fmt.Errorf("inmem: import page %d: %w: %w", pgno, ErrCorrupt, err)
 	}
 	if err := validatePage(p, pgno, e.ps); err != nil {
-		if inBatch {
-			im.cp.drop(n)
-		}
+		undo()
 		return fmt.Errorf("inmem: import: %w: %w", ErrCorrupt, err)
-	}
-	if !inBatch {
-		if err := im.cp.write(pgno, p); err != nil {
-			return err
-		}
 	}
 	im.sketch(pgno, p)
 	im.have[pgno] = n
