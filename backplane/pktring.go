@@ -26,7 +26,10 @@ type pktRing struct {
 	perBlock  int
 	blockSize int
 	frames    int
-	head      int // next slot the kernel fills, in the order it fills them
+	// head is the next slot the kernel fills, in the order it fills them.
+	// Only grab moves it (one receiver at a time: recvMu); ready reads it
+	// from other goroutines (Pending), hence atomic.
+	head atomic.Int64
 }
 
 // ringHeaderRoom is where the kernel puts a frame's MAC header in its slot
@@ -98,13 +101,14 @@ func (r *pktRing) grab(hdrs []unix.Mmsghdr) (int, error) {
 	if r.mem == nil {
 		return 0, unix.EBADF
 	}
-	k := 0
+	k, head := 0, int(r.head.Load())
+	defer func() { r.head.Store(int64(head)) }()
 	for ; k < len(hdrs); k++ {
-		h := r.slot(r.head)
+		h := r.slot(head)
 		if atomic.LoadUint32(&h.Status)&unix.TP_STATUS_USER == 0 {
 			break
 		}
-		base := r.offset(r.head)
+		base := r.offset(head)
 		off, n, full := int(h.Mac), int(h.Snaplen), int(h.Len)
 		if off < int(unsafe.Sizeof(*h)) || off+n > r.frameSize {
 			// Not a layout the kernel writes: taken as a damaged frame.
@@ -119,8 +123,8 @@ func (r *pktRing) grab(hdrs []unix.Mmsghdr) (int, error) {
 		}
 		// The copy is done: the slot is the kernel's again.
 		atomic.StoreUint32(&h.Status, unix.TP_STATUS_KERNEL)
-		if r.head++; r.head == r.frames {
-			r.head = 0
+		if head++; head == r.frames {
+			head = 0
 		}
 	}
 	if k == 0 {
@@ -133,7 +137,7 @@ func (r *pktRing) grab(hdrs []unix.Mmsghdr) (int, error) {
 func (r *pktRing) ready() bool {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	return r.mem != nil && atomic.LoadUint32(&r.slot(r.head).Status)&unix.TP_STATUS_USER != 0
+	return r.mem != nil && atomic.LoadUint32(&r.slot(int(r.head.Load())).Status)&unix.TP_STATUS_USER != 0
 }
 
 // close unmaps the ring; grab and ready find it gone.

@@ -90,8 +90,8 @@ func TestPktRingGrab(t *testing.T) {
 			t.Fatalf("frame %d: %q truncated %v, want %q truncated %v", i, got, trunc, w.data, w.trunc)
 		}
 	}
-	if r.head != 2 {
-		t.Fatalf("head %d after seven frames on five slots, want 2", r.head)
+	if r.head.Load() != 2 {
+		t.Fatalf("head %d after seven frames on five slots, want 2", r.head.Load())
 	}
 
 	// What close leaves (it unmaps, which ordinary memory must not be).
@@ -120,8 +120,8 @@ func FuzzPktRingSlot(f *testing.F) {
 		if n := int(hdrs[0].Len); n > 64 || n > int(snap) {
 			t.Fatalf("%d bytes taken from a %d-byte capture into a 64-byte buffer", n, snap)
 		}
-		if r.slot(0).Status != unix.TP_STATUS_KERNEL || r.head != 1 {
-			t.Fatalf("slot not handed back (status %#x, head %d)", r.slot(0).Status, r.head)
+		if r.slot(0).Status != unix.TP_STATUS_KERNEL || r.head.Load() != 1 {
+			t.Fatalf("slot not handed back (status %#x, head %d)", r.slot(0).Status, r.head.Load())
 		}
 	})
 }

@@ -417,8 +417,11 @@ func (c *cluster) round(ctx context.Context, sig syscall.Signal) (time.Duration,
 		// (256 MiB mapped), which is not the group's failover: writes
 		// count from killMargin after the signal; the reap is timed on
 		// the side.
+		// The channel is taken now: the restart below gives the proc a
+		// new one.
+		exited := victim.exited
 		go func() {
-			<-victim.exited
+			<-exited
 			d := time.Since(t0)
 			c.mu.Lock()
 			c.reaps = append(c.reaps, d)
