@@ -199,6 +199,12 @@ func TestImportBadWirePageLeavesBatch(t *testing.T) {
 				t.Fatalf("page %d with a damaged slot accepted", pg)
 			}
 			rejected++
+			// Taken out of the batch: written out now, the batch leaves
+			// the page as the fresh region had it.
+			mustNoErr(t, im.cp.flush(), "flush")
+			if p := im.e.data[pg*uint64(m.ps) : (pg+1)*uint64(m.ps)]; !bytes.Equal(p, make([]byte, m.ps)) {
+				t.Fatalf("the rejected page %d reached the region", pg)
+			}
 		}
 		mustNoErr(t, im.PutPage(pg, b), "PutPage")
 	}
