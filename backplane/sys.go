@@ -191,7 +191,7 @@ func (t *fdTransport) pass(msgs []Message) (n int, drained bool, err error) {
 		if t.blocking {
 			k, err = t.np.recv(hdrs, t.nextExpire)
 		} else {
-			k, err = t.recvNow(fd, hdrs)
+			k, err = takeFrames(t.pr, fd, hdrs)
 		}
 		if t.blocking && t.closed.Load() {
 			return 0, false, fmt.Errorf("recv on %s: %w", t.what, ErrClosed)
@@ -224,11 +224,6 @@ func (t *fdTransport) pass(msgs []Message) (n int, drained bool, err error) {
 	}
 	t.nextExpire = t.rx.reasm.expire(now)
 	return n, drained, nil
-}
-
-// recvNow takes the frames waiting on fd without waiting (takeFrames).
-func (t *fdTransport) recvNow(fd int, hdrs []unix.Mmsghdr) (int, error) {
-	return takeFrames(t.pr, fd, hdrs)
 }
 
 // takeFrames takes the frames waiting on fd without waiting: from its
@@ -317,7 +312,7 @@ func (t *fdTransport) serve(msgs []Message, handle func([]Message) bool) error {
 				hdrs[i].Len = 0
 				hdrs[i].Hdr.Flags = 0
 			}
-			k, err := t.recvNow(int(fd), hdrs)
+			k, err := takeFrames(t.pr, int(fd), hdrs)
 			if err != nil {
 				t.recvMu.Unlock()
 				switch {

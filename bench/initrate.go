@@ -156,7 +156,8 @@ func (s *suite) runInit(ctx context.Context) Section {
 		sec.missing("internal init", fmt.Sprintf("the joining board was not ready within %v: %v (init stat %+v)", joinLimit, err, r.Stat().Init))
 		return sec
 	}
-	in := r.Stat().Init
+	rst := r.Stat()
+	in := rst.Init
 	span := done.Sub(started)
 	if span <= 0 {
 		span = in.LastDuration
@@ -173,24 +174,27 @@ func (s *suite) runInit(ctx context.Context) Section {
 		v["of_bare_stream"] = rate / s.bare.mbPerSec
 		ratio = fmt.Sprintf("%.0f%%", 100*rate/s.bare.mbPerSec)
 	}
+	// The rate counts whole pages restored; on the wire a page travels
+	// without its free space or its value's tail, lz4'd where that helps,
+	// so the link carried less than that (the joining board's receive
+	// counters, from its start: the init plus the log and heartbeats
+	// around it).
+	wire := float64(rst.Counters.BytesRecv)
+	if wire > 0 {
+		v["wire_bytes"] = wire
+		if s.bare != nil && s.bare.mbPerSec > 0 {
+			v["wire_of_bare_stream"] = wire / 1e6 / span.Seconds() / s.bare.mbPerSec
+		}
+	}
 	sec.add("internal init", v, fmt.Sprintf("%.1f MB (%d pages)", copied/1e6, in.PagesDone), ms(span), fmt.Sprintf("%.1f", rate), ratio)
 	sec.add("join (Start until ready)", map[string]float64{"seconds": join.Seconds(), "mb_per_s": copied / 1e6 / join.Seconds()},
 		"", ms(join), fmt.Sprintf("%.1f", copied/1e6/join.Seconds()), "-")
 	if s.bare != nil {
 		sec.note("bare stream of this run: %.1f MB/s (%.0f frames/s of %d B, %s)", s.bare.mbPerSec, s.bare.frameRate, s.bare.streamSize, s.bare.streamVia)
 	}
-	// The rate counts whole pages restored; on the wire a page travels
-	// without its free space or its value's tail, lz4'd where that helps,
-	// so the link carried less than that (the joining board's receive
-	// counters, from its start: the init plus the log and heartbeats
-	// around it).
-	if wire := r.Stat().Counters.BytesRecv; wire > 0 {
-		v["wire_bytes"] = float64(wire)
-		if s.bare != nil && s.bare.mbPerSec > 0 {
-			v["wire_of_bare_stream"] = float64(wire) / 1e6 / span.Seconds() / s.bare.mbPerSec
-		}
+	if wire > 0 {
 		sec.note("on the wire the joining board received %.1f MB from its start until ready (%.0f%% of the pages it restored): %.1f MB/s over the init's span",
-			float64(wire)/1e6, 100*float64(wire)/copied, float64(wire)/1e6/span.Seconds())
+			wire/1e6, 100*wire/copied, wire/1e6/span.Seconds())
 	}
 	return sec
 }

@@ -279,11 +279,13 @@ func (tx *Tx) walkTree(pgno uint64, depth int, catalog, validate bool, seen map[
 				return corrupt(pgno, fmt.Sprintf("catalog entry %q malformed", k))
 			}
 			_ = id
-			walk := func() error { return tx.walkTree(root, 0, false, validate, seen, fn) }
+			var err error
 			if tx.importWalk != nil {
-				walk = func() error { return tx.importWalk(root, 0, seen, fn) }
+				err = tx.importWalk(root, 0, seen, fn)
+			} else {
+				err = tx.walkTree(root, 0, false, validate, seen, fn)
 			}
-			if err := walk(); err != nil {
+			if err != nil {
 				return err
 			}
 			continue
