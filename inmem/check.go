@@ -9,8 +9,8 @@ import (
 // separator keys bounding their subtrees, no page reachable twice, catalog entries
 // well formed (the bbolt Tx.Check idea). Use it in tests and after suspicious faults.
 func (tx *Tx) Check() error {
-	seen := make(map[uint64]struct{})
-	return tx.checkTree(tx.meta.root, 0, nil, nil, true, seen)
+	seen := newPageBits(tx.npages)
+	return tx.checkTree(tx.meta.root, 0, nil, nil, true, &seen)
 }
 
 // Check runs Tx.Check on the current snapshot.
@@ -18,14 +18,13 @@ func (e *Env) Check() error {
 	return e.View(func(tx *Tx) error { return tx.Check() })
 }
 
-func (tx *Tx) checkTree(pgno uint64, depth int, lo, hi []byte, catalog bool, seen map[uint64]struct{}) error {
+func (tx *Tx) checkTree(pgno uint64, depth int, lo, hi []byte, catalog bool, seen *pageBits) error {
 	if depth >= maxDepth {
 		return corrupt(pgno, "tree deeper than the depth limit")
 	}
-	if _, dup := seen[pgno]; dup {
+	if !seen.add(pgno) {
 		return corrupt(pgno, "page reachable twice")
 	}
-	seen[pgno] = struct{}{}
 	p, err := tx.page(pgno)
 	if err != nil {
 		return err
@@ -56,10 +55,9 @@ func (tx *Tx) checkTree(pgno uint64, depth int, lo, hi []byte, catalog bool, see
 		}
 		_, v, ovpg, vlen, ovfl := leafValue(raw)
 		if ovfl {
-			if _, dup := seen[ovpg]; dup {
+			if !seen.add(ovpg) {
 				return corrupt(ovpg, "overflow run reachable twice")
 			}
-			seen[ovpg] = struct{}{}
 			if _, err := tx.overflow(ovpg, vlen); err != nil {
 				return err
 			}

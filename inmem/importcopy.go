@@ -104,14 +104,16 @@ func (c *pageCopier) write(pgno uint64, p []byte) error {
 }
 
 // pageSketch is what Import.Finish needs of a stored page to check the
-// trees without reading the page again: its type, the pages it refers to
+// trees without reading the page again: its type, how many pages it spans
+// (1, or an overflow run's length; 0: not stored), the pages it refers to
 // (a branch: its children; a leaf: its values' overflow runs, whose value
 // lengths go with them), as refs[off:off+n] of the import's sketchRefs, and
-// for an overflow run the value length its header gives. 16 bytes a page,
+// for an overflow run the value length its header gives. 20 bytes a page,
 // the references in one shared slice: a pool of a million pages sketches
 // in tens of MB, without an allocation per page.
 type pageSketch struct {
 	typ    uint8
+	run    uint32 // pages stored at this page number; 0: none
 	vlen   uint32 // overflow run: value length in its header
 	off, n uint32 // the page's references in sketchRefs
 }
@@ -123,9 +125,10 @@ type sketchRefs struct {
 	vlens []uint32 // by pages; 0 for a branch's children
 }
 
-// sketch records page p (checked by validatePage) as stored at pgno.
-func (im *Import) sketch(pgno uint64, p []byte) {
-	s := pageSketch{typ: pType(p), off: uint32(len(im.refs.pages))}
+// sketch records page p (checked by validatePage), a run of n pages, as
+// stored at pgno.
+func (im *Import) sketch(pgno uint64, p []byte, n int) {
+	s := pageSketch{typ: pType(p), run: uint32(n), off: uint32(len(im.refs.pages))}
 	switch s.typ {
 	case pageOverflow:
 		s.vlen = uint32(pUpper(p))
@@ -145,7 +148,13 @@ func (im *Import) sketch(pgno uint64, p []byte) {
 		}
 	}
 	s.n = uint32(len(im.refs.pages)) - s.off
-	im.pages[pgno] = s
+	im.pages.put(pgno, s)
+}
+
+// run returns how many pages were stored at pgno (0: none).
+func (im *Import) run(pgno uint64) int {
+	s, _ := im.pages.get(pgno)
+	return int(s.run)
 }
 
 // walkSketch checks the tree of a database rooted at pgno as walkTree
@@ -153,15 +162,14 @@ func (im *Import) sketch(pgno uint64, p []byte) {
 // the right type, no deeper than maxDepth, each overflow run as long as
 // the leaf that refers to it says. fn gets every page and run, as from
 // walkTree.
-func (im *Import) walkSketch(pgno uint64, depth int, seen map[uint64]struct{}, fn func(uint64, int) error) error {
+func (im *Import) walkSketch(pgno uint64, depth int, seen *pageBits, fn func(uint64, int) error) error {
 	if depth >= maxDepth {
 		return corrupt(pgno, "tree deeper than the depth limit (cycle)")
 	}
-	if _, dup := seen[pgno]; dup {
+	if !seen.add(pgno) {
 		return corrupt(pgno, "page referenced twice")
 	}
-	seen[pgno] = struct{}{}
-	s, ok := im.pages[pgno]
+	s, ok := im.pages.get(pgno)
 	if !ok {
 		return fmt.Errorf("inmem: import: page %d reachable from the snapshot is missing: %w", pgno, ErrCorrupt)
 	}
@@ -181,11 +189,10 @@ func (im *Import) walkSketch(pgno uint64, depth int, seen map[uint64]struct{}, f
 		return nil
 	}
 	for i, ovpg := range refs {
-		if _, dup := seen[ovpg]; dup {
+		if !seen.add(ovpg) {
 			return corrupt(ovpg, "overflow run referenced twice")
 		}
-		seen[ovpg] = struct{}{}
-		run, ok := im.pages[ovpg]
+		run, ok := im.pages.get(ovpg)
 		if !ok {
 			return fmt.Errorf("inmem: import: overflow run %d reachable from the snapshot is missing: %w", ovpg, ErrCorrupt)
 		}

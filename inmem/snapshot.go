@@ -232,22 +232,19 @@ func DecodeCheckpointBody(b []byte) (CheckpointInfo, error) {
 // walk calls fn for every page run reachable from m, each exactly once (a page
 // reached twice is corruption). With validate, every page is checked completely.
 func (tx *Tx) walk(m meta, validate bool, fn func(pgno uint64, n int) error) error {
-	seen := make(map[uint64]struct{})
-	return tx.walkTree(m.root, 0, true, validate, seen, fn)
+	seen := newPageBits(tx.npages)
+	return tx.walkTree(m.root, 0, true, validate, &seen, fn)
 }
 
-func (tx *Tx) walkTree(pgno uint64, depth int, catalog, validate bool, seen map[uint64]struct{}, fn func(uint64, int) error) error {
+func (tx *Tx) walkTree(pgno uint64, depth int, catalog, validate bool, seen *pageBits, fn func(uint64, int) error) error {
 	if depth >= maxDepth {
 		return corrupt(pgno, "tree deeper than the depth limit (cycle)")
 	}
-	if _, dup := seen[pgno]; dup {
+	if !seen.add(pgno) {
 		return corrupt(pgno, "page referenced twice")
 	}
-	seen[pgno] = struct{}{}
-	if tx.importHave != nil {
-		if _, ok := tx.importHave[pgno]; !ok {
-			return fmt.Errorf("inmem: import: page %d reachable from the snapshot is missing: %w", pgno, ErrCorrupt)
-		}
+	if tx.imported != nil && tx.imported.run(pgno) == 0 {
+		return fmt.Errorf("inmem: import: page %d reachable from the snapshot is missing: %w", pgno, ErrCorrupt)
 	}
 	p, err := tx.page(pgno)
 	if err != nil {
@@ -280,8 +277,8 @@ func (tx *Tx) walkTree(pgno uint64, depth int, catalog, validate bool, seen map[
 			}
 			_ = id
 			var err error
-			if tx.importWalk != nil {
-				err = tx.importWalk(root, 0, seen, fn)
+			if tx.imported != nil {
+				err = tx.imported.walkSketch(root, 0, seen, fn)
 			} else {
 				err = tx.walkTree(root, 0, false, validate, seen, fn)
 			}
@@ -291,11 +288,10 @@ func (tx *Tx) walkTree(pgno uint64, depth int, catalog, validate bool, seen map[
 			continue
 		}
 		if ovfl {
-			if _, dup := seen[ovpg]; dup {
+			if !seen.add(ovpg) {
 				return corrupt(ovpg, "overflow run referenced twice")
 			}
-			seen[ovpg] = struct{}{}
-			if _, ok := tx.importHave[ovpg]; tx.importHave != nil && !ok {
+			if tx.imported != nil && tx.imported.run(ovpg) == 0 {
 				return fmt.Errorf("inmem: import: overflow run %d reachable from the snapshot is missing: %w", ovpg, ErrCorrupt)
 			}
 			if _, err := tx.overflow(ovpg, vlen); err != nil {
@@ -313,13 +309,12 @@ func (tx *Tx) walkTree(pgno uint64, depth int, catalog, validate bool, seen map[
 type Import struct {
 	e    *Env
 	m    meta
-	have map[uint64]int
 	done bool
 	pf   *prefaulter // maps the fresh region ahead of PutPage; stopped by Finish and Abort
 	// cp writes the pages into the region; pages holds what Finish needs
 	// of each to check the trees without reading them (pageCopier).
 	cp    *pageCopier
-	pages map[uint64]pageSketch
+	pages sketchTable
 	refs  sketchRefs
 }
 
@@ -343,8 +338,8 @@ func NewImport(opt Options, metaBytes []byte) (*Import, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Import{e: e, m: m, have: make(map[uint64]int), pf: startPrefault(e.lo, e.npages, e.reg.Populate),
-		cp: newPageCopier(e.data, e.ps), pages: make(map[uint64]pageSketch)}, nil
+	return &Import{e: e, m: m, pf: startPrefault(e.lo, e.npages, e.reg.Populate),
+		cp: newPageCopier(e.data, e.ps), pages: newSketchTable(e.npages)}, nil
 }
 
 // ExpectRuns tells the import how many page runs the master will send (the
@@ -386,8 +381,7 @@ func (im *Import) PutPage(pgno uint64, data []byte) error {
 	} else if err := im.cp.write(pgno, data); err != nil {
 		return err
 	}
-	im.sketch(pgno, data)
-	im.have[pgno] = n
+	im.sketch(pgno, data, n)
 	im.pf.advance(pgno+uint64(n), uint64(n))
 	return nil
 }
@@ -433,8 +427,7 @@ func (im *Import) putWirePage(pgno uint64, data []byte) error {
 		undo()
 		return fmt.Errorf("inmem: import: %w: %w", ErrCorrupt, err)
 	}
-	im.sketch(pgno, p)
-	im.have[pgno] = n
+	im.sketch(pgno, p, n)
 	im.pf.advance(pgno+uint64(n), uint64(n))
 	return nil
 }
@@ -452,12 +445,11 @@ func (im *Import) Finish() (*Env, error) {
 		return nil, err
 	}
 	tx := e.newTx(false)
-	tx.importHave = im.have
-	tx.importWalk = im.walkSketch
+	tx.imported = im
 	var runs []run
 	err := tx.walk(im.m, true, func(pg uint64, n int) error {
-		if im.have[pg] != n {
-			return fmt.Errorf("inmem: import: page %d (%d pages) missing or of another size (%d): %w", pg, n, im.have[pg], ErrCorrupt)
+		if got := im.run(pg); got != n {
+			return fmt.Errorf("inmem: import: page %d (%d pages) missing or of another size (%d): %w", pg, n, got, ErrCorrupt)
 		}
 		runs = append(runs, run{pg, n})
 		return nil

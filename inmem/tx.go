@@ -47,10 +47,10 @@ type Tx struct {
 	changed    bool
 	catChanged bool // databases created or dropped: the id cache is stale after commit
 	unpin      func()
-	importHave map[uint64]int // Import.Finish: pages received
-	// importWalk, in Import.Finish, checks a database's tree from what
-	// the import recorded of its pages instead of reading them.
-	importWalk func(root uint64, depth int, seen map[uint64]struct{}, fn func(uint64, int) error) error
+	// imported, in Import.Finish: the import whose pages the walk
+	// checks, each present, and a database's tree from what the import
+	// recorded of its pages instead of reading them.
+	imported *Import
 }
 
 // DB is a handle to a named database inside one transaction.

@@ -111,7 +111,7 @@ func TestWirePageRejectsMismatch(t *testing.T) {
 		if err := im.PutPage(at, b); !errors.Is(err, ErrCorrupt) {
 			t.Errorf("bad short page %d: %v, want ErrCorrupt", i, err)
 		}
-		if im.have[at] != 0 {
+		if im.run(at) != 0 {
 			t.Fatalf("bad short page %d was recorded as imported", i)
 		}
 	}
