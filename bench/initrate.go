@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
+	goruntime "runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -123,7 +124,7 @@ func (s *suite) runInit(ctx context.Context) Section {
 		return sec
 	}
 	defer r.Close()
-	j0 := time.Now()
+	j0, cpu0 := time.Now(), processCPU()
 	if err := r.Start(ctx, board.StartClient); err != nil {
 		sec.missing("internal init", fmt.Sprintf("starting the joining board: %v", err))
 		return sec
@@ -151,7 +152,7 @@ func (s *suite) runInit(ctx context.Context) Section {
 		return sec
 	}
 	_, err = r.WaitMaster(wctx)
-	join := time.Since(j0)
+	join, joinCPU := time.Since(j0), processCPU()-cpu0
 	if err != nil {
 		sec.missing("internal init", fmt.Sprintf("the joining board was not ready within %v: %v (init stat %+v)", joinLimit, err, r.Stat().Init))
 		return sec
@@ -187,8 +188,12 @@ func (s *suite) runInit(ctx context.Context) Section {
 		}
 	}
 	sec.add("internal init", v, fmt.Sprintf("%.1f MB (%d pages)", copied/1e6, in.PagesDone), ms(span), fmt.Sprintf("%.1f", rate), ratio)
-	sec.add("join (Start until ready)", map[string]float64{"seconds": join.Seconds(), "mb_per_s": copied / 1e6 / join.Seconds()},
+	sec.add("join (Start until ready)", map[string]float64{"seconds": join.Seconds(), "mb_per_s": copied / 1e6 / join.Seconds(), "cpu_seconds": joinCPU.Seconds()},
 		"", ms(join), fmt.Sprintf("%.1f", copied/1e6/join.Seconds()), "-")
+	// Whether the init is bound by CPU or by waiting: both boards, and
+	// the kernel's work for their sockets, run in this process.
+	sec.note("CPU time of this process (both boards) from the joining board's Start until ready: %v, %.2f of the %d CPUs busy on average",
+		joinCPU.Round(time.Millisecond), joinCPU.Seconds()/join.Seconds(), goruntime.NumCPU())
 	if s.bare != nil {
 		sec.note("bare stream of this run: %.1f MB/s (%.0f frames/s of %d B, %s)", s.bare.mbPerSec, s.bare.frameRate, s.bare.streamSize, s.bare.streamVia)
 	}
