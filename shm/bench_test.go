@@ -35,8 +35,9 @@ func BenchmarkReaderSet(b *testing.B) {
 }
 
 // BenchmarkOldestReader is the writer's scan of a 128-slot table: with only this
-// process's readers, and with one slot of another live process (the parent), whose
-// liveness costs a read of /proc.
+// process's readers, and with a snapshot held in a slot of another live process (the
+// parent), whose liveness (kill(pid, 0) and a read of /proc) is checked once per
+// livenessTTL, not at every scan.
 func BenchmarkOldestReader(b *testing.B) {
 	for _, foreign := range []bool{false, true} {
 		name := "own"

@@ -46,8 +46,12 @@ func runChild(role, name string) int {
 		if err != nil {
 			return fail(err)
 		}
-		txid, _ := strconv.ParseUint(os.Getenv("BOARDHA_SHM_TXID"), 10, 64)
-		s.Set(txid)
+		// Without a txid the slot stays held with no snapshot, as a
+		// reader's between reads.
+		if v := os.Getenv("BOARDHA_SHM_TXID"); v != "" {
+			txid, _ := strconv.ParseUint(v, 10, 64)
+			s.Set(txid)
+		}
 	case "writer":
 		r, err := Attach(name, ReadWrite)
 		if err != nil {

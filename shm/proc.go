@@ -86,10 +86,12 @@ func (self procIdentity) ownerAlive(w uint64) bool {
 	}
 }
 
-// livenessTTL bounds how long a full /proc check of a reader's process is trusted. In
-// between, only kill(pid, 0) runs (a fraction of the cost): it catches a reaped process
-// at once; a zombie or a reused pid is caught at the next full check. Counting a dead
-// reader as alive that long only delays page reuse, never corrupts anything.
+// livenessTTL bounds how long a check of a reader's process (kill(pid, 0), then its
+// start time and state in /proc) is trusted: the writer's scans in between ask
+// nothing, so a reader in a long read costs no system call per commit, and a reader
+// that died (reaped, a zombie, or its pid reused) is noticed within this long.
+// Counting a dead reader as alive that long only delays page reuse, never corrupts
+// anything.
 const livenessTTL = 20 * time.Millisecond
 
 // livenessCache remembers when each foreign reader's process was last fully verified.
@@ -108,16 +110,16 @@ func (c *livenessCache) alive(self procIdentity, w uint64) bool {
 	if pid <= 0 {
 		return false
 	}
-	if err := unix.Kill(pid, 0); err == unix.ESRCH {
-		c.forget(w)
-		return false
-	}
 	now := time.Now()
 	c.mu.Lock()
 	at, ok := c.checked[w]
 	c.mu.Unlock()
 	if ok && now.Sub(at) < livenessTTL {
 		return true
+	}
+	if err := unix.Kill(pid, 0); err == unix.ESRCH {
+		c.forget(w)
+		return false
 	}
 	if !self.ownerAlive(w) {
 		c.forget(w)

@@ -98,10 +98,17 @@ func (r *Region) freeSlot(i int, w uint64) bool {
 }
 
 // OldestReader returns the smallest snapshot txid published in the reader table, ok
-// false if no reader has one. Slots of dead processes are reclaimed during the scan and
-// do not count. Meant for the writer: it decides which freed pages can be reused
-// (Allocator.Release). Works on read-only attachments too (reclaiming needs the table
-// writable, which it is unless the file itself is read-only to this process).
+// false if no reader has one. Slots of dead processes that hold a snapshot are
+// reclaimed during the scan and do not count. Meant for the writer: it decides which
+// freed pages can be reused (Allocator.Release). Works on read-only attachments too
+// (reclaiming needs the table writable, which it is unless the file itself is
+// read-only to this process).
+//
+// The writer scans at every commit, so a slot without a snapshot (a process attached
+// between reads, as a forwarding agent mostly is) is passed over without asking
+// whether its process lives: it holds nothing back, and asking cost a system call per
+// such slot per commit (four idle readers made a small commit 5x slower). If its
+// process died, AcquireReader reclaims the slot when the table is full.
 func (r *Region) OldestReader() (txid uint64, ok bool) {
 	if r.table == nil {
 		return 0, false
@@ -113,6 +120,9 @@ func (r *Region) OldestReader() (txid uint64, ok bool) {
 			continue
 		}
 		snap := atomic.LoadUint64(r.slotWord(i, slotSnap))
+		if snap == 0 {
+			continue
+		}
 		if !r.live.alive(r.self, w) {
 			r.freeSlot(i, w)
 			continue

@@ -7,6 +7,7 @@ import (
 	"hash/crc32"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -430,13 +431,54 @@ func TestCrossProcessReaderReclaim(t *testing.T) {
 		t.Fatalf("child pid %d not in reader table %+v", c.pid(), rs)
 	}
 	c.kill(t)
-	tx, ok = w.OldestReader()
-	if !ok || tx != 500 {
-		t.Fatalf("OldestReader after SIGKILL = %d %v, want 500 (own slot only)", tx, ok)
+	// The scan trusts a reader it checked for livenessTTL; the deadline is
+	// far beyond that.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		tx, ok = w.OldestReader()
+		if ok && tx == 500 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("OldestReader 10 s after SIGKILL = %d %v, want 500 (own slot only)", tx, ok)
+		}
+		runtime.Gosched()
 	}
 	if rs := w.Readers(); len(rs) != 1 || rs[0].PID != os.Getpid() {
 		t.Fatalf("dead child's slot not reclaimed: %+v", rs)
 	}
+}
+
+// TestDeadIdleReaderSlot: a dead process's slot that holds no snapshot
+// does not count for OldestReader (which no longer asks whether its
+// process lives), and AcquireReader reclaims it when the table is full.
+func TestDeadIdleReaderSlot(t *testing.T) {
+	name := uniqueName(t)
+	w := newRegion(t, name, Options{Size: 1 << 20, MaxReaders: 2})
+	own, err := w.AcquireReader()
+	if err != nil {
+		t.Fatal(err)
+	}
+	own.Set(500)
+	c := startChild(t, "reader", name) // holds a slot, no snapshot
+	if c.line != "ready" {
+		t.Fatalf("child said %q", c.line)
+	}
+	if rs := w.Readers(); len(rs) != 2 {
+		t.Fatalf("Readers() = %+v, want the child's slot too", rs)
+	}
+	c.kill(t)
+	if tx, ok := w.OldestReader(); !ok || tx != 500 {
+		t.Fatalf("OldestReader with the dead child's idle slot = %d %v, want 500", tx, ok)
+	}
+	if rs := w.Readers(); len(rs) != 2 {
+		t.Fatalf("the scan reclaimed an idle slot (it should not look): %+v", rs)
+	}
+	s, err := w.AcquireReader()
+	if err != nil {
+		t.Fatalf("AcquireReader with the table full of a live and a dead process's slots: %v", err)
+	}
+	s.Release()
 }
 
 func TestCrossProcessWriterLock(t *testing.T) {
