@@ -94,6 +94,10 @@ type runtime struct {
 	startup bool // replica: caught up with the master
 
 	waiters []waiter
+	// spareReqs are request lists of released waiters, reused by the
+	// next commits' waiters (keepReqs): a commit keeps its requests
+	// without an allocation.
+	spareReqs [][]*writeReq
 	// reads are leased reads waiting until everything their snapshot holds
 	// is permanent (the read-index rule), sorted by lsn.
 	reads   []readIndex
@@ -912,7 +916,26 @@ func (rt *runtime) committed(ci inmem.CommitInfo, reqs []*writeReq) {
 	// The node's ack timeout normally reports the outcome; the deadline
 	// here only guards against a lost report.
 	// reqs is a window of the reusable write queue: keep a copy.
-	rt.waiters = append(rt.waiters, waiter{lsn: ci.LSN, deadline: now + 2*b.cfg.AckTimeout + 10*tickEvery(b.cfg), reqs: slices.Clone(reqs)})
+	rt.waiters = append(rt.waiters, waiter{lsn: ci.LSN, deadline: now + 2*b.cfg.AckTimeout + 10*tickEvery(b.cfg), reqs: rt.keepReqs(reqs)})
+}
+
+// keepReqs copies reqs into a list a released waiter left (recycleReqs).
+func (rt *runtime) keepReqs(reqs []*writeReq) []*writeReq {
+	var kept []*writeReq
+	if n := len(rt.spareReqs); n > 0 {
+		kept, rt.spareReqs = rt.spareReqs[n-1], rt.spareReqs[:n-1]
+	}
+	return append(kept[:0], reqs...)
+}
+
+// recycleReqs takes back the request list of a waiter that was answered,
+// for keepReqs. The spares are bounded by the commits that may be in
+// flight at once, so a burst does not keep its lists for ever.
+func (rt *runtime) recycleReqs(reqs []*writeReq) {
+	clear(reqs) // answered: the requests go back to their pool
+	if len(rt.spareReqs) < 2*maxInFlight {
+		rt.spareReqs = append(rt.spareReqs, reqs[:0])
+	}
 }
 
 func (rt *runtime) releasePerm(perm uint64) {
@@ -999,6 +1022,7 @@ func (rt *runtime) failWaitersAbove(lsn uint64) {
 			for _, r := range w.reqs {
 				rt.respond(r, Commit{}, fmt.Errorf("%w: commit at LSN %d was rolled back to %d", ErrHandleDead, w.lsn, lsn))
 			}
+			rt.recycleReqs(w.reqs)
 			continue
 		}
 		keep = append(keep, w)
@@ -1007,9 +1031,13 @@ func (rt *runtime) failWaitersAbove(lsn uint64) {
 	rt.waiters = keep
 }
 
+// dropWaiters removes the first n waiters, which were answered.
 func (rt *runtime) dropWaiters(n int) {
 	if n == 0 {
 		return
+	}
+	for _, w := range rt.waiters[:n] {
+		rt.recycleReqs(w.reqs)
 	}
 	copy(rt.waiters, rt.waiters[n:])
 	clear(rt.waiters[len(rt.waiters)-n:])

@@ -162,8 +162,7 @@ func (e *Env) applyRun(recs []byte, appendLog, merge bool) (int, error) {
 			batchStart = txStart
 		case logbuf.RecCommit:
 			if tx == nil {
-				tx = e.beginWrite()
-				tx.applying = true
+				tx = e.beginApply()
 			}
 			cnt, want, err := decodeCommitBody(r.Body)
 			if err != nil {
@@ -191,8 +190,7 @@ func (e *Env) applyRun(recs []byte, appendLog, merge bool) (int, error) {
 			tx, nrec, txStart = nil, 0, pos+n
 		default:
 			if tx == nil {
-				tx = e.beginWrite()
-				tx.applying = true
+				tx = e.beginApply()
 			}
 			chain = chainNext(chain, crc)
 			nrec++

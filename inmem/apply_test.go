@@ -136,3 +136,51 @@ func BenchmarkApplyEncoded(b *testing.B) {
 		})
 	}
 }
+
+// TestApplyEncodedNoAllocs: a replica applies what it receives without an
+// allocation per transaction (the apply reuses its transaction, beginApply),
+// merged or one transaction at a time.
+func TestApplyEncodedNoAllocs(t *testing.T) {
+	m := newTestEnv(t, Options{PoolSize: 64 << 20, LogSize: 32 << 20})
+	r := newTestEnv(t, Options{PoolSize: 64 << 20, LogSize: 32 << 20})
+	var batches [][]byte
+	for i := range 300 {
+		start := m.Log().End()
+		for k := range 4 {
+			_, err := m.Update(func(tx *Tx) error {
+				db, err := tx.CreateDBIfNotExists("d")
+				if err != nil {
+					return err
+				}
+				return db.Put(fmt.Appendf(nil, "key-%05d", (i*4+k)%997), make([]byte, 100))
+			})
+			mustNoErr(t, err, "master update")
+		}
+		b, _, err := m.Log().ReadEncoded(start, 1<<20, nil)
+		mustNoErr(t, err, "read")
+		batches = append(batches, b)
+	}
+	apply := func(merge bool) func() {
+		return func() {
+			b := batches[0]
+			batches = batches[1:]
+			r.wmu.Lock()
+			_, err := r.applyRun(b, true, merge)
+			r.wmu.Unlock()
+			mustNoErr(t, err, "apply")
+		}
+	}
+	apply(false)() // the first apply creates the database and the reused transaction
+	for _, merge := range []bool{false, true} {
+		if a := testing.AllocsPerRun(100, apply(merge)); a > 0 {
+			t.Errorf("merged=%v: %.1f allocations per applied batch of 4 transactions, want 0", merge, a)
+		}
+	}
+	for len(batches) > 0 {
+		apply(true)()
+	}
+	if m.ContentHash() != r.ContentHash() {
+		t.Fatal("the replica's content is not the master's after applying everything it sent")
+	}
+	mustNoErr(t, r.Check(), "check the replica")
+}

@@ -122,6 +122,10 @@ type Env struct {
 	redo      []byte
 	freed     []run
 	allocated []run
+	// applyTx is the transaction ApplyEncoded applies with, reused from
+	// one apply to the next (beginApply): no code outside it ever holds
+	// one, and a replica applies a transaction per commit it receives.
+	applyTx   *Tx
 	scratch   []byte
 	leafBuf   []byte
 	branchBuf []byte
@@ -432,7 +436,14 @@ func (e *Env) PageStats() shm.AllocStats {
 }
 
 func (e *Env) newTx(writable bool) *Tx {
-	return &Tx{env: e, data: e.data, ps: e.ps, lo: e.lo, npages: e.npages, writable: writable}
+	tx := new(Tx)
+	e.initTx(tx, writable)
+	return tx
+}
+
+// initTx makes tx a fresh transaction of e.
+func (e *Env) initTx(tx *Tx, writable bool) {
+	*tx = Tx{env: e, data: e.data, ps: e.ps, lo: e.lo, npages: e.npages, writable: writable}
 }
 
 // Begin starts a transaction. A write transaction waits for the previous writer
@@ -461,7 +472,25 @@ func (e *Env) Begin(writable bool) (*Tx, error) {
 // beginWrite starts the write transaction; wmu is held.
 func (e *Env) beginWrite() *Tx {
 	e.releasePending()
-	tx := e.newTx(true)
+	return e.startWrite(e.newTx(true))
+}
+
+// beginApply starts the write transaction of a replica's apply in the
+// reused applyTx; wmu is held.
+func (e *Env) beginApply() *Tx {
+	e.releasePending()
+	tx := e.applyTx
+	if tx == nil || !tx.closed {
+		tx = new(Tx)
+		e.applyTx = tx
+	}
+	e.initTx(tx, true)
+	tx.applying = true
+	return e.startWrite(tx)
+}
+
+// startWrite makes tx the write transaction on the current snapshot.
+func (e *Env) startWrite(tx *Tx) *Tx {
 	tx.meta = e.cur
 	tx.meta.txid++
 	e.redo, e.freed, e.allocated = e.redo[:0], e.freed[:0], e.allocated[:0]
