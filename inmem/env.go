@@ -249,7 +249,7 @@ func Open(name string) (*Env, error) {
 		return fail(fmt.Errorf("layout page size %d, region's %d: %w", e.lay.pageSize, e.ps, ErrCorrupt))
 	}
 	e.lo = e.lay.logPgno + e.lay.logPages
-	cur, other, err := readMetas(e.data, e.ps, e.lay)
+	cur, other, both, err := readMetas(e.data, e.ps, e.lay, new([metaSize]byte))
 	if err != nil {
 		return fail(err)
 	}
@@ -271,7 +271,7 @@ func Open(name string) (*Env, error) {
 	// only if its tree checks out completely and overlaps nothing live: a writer
 	// that died mid-transaction may already have reused some of them.
 	var older []run
-	if other != nil {
+	if both {
 		live := make(map[uint64]struct{}, len(used))
 		for pg, n := range used {
 			for i := range uint64(n) {
@@ -279,7 +279,7 @@ func Open(name string) (*Env, error) {
 			}
 		}
 		var cand []run
-		err := tx.walk(*other, true, func(pg uint64, n int) error {
+		err := tx.walk(other, true, func(pg uint64, n int) error {
 			if _, ok := used[pg]; ok {
 				return nil
 			}
@@ -333,13 +333,15 @@ func (e *Env) recover() error {
 	return e.redoRange(e.cur.lsn, end)
 }
 
-// readMetas returns the newest valid meta and the other one if valid.
-func readMetas(data []byte, ps int, lay layout) (meta, *meta, error) {
+// readMetas returns the newest valid meta and, with both, the other one,
+// valid too. Each page is copied into buf before it is checked (the
+// writer may be rewriting the older one meanwhile): a reader passes its
+// own, so that a view allocates nothing.
+func readMetas(data []byte, ps int, lay layout, buf *[metaSize]byte) (cur, other meta, both bool, err error) {
 	var m [2]meta
 	var errs [2]error
 	for i := range 2 {
 		off := lay.meta[i] * uint64(ps)
-		var buf [metaSize]byte
 		crc := atomic.LoadUint32((*uint32)(unsafe.Pointer(&data[off+124])))
 		copy(buf[:124], data[off:off+124])
 		binary.LittleEndian.PutUint32(buf[124:], crc)
@@ -350,15 +352,15 @@ func readMetas(data []byte, ps int, lay layout) (meta, *meta, error) {
 	}
 	switch {
 	case errs[0] != nil && errs[1] != nil:
-		return meta{}, nil, fmt.Errorf("no valid meta page (%v; %v): %w", errs[0], errs[1], ErrCorrupt)
+		return meta{}, meta{}, false, fmt.Errorf("no valid meta page (%v; %v): %w", errs[0], errs[1], ErrCorrupt)
 	case errs[0] != nil:
-		return m[1], nil, nil
+		return m[1], meta{}, false, nil
 	case errs[1] != nil:
-		return m[0], nil, nil
+		return m[0], meta{}, false, nil
 	case m[0].txid >= m[1].txid:
-		return m[0], &m[1], nil
+		return m[0], m[1], true, nil
 	default:
-		return m[1], &m[0], nil
+		return m[1], m[0], true, nil
 	}
 }
 

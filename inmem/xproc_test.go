@@ -447,3 +447,59 @@ func BenchmarkCommitWithReaders(b *testing.B) {
 		})
 	}
 }
+
+// TestAttachedViewAllocs: a view of an attachment allocates only its
+// transaction. A forwarding agent views at every lookup; reading the meta
+// pages used to allocate six times a view (their copies and the pair
+// escaped to the heap) and the error kept ready for a busy writer seven
+// more.
+func TestAttachedViewAllocs(t *testing.T) {
+	e := namedEnv(t, Options{PoolSize: 16 << 20, LogSize: 4 << 20})
+	initInvariant(t, e)
+	r, err := AttachReadOnly(e.Name())
+	mustNoErr(t, err, "attach")
+	defer r.Close()
+	view := func() {
+		mustNoErr(t, r.View(func(tx *Tx) error {
+			if tx.DB("inv").Get([]byte("acct001")) == nil {
+				return fmt.Errorf("acct001 missing")
+			}
+			return nil
+		}), "view")
+	}
+	if a := testing.AllocsPerRun(200, view); a > 1 {
+		t.Fatalf("%.1f allocations per attached view, want at most 1 (its Tx)", a)
+	}
+}
+
+// BenchmarkViewGet: one lookup per view, as a forwarding agent reads a
+// table: in this process (Env.View) and through an attachment
+// (ReadEnv.View, here in the same process: the same mapping and handshake
+// as another process's).
+func BenchmarkViewGet(b *testing.B) {
+	e := namedEnv(b, Options{PoolSize: 16 << 20, LogSize: 4 << 20})
+	initInvariant(b, e)
+	r, err := AttachReadOnly(e.Name())
+	mustNoErr(b, err, "attach")
+	defer r.Close()
+	key := []byte("acct001")
+	get := func(tx *Tx) error {
+		if tx.DB("inv").Get(key) == nil {
+			return fmt.Errorf("acct001 missing")
+		}
+		return nil
+	}
+	for _, v := range []struct {
+		name string
+		view func(func(*Tx) error) error
+	}{{"env", e.View}, {"attached", r.View}} {
+		b.Run(v.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := v.view(get); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
