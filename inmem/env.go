@@ -125,7 +125,12 @@ type Env struct {
 	// applyTx is the transaction ApplyEncoded applies with, reused from
 	// one apply to the next (beginApply): no code outside it ever holds
 	// one, and a replica applies a transaction per commit it receives.
-	applyTx   *Tx
+	applyTx *Tx
+	// wpath is the write transaction's path from the root to the leaf it
+	// changes (Tx.descend): only the writer descends to change a tree, so
+	// the path lives here rather than in every Tx (384 bytes a read
+	// transaction no longer allocates).
+	wpath     [maxDepth]pathElem
 	scratch   []byte
 	leafBuf   []byte
 	branchBuf []byte

@@ -104,8 +104,8 @@ func (tx *Tx) get(root uint64, k []byte) ([]byte, error) {
 	}
 }
 
-// descend fills tx.path from root to the leaf for k and reports whether the leaf
-// holds k at tx.path[depth-1].idx.
+// descend fills the writer's path (Env.wpath) from root to the leaf for k
+// and reports whether the leaf holds k at wpath[depth-1].idx.
 func (tx *Tx) descend(root uint64, k []byte) (depth int, exact bool, err error) {
 	pgno := root
 	for depth = 0; ; depth++ {
@@ -121,14 +121,14 @@ func (tx *Tx) descend(root uint64, k []byte) (depth int, exact bool, err error) 
 			if !ok {
 				return 0, false, corrupt(pgno, "entry out of bounds")
 			}
-			tx.path[depth] = pathElem{pgno, i}
+			tx.env.wpath[depth] = pathElem{pgno, i}
 			return depth + 1, ex, nil
 		}
 		i, ok := branchIndex(p, k)
 		if !ok {
 			return 0, false, corrupt(pgno, "entry out of bounds")
 		}
-		tx.path[depth] = pathElem{pgno, i}
+		tx.env.wpath[depth] = pathElem{pgno, i}
 		if pgno, ok = childAt(p, i); !ok {
 			return 0, false, corrupt(pgno, "entry out of bounds")
 		}
@@ -199,7 +199,7 @@ func (tx *Tx) wpage(pgno uint64) []byte {
 // dirtyPath makes path[0:depth] writable top-down, relinking parents and root.
 func (tx *Tx) dirtyPath(root *uint64, depth int) error {
 	for l := 0; l < depth; l++ {
-		old := tx.path[l].pgno
+		old := tx.env.wpath[l].pgno
 		np, _, err := tx.dirty(old)
 		if err != nil {
 			return err
@@ -208,9 +208,9 @@ func (tx *Tx) dirtyPath(root *uint64, depth int) error {
 			if l == 0 {
 				*root = np
 			} else {
-				setChild(tx.wpage(tx.path[l-1].pgno), tx.path[l-1].idx, np)
+				setChild(tx.wpage(tx.env.wpath[l-1].pgno), tx.env.wpath[l-1].idx, np)
 			}
-			tx.path[l].pgno = np
+			tx.env.wpath[l].pgno = np
 		}
 	}
 	return nil
@@ -228,8 +228,8 @@ func (tx *Tx) treePut(root *uint64, k, v []byte) error {
 	if err := tx.dirtyPath(root, depth); err != nil {
 		return err
 	}
-	leaf := tx.wpage(tx.path[depth-1].pgno)
-	idx := tx.path[depth-1].idx
+	leaf := tx.wpage(tx.env.wpath[depth-1].pgno)
+	idx := tx.env.wpath[depth-1].idx
 	var old []byte
 	if exact {
 		old, _ = entryAt(leaf, idx)
@@ -266,7 +266,7 @@ func (tx *Tx) treePut(root *uint64, k, v []byte) error {
 func (tx *Tx) insertAt(root *uint64, level, idx int, raw []byte) error {
 	e := tx.env
 	for {
-		pgno := tx.path[level].pgno
+		pgno := tx.env.wpath[level].pgno
 		p := tx.wpage(pgno)
 		if insertRaw(p, idx, raw, e.scratch) {
 			return nil
@@ -292,7 +292,7 @@ func (tx *Tx) insertAt(root *uint64, level, idx int, raw []byte) error {
 		e.branchBuf = encodeBranchEntry(e.branchBuf[:0], sep, qpgno)
 		raw = e.branchBuf
 		level--
-		idx = tx.path[level].idx + 1
+		idx = tx.env.wpath[level].idx + 1
 	}
 }
 
@@ -349,12 +349,12 @@ func (tx *Tx) treeDelete(root *uint64, k []byte) (bool, error) {
 	if err := tx.dirtyPath(root, depth); err != nil {
 		return false, err
 	}
-	leaf := tx.wpage(tx.path[depth-1].pgno)
-	raw, _ := entryAt(leaf, tx.path[depth-1].idx)
+	leaf := tx.wpage(tx.env.wpath[depth-1].pgno)
+	raw, _ := entryAt(leaf, tx.env.wpath[depth-1].idx)
 	if _, _, ovpg, vlen, ovfl := leafValue(raw); ovfl {
 		tx.freeRun(ovpg, overflowPages(vlen, tx.ps))
 	}
-	deleteAt(leaf, tx.path[depth-1].idx)
+	deleteAt(leaf, tx.env.wpath[depth-1].idx)
 	return true, tx.rebalance(root, depth)
 }
 
@@ -364,12 +364,12 @@ func (tx *Tx) treeDelete(root *uint64, k []byte) (bool, error) {
 func (tx *Tx) rebalance(root *uint64, depth int) error {
 	e := tx.env
 	for level := depth - 1; level > 0; level-- {
-		p := tx.wpage(tx.path[level].pgno)
+		p := tx.wpage(tx.env.wpath[level].pgno)
 		if pUsed(p) >= tx.usable()/4 {
 			break
 		}
-		parent := tx.wpage(tx.path[level-1].pgno)
-		pi := tx.path[level-1].idx
+		parent := tx.wpage(tx.env.wpath[level-1].pgno)
+		pi := tx.env.wpath[level-1].idx
 		if pCount(parent) < 2 {
 			continue
 		}

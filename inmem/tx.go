@@ -42,7 +42,6 @@ type Tx struct {
 	dbInline   [2]DB
 	dbPtrs     [2]*DB
 	mods       uint64 // bumped by every tree change, so cursors know to re-seek
-	path       [maxDepth]pathElem
 	nrec       uint32 // records buffered in env.redo
 	changed    bool
 	catChanged bool // databases created or dropped: the id cache is stale after commit
