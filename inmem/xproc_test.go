@@ -448,25 +448,34 @@ func BenchmarkCommitWithReaders(b *testing.B) {
 	}
 }
 
+// attachedInvariant is an environment with the invariant database and an
+// attachment to it in this process (closed before the environment).
+func attachedInvariant(tb testing.TB) (*Env, *ReadEnv) {
+	tb.Helper()
+	e := namedEnv(tb, Options{PoolSize: 16 << 20, LogSize: 4 << 20})
+	initInvariant(tb, e)
+	r, err := AttachReadOnly(e.Name())
+	mustNoErr(tb, err, "attach")
+	tb.Cleanup(func() { _ = r.Close() })
+	return e, r
+}
+
+// lookupAcct is one lookup of the invariant database, as a view's work.
+func lookupAcct(tx *Tx) error {
+	if tx.DB("inv").Get([]byte("acct001")) == nil {
+		return fmt.Errorf("acct001 missing")
+	}
+	return nil
+}
+
 // TestAttachedViewAllocs: a view of an attachment allocates only its
 // transaction. A forwarding agent views at every lookup; reading the meta
 // pages used to allocate six times a view (their copies and the pair
 // escaped to the heap) and the error kept ready for a busy writer seven
 // more.
 func TestAttachedViewAllocs(t *testing.T) {
-	e := namedEnv(t, Options{PoolSize: 16 << 20, LogSize: 4 << 20})
-	initInvariant(t, e)
-	r, err := AttachReadOnly(e.Name())
-	mustNoErr(t, err, "attach")
-	defer r.Close()
-	view := func() {
-		mustNoErr(t, r.View(func(tx *Tx) error {
-			if tx.DB("inv").Get([]byte("acct001")) == nil {
-				return fmt.Errorf("acct001 missing")
-			}
-			return nil
-		}), "view")
-	}
+	_, r := attachedInvariant(t)
+	view := func() { mustNoErr(t, r.View(lookupAcct), "view") }
 	if a := testing.AllocsPerRun(200, view); a > 1 {
 		t.Fatalf("%.1f allocations per attached view, want at most 1 (its Tx)", a)
 	}
@@ -477,18 +486,7 @@ func TestAttachedViewAllocs(t *testing.T) {
 // (ReadEnv.View, here in the same process: the same mapping and handshake
 // as another process's).
 func BenchmarkViewGet(b *testing.B) {
-	e := namedEnv(b, Options{PoolSize: 16 << 20, LogSize: 4 << 20})
-	initInvariant(b, e)
-	r, err := AttachReadOnly(e.Name())
-	mustNoErr(b, err, "attach")
-	defer r.Close()
-	key := []byte("acct001")
-	get := func(tx *Tx) error {
-		if tx.DB("inv").Get(key) == nil {
-			return fmt.Errorf("acct001 missing")
-		}
-		return nil
-	}
+	e, r := attachedInvariant(b)
 	for _, v := range []struct {
 		name string
 		view func(func(*Tx) error) error
@@ -496,7 +494,7 @@ func BenchmarkViewGet(b *testing.B) {
 		b.Run(v.name, func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
-				if err := v.view(get); err != nil {
+				if err := v.view(lookupAcct); err != nil {
 					b.Fatal(err)
 				}
 			}
