@@ -531,6 +531,58 @@ func TestAttachReadsSharedMemory(t *testing.T) {
 	}
 }
 
+// TestStatShowsAttachedReaders: Stat names the processes attached to the
+// region, and one that stays in a view while commits go on shows as
+// reading, transactions behind, with pages held for it; once it lets go,
+// the pages are reused.
+func TestStatShowsAttachedReaders(t *testing.T) {
+	name := fmt.Sprintf("boardha-test-readers-%d", os.Getpid())
+	g := newGroup(t, 1, func(c *Config) { c.ShmName = name })
+	m := g.master(0)
+	put(t, m, "routes", "a", "0")
+	r, err := Attach(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	ours := func(st Stat) (ReaderStat, bool) {
+		for _, rs := range st.Pool.Readers {
+			if rs.PID == os.Getpid() {
+				return rs, true
+			}
+		}
+		return ReaderStat{}, false
+	}
+	if rs, ok := ours(m.Stat()); !ok || rs.Reading {
+		t.Fatalf("attached, not reading: Stat readers %+v", m.Stat().Pool.Readers)
+	}
+	const commits = 20
+	err = r.View(func(tx *Tx) error {
+		for i := 1; i <= commits; i++ {
+			put(t, m, "routes", "a", fmt.Sprint(i))
+		}
+		st := m.Stat()
+		rs, ok := ours(st)
+		if !ok || !rs.Reading || rs.Behind < commits {
+			t.Errorf("a reader in a view through %d commits: Stat readers %+v, want it reading at least %d behind", commits, st.Pool.Readers, commits)
+		}
+		if st.Pool.HeldPages == 0 || st.Pool.OldestBehind < commits {
+			t.Errorf("pages held %d, oldest snapshot %d behind: want pages held for the reader, %d or more behind", st.Pool.HeldPages, st.Pool.OldestBehind, commits)
+		}
+		if v := string(tx.Bucket("routes").Get([]byte("a"))); v != "0" {
+			t.Errorf("the reader's snapshot moved: %q", v)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	put(t, m, "routes", "a", "after")
+	if rs, ok := ours(m.Stat()); !ok || rs.Reading {
+		t.Fatalf("after the view: Stat readers %+v, want ours not reading", m.Stat().Pool.Readers)
+	}
+}
+
 func TestStepDownAndElect(t *testing.T) {
 	g := newGroup(t, 3, nil)
 	m := g.master(0)

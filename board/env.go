@@ -104,6 +104,14 @@ func fillEnvStat(st *Stat, env *inmem.Env) {
 	st.LSN = l.End()
 	st.Log.Begin, st.Log.End = l.Begin(), l.End()
 	st.Log.Size = l.Stats().Capacity
-	ps := env.PageStats()
-	st.Pool = PoolStat{PageSize: ps.PageSize, TotalPages: ps.TotalPages, UsedPages: ps.UsedPages}
+	es := env.Stats()
+	st.Pool = PoolStat{PageSize: es.Pages.PageSize, TotalPages: es.Pages.TotalPages, UsedPages: es.Pages.UsedPages,
+		HeldPages: es.PendingPages, Snapshots: es.Snapshots, OldestBehind: es.Txid - min(es.OldestTxid, es.Txid)}
+	for _, r := range env.Region().Readers() {
+		rs := ReaderStat{PID: r.PID, Reading: r.HasTxid}
+		if r.HasTxid {
+			rs.Behind = es.Txid - min(r.Txid, es.Txid)
+		}
+		st.Pool.Readers = append(st.Pool.Readers, rs)
+	}
 }

@@ -142,7 +142,29 @@ type InitStat struct {
 type PoolStat struct {
 	PageSize   int    `json:"page_size"`
 	TotalPages uint64 `json:"total_pages"`
-	UsedPages  uint64 `json:"used_pages"`
+	UsedPages  uint64 `json:"used_pages"` // HeldPages included
+	// HeldPages are pages a transaction freed that an older snapshot may
+	// still read, kept from reuse until it is let go. A snapshot held
+	// without end (a reader stuck in a view) keeps every page freed after
+	// it, and the pool fills (ErrPoolFull): OldestBehind and Readers say
+	// whose it is.
+	HeldPages uint64 `json:"held_pages"`
+	// Snapshots counts this process's open views and pinned snapshots
+	// (the checkpoint's among them).
+	Snapshots int `json:"snapshots"`
+	// OldestBehind is how many transactions the oldest snapshot still
+	// read (in this process or an attached one) is behind the newest.
+	OldestBehind uint64 `json:"oldest_behind"`
+	// Readers are the processes attached to the region (board.Attach).
+	Readers []ReaderStat `json:"readers,omitempty"`
+}
+
+// ReaderStat is a process attached to the board's region.
+type ReaderStat struct {
+	PID int `json:"pid"`
+	// Reading: in a view now, Behind transactions behind the newest.
+	Reading bool   `json:"reading"`
+	Behind  uint64 `json:"behind,omitempty"`
 }
 
 // LogStat describes the in-memory log buffer.
