@@ -504,6 +504,40 @@ func (e *Env) startWrite(tx *Tx) *Tx {
 	return tx
 }
 
+// holder says, for a full pool's error, who holds the oldest snapshot still
+// read, which keeps every page freed after it from reuse, and how many
+// pages that is: an attached process (its pid) or this one (a view or a
+// pinned snapshot, the checkpoint's among them). Empty when no snapshot is
+// older than the newest. wmu is held.
+func (e *Env) holder() string {
+	var held uint64
+	for _, p := range e.pending[e.pendHead:] {
+		held += uint64(p.n)
+	}
+	for _, p := range e.recheck {
+		held += uint64(p.n)
+	}
+	e.readMu.Lock()
+	cur, own := e.cur.txid, e.cur.txid
+	for t := range e.readers {
+		own = min(own, t)
+	}
+	e.readMu.Unlock()
+	pid, foreign := 0, cur
+	for _, r := range e.reg.Readers() {
+		if r.HasTxid && r.Txid < foreign {
+			pid, foreign = r.PID, r.Txid
+		}
+	}
+	switch {
+	case pid != 0 && foreign <= own:
+		return fmt.Sprintf(" (%d pages are held for the oldest snapshot still read, %d transactions behind, by attached process %d: a reader stuck in a view keeps every page freed since)", held, cur-foreign, pid)
+	case own < cur:
+		return fmt.Sprintf(" (%d pages are held for the oldest snapshot still read, %d transactions behind, in this process: a long view or a pinned snapshot such as a checkpoint waiting to become durable)", held, cur-own)
+	}
+	return ""
+}
+
 // oldest is the oldest snapshot anyone may still read.
 func (e *Env) oldest() uint64 {
 	e.readMu.Lock()

@@ -139,7 +139,7 @@ func (tx *Tx) descend(root uint64, k []byte) (depth int, exact bool, err error) 
 func (tx *Tx) allocRun(n int) (uint64, []byte, error) {
 	pgno, err := tx.env.alloc.Alloc(n)
 	if err != nil {
-		return 0, nil, fmt.Errorf("inmem: allocating %d pages: %w", n, err)
+		return 0, nil, fmt.Errorf("inmem: allocating %d pages%s: %w", n, tx.env.holder(), err)
 	}
 	if pgno < tx.lo || pgno+uint64(n) > tx.npages {
 		return 0, nil, fmt.Errorf("inmem: allocator returned pages [%d,+%d) outside the tree area: %w", pgno, n, ErrCorrupt)

@@ -2,6 +2,7 @@ package inmem
 
 import (
 	"bufio"
+	"errors"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -499,5 +500,29 @@ func BenchmarkViewGet(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TestPoolFullNamesTheReader: when a reader in another process holds an old
+// snapshot until the pool fills, the writer's ErrPoolFull names its pid.
+func TestPoolFullNamesTheReader(t *testing.T) {
+	e := namedEnv(t, Options{PoolSize: 1 << 20, LogSize: 4 << 20})
+	initInvariant(t, e)
+	ch := startChild(t, "pin", e.Name())
+	if l := ch.next(t); !strings.HasPrefix(l, "PINNED") {
+		t.Fatalf("child: %q", l)
+	}
+	var err error
+	for s := uint64(0); err == nil && s < 100000; s++ {
+		retain(e, int(s))
+		_, err = e.Update(func(tx *Tx) error {
+			return tx.DB("inv").Put(fmt.Appendf(nil, "m%06d", s), make([]byte, 200))
+		})
+	}
+	if !errors.Is(err, ErrPoolFull) {
+		t.Fatalf("writes under a pinned reader ended with %v, want ErrPoolFull", err)
+	}
+	if want := fmt.Sprintf("by attached process %d", ch.cmd.Process.Pid); !strings.Contains(err.Error(), want) {
+		t.Fatalf("pool full error %q does not say %q", err, want)
 	}
 }
