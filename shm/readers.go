@@ -76,9 +76,13 @@ func (r *Region) reclaimDead() int {
 	for i := 0; i < int(r.hdr.ReaderSlots); i++ {
 		owner := r.slotWord(i, slotOwner)
 		w := atomic.LoadUint64(owner)
-		if w == 0 || r.live.alive(r.self, w) {
+		// Asked now, not from the liveness cache: the table is full, and
+		// a process that died within the cache's span would keep its
+		// slot from the caller.
+		if w == 0 || r.self.ownerAlive(w) {
 			continue
 		}
+		r.live.forget(w)
 		if r.freeSlot(i, w) {
 			freed++
 		}

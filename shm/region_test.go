@@ -481,6 +481,32 @@ func TestDeadIdleReaderSlot(t *testing.T) {
 	s.Release()
 }
 
+// TestFullTableReclaimsAtOnce: a reader that died a moment after the
+// writer's scan trusted it (the liveness cache) does not keep its slot from
+// AcquireReader on a full table: reclaiming asks the process table now.
+func TestFullTableReclaimsAtOnce(t *testing.T) {
+	name := uniqueName(t)
+	w := newRegion(t, name, Options{Size: 1 << 20, MaxReaders: 2})
+	own, err := w.AcquireReader()
+	if err != nil {
+		t.Fatal(err)
+	}
+	own.Set(500)
+	c := startChild(t, "reader", name, "BOARDHA_SHM_TXID=17")
+	if c.line != "ready" {
+		t.Fatalf("child said %q", c.line)
+	}
+	if tx, ok := w.OldestReader(); !ok || tx != 17 {
+		t.Fatalf("OldestReader = %d %v, want the child's 17", tx, ok)
+	}
+	c.kill(t)
+	s, err := w.AcquireReader()
+	if err != nil {
+		t.Fatalf("AcquireReader right after the reader the scan trusted died: %v", err)
+	}
+	s.Release()
+}
+
 func TestCrossProcessWriterLock(t *testing.T) {
 	name := uniqueName(t)
 	w := newRegion(t, name, Options{Size: 1 << 20})
