@@ -1,6 +1,7 @@
 package board
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/seed61e250c8/boardha/inmem"
@@ -25,9 +26,15 @@ func Attach(name string) (*Reader, error) {
 }
 
 // View runs fn on a consistent snapshot. A snapshot held for long delays
-// the reuse of pages the owner frees; keep fn short.
+// the reuse of pages the owner frees; keep fn short. Once the board has
+// closed or replaced the region (an internal init, a restart) or died, View
+// fails with ErrOwnerGone: Close the Reader and Attach again.
 func (r *Reader) View(fn func(*Tx) error) error {
-	return r.env.View(func(tx *inmem.Tx) error { return fn(&Tx{tx: tx}) })
+	err := r.env.View(func(tx *inmem.Tx) error { return fn(&Tx{tx: tx}) })
+	if errors.Is(err, inmem.ErrOwnerGone) {
+		return fmt.Errorf("%w: %w", ErrOwnerGone, err)
+	}
+	return err
 }
 
 // Close releases the mapping and the reader slot.

@@ -526,8 +526,66 @@ func TestAttachReadsSharedMemory(t *testing.T) {
 		t.Fatalf("attached reader sees %q after an update", v)
 	}
 	g.stop(1)
+	if err := r.View(func(*Tx) error { return nil }); !errors.Is(err, ErrOwnerGone) {
+		t.Fatalf("attached view after the board closed: %v, want ErrOwnerGone", err)
+	}
 	if _, err := os.Stat("/dev/shm/" + name); !os.IsNotExist(err) {
 		t.Fatalf("region left behind after Close: %v", err)
+	}
+}
+
+// TestAttachAcrossInternalInit: a board restarted empty gets its data by
+// internal init into a new region that takes the old one's name. A Reader
+// attached to the empty region learns it is gone (ErrOwnerGone) instead of
+// showing it for ever, and attaching again reads the data.
+func TestAttachAcrossInternalInit(t *testing.T) {
+	name := fmt.Sprintf("boardha-test-reinit-%d", os.Getpid())
+	g := newGroup(t, 3, func(c *Config) {
+		if c.Site == 3 {
+			c.ShmName = name
+		}
+	})
+	m := g.master(3)
+	val := bytes.Repeat([]byte("v"), 400)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for i := 0; i < 5000; i++ { // more than the log holds: only an init can catch up
+		if _, err := m.Update(ctx, func(tx *Tx) error { return tx.Bucket("fill").Put([]byte(fmt.Sprintf("k%06d", i)), val) }); err != nil {
+			t.Fatalf("fill %d: %v", i, err)
+		}
+	}
+	g.stop(3)
+	b, err := Open(g.cfg(3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.boards[3] = b
+	r, err := Attach(name) // the empty region, before the board starts
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if err := b.Start(ctx, StartClient); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.WaitMaster(ctx); err != nil || b.Stat().Init.Count == 0 {
+		t.Fatalf("the restarted board: %v, %d inits", err, b.Stat().Init.Count)
+	}
+	if err := r.View(func(*Tx) error { return nil }); !errors.Is(err, ErrOwnerGone) {
+		t.Fatalf("a view of the region the init replaced: %v, want ErrOwnerGone", err)
+	}
+	r2, err := Attach(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r2.Close()
+	if err := r2.View(func(tx *Tx) error {
+		if tx.Bucket("fill").Get([]byte("k004999")) == nil {
+			return fmt.Errorf("k004999 missing from the imported region")
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -26,6 +26,12 @@ var (
 	// results obtained earlier may no longer exist. Re-read your state.
 	ErrHandleDead = errors.New("board: state seen earlier was rolled back by a master change; discard cached results and re-read")
 
+	// ErrOwnerGone: the board whose shared memory a Reader maps closed it,
+	// replaced it (an internal init builds the new region under the same
+	// name) or died; the Reader would only show a copy that no longer
+	// changes. Close it and Attach again.
+	ErrOwnerGone = errors.New("board: the board closed or replaced the shared memory this Reader maps (restart, internal init) or died; Close the Reader and Attach again")
+
 	// ErrUnavail: no master could be reached (or no reply arrived) before
 	// the deadline. Retry later; check Stat for the election state.
 	ErrUnavail = errors.New("board: replication group unavailable (no reachable master); retry later or check the group with Stat")

@@ -34,6 +34,7 @@ var (
 	ErrLayout        = errors.New("inmem: page outside the importing pool's tree area; create the importer with the master's PageSize, PoolSize and LogSize")
 	ErrNotCommit     = errors.New("inmem: no commit record at that LSN; pass the LSN a CommitInfo reported")
 	ErrBusy          = errors.New("inmem: could not pin a snapshot while the writer kept committing; retry")
+	ErrOwnerGone     = errors.New("inmem: the region's owner closed it, replaced it (internal init, restart) or died, so it no longer holds current data; close this attachment and attach again")
 	ErrTxOpen        = errors.New("inmem: a write transaction is still open; commit or abort it first")
 	ErrBadOptions    = errors.New("inmem: invalid options; fix the configuration")
 )

@@ -69,12 +69,20 @@ func (r *ReadEnv) newest() (meta, error) {
 
 // View runs fn on the newest committed snapshot. The LMDB protocol: publish the
 // snapshot's txid in the reader slot, then check the meta did not move meanwhile
-// (else the writer may have missed the slot and reused its pages).
+// (else the writer may have missed the slot and reused its pages). Once the
+// region's owner has closed or replaced it, or died, View fails with ErrOwnerGone
+// rather than show a copy that no longer changes.
 func (r *ReadEnv) View(fn func(*Tx) error) error {
 	r.mu.Lock()
 	if r.closed {
 		r.mu.Unlock()
 		return ErrClosed
+	}
+	if r.reg.WriterGone() {
+		// Checked at every view: a forwarding agent must not go on
+		// serving a frozen copy after its board replaced its memory.
+		r.mu.Unlock()
+		return fmt.Errorf("inmem: view of %s: %w", r.reg.Name(), ErrOwnerGone)
 	}
 	var m meta
 	var err error

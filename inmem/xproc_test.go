@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -525,4 +526,53 @@ func TestPoolFullNamesTheReader(t *testing.T) {
 	if want := fmt.Sprintf("by attached process %d", ch.cmd.Process.Pid); !strings.Contains(err.Error(), want) {
 		t.Fatalf("pool full error %q does not say %q", err, want)
 	}
+}
+
+// TestAttachedViewAfterOwnerGone: an attachment stops reading, with
+// ErrOwnerGone, once its region's owner closed it (as a board does when an
+// internal init replaced its region) or died (SIGKILL).
+func TestAttachedViewAfterOwnerGone(t *testing.T) {
+	t.Run("closed", func(t *testing.T) {
+		e, r := attachedInvariant(t)
+		mustNoErr(t, r.View(lookupAcct), "view while the owner runs")
+		mustNoErr(t, e.Close(), "owner close")
+		if err := r.View(lookupAcct); !errors.Is(err, ErrOwnerGone) {
+			t.Fatalf("view after the owner closed: %v, want ErrOwnerGone", err)
+		}
+	})
+	t.Run("killed", func(t *testing.T) {
+		e := namedEnv(t, Options{PoolSize: 1 << 20, LogSize: 1 << 20})
+		initInvariant(t, e)
+		name := e.Name()
+		mustNoErr(t, e.Close(), "close")
+		ch := startChild(t, "writer", name)
+		if l := ch.next(t); l != "COMMITTED" {
+			t.Fatalf("child: %q", l)
+		}
+		r, err := AttachReadOnly(name)
+		mustNoErr(t, err, "attach")
+		defer r.Close()
+		mustNoErr(t, r.View(func(tx *Tx) error {
+			if string(tx.DB("child").Get([]byte("written-by"))) != "child" {
+				return fmt.Errorf("the child's commit is not visible")
+			}
+			return nil
+		}), "view while the child owns the region")
+		mustNoErr(t, ch.cmd.Process.Signal(syscall.SIGKILL), "kill the owner")
+		_ = ch.cmd.Wait()
+		// The owner's liveness is trusted for shm's livenessTTL (20 ms)
+		// after a check; the deadline is far beyond that.
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			err := r.View(func(*Tx) error { return nil })
+			if errors.Is(err, ErrOwnerGone) {
+				break
+			}
+			mustNoErr(t, err, "view")
+			if time.Now().After(deadline) {
+				t.Fatal("views still succeed 10 s after the owner was killed")
+			}
+			runtime.Gosched()
+		}
+	})
 }

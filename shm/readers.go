@@ -202,3 +202,13 @@ func (s *ReaderSlot) releaseLocked() {
 	delete(s.r.slots, s)
 	s.r.freeSlot(s.index, s.r.self.word())
 }
+
+// WriterGone reports whether the region's writer has let go of it (closed
+// it, or replaced it with a region built to take its place) or its process
+// died: what the region holds is then no longer its owner's current data,
+// and a reader that goes on reading it serves a frozen copy. The process
+// check is cached for livenessTTL, so a reader may call it at every read.
+func (r *Region) WriterGone() bool {
+	w := atomic.LoadUint64(r.word(offWriterLock))
+	return w == 0 || !r.live.alive(r.self, w)
+}
