@@ -387,15 +387,23 @@ func TestKilledReaderSlotReclaimed(t *testing.T) {
 	}
 }
 
-func TestDeadWriterTakeover(t *testing.T) {
+// childOwnedRegion is a named region with the invariant database whose
+// writer is now a child process, which committed once and waits.
+func childOwnedRegion(t *testing.T) (name string, ch *child) {
+	t.Helper()
 	e := namedEnv(t, Options{PoolSize: 1 << 20, LogSize: 1 << 20})
 	initInvariant(t, e)
-	name := e.Name()
+	name = e.Name()
 	mustNoErr(t, e.Close(), "close")
-	ch := startChild(t, "writer", name)
+	ch = startChild(t, "writer", name)
 	if l := ch.next(t); l != "COMMITTED" {
 		t.Fatalf("child: %q", l)
 	}
+	return name, ch
+}
+
+func TestDeadWriterTakeover(t *testing.T) {
+	name, ch := childOwnedRegion(t)
 	if _, err := Open(name); !isErr(err, ErrWriterActive) {
 		t.Fatalf("open while the child writes: %v", err)
 	}
@@ -541,14 +549,7 @@ func TestAttachedViewAfterOwnerGone(t *testing.T) {
 		}
 	})
 	t.Run("killed", func(t *testing.T) {
-		e := namedEnv(t, Options{PoolSize: 1 << 20, LogSize: 1 << 20})
-		initInvariant(t, e)
-		name := e.Name()
-		mustNoErr(t, e.Close(), "close")
-		ch := startChild(t, "writer", name)
-		if l := ch.next(t); l != "COMMITTED" {
-			t.Fatalf("child: %q", l)
-		}
+		name, ch := childOwnedRegion(t)
 		r, err := AttachReadOnly(name)
 		mustNoErr(t, err, "attach")
 		defer r.Close()

@@ -401,19 +401,9 @@ func TestWriterLockInProcess(t *testing.T) {
 }
 
 func TestCrossProcessReaderReclaim(t *testing.T) {
-	name := uniqueName(t)
-	w := newRegion(t, name, Options{Size: 1 << 20})
+	w, c := tableWithChildReader(t, Options{Size: 1 << 20}, "BOARDHA_SHM_TXID=17")
 	if err := w.LockWriter(); err != nil {
 		t.Fatal(err)
-	}
-	own, err := w.AcquireReader()
-	if err != nil {
-		t.Fatal(err)
-	}
-	own.Set(500)
-	c := startChild(t, "reader", name, "BOARDHA_SHM_TXID=17")
-	if c.line != "ready" {
-		t.Fatalf("child said %q", c.line)
 	}
 	tx, ok := w.OldestReader()
 	if !ok || tx != 17 {
@@ -452,18 +442,28 @@ func TestCrossProcessReaderReclaim(t *testing.T) {
 // TestDeadIdleReaderSlot: a dead process's slot that holds no snapshot
 // does not count for OldestReader (which no longer asks whether its
 // process lives), and AcquireReader reclaims it when the table is full.
-func TestDeadIdleReaderSlot(t *testing.T) {
+// tableWithChildReader is a region whose reader table holds a slot of this
+// process at snapshot 500 and one of a child process (env as for the
+// child's "reader" mode: BOARDHA_SHM_TXID=n for a snapshot, none for an
+// idle slot).
+func tableWithChildReader(t *testing.T, opt Options, env ...string) (*Region, *child) {
+	t.Helper()
 	name := uniqueName(t)
-	w := newRegion(t, name, Options{Size: 1 << 20, MaxReaders: 2})
+	w := newRegion(t, name, opt)
 	own, err := w.AcquireReader()
 	if err != nil {
 		t.Fatal(err)
 	}
 	own.Set(500)
-	c := startChild(t, "reader", name) // holds a slot, no snapshot
+	c := startChild(t, "reader", name, env...)
 	if c.line != "ready" {
 		t.Fatalf("child said %q", c.line)
 	}
+	return w, c
+}
+
+func TestDeadIdleReaderSlot(t *testing.T) {
+	w, c := tableWithChildReader(t, Options{Size: 1 << 20, MaxReaders: 2}) // the child: a slot, no snapshot
 	if rs := w.Readers(); len(rs) != 2 {
 		t.Fatalf("Readers() = %+v, want the child's slot too", rs)
 	}
@@ -485,17 +485,7 @@ func TestDeadIdleReaderSlot(t *testing.T) {
 // writer's scan trusted it (the liveness cache) does not keep its slot from
 // AcquireReader on a full table: reclaiming asks the process table now.
 func TestFullTableReclaimsAtOnce(t *testing.T) {
-	name := uniqueName(t)
-	w := newRegion(t, name, Options{Size: 1 << 20, MaxReaders: 2})
-	own, err := w.AcquireReader()
-	if err != nil {
-		t.Fatal(err)
-	}
-	own.Set(500)
-	c := startChild(t, "reader", name, "BOARDHA_SHM_TXID=17")
-	if c.line != "ready" {
-		t.Fatalf("child said %q", c.line)
-	}
+	w, c := tableWithChildReader(t, Options{Size: 1 << 20, MaxReaders: 2}, "BOARDHA_SHM_TXID=17")
 	if tx, ok := w.OldestReader(); !ok || tx != 17 {
 		t.Fatalf("OldestReader = %d %v, want the child's 17", tx, ok)
 	}
