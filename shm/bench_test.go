@@ -109,3 +109,37 @@ func BenchmarkAllocFree(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkWriterGone is an attached reader's check at every view that the
+// region's writer still holds it: the writer in this process, and in
+// another live process (the parent), whose liveness is checked once per
+// livenessTTL.
+func BenchmarkWriterGone(b *testing.B) {
+	for _, foreign := range []bool{false, true} {
+		name := "own"
+		if foreign {
+			name = "foreign"
+		}
+		b.Run(name, func(b *testing.B) {
+			r := newRegion(b, "", Options{Size: 1 << 20})
+			if err := r.LockWriter(); err != nil {
+				b.Fatal(err)
+			}
+			if foreign {
+				ppid := os.Getppid()
+				start, _, err := procStat(ppid)
+				if err != nil {
+					b.Skipf("no /proc for the parent: %v", err)
+				}
+				*r.word(offWriterLock) = procIdentity{pid: uint32(ppid), start: start}.word()
+				b.Cleanup(func() { *r.word(offWriterLock) = r.self.word() })
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				if r.WriterGone() {
+					b.Fatal("the writer is alive")
+				}
+			}
+		})
+	}
+}

@@ -3,6 +3,7 @@ package shm
 import (
 	"fmt"
 	"sync/atomic"
+	"time"
 	"unsafe"
 )
 
@@ -210,5 +211,20 @@ func (s *ReaderSlot) releaseLocked() {
 // check is cached for livenessTTL, so a reader may call it at every read.
 func (r *Region) WriterGone() bool {
 	w := atomic.LoadUint64(r.word(offWriterLock))
-	return w == 0 || !r.live.alive(r.self, w)
+	switch {
+	case w == 0:
+		return true
+	case w == r.self.word():
+		return false
+	}
+	now := time.Now().UnixNano()
+	if w == r.writerSeen.Load() && now-r.writerSeenAt.Load() < int64(livenessTTL) {
+		return false
+	}
+	if !r.live.alive(r.self, w) {
+		return true
+	}
+	r.writerSeenAt.Store(now)
+	r.writerSeen.Store(w)
+	return false
 }

@@ -91,6 +91,11 @@ type Region struct {
 	tableMap []byte // the separate mapping to unmap, if any
 	self     procIdentity
 	live     livenessCache
+	// writerSeen is the writer lock word WriterGone last found alive,
+	// and when (unix nanoseconds): a reader asks at every view, and
+	// this spares it the liveness cache's lock and map.
+	writerSeen   atomic.Uint64
+	writerSeenAt atomic.Int64
 
 	mu        sync.Mutex
 	closed    atomic.Bool
