@@ -5,7 +5,10 @@
 // injects faults (SIGKILL, reboot with empty memory, link down, XDP frame
 // loss, malformed frames, and their combinations: a master restarted empty
 // between a stale replica and a holder of the Perm writes) while a writer
-// records every commit.
+// records every commit. One scenario also reads a replica's tables from its
+// shared memory, as a forwarding agent does (board.Attach), across that
+// board's reboot: the reader must learn the region is gone and, attached
+// again, follow the group.
 //
 // At the end of each scenario the recorded history is judged against what
 // the boards hold:

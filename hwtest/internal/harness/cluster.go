@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
@@ -12,6 +13,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/seed61e250c8/boardha/shm"
 )
 
 // Timing is the replication timing every board of a cluster runs with. The
@@ -63,6 +66,11 @@ type ClusterOptions struct {
 	CheckpointKiB int    // default 1024
 	// Extra flags for every board.
 	Extra []string
+	// NamedShm gives every board a named shared-memory region (Node.Shm,
+	// in /dev/shm) that other processes can attach to, instead of private
+	// memory. Start removes a region left by a killed process first, so a
+	// restart still begins with empty memory; Close removes what is left.
+	NamedShm bool
 }
 
 // Node is one board of the cluster.
@@ -71,6 +79,9 @@ type Node struct {
 	Board Board
 	Sock  string
 	Log   string
+	// Shm is the board's region: "private", or a name in /dev/shm
+	// (ClusterOptions.NamedShm).
+	Shm string
 	// Restarts counts how often the board was (re)started.
 	Restarts int
 
@@ -140,7 +151,11 @@ func NewCluster(opt ClusterOptions) (*Cluster, error) {
 		if len(sock) > 107 {
 			return nil, fmt.Errorf("harness: socket path %s is longer than a unix socket allows; use a shorter Dir", sock)
 		}
-		c.nodes[s] = &Node{Site: s, Board: b, Sock: sock, Log: filepath.Join(opt.Dir, fmt.Sprintf("b%d.log", s)), cl: NewClient(sock)}
+		shmName := "private"
+		if opt.NamedShm {
+			shmName = fmt.Sprintf("boardha-hw%d-%s-%d", os.Getpid(), opt.Group, s)
+		}
+		c.nodes[s] = &Node{Site: s, Board: b, Sock: sock, Shm: shmName, Log: filepath.Join(opt.Dir, fmt.Sprintf("b%d.log", s)), cl: NewClient(sock)}
 	}
 	return c, nil
 }
@@ -175,7 +190,7 @@ func (c *Cluster) Args(s uint16, master bool) []string {
 		"-site", strconv.Itoa(int(s)), "-group", c.opt.Group,
 		"-transport", "raw", "-iface", c.opt.Iface, "-peers", strings.Join(peers, ","),
 		"-priority", strconv.FormatUint(uint64(prio), 10), "-ack", c.opt.Ack,
-		"-sock", n.Sock, "-shm", "private",
+		"-sock", n.Sock, "-shm", n.Shm,
 		"-pool-size", c.opt.PoolSize, "-log-size", c.opt.LogSize, "-checkpoint-kib", strconv.Itoa(c.opt.CheckpointKiB),
 		"-heartbeat-send", t.HeartbeatSend.String(), "-heartbeat-monitor", t.HeartbeatMonitor.String(),
 		"-election-timeout", t.ElectionTimeout.String(), "-ack-timeout", t.AckTimeout.String(),
@@ -193,7 +208,8 @@ func (c *Cluster) Args(s uint16, master bool) []string {
 	return append(args, c.opt.Extra...)
 }
 
-// Start starts site s's boardd (with empty memory: regions are private) and
+// Start starts site s's boardd with empty memory (a named region a killed
+// process left is removed first: a board that reboots loses its memory) and
 // waits until its socket answers stat.
 func (c *Cluster) Start(ctx context.Context, s uint16, master bool) error {
 	c.mu.Lock()
@@ -204,6 +220,9 @@ func (c *Cluster) Start(ctx context.Context, s uint16, master bool) error {
 	}
 	if n.Running() {
 		return fmt.Errorf("harness: site %d already running (pid %d)", s, n.proc.Load().Pid)
+	}
+	if err := n.removeShm(); err != nil {
+		return err
 	}
 	// The process is tied to no context: the supervisor ends it by pid,
 	// and a context kill would race the scenario's own SIGKILLs.
@@ -548,7 +567,19 @@ func (c *Cluster) Close() {
 	defer c.mu.Unlock()
 	for _, n := range c.nodes {
 		_ = n.cl.Close()
+		_ = n.removeShm()
 	}
+}
+
+// removeShm removes the board's named region, if any is left.
+func (n *Node) removeShm() error {
+	if n.Shm == "private" {
+		return nil
+	}
+	if err := shm.Remove(n.Shm); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("harness: removing site %d's region %s: %w", n.Site, n.Shm, err)
+	}
+	return nil
 }
 
 // Tails returns the last bytes of every board's log, for failure messages.
