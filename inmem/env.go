@@ -510,13 +510,7 @@ func (e *Env) startWrite(tx *Tx) *Tx {
 // pinned snapshot, the checkpoint's among them). Empty when no snapshot is
 // older than the newest. wmu is held.
 func (e *Env) holder() string {
-	var held uint64
-	for _, p := range e.pending[e.pendHead:] {
-		held += uint64(p.n)
-	}
-	for _, p := range e.recheck {
-		held += uint64(p.n)
-	}
+	held := e.heldPages()
 	e.readMu.Lock()
 	cur, own := e.cur.txid, e.cur.txid
 	for t := range e.readers {
@@ -536,6 +530,19 @@ func (e *Env) holder() string {
 		return fmt.Sprintf(" (%d pages are held for the oldest snapshot still read, %d transactions behind, in this process: a long view or a pinned snapshot such as a checkpoint waiting to become durable)", held, cur-own)
 	}
 	return ""
+}
+
+// heldPages counts the freed pages kept for snapshots that may still read
+// them (pending and recheck). wmu is held.
+func (e *Env) heldPages() uint64 {
+	var held uint64
+	for _, p := range e.pending[e.pendHead:] {
+		held += uint64(p.n)
+	}
+	for _, p := range e.recheck {
+		held += uint64(p.n)
+	}
+	return held
 }
 
 // oldest is the oldest snapshot anyone may still read.
@@ -919,12 +926,7 @@ func (e *Env) Stats() Stats {
 	defer e.wmu.Unlock()
 	var st Stats
 	st.Pages = e.alloc.Stats()
-	for _, p := range e.pending[e.pendHead:] {
-		st.PendingPages += uint64(p.n)
-	}
-	for _, p := range e.recheck {
-		st.PendingPages += uint64(p.n)
-	}
+	st.PendingPages = e.heldPages()
 	st.OldestTxid = e.oldest()
 	e.readMu.Lock()
 	for _, n := range e.readers {
