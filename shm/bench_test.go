@@ -39,33 +39,41 @@ func BenchmarkReaderSet(b *testing.B) {
 // parent), whose liveness (kill(pid, 0) and a read of /proc) is checked once per
 // livenessTTL, not at every scan.
 func BenchmarkOldestReader(b *testing.B) {
-	for _, foreign := range []bool{false, true} {
-		name := "own"
-		if foreign {
-			name = "foreign"
+	ownAndForeign(b, func(b *testing.B, foreign uint64) {
+		r := newRegion(b, "", Options{Size: 1 << 20})
+		for i := 0; i < 8; i++ {
+			s, _ := r.AcquireReader()
+			s.Set(uint64(100 + i))
 		}
-		b.Run(name, func(b *testing.B) {
-			r := newRegion(b, "", Options{Size: 1 << 20})
-			for i := 0; i < 8; i++ {
-				s, _ := r.AcquireReader()
-				s.Set(uint64(100 + i))
+		if foreign != 0 {
+			s, _ := r.AcquireReader()
+			s.Set(50)
+			*r.slotWord(s.Index(), slotOwner) = foreign
+		}
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, ok := r.OldestReader(); !ok {
+				b.Fatal("no reader")
 			}
-			if foreign {
+		}
+	})
+}
+
+// ownAndForeign runs bench as "own" (foreign 0) and as "foreign", with the
+// owner word of another live process (the parent; skipped without /proc).
+func ownAndForeign(b *testing.B, bench func(b *testing.B, foreign uint64)) {
+	for _, name := range []string{"own", "foreign"} {
+		b.Run(name, func(b *testing.B) {
+			var w uint64
+			if name == "foreign" {
 				ppid := os.Getppid()
 				start, _, err := procStat(ppid)
 				if err != nil {
 					b.Skipf("no /proc for the parent: %v", err)
 				}
-				s, _ := r.AcquireReader()
-				s.Set(50)
-				*r.slotWord(s.Index(), slotOwner) = procIdentity{pid: uint32(ppid), start: start}.word()
+				w = procIdentity{pid: uint32(ppid), start: start}.word()
 			}
-			b.ReportAllocs()
-			for b.Loop() {
-				if _, ok := r.OldestReader(); !ok {
-					b.Fatal("no reader")
-				}
-			}
+			bench(b, w)
 		})
 	}
 }
@@ -115,31 +123,20 @@ func BenchmarkAllocFree(b *testing.B) {
 // another live process (the parent), whose liveness is checked once per
 // livenessTTL.
 func BenchmarkWriterGone(b *testing.B) {
-	for _, foreign := range []bool{false, true} {
-		name := "own"
-		if foreign {
-			name = "foreign"
+	ownAndForeign(b, func(b *testing.B, foreign uint64) {
+		r := newRegion(b, "", Options{Size: 1 << 20})
+		if err := r.LockWriter(); err != nil {
+			b.Fatal(err)
 		}
-		b.Run(name, func(b *testing.B) {
-			r := newRegion(b, "", Options{Size: 1 << 20})
-			if err := r.LockWriter(); err != nil {
-				b.Fatal(err)
+		if foreign != 0 {
+			*r.word(offWriterLock) = foreign
+			b.Cleanup(func() { *r.word(offWriterLock) = r.self.word() })
+		}
+		b.ReportAllocs()
+		for b.Loop() {
+			if r.WriterGone() {
+				b.Fatal("the writer is alive")
 			}
-			if foreign {
-				ppid := os.Getppid()
-				start, _, err := procStat(ppid)
-				if err != nil {
-					b.Skipf("no /proc for the parent: %v", err)
-				}
-				*r.word(offWriterLock) = procIdentity{pid: uint32(ppid), start: start}.word()
-				b.Cleanup(func() { *r.word(offWriterLock) = r.self.word() })
-			}
-			b.ReportAllocs()
-			for b.Loop() {
-				if r.WriterGone() {
-					b.Fatal("the writer is alive")
-				}
-			}
-		})
-	}
+		}
+	})
 }
