@@ -111,6 +111,14 @@ func (s *Supervisor) Start(name string, cmd *exec.Cmd, logPath string) (*Proc, e
 		return nil, fmt.Errorf("harness: log file for %s: %w", name, err)
 	}
 	cmd.Stdout, cmd.Stderr = logf, logf
+	// The processes die with the test even when it is killed outright (or
+	// dies of a closed output pipe) and cannot run its cleanups, as bench
+	// and boardd rig arrange for theirs: a boardd left running holds its
+	// board's raw socket and CPU after the scenario.
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
 	if err := cmd.Start(); err != nil {
 		logf.Close()
 		return nil, fmt.Errorf("harness: starting %s (%s): %w", name, cmd.Path, err)
