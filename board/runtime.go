@@ -94,6 +94,7 @@ type runtime struct {
 	startup bool // replica: caught up with the master
 
 	waiters []waiter
+	readers readerWatch // attached processes holding one snapshot for long
 	// spareReqs are request lists of released waiters, reused by the
 	// next commits' waiters (keepReqs): a commit keeps its requests
 	// without an allocation.
@@ -355,8 +356,24 @@ func (rt *runtime) tick() {
 	}
 	rt.node.Tick(now)
 	rt.expire()
+	if now >= rt.readers.next {
+		rt.readers.next = now + readerWatchEvery
+		rt.watchReaders(now)
+	}
 	rt.processReady()
 	rt.flush(false)
+}
+
+// watchReaders logs the attached processes found holding one snapshot for
+// long (readerWatch), once per snapshot.
+func (rt *runtime) watchReaders(now time.Duration) {
+	env := rt.store.Env()
+	for _, r := range rt.readers.observe(now, env.Region().Readers()) {
+		st := env.Stats()
+		rt.b.log.Warn("an attached reader has held one snapshot for long: the pages freed since cannot be reused, and the pool fills (ErrPoolFull) unless it lets go",
+			"pid", r.pid, "held_for", r.held.Round(time.Second), "snapshot_txid", r.txid,
+			"pages_held", st.PendingPages, "pool_pages", st.Pages.TotalPages)
+	}
 }
 
 // noteStall records the gap between two ticks the runtime ran. A gap
