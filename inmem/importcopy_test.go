@@ -10,6 +10,33 @@ import (
 	"testing"
 )
 
+// fillRoutes commits batches transactions into database db of m, each of
+// perBatch route keys with random values of minLen..minLen+spread-1 bytes
+// and the key and value big gives for the batch (a value run).
+func fillRoutes(t *testing.T, m *Env, rng *rand.Rand, db string, batches, perBatch, minLen, spread int, big func(batch int) (string, []byte)) {
+	t.Helper()
+	for batch := range batches {
+		_, err := m.Update(func(tx *Tx) error {
+			d, err := tx.CreateDBIfNotExists(db)
+			if err != nil {
+				return err
+			}
+			for i := range perBatch {
+				v := make([]byte, minLen+rng.IntN(spread))
+				for j := range v {
+					v[j] = byte(rng.Uint32())
+				}
+				if err := d.Put(fmt.Appendf(nil, "10.%d.%d.0/24", batch, i), v); err != nil {
+					return err
+				}
+			}
+			k, v := big(batch)
+			return d.Put([]byte(k), v)
+		})
+		mustNoErr(t, err, "fill")
+	}
+}
+
 // importMaster fills an environment with a tree deep enough for branch
 // pages, values in overflow runs of a few pages, and one run larger than
 // an import batch (written by the kernel on its own), and pins a snapshot
@@ -19,27 +46,11 @@ func importMaster(t *testing.T) (Options, *Env, *Snapshot) {
 	opt := Options{PoolSize: 16 << 20, LogSize: 4 << 20}
 	m := newTestEnv(t, opt)
 	rng := rand.New(rand.NewPCG(3, 4))
-	for batch := 0; batch < 6; batch++ {
-		_, err := m.Update(func(tx *Tx) error {
-			db, err := tx.CreateDBIfNotExists("fib")
-			if err != nil {
-				return err
-			}
-			for i := 0; i < 300; i++ {
-				v := make([]byte, 8+rng.IntN(200))
-				for j := range v {
-					v[j] = byte(rng.Uint32())
-				}
-				if err := db.Put(fmt.Appendf(nil, "10.%d.%d.0/24", batch, i), v); err != nil {
-					return err
-				}
-			}
-			big := make([]byte, 2*m.ps+rng.IntN(m.ps))
-			big[len(big)-1] = byte(batch + 1)
-			return db.Put(fmt.Appendf(nil, "big-%d", batch), big)
-		})
-		mustNoErr(t, err, "fill")
-	}
+	fillRoutes(t, m, rng, "fib", 6, 300, 8, 200, func(batch int) (string, []byte) {
+		big := make([]byte, 2*m.ps+rng.IntN(m.ps))
+		big[len(big)-1] = byte(batch + 1)
+		return fmt.Sprintf("big-%d", batch), big
+	})
 	_, err := m.Update(func(tx *Tx) error {
 		db, err := tx.CreateDBIfNotExists("images")
 		if err != nil {

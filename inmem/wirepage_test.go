@@ -3,7 +3,6 @@ package inmem
 import (
 	"bytes"
 	"errors"
-	"fmt"
 	"math/rand/v2"
 	"testing"
 )
@@ -28,27 +27,11 @@ func TestWirePagesRoundTrip(t *testing.T) {
 	opt := Options{PoolSize: 8 << 20, LogSize: 1 << 20}
 	m := newTestEnv(t, opt)
 	rng := rand.New(rand.NewPCG(1, 2))
-	for batch := 0; batch < 8; batch++ {
-		_, err := m.Update(func(tx *Tx) error {
-			db, err := tx.CreateDBIfNotExists("routes")
-			if err != nil {
-				return err
-			}
-			for i := 0; i < 200; i++ {
-				v := make([]byte, 16+rng.IntN(300))
-				for j := range v {
-					v[j] = byte(rng.Uint32())
-				}
-				if err := db.Put(fmt.Appendf(nil, "10.%d.%d.0/24", batch, i), v); err != nil {
-					return err
-				}
-			}
-			v := make([]byte, 3*m.ps+100) // a value run goes as its value
-			v[len(v)-1] = 1
-			return db.Put([]byte("big"), v)
-		})
-		mustNoErr(t, err, "fill")
-	}
+	fillRoutes(t, m, rng, "routes", 8, 200, 16, 300, func(int) (string, []byte) {
+		v := make([]byte, 3*m.ps+100) // a value run goes as its value
+		v[len(v)-1] = 1
+		return "big", v
+	})
 	s, im := pinAndImport(t, m, opt)
 	var wire, whole, short int
 	var buf []byte
