@@ -501,16 +501,25 @@ func TestCloseFailsCalls(t *testing.T) {
 	}
 }
 
-func TestAttachReadsSharedMemory(t *testing.T) {
-	name := fmt.Sprintf("boardha-test-%d", os.Getpid())
+// attachedGroup is a group of one board whose region is named name, with
+// routes/a set to v, and a Reader attached to it (closed when the test
+// ends).
+func attachedGroup(t *testing.T, name, v string) (*testGroup, *Board, *Reader) {
+	t.Helper()
 	g := newGroup(t, 1, func(c *Config) { c.ShmName = name })
 	m := g.master(0)
-	put(t, m, "routes", "a", "1")
+	put(t, m, "routes", "a", v)
 	r, err := Attach(name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer r.Close()
+	t.Cleanup(func() { _ = r.Close() })
+	return g, m, r
+}
+
+func TestAttachReadsSharedMemory(t *testing.T) {
+	name := fmt.Sprintf("boardha-test-%d", os.Getpid())
+	g, m, r := attachedGroup(t, name, "1")
 	read := func() string {
 		var v string
 		if err := r.View(func(tx *Tx) error { v = string(tx.Bucket("routes").Get([]byte("a"))); return nil }); err != nil {
@@ -594,15 +603,7 @@ func TestAttachAcrossInternalInit(t *testing.T) {
 // reading, transactions behind, with pages held for it; once it lets go,
 // the pages are reused.
 func TestStatShowsAttachedReaders(t *testing.T) {
-	name := fmt.Sprintf("boardha-test-readers-%d", os.Getpid())
-	g := newGroup(t, 1, func(c *Config) { c.ShmName = name })
-	m := g.master(0)
-	put(t, m, "routes", "a", "0")
-	r, err := Attach(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
+	_, m, r := attachedGroup(t, fmt.Sprintf("boardha-test-readers-%d", os.Getpid()), "0")
 	ours := func(st Stat) (ReaderStat, bool) {
 		for _, rs := range st.Pool.Readers {
 			if rs.PID == os.Getpid() {
@@ -615,7 +616,7 @@ func TestStatShowsAttachedReaders(t *testing.T) {
 		t.Fatalf("attached, not reading: Stat readers %+v", m.Stat().Pool.Readers)
 	}
 	const commits = 20
-	err = r.View(func(tx *Tx) error {
+	err := r.View(func(tx *Tx) error {
 		for i := 1; i <= commits; i++ {
 			put(t, m, "routes", "a", fmt.Sprint(i))
 		}
