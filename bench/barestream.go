@@ -155,3 +155,28 @@ func batchedStream(a, b *packetSock, size, n int) (frames int, elapsed time.Dura
 	}
 	return r.got, r.el, r.err
 }
+
+// streamRate is one batched bare stream of n size-byte frames from board a
+// to board b on fresh sockets: the frames/s and payload MB/s the receiver
+// saw, and how many frames arrived.
+func streamRate(a, b *rig.Board, size, n int) (framesPerSec, mbPerSec float64, got int, err error) {
+	pa, err := openPacketSock(a)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	defer pa.close()
+	pb, err := openPacketSock(b)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	defer pb.close()
+	got, el, err := batchedStream(pa, pb, size, n)
+	if err == nil && el <= 0 {
+		err = fmt.Errorf("batched stream: no frame timed (received %d)", got)
+	}
+	if err != nil {
+		return 0, 0, got, err
+	}
+	framesPerSec = float64(got) / el.Seconds()
+	return framesPerSec, framesPerSec * float64(size) / 1e6, got, nil
+}
