@@ -59,6 +59,9 @@ type cluster struct {
 	errs     atomic.Uint64
 	moved    int // rounds whose restore ended under another master than the failover's
 	logf     func(format string, args ...any)
+	// reapers are the goroutines timing a killed master's reaping; close
+	// waits for them, so none logs after the section is done.
+	reapers sync.WaitGroup
 }
 
 func goTool() string {
@@ -109,6 +112,7 @@ func (c *cluster) close() {
 		_ = os.Remove(filepath.Join("/dev/shm", p.shm))
 	}
 	_ = os.RemoveAll(c.dir)
+	c.reapers.Wait()
 }
 
 // call sends one request on a fresh or given connection.
@@ -420,7 +424,9 @@ func (c *cluster) round(ctx context.Context, sig syscall.Signal) (time.Duration,
 		// The channel is taken now: the restart below gives the proc a
 		// new one.
 		exited := victim.exited
+		c.reapers.Add(1)
 		go func() {
+			defer c.reapers.Done()
 			<-exited
 			d := time.Since(t0)
 			c.mu.Lock()

@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -77,6 +78,12 @@ func sized(mode string) (Config, error) {
 		c.RoundTrips, c.StreamFrames = 5000, 200000
 		c.CommitTime = 1500 * time.Millisecond
 		c.ScaleBoards, c.ScaleTime = []int{3, 5, 7, 9, 11, 13, 15}, 1500*time.Millisecond
+		// 128 MiB of values are about 300 MB of pages to restore. A larger
+		// init measures more of this VM than of the init: per page it
+		// costs about twice as much at 320 MiB (2026-12-06), and the
+		// import alone jumps from 1 to 2-7 µs a page past 256 MiB
+		// depending on what memory the guest used before
+		// (docs/PERFORMANCE.md).
 		c.InitBytes = 128 << 20
 		c.XprocKeys, c.XprocTime = 200000, time.Second
 		c.FailoverBoards, c.Kills, c.Stops = 5, 24, 12
@@ -111,6 +118,7 @@ type suite struct {
 	res     *Results
 	chassis *rig.Chassis
 	logw    io.Writer
+	logMu   sync.Mutex // sections log from several goroutines (a failover round's reaper), and Config.Log need not be safe for that
 	dbg     *slog.Logger
 
 	// boardd is the boardd binary built for this run (in binDir, removed
@@ -123,7 +131,10 @@ type suite struct {
 }
 
 func (s *suite) logf(format string, args ...any) {
-	fmt.Fprintf(s.logw, "bench: "+format+"\n", args...)
+	line := fmt.Sprintf("bench: "+format+"\n", args...)
+	s.logMu.Lock()
+	defer s.logMu.Unlock()
+	_, _ = io.WriteString(s.logw, line)
 }
 
 // Run measures the selected sections and writes results.md, results.json
