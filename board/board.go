@@ -53,7 +53,7 @@ type Board struct {
 	nextAppID atomic.Uint64
 	ctr       struct {
 		commits, batches, appForwarded, appServed, sendErrors, permFailed atomic.Uint64
-		stalls, keepAlives                                                atomic.Uint64
+		stalls, keepAlives, readerHoldWarnings                            atomic.Uint64
 		longestStall                                                      atomic.Int64 // ns
 	}
 

@@ -642,6 +642,41 @@ func TestStatShowsAttachedReaders(t *testing.T) {
 	}
 }
 
+// TestReaderHeldLongIsCounted: an attached reader that stays in one view
+// for Config.ReaderHoldWarn is counted in Stat (and logged), once for that
+// snapshot however long it stays.
+func TestReaderHeldLongIsCounted(t *testing.T) {
+	name := fmt.Sprintf("boardha-test-holdwarn-%d", os.Getpid())
+	g := newGroup(t, 1, func(c *Config) { c.ShmName, c.ReaderHoldWarn = name, time.Second })
+	m := g.master(0)
+	put(t, m, "routes", "a", "1")
+	r, err := Attach(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	count := func() uint64 { return m.Stat().Counters.ReaderHoldWarnings }
+	if n := count(); n != 0 {
+		t.Fatalf("%d warnings before any view", n)
+	}
+	start := time.Now()
+	err = r.View(func(tx *Tx) error {
+		// The watch looks once a second: the threshold and two looks.
+		eventually(t, "the held view to be counted", 10*time.Second, func() bool { return count() > 0 })
+		// Held on across two more looks, the same snapshot is not counted
+		// again. (The stimulus is holding the view that long.)
+		time.Sleep(2100 * time.Millisecond)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := count(); n != 1 {
+		t.Fatalf("one snapshot held for %v counted %d times, want once", time.Since(start).Round(time.Millisecond), n)
+	}
+	g.stop(1)
+}
+
 func TestStepDownAndElect(t *testing.T) {
 	g := newGroup(t, 3, nil)
 	m := g.master(0)

@@ -93,6 +93,7 @@ const (
 	DefaultPace            = time.Millisecond
 	DefaultEventBuffer     = 1024
 	DefaultMaxMessageBytes = 1 << 20
+	DefaultReaderHoldWarn  = 10 * time.Second
 )
 
 // minPace is the shortest Config.Pace: a rest shorter than a timer's
@@ -184,6 +185,13 @@ type Config struct {
 	// KeepShm leaves a named region in place on Close (by default Close
 	// removes it: an orderly shutdown releases the board's memory).
 	KeepShm bool
+	// ReaderHoldWarn: an attached process (Attach) found holding one
+	// snapshot this long is logged and counted (Stat's ReaderHoldWarnings):
+	// the pages freed since cannot be reused, and the pool fills unless it
+	// lets go. Set it above the longest view a forwarding agent means to
+	// hold (a full table walk). 1s..24h, default 10s; negative turns the
+	// watch off.
+	ReaderHoldWarn time.Duration
 
 	// EventBuffer is the capacity of the Events channel: 1..1<<20,
 	// default 1024. When full the oldest event is dropped and counted.
@@ -232,6 +240,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.EventBuffer == 0 {
 		c.EventBuffer = DefaultEventBuffer
+	}
+	if c.ReaderHoldWarn == 0 {
+		c.ReaderHoldWarn = DefaultReaderHoldWarn
 	}
 	if c.MaxMessageBytes == 0 {
 		c.MaxMessageBytes = DefaultMaxMessageBytes
@@ -321,6 +332,9 @@ func (c Config) validated() (Config, error) {
 		if err := checkName(c.ShmName); err != nil {
 			return bad("ShmName", "%q %v; allowed a name of [A-Za-z0-9._-] (in /dev/shm) or an absolute path", c.ShmName, err)
 		}
+	}
+	if c.ReaderHoldWarn > 0 && (c.ReaderHoldWarn < time.Second || c.ReaderHoldWarn > 24*time.Hour) {
+		return bad("ReaderHoldWarn", "is %v; allowed 1s..24h, or negative for no warning", c.ReaderHoldWarn)
 	}
 	if c.EventBuffer < 1 || c.EventBuffer > 1<<20 {
 		return bad("EventBuffer", "is %d; allowed 1..1048576", c.EventBuffer)

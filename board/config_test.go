@@ -22,7 +22,7 @@ func TestConfigDefaults(t *testing.T) {
 		c.HeartbeatMonitor != DefaultHeartbeatMonitor || c.ElectionTimeout != DefaultElectionTimeout ||
 		c.AckTimeout != DefaultAckTimeout || c.PoolSize != DefaultPoolSize || c.LogSize != DefaultLogSize ||
 		c.CheckpointKiB != DefaultCheckpointKiB || c.PageSize != DefaultPageSize || c.EventBuffer != DefaultEventBuffer ||
-		c.Pace != DefaultPace {
+		c.Pace != DefaultPace || c.ReaderHoldWarn != DefaultReaderHoldWarn {
 		t.Fatalf("defaults not applied: %+v", c)
 	}
 	// A short monitor shortens the pace, and one too short for any rest
@@ -84,6 +84,8 @@ func TestConfigRejects(t *testing.T) {
 		{"PoolSize", func(c *Config) { c.PoolSize = 4096 }},
 		{"ShmName", func(c *Config) { c.ShmName = "../etc" }},
 		{"EventBuffer", func(c *Config) { c.EventBuffer = -3 }},
+		{"ReaderHoldWarn", func(c *Config) { c.ReaderHoldWarn = 500 * time.Millisecond }},
+		{"ReaderHoldWarn", func(c *Config) { c.ReaderHoldWarn = 25 * time.Hour }},
 		{"MaxMessageBytes", func(c *Config) { c.MaxMessageBytes = 100 }},
 	}
 	for _, tc := range cases {

@@ -11,10 +11,9 @@ import (
 // the writes fail with ErrPoolFull long after the reader got stuck. Stat
 // shows the readers; readerWatch also says so in the log while there is
 // still time, once per stuck snapshot.
-const (
-	readerWatchEvery = time.Second      // how often the board looks at its readers
-	readerHoldWarn   = 10 * time.Second // one snapshot held this long is logged
-)
+// readerWatchEvery is how often the board looks at its readers; a snapshot
+// held for Config.ReaderHoldWarn is then found within a second of it.
+const readerWatchEvery = time.Second
 
 // readerWatch remembers, for each attached process reading, the snapshot
 // it read at the last look and since when.
@@ -29,8 +28,8 @@ type heldSnapshot struct {
 	warned bool
 }
 
-// stuckReader is an attached process found holding one snapshot for
-// readerHoldWarn or more.
+// stuckReader is an attached process found holding one snapshot for the
+// watch's threshold or more.
 type stuckReader struct {
 	pid  int
 	txid uint64
@@ -38,10 +37,10 @@ type stuckReader struct {
 }
 
 // observe takes the reader table as it is at now and returns the readers
-// whose snapshot has been held for readerHoldWarn since this watch first
-// saw it, each once. A reader that moved to another snapshot or let go
-// starts over.
-func (w *readerWatch) observe(now time.Duration, readers []shm.ReaderInfo) []stuckReader {
+// whose snapshot has been held for warnAfter since this watch first saw
+// it, each once. A reader that moved to another snapshot or let go starts
+// over.
+func (w *readerWatch) observe(now, warnAfter time.Duration, readers []shm.ReaderInfo) []stuckReader {
 	if len(readers) == 0 {
 		w.held = nil
 		return nil
@@ -56,7 +55,7 @@ func (w *readerWatch) observe(now time.Duration, readers []shm.ReaderInfo) []stu
 		if !ok || h.txid != r.Txid {
 			h = heldSnapshot{txid: r.Txid, since: now}
 		}
-		if !h.warned && now-h.since >= readerHoldWarn {
+		if !h.warned && now-h.since >= warnAfter {
 			h.warned = true
 			stuck = append(stuck, stuckReader{pid: r.PID, txid: r.Txid, held: now - h.since})
 		}

@@ -8,10 +8,11 @@ import (
 )
 
 // TestReaderWatch: a reader holding one snapshot is reported once, when it
-// has held it for readerHoldWarn; one that moves on, lets go or comes back
+// has held it for the threshold; one that moves on, lets go or comes back
 // to another snapshot starts over; idle attachments are never reported.
 func TestReaderWatch(t *testing.T) {
 	var w readerWatch
+	const warnAfter = 10 * time.Second
 	reading := func(pid int, txid uint64) shm.ReaderInfo { return shm.ReaderInfo{PID: pid, Txid: txid, HasTxid: true} }
 	idle := shm.ReaderInfo{PID: 9}
 	at := func(s int) time.Duration { return time.Duration(s) * time.Second }
@@ -34,12 +35,12 @@ func TestReaderWatch(t *testing.T) {
 		{at(200), []shm.ReaderInfo{idle}, nil},
 	}
 	for i, st := range steps {
-		got := w.observe(st.now, st.readers)
+		got := w.observe(st.now, warnAfter, st.readers)
 		var pids []int
 		for _, r := range got {
 			pids = append(pids, r.pid)
-			if r.held < readerHoldWarn {
-				t.Errorf("step %d: pid %d reported after holding %v, under %v", i, r.pid, r.held, readerHoldWarn)
+			if r.held < warnAfter {
+				t.Errorf("step %d: pid %d reported after holding %v, under %v", i, r.pid, r.held, warnAfter)
 			}
 		}
 		if len(pids) != len(st.want) || (len(pids) > 0 && pids[0] != st.want[0]) {

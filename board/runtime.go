@@ -356,7 +356,7 @@ func (rt *runtime) tick() {
 	}
 	rt.node.Tick(now)
 	rt.expire()
-	if now >= rt.readers.next {
+	if now >= rt.readers.next && b.cfg.ReaderHoldWarn > 0 {
 		rt.readers.next = now + readerWatchEvery
 		rt.watchReaders(now)
 	}
@@ -368,7 +368,8 @@ func (rt *runtime) tick() {
 // long (readerWatch), once per snapshot.
 func (rt *runtime) watchReaders(now time.Duration) {
 	env := rt.store.Env()
-	for _, r := range rt.readers.observe(now, env.Region().Readers()) {
+	for _, r := range rt.readers.observe(now, rt.b.cfg.ReaderHoldWarn, env.Region().Readers()) {
+		rt.b.ctr.readerHoldWarnings.Add(1)
 		st := env.Stats()
 		rt.b.log.Warn("an attached reader has held one snapshot for long: the pages freed since cannot be reused, and the pool fills (ErrPoolFull) unless it lets go",
 			"pid", r.pid, "held_for", r.held.Round(time.Second), "snapshot_txid", r.txid,

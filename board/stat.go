@@ -225,6 +225,11 @@ type Counters struct {
 	// its runtime was held (for at most five heartbeat monitors at a time:
 	// a runtime held longer is wedged, and the replicas should replace it).
 	KeepAlives uint64 `json:"keep_alives"`
+	// ReaderHoldWarnings counts the attached processes found holding one
+	// snapshot for Config.ReaderHoldWarn (each snapshot once; each also
+	// logged with its pid): a forwarding agent stuck inside a view keeps
+	// the pages freed since from reuse.
+	ReaderHoldWarnings uint64 `json:"reader_hold_warnings"`
 }
 
 // Stat returns a snapshot of the board's state. It asks the runtime, so it
@@ -254,6 +259,7 @@ func (b *Board) Stat() Stat {
 	st.Counters.Stalls = b.ctr.stalls.Load()
 	st.Counters.LongestStall = time.Duration(b.ctr.longestStall.Load())
 	st.Counters.KeepAlives = b.ctr.keepAlives.Load()
+	st.Counters.ReaderHoldWarnings = b.ctr.readerHoldWarnings.Load()
 	ts := b.tr.Stats()
 	st.Counters.FramesDropped = ts.Dropped()
 	st.Counters.FramesRecv, st.Counters.BytesRecv = ts.FramesIn, ts.BytesIn

@@ -304,8 +304,8 @@ func printStat(w io.Writer, st board.Stat) {
 		logPct = 100 * float64(st.Log.End-st.Log.Begin) / float64(st.Log.Size)
 	}
 	fmt.Fprintf(tw, "pool %d/%d pages (%.1f%%)\tlog %d/%d bytes (%.1f%%)\n", st.Pool.UsedPages, st.Pool.TotalPages, poolPct, st.Log.End-st.Log.Begin, st.Log.Size, logPct)
-	fmt.Fprintf(tw, "held for snapshots %d pages\toldest snapshot %d txns behind\tsnapshots here %d\treaders attached %s\n",
-		st.Pool.HeldPages, st.Pool.OldestBehind, st.Pool.Snapshots, readersText(st.Pool.Readers))
+	fmt.Fprintf(tw, "held for snapshots %d pages\toldest snapshot %d txns behind\tsnapshots here %d\treaders attached %s\treaders held long %d\n",
+		st.Pool.HeldPages, st.Pool.OldestBehind, st.Pool.Snapshots, readersText(st.Pool.Readers), st.Counters.ReaderHoldWarnings)
 	k := st.Counters
 	fmt.Fprintf(tw, "msgs sent %d\trecv %d\tdropped %d\tsend errors %d\tframes dropped %d\tevents dropped %d\trerequests %d\n", k.MsgsSent, k.MsgsRecv, k.MsgsDropped, k.SendErrors, k.FramesDropped, k.EventsDropped, k.ReRequests)
 	if reasons := nonZeroDrops(k.Drops); reasons != "" {

@@ -53,6 +53,8 @@ type fileConfig struct {
 	PageSize      int    `json:"page_size"`
 	Shm           string `json:"shm"` // region name; "private" = not shared; default boardha-<group>-<site>
 	KeepShm       bool   `json:"keep_shm"`
+	// ReaderHoldWarn: "off" turns the watch of attached readers off.
+	ReaderHoldWarn string `json:"reader_hold_warn"`
 
 	Sock     string `json:"sock"`
 	LogLevel string `json:"log_level"`
@@ -95,6 +97,7 @@ func bindRunFlags(fs *flag.FlagSet, fc *fileConfig) (peers, site *string) {
 	fs.IntVar(&fc.PageSize, "page-size", fc.PageSize, "page size (default 4096)")
 	fs.StringVar(&fc.Shm, "shm", fc.Shm, `shared memory region name, "private" for none (default boardha-<group>-<site>)`)
 	fs.BoolVar(&fc.KeepShm, "keep-shm", fc.KeepShm, "keep the shared memory region on exit")
+	fs.StringVar(&fc.ReaderHoldWarn, "reader-hold-warn", fc.ReaderHoldWarn, `warn when an attached process holds one snapshot this long, "off" for never (default 10s)`)
 	fs.StringVar(&fc.Sock, "sock", fc.Sock, "control socket (default $BOARDHA_SOCK or /run/boardha/<group>-<site>.sock)")
 	fs.StringVar(&fc.LogLevel, "log-level", fc.LogLevel, "debug, info, warn or error")
 	fs.BoolVar(&fc.LogJSON, "log-json", fc.LogJSON, "log as JSON")
@@ -156,6 +159,19 @@ func parseSize(field, s string) (int64, error) {
 		return 0, usagef("boardd run: %s %q: want bytes with an optional K, M or G suffix", field, s)
 	}
 	return v * mult, nil
+}
+
+// parseDurOrOff parses a duration that "off" turns off: the board's
+// negative setting. A negative duration is refused (say off).
+func parseDurOrOff(field, s string) (time.Duration, error) {
+	if s == "off" {
+		return -1, nil
+	}
+	d, err := parseDur(field, s)
+	if err == nil && d < 0 {
+		err = usagef("boardd run: %s %q is negative; use off to turn it off", field, s)
+	}
+	return d, err
 }
 
 func parseDur(field, s string) (time.Duration, error) {
@@ -260,12 +276,11 @@ func (fc fileConfig) boardConfig(log *slog.Logger) (board.Config, error) {
 			return c, err
 		}
 	}
-	if fc.Pace == "off" {
-		c.Pace = -1
-	} else if c.Pace, err = parseDur("-pace", fc.Pace); err != nil {
+	if c.Pace, err = parseDurOrOff("-pace", fc.Pace); err != nil {
 		return c, err
-	} else if c.Pace < 0 {
-		return c, usagef("boardd run: -pace %q is negative; use off to turn pacing off", fc.Pace)
+	}
+	if c.ReaderHoldWarn, err = parseDurOrOff("-reader-hold-warn", fc.ReaderHoldWarn); err != nil {
+		return c, err
 	}
 	ls, err := parseSize("-log-size", fc.LogSize)
 	if err != nil {

@@ -79,26 +79,35 @@ func TestRunRxThread(t *testing.T) {
 	}
 }
 
-// TestRunPace: -pace takes a duration or off, and refuses a negative one.
-func TestRunPace(t *testing.T) {
-	pace := func(args ...string) (time.Duration, error) {
-		t.Helper()
-		fc, err := loadRunConfig(append([]string{"-site", "1", "-peers", "1,2", "-transport", "raw", "-iface", "bp0"}, args...), io.Discard)
-		if err != nil {
-			t.Fatal(err)
+// TestRunDurationsOrOff: -pace and -reader-hold-warn take a duration or
+// off (the board's negative setting), and refuse a negative one.
+func TestRunDurationsOrOff(t *testing.T) {
+	for _, f := range []struct {
+		flag string
+		get  func(board.Config) time.Duration
+	}{
+		{"-pace", func(c board.Config) time.Duration { return c.Pace }},
+		{"-reader-hold-warn", func(c board.Config) time.Duration { return c.ReaderHoldWarn }},
+	} {
+		parse := func(args ...string) (time.Duration, error) {
+			t.Helper()
+			fc, err := loadRunConfig(append([]string{"-site", "1", "-peers", "1,2", "-transport", "raw", "-iface", "bp0"}, args...), io.Discard)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c, err := fc.boardConfig(nil)
+			return f.get(c), err
 		}
-		c, err := fc.boardConfig(nil)
-		return c.Pace, err
-	}
-	for _, tc := range []struct {
-		args []string
-		want time.Duration
-	}{{nil, 0}, {[]string{"-pace", "500us"}, 500 * time.Microsecond}, {[]string{"-pace", "off"}, -1}} {
-		if got, err := pace(tc.args...); err != nil || got != tc.want {
-			t.Errorf("%v: pace %v, %v; want %v", tc.args, got, err, tc.want)
+		for _, tc := range []struct {
+			args []string
+			want time.Duration
+		}{{nil, 0}, {[]string{f.flag, "1500ms"}, 1500 * time.Millisecond}, {[]string{f.flag, "off"}, -1}} {
+			if got, err := parse(tc.args...); err != nil || got != tc.want {
+				t.Errorf("%v: %v, %v; want %v", tc.args, got, err, tc.want)
+			}
 		}
-	}
-	if _, err := pace("-pace", "-1ms"); err == nil {
-		t.Error("-pace -1ms accepted")
+		if _, err := parse(f.flag, "-1ms"); err == nil {
+			t.Errorf("%s -1ms accepted", f.flag)
+		}
 	}
 }
