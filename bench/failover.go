@@ -62,6 +62,39 @@ type cluster struct {
 	// reapers are the goroutines timing a killed master's reaping; close
 	// waits for them, so none logs after the section is done.
 	reapers sync.WaitGroup
+	// pace, if set before the writers start, spaces their calls.
+	pace *pacer
+}
+
+// pacer spaces calls evenly, every `every` in all, whoever makes them: a
+// writer waits for the next free moment before its call. (Waiting for a
+// moment on the clock is the pacing itself, not synchronisation.)
+type pacer struct {
+	every time.Duration
+	mu    sync.Mutex
+	next  time.Time
+}
+
+// wait reserves the next moment and waits for it; false if ctx ended first.
+func (p *pacer) wait(ctx context.Context) bool {
+	p.mu.Lock()
+	now := time.Now()
+	at := p.next
+	if at.Before(now) {
+		at = now
+	}
+	p.next = at.Add(p.every)
+	p.mu.Unlock()
+	if d := time.Until(at); d > 0 {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return false
+		}
+	}
+	return ctx.Err() == nil
 }
 
 func goTool() string {
@@ -280,6 +313,9 @@ func (c *cluster) writer(ctx context.Context, p *proc, id int) {
 				time.Sleep(time.Millisecond) // the board is starting
 				continue
 			}
+		}
+		if c.pace != nil && !c.pace.wait(ctx) {
+			return
 		}
 		binary.BigEndian.PutUint32(key[4:], uint32(i%1024))
 		start := time.Now()

@@ -28,6 +28,7 @@ import (
 	"runtime/trace"
 	"strings"
 	"syscall"
+	"time"
 )
 
 // childEnv selects a helper mode when bench re-executes itself as a child
@@ -52,6 +53,7 @@ func cliMain(args []string, stdout, stderr io.Writer) int {
 	policies := fs.String("policies", "", "comma-separated ack policies for the commit section (default all): NONE,ONE,ONE_PEER,QUORUM,ALL_PEERS,ALL")
 	foBoards := fs.Int("failover-boards", 0, "boardd processes in the failover and stability sections (default: 5 full, 3 quick)")
 	stability := fs.Duration("stability", 0, "length of the loaded run without faults (default: 10m full, 1m quick)")
+	halfLoad := fs.String("half-load", "", `length of the run after it at half its rate (default: 5m full, 30s quick); "off" for none`)
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file (go tool pprof)")
 	traceFile := fs.String("trace", "", "write an execution trace of the run to this file (go tool trace)")
 	boarddExtra := fs.String("boardd-args", "", `extra arguments for every "boardd run", to compare settings (e.g. "-heartbeat-monitor 12ms"); the report says so`)
@@ -80,6 +82,18 @@ func cliMain(args []string, stdout, stderr io.Writer) int {
 	}
 	if *stability > 0 {
 		cfg.StabilityTime = *stability
+	}
+	switch *halfLoad {
+	case "":
+	case "off":
+		cfg.HalfLoadTime = 0
+	default:
+		d, err := time.ParseDuration(*halfLoad)
+		if err != nil || d <= 0 {
+			fmt.Fprintf(stderr, "bench: -half-load %q: want a positive duration like 2m, or off\n", *halfLoad)
+			return 2
+		}
+		cfg.HalfLoadTime = d
 	}
 	cfg.BoarddArgs = strings.Fields(*boarddExtra)
 	cfg.Sections = nil

@@ -109,6 +109,10 @@ func (s *suite) runStability(ctx context.Context) Section {
 		n, board.DefaultHeartbeatSend, board.DefaultHeartbeatMonitor, board.DefaultElectionTimeout, s.cfg.StabilityTime)
 	sec.Setup += fmt.Sprintf(" Before it, for %v with nothing of ours running, a busy thread pinned to each CPU at nice -20 counts the gaps in its clock longer than the monitor: "+
 		"times the CPU was taken from the whole guest, which stop a master as surely as SIGSTOP.", s.cfg.StallProbe)
+	if s.cfg.HalfLoadTime > 0 {
+		sec.Setup += fmt.Sprintf(" After it, the same group for %v with its writers held to half the Perm commits a second the run reached (the row saying so), "+
+			"to tell elections that come with saturated CPUs from those that come whatever the load; the target counts the run without a limit.", s.cfg.HalfLoadTime)
+	}
 	sec.Columns = []string{"boards", "duration", "Perm commits", "commits/s", "failed calls", "elections", "master changes", "board stalls > monitor", "CPU stalls > monitor (probe)"}
 	if ctx.Err() != nil {
 		sec.NotMeasured = "interrupted"
@@ -137,15 +141,40 @@ func (s *suite) runStability(ctx context.Context) Section {
 		return sec
 	}
 	defer c.close()
-	_, sts0 := c.master()
+	probeCell := fmt.Sprintf("%d in %v (%.1f/min, longest %v)", over, s.cfg.StallProbe, perMin, probeLongest.Round(100*time.Microsecond))
+	probeValues := map[string]float64{"cpu_stalls_over_monitor": float64(over), "cpu_stall_probe_seconds": s.cfg.StallProbe.Seconds(),
+		"cpu_stalls_per_minute": perMin, "cpu_stall_longest_ms": float64(probeLongest) / 1e6}
 
+	full := s.stabilityPhase(ctx, &sec, c, fmt.Sprint(n), s.cfg.StabilityTime, 0, probeValues, probeCell)
+	// The same group with its writers held to half the rate it reached:
+	// whether the elections come with the saturated CPUs or with this
+	// machine whatever the load.
+	if s.cfg.HalfLoadTime > 0 && ctx.Err() == nil && full > 0 {
+		s.stabilityPhase(ctx, &sec, c, fmt.Sprintf("%d, half load", n), s.cfg.HalfLoadTime, full/2, nil, "-")
+	}
+	return sec
+}
+
+// stabilityPhase runs the writers for d (at most rate Perm commits a second
+// in all, if rate > 0), counts what the boards did meanwhile and adds a row
+// labelled label; it returns the commits per second reached.
+func (s *suite) stabilityPhase(ctx context.Context, sec *Section, c *cluster, label string, d time.Duration, rate float64, extra map[string]float64, probeCell string) float64 {
+	who := "the run without a limit"
+	if rate > 0 {
+		who = "the run at half load"
+	}
+	_, sts0 := c.master()
+	c.pace = nil
+	if rate > 0 {
+		c.pace = &pacer{every: time.Duration(float64(time.Second) / rate)}
+	}
 	stopWriters := c.startWriters(ctx)
 	perms0, errs0 := c.perms.Load(), c.errs.Load()
 	t0 := time.Now()
 	var last uint16
 	changes := 0
 	tick := time.NewTicker(10 * time.Millisecond)
-	for ctx.Err() == nil && time.Since(t0) < s.cfg.StabilityTime {
+	for ctx.Err() == nil && time.Since(t0) < d {
 		<-tick.C
 		if m, _ := c.master(); m != 0 {
 			if last != 0 && m != last {
@@ -169,7 +198,7 @@ func (s *suite) runStability(ctx context.Context) Section {
 		st0, ok0 := sts0[p.site]
 		st, ok := sts[p.site]
 		if !ok0 || !ok {
-			sec.note("site %d did not answer the first or the last stat: its elections and stalls are not counted", p.site)
+			sec.note("%s: site %d did not answer the first or the last stat: its elections and stalls are not counted", who, p.site)
 			continue
 		}
 		d := st.Election.Elections - st0.Election.Elections
@@ -184,34 +213,42 @@ func (s *suite) runStability(ctx context.Context) Section {
 		by = append(by, fmt.Sprintf("site %d (%s): %d elections, %d stalls, %d keepalives, %d master silences", p.site, st.Role, d, ds, dk, dm))
 	}
 	if ctx.Err() != nil {
-		sec.note("interrupted after %v", el.Round(time.Second))
+		sec.note("%s: interrupted after %v", who, el.Round(time.Second))
 	}
-	sec.add(fmt.Sprint(n), map[string]float64{
-		"boards": float64(n), "seconds": el.Seconds(), "commits": float64(perms), "commits_per_s": float64(perms) / el.Seconds(),
+	rateGot := float64(perms) / el.Seconds()
+	v := map[string]float64{
+		"boards": float64(len(c.procs)), "seconds": el.Seconds(), "commits": float64(perms), "commits_per_s": rateGot,
 		"failed_calls": float64(errs), "elections": float64(started), "master_changes": float64(changes),
 		"board_stalls": float64(stalls), "master_silences": float64(silences), "board_longest_stall_ms": float64(longest) / 1e6, "keepalives": float64(keepAlives),
-		"cpu_stalls_over_monitor": float64(over), "cpu_stall_probe_seconds": s.cfg.StallProbe.Seconds(),
-		"cpu_stalls_per_minute": perMin, "cpu_stall_longest_ms": float64(probeLongest) / 1e6,
-	}, el.Round(time.Second).String(), fmt.Sprint(perms), fmt.Sprintf("%.0f", float64(perms)/el.Seconds()),
+	}
+	if rate > 0 {
+		v["commits_per_s_asked"] = rate
+	}
+	for k, x := range extra {
+		v[k] = x
+	}
+	sec.add(label, v, el.Round(time.Second).String(), fmt.Sprint(perms), fmt.Sprintf("%.0f", rateGot),
 		fmt.Sprint(errs), fmt.Sprint(started), fmt.Sprint(changes),
-		fmt.Sprintf("%d (longest %v)", stalls, longest.Round(100*time.Microsecond)),
-		fmt.Sprintf("%d in %v (%.1f/min, longest %v)", over, s.cfg.StallProbe, perMin, probeLongest.Round(100*time.Microsecond)))
-	sec.note("keepalives sent by masters' loops while their runtime was held: %d", keepAlives)
-	sec.note("master silences (Stat.Counters.MasterSilences, summed over the replicas): %d times a replica heard its master again after more than half the heartbeat monitor (%v) of silence, halfway to an election",
-		silences, board.DefaultHeartbeatMonitor/2)
+		fmt.Sprintf("%d (longest %v)", stalls, longest.Round(100*time.Microsecond)), probeCell)
+	if rate > 0 {
+		sec.note("%s: the writers held to %.0f Perm commits/s in all, half the rate the run without a limit reached", who, rate)
+	}
+	sec.note("%s: keepalives sent by masters' loops while their runtime was held: %d", who, keepAlives)
+	sec.note("%s: master silences (Stat.Counters.MasterSilences, summed over the replicas): %d times a replica heard its master again after more than half the heartbeat monitor (%v) of silence, halfway to an election",
+		who, silences, board.DefaultHeartbeatMonitor/2)
 	if causes, err := c.electionCauses(t0, t0.Add(el), board.DefaultHeartbeatSend); err != nil {
-		sec.note("elections by cause: the boards' logs could not be read: %v", err)
+		sec.note("%s: elections by cause: the boards' logs could not be read: %v", who, err)
 	} else if causes.total() > 0 {
 		sec.Rows[len(sec.Rows)-1].Values["elections_master_starved"] = float64(causes.masterStarved)
-		sec.note("elections by what the boards' logs show at their start (%d logged): the lost master's process hardly ran "+
+		sec.note("%s: elections by what the boards' logs show at their start (%d logged): the lost master's process hardly ran "+
 			"(its stall covers the start, and its loop ran less than once per heartbeat period of it, so could not speak for it) %d; "+
 			"its runtime was held while its loop ran at least that often %d; the electing board itself was stalled or had frames waiting %d; none of these %d",
-			causes.total(), causes.masterStarved, causes.masterHeld, causes.ownLate, causes.unexplained)
+			who, causes.total(), causes.masterStarved, causes.masterHeld, causes.ownLate, causes.unexplained)
 	}
 	if started > 0 || stalls > 0 {
-		sec.note("by board: %s", strings.Join(by, "; "))
-		sec.note("board logs (last lines): %s", c.tail())
+		sec.note("%s: by board: %s", who, strings.Join(by, "; "))
+		sec.note("%s: board logs (last lines): %s", who, c.tail())
 	}
-	s.logf("stability: %v, %d commits, %d elections, %d master changes", el.Round(time.Second), perms, started, changes)
-	return sec
+	s.logf("stability (%s): %v, %d commits, %d elections, %d master changes", label, el.Round(time.Second), perms, started, changes)
+	return rateGot
 }

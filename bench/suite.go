@@ -66,6 +66,7 @@ type Config struct {
 	Stops          int // SIGSTOP rounds
 
 	StabilityTime time.Duration // the loaded run without faults
+	HalfLoadTime  time.Duration // then the same group at half the rate it reached (0: not run)
 	StallProbe    time.Duration // the CPU stall probe before it
 
 	BoarddArgs []string // added to every `boardd run` (settings to compare)
@@ -88,6 +89,7 @@ func sized(mode string) (Config, error) {
 		c.XprocKeys, c.XprocTime = 200000, time.Second
 		c.FailoverBoards, c.Kills, c.Stops = 5, 24, 12
 		c.StabilityTime, c.StallProbe = 10*time.Minute, 30*time.Second
+		c.HalfLoadTime = 5 * time.Minute
 	case "quick":
 		c.RoundTrips, c.StreamFrames = 1000, 30000
 		c.CommitTime = 300 * time.Millisecond
@@ -96,6 +98,7 @@ func sized(mode string) (Config, error) {
 		c.XprocKeys, c.XprocTime = 20000, 300*time.Millisecond
 		c.FailoverBoards, c.Kills, c.Stops = 3, 5, 3
 		c.StabilityTime, c.StallProbe = time.Minute, 10*time.Second
+		c.HalfLoadTime = 30 * time.Second
 	case "tiny": // the smoke test: shape only, numbers meaningless
 		c.RoundTrips, c.StreamFrames = 100, 2000
 		c.CommitTime = 60 * time.Millisecond
@@ -105,6 +108,7 @@ func sized(mode string) (Config, error) {
 		c.XprocKeys, c.XprocTime = 2000, 60*time.Millisecond
 		c.FailoverBoards, c.Kills, c.Stops = 3, 2, 1
 		c.StabilityTime, c.StallProbe = 3*time.Second, time.Second
+		c.HalfLoadTime = time.Second
 	default:
 		return c, fmt.Errorf("bench: mode %q unknown; use full, quick or tiny", mode)
 	}
