@@ -155,10 +155,10 @@ func (s *suite) runStability(ctx context.Context) Section {
 	return sec
 }
 
-// stabilityPhase runs the writers for d (at most rate Perm commits a second
+// stabilityPhase runs the writers for dur (at most rate Perm commits a second
 // in all, if rate > 0), counts what the boards did meanwhile and adds a row
 // labelled label; it returns the commits per second reached.
-func (s *suite) stabilityPhase(ctx context.Context, sec *Section, c *cluster, label string, d time.Duration, rate float64, extra map[string]float64, probeCell string) float64 {
+func (s *suite) stabilityPhase(ctx context.Context, sec *Section, c *cluster, label string, dur time.Duration, rate float64, extra map[string]float64, probeCell string) float64 {
 	who := "the run without a limit"
 	if rate > 0 {
 		who = "the run at half load"
@@ -174,7 +174,7 @@ func (s *suite) stabilityPhase(ctx context.Context, sec *Section, c *cluster, la
 	var last uint16
 	changes := 0
 	tick := time.NewTicker(10 * time.Millisecond)
-	for ctx.Err() == nil && time.Since(t0) < d {
+	for ctx.Err() == nil && time.Since(t0) < dur {
 		<-tick.C
 		if m, _ := c.master(); m != 0 {
 			if last != 0 && m != last {
