@@ -172,7 +172,7 @@ func streamRate(a, b *rig.Board, size, n int) (framesPerSec, mbPerSec float64, g
 	defer pb.close()
 	got, el, err := batchedStream(pa, pb, size, n)
 	if err == nil && el <= 0 {
-		err = fmt.Errorf("batched stream: no frame timed (received %d)", got)
+		err = errors.New("batched stream: no frame timed (too few arrived to time the stream)")
 	}
 	if err != nil {
 		return 0, 0, got, err

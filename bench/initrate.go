@@ -215,8 +215,8 @@ func (s *suite) runInit(ctx context.Context) Section {
 	return sec
 }
 
-// streamBeside measures the batched bare stream on the init's two boards
-// (0 if it could not be measured; the report then says why).
+// streamBeside measures the batched bare stream on the init's two boards;
+// a sample that could not be measured carries why (initReference says so).
 func (s *suite) streamBeside(when string) streamSample {
 	_, mb, got, err := streamRate(s.chassis.Boards[0], s.chassis.Boards[1], streamSize, s.cfg.StreamFrames)
 	if err != nil {
