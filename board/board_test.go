@@ -14,6 +14,7 @@ import (
 	"github.com/seed61e250c8/boardha/backplane"
 	"github.com/seed61e250c8/boardha/inmem"
 	"github.com/seed61e250c8/boardha/rep"
+	"github.com/seed61e250c8/boardha/shm"
 )
 
 // testGroup is n boards of one group on a mem hub.
@@ -544,32 +545,52 @@ func TestAttachReadsSharedMemory(t *testing.T) {
 }
 
 // TestAttachAcrossInternalInit: a board restarted empty gets its data by
-// internal init into a new region that takes the old one's name. A Reader
-// attached to the empty region learns it is gone (ErrOwnerGone) instead of
-// showing it for ever, and attaching again reads the data.
+// internal init into its own pool, so a Reader attached to the empty
+// region reads the data once the init is done, without attaching again,
+// and no second region was made. A board restarted on a region holding
+// data it cannot catch up from imports beside it into a new region that
+// takes the name: a Reader attached to the old one learns it is gone
+// (ErrOwnerGone) instead of showing it for ever, and attaching again
+// reads the data.
 func TestAttachAcrossInternalInit(t *testing.T) {
+	for _, withData := range []bool{false, true} {
+		t.Run(map[bool]string{false: "empty", true: "with-data"}[withData], func(t *testing.T) {
+			testAttachAcrossInit(t, withData)
+		})
+	}
+}
+
+func testAttachAcrossInit(t *testing.T, withData bool) {
 	name := fmt.Sprintf("boardha-test-reinit-%d", os.Getpid())
+	t.Cleanup(func() { _ = shm.Remove(name) })
 	g := newGroup(t, 3, func(c *Config) {
 		if c.Site == 3 {
-			c.ShmName = name
+			c.ShmName, c.KeepShm = name, withData
 		}
 	})
 	m := g.master(3)
 	val := bytes.Repeat([]byte("v"), 400)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	for i := 0; i < 5000; i++ { // more than the log holds: only an init can catch up
-		if _, err := m.Update(ctx, func(tx *Tx) error { return tx.Bucket("fill").Put([]byte(fmt.Sprintf("k%06d", i)), val) }); err != nil {
-			t.Fatalf("fill %d: %v", i, err)
+	fill := func(from, to int) {
+		for i := from; i < to; i++ {
+			if _, err := m.Update(ctx, func(tx *Tx) error { return tx.Bucket("fill").Put([]byte(fmt.Sprintf("k%06d", i)), val) }); err != nil {
+				t.Fatalf("fill %d: %v", i, err)
+			}
 		}
 	}
+	if withData {
+		fill(0, 100)
+		caughtUp(t, g.boards[3], m)
+	}
 	g.stop(3)
+	fill(100, 5000) // more than the log holds: only an init can catch up
 	b, err := Open(g.cfg(3))
 	if err != nil {
 		t.Fatal(err)
 	}
 	g.boards[3] = b
-	r, err := Attach(name) // the empty region, before the board starts
+	r, err := Attach(name) // the region as the board found it, before it starts
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -580,6 +601,25 @@ func TestAttachAcrossInternalInit(t *testing.T) {
 	if _, err := b.WaitMaster(ctx); err != nil || b.Stat().Init.Count == 0 {
 		t.Fatalf("the restarted board: %v, %d inits", err, b.Stat().Init.Count)
 	}
+	caughtUp(t, b, m)
+	if got := b.Stat().Init.InPlace; got == withData {
+		t.Fatalf("init in place: %v, want %v (the region held data: %v)", got, !withData, withData)
+	}
+	if _, err := os.Stat("/dev/shm/" + name + ".init"); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a region built beside the pool is left: %v", err)
+	}
+	hasLast := func(tx *Tx) error {
+		if tx.Bucket("fill").Get([]byte("k004999")) == nil {
+			return fmt.Errorf("k004999 missing from the imported region")
+		}
+		return nil
+	}
+	if !withData {
+		if err := r.View(hasLast); err != nil {
+			t.Fatalf("the reader attached to the empty pool: %v", err)
+		}
+		return
+	}
 	if err := r.View(func(*Tx) error { return nil }); !errors.Is(err, ErrOwnerGone) {
 		t.Fatalf("a view of the region the init replaced: %v, want ErrOwnerGone", err)
 	}
@@ -588,14 +628,16 @@ func TestAttachAcrossInternalInit(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r2.Close()
-	if err := r2.View(func(tx *Tx) error {
-		if tx.Bucket("fill").Get([]byte("k004999")) == nil {
-			return fmt.Errorf("k004999 missing from the imported region")
-		}
-		return nil
-	}); err != nil {
+	if err := r2.View(hasLast); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// caughtUp waits until replica r has applied what master m has committed.
+func caughtUp(t *testing.T, r, m *Board) {
+	t.Helper()
+	want := m.Stat().LSN
+	eventually(t, fmt.Sprintf("site %d at LSN %d", r.Site(), want), 30*time.Second, func() bool { return r.Stat().LSN >= want })
 }
 
 // TestStatShowsAttachedReaders: Stat names the processes attached to the

@@ -126,6 +126,7 @@ type runtime struct {
 
 	initStart   time.Time
 	initActive  bool
+	initInPlace bool // the current or last init imports into the board's own pool
 	initDone    int
 	initTotal   int
 	initRate    float64
@@ -584,10 +585,11 @@ func (rt *runtime) envWork(rd *rep.Ready) {
 	res, err := rt.store.Apply(rd, rt.node.CanWrite() == nil)
 	if res.InitBegun {
 		rt.initActive = true
+		rt.initInPlace = res.InitInPlace
 		rt.startup = false // not caught up while the pages are being copied
 		rt.emit(Event{Type: EventInitStarted, Master: rt.master, LSN: ia.CkptLSN,
 			Detail: fmt.Sprintf("%d pages", ia.PageCount)})
-		b.log.Info("internal init started", "pages", ia.PageCount, "checkpoint", ia.CkptLSN)
+		b.log.Info("internal init started", "pages", ia.PageCount, "checkpoint", ia.CkptLSN, "in_place", res.InitInPlace)
 	}
 	if ia != nil {
 		rt.initDone, rt.initTotal = ia.PagesDone, ia.PagesTotal
@@ -595,7 +597,7 @@ func (rt *runtime) envWork(rd *rep.Ready) {
 			rt.initRate = float64(ia.PagesDone) / el
 		}
 	}
-	if res.Replaced != nil {
+	if res.InitDone {
 		rt.adopt(res.Replaced)
 	} else if ia != nil && ia.Finish {
 		// The node restarts the init when the environment did not change.
@@ -621,25 +623,28 @@ func (rt *runtime) envWork(rd *rep.Ready) {
 	}
 }
 
-// adopt publishes the environment an internal init imported in place of
-// old, which it closes (its region file was already replaced by the new
-// one's, so it is closed, not removed).
+// adopt takes over the environment a finished internal init filled. One
+// imported beside old replaces it, and old is closed (its region file was
+// already replaced by the new one's, so it is closed, not removed); one
+// imported in place (old nil) is the board's environment already.
 func (rt *runtime) adopt(old *inmem.Env) {
 	b := rt.b
 	rt.initActive = false
-	b.envMu.Lock()
-	b.env = rt.store.Env()
-	b.envMu.Unlock()
-	rt.listing.Wait() // a walk of an export from this board's tenure as master
-	if err := old.Close(); err != nil {
-		b.log.Warn("internal init: closing the replaced environment", "err", err)
+	if old != nil {
+		b.envMu.Lock()
+		b.env = rt.store.Env()
+		b.envMu.Unlock()
+		rt.listing.Wait() // a walk of an export from this board's tenure as master
+		if err := old.Close(); err != nil {
+			b.log.Warn("internal init: closing the replaced environment", "err", err)
+		}
 	}
 	rt.initCount++
 	rt.initLast = time.Since(rt.initStart)
 	if s := rt.initLast.Seconds(); s > 0 {
 		rt.initRate = float64(rt.initTotal) / s
 	}
-	b.log.Info("internal init done", "pages", rt.initTotal, "took", rt.initLast, "pages_per_sec", int(rt.initRate))
+	b.log.Info("internal init done", "pages", rt.initTotal, "took", rt.initLast, "pages_per_sec", int(rt.initRate), "in_place", rt.initInPlace)
 }
 
 // event turns a node event into board state and a board Event.

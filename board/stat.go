@@ -136,6 +136,10 @@ type InitStat struct {
 	// PagesReasked counts pages asked for again because their PAGE
 	// message was lost, over every init of this process.
 	PagesReasked uint64 `json:"pages_reasked"`
+	// InPlace: the current (or last) init imports into the board's own
+	// pool, which was empty, rather than into a second region beside a
+	// pool holding data (twice the pool's memory while it runs).
+	InPlace bool `json:"in_place"`
 }
 
 // PoolStat describes the page pool.
@@ -309,7 +313,7 @@ func (rt *runtime) fillStat(st *Stat) {
 	st.Election.Witnesses, st.Election.WitnessesNeeded = s.Witnesses, s.WitnessesNeeded
 	st.Election.VoteFloorGen, st.Election.VoteFloorLSN = s.VoteFloorGen, s.VoteFloorEnd
 	st.Init = InitStat{Active: rt.initActive, PagesDone: uint64(rt.initDone), PagesTotal: uint64(rt.initTotal),
-		PagesPerSec: rt.initRate, Count: rt.initCount, LastDuration: rt.initLast,
+		PagesPerSec: rt.initRate, Count: rt.initCount, LastDuration: rt.initLast, InPlace: rt.initInPlace,
 		PagesReasked: s.Counters.InitPagesReasked}
 	if rt.initActive && s.InitPagesTotal > 0 {
 		st.Init.PagesDone, st.Init.PagesTotal = uint64(s.InitPagesDone), uint64(s.InitPagesTotal)

@@ -129,6 +129,9 @@ func TestRebootUnderLoad(t *testing.T) {
 			t.Fatalf("%v; site %d: role %s locked %v init %+v lsn %d (want >= %d)", err, r, st.Role, st.LockedOut, st.Init, st.LSN, target)
 		}
 		rejoin := time.Since(restart)
+		if !st.Init.InPlace {
+			t.Errorf("reboot %d: site %d restarted with empty memory but imported into a second region, not its own pool", i+1, r)
+		}
 		for site, n := range electionsBut(r) {
 			if n0, ok := el0[site]; ok && n >= n0 {
 				elections += n - n0

@@ -22,8 +22,8 @@ import (
 func (e *Env) ApplyEncoded(recs []byte) (CommitInfo, error) {
 	e.wmu.Lock()
 	defer e.wmu.Unlock()
-	if e.closed.Load() {
-		return CommitInfo{}, ErrClosed
+	if err := e.writable(); err != nil {
+		return CommitInfo{}, err
 	}
 	if end := e.log.End(); end != e.cur.lsn {
 		return e.last, fmt.Errorf("inmem: log end %d differs from the tree's LSN %d: %w", end, e.cur.lsn, ErrCorrupt)
@@ -299,8 +299,8 @@ func (tx *Tx) logRaw(typ uint8, body []byte) {
 func (e *Env) AppendNewGen(gen uint32) (CommitInfo, error) {
 	e.wmu.Lock()
 	defer e.wmu.Unlock()
-	if e.closed.Load() {
-		return CommitInfo{}, ErrClosed
+	if err := e.writable(); err != nil {
+		return CommitInfo{}, err
 	}
 	prev := e.gen.Load()
 	e.gen.Store(gen)
@@ -351,8 +351,8 @@ func (e *Env) SetCheckpointHook(fn func(s *Snapshot, rec logbuf.Record)) {
 func (e *Env) Checkpoint() (*Snapshot, uint64, error) {
 	e.wmu.Lock()
 	defer e.wmu.Unlock()
-	if e.closed.Load() {
-		return nil, 0, ErrClosed
+	if err := e.writable(); err != nil {
+		return nil, 0, err
 	}
 	lsn := e.log.End()
 	if lsn != e.cur.lsn {
@@ -431,8 +431,8 @@ func (e *Env) redoRange(from, to uint64) error {
 func (e *Env) Rollback(s *Snapshot, lsn uint64) error {
 	e.wmu.Lock()
 	defer e.wmu.Unlock()
-	if e.closed.Load() {
-		return ErrClosed
+	if err := e.writable(); err != nil {
+		return err
 	}
 	if s.done.Load() || s.e != e {
 		return fmt.Errorf("inmem: rollback to a released or foreign snapshot: %w", ErrBadOptions)

@@ -9,6 +9,9 @@ import (
 // separator keys bounding their subtrees, no page reachable twice, catalog entries
 // well formed (the bbolt Tx.Check idea). Use it in tests and after suspicious faults.
 func (tx *Tx) Check() error {
+	if tx.meta.root == 0 {
+		return nil // no catalog yet
+	}
 	seen := newPageBits(tx.npages)
 	return tx.checkTree(tx.meta.root, 0, nil, nil, true, &seen)
 }

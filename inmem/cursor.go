@@ -21,6 +21,10 @@ func (tx *Tx) cursorOn(root uint64) *Cursor {
 	return &Cursor{tx: tx, root: root}
 }
 
+// noCatalog: a cursor on the catalog of an environment in which no
+// database was ever created (root 0) has nothing to visit.
+func (c *Cursor) noCatalog() bool { return c.db == nil && c.root == 0 }
+
 func (c *Cursor) treeRoot() uint64 {
 	if c.db != nil {
 		return c.db.root
@@ -29,7 +33,7 @@ func (c *Cursor) treeRoot() uint64 {
 }
 
 func (c *Cursor) usable() bool {
-	if c.tx.closed || (c.db != nil && c.db.dropped) || c.tx.err != nil {
+	if c.tx.closed || (c.db != nil && c.db.dropped) || c.tx.err != nil || c.noCatalog() {
 		c.depth = 0
 		return false
 	}

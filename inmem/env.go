@@ -108,6 +108,9 @@ type Env struct {
 	commitBuf [commitRecLen]byte
 	closed    atomic.Bool
 	gen       atomic.Uint32
+	// importing: an Import in place owns the tree area (ImportInPlace);
+	// writers get ErrImporting. Under wmu.
+	importing bool
 
 	readMu  sync.Mutex
 	cur     meta           // last committed meta; written under wmu+readMu
@@ -147,18 +150,13 @@ func Create(opt Options) (*Env, error) {
 	if err != nil {
 		return nil, err
 	}
-	// The initial catalog is transaction 1's work.
-	tx := e.newTx(true)
-	tx.meta = meta{pageSize: uint32(e.ps), nextDB: 1, txid: 1, numPages: e.npages, lsn: e.log.End()}
-	pg, _, err := tx.newPage(pageLeaf)
-	if err != nil {
-		e.destroy()
-		return nil, err
-	}
-	tx.meta.root = pg
-	e.allocated = e.allocated[:0]
-	e.publish(tx.meta)
-	e.last = lastFromMeta(tx.meta)
+	// Transaction 1 is the empty environment. It has no catalog page
+	// (root 0; the first CreateDB makes one), so its snapshot refers to
+	// no tree page at all: an internal init can write a master's pages
+	// into the pool while views of the empty state go on (ImportInPlace).
+	m := meta{pageSize: uint32(e.ps), nextDB: 1, txid: 1, numPages: e.npages, lsn: e.log.End()}
+	e.publish(m)
+	e.last = lastFromMeta(m)
 	return e, nil
 }
 
@@ -469,11 +467,22 @@ func (e *Env) Begin(writable bool) (*Tx, error) {
 		return tx, nil
 	}
 	e.wmu.Lock()
-	if e.closed.Load() {
+	if err := e.writable(); err != nil {
 		e.wmu.Unlock()
-		return nil, ErrClosed
+		return nil, err
 	}
 	return e.beginWrite(), nil
+}
+
+// writable says whether a writer may start; wmu is held.
+func (e *Env) writable() error {
+	switch {
+	case e.closed.Load():
+		return ErrClosed
+	case e.importing:
+		return ErrImporting
+	}
+	return nil
 }
 
 // beginWrite starts the write transaction; wmu is held.
@@ -817,7 +826,7 @@ func (tx *Tx) flushCatalog() error {
 		}
 		binary.LittleEndian.PutUint32(v[:], db.id)
 		binary.LittleEndian.PutUint64(v[4:], db.root)
-		if err := tx.treePut(&tx.meta.root, bytesOf(db.name), v[:]); err != nil {
+		if err := tx.catalogPut(bytesOf(db.name), v[:]); err != nil {
 			return err
 		}
 		db.orig = db.root

@@ -37,4 +37,9 @@ var (
 	ErrOwnerGone     = errors.New("inmem: the region's owner closed it, replaced it (internal init, restart) or died, so it no longer holds current data; close this attachment and attach again")
 	ErrTxOpen        = errors.New("inmem: a write transaction is still open; commit or abort it first")
 	ErrBadOptions    = errors.New("inmem: invalid options; fix the configuration")
+	ErrImporting     = errors.New("inmem: an internal init is importing a master's pages into this environment; writes are refused until it finishes")
+	// ErrNotInPlace: ImportInPlace cannot import into this environment (it
+	// holds databases, or its layout or state differs from the snapshot's);
+	// import into a new region with NewImport instead.
+	ErrNotInPlace = errors.New("inmem: cannot import into this environment in place; use NewImport")
 )

@@ -85,7 +85,7 @@ func decodeMeta(b []byte) (meta, error) {
 	if m.pageSize < minPageSize || m.pageSize > maxPageSize || m.pageSize&(m.pageSize-1) != 0 {
 		return m, fmt.Errorf("meta page: page size %d not a power of two in [%d,%d]: %w", m.pageSize, minPageSize, maxPageSize, ErrCorrupt)
 	}
-	if m.root == 0 || m.root >= m.numPages {
+	if m.root >= m.numPages { // 0: no database was ever created
 		return m, fmt.Errorf("meta page: catalog root %d outside the pool of %d pages: %w", m.root, m.numPages, ErrCorrupt)
 	}
 	if m.commitLSN > m.lsn {

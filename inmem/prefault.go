@@ -88,6 +88,9 @@ func (p *prefaulter) ahead() uint64 {
 // is stored: it then reads no further than they can reach, so that a small
 // init into a large pool does not spend a CPU on pages it will not use.
 func (p *prefaulter) expect(runs uint64, from uint64) {
+	if p == nil { // an import in place: the region is mapped already
+		return
+	}
 	p.runsExpected = runs
 	p.limit.Store(min(p.end, from+p.ahead()))
 }
@@ -96,6 +99,9 @@ func (p *prefaulter) expect(runs uint64, from uint64) {
 // before pgno. Cheap enough for every run: it wakes the prefaulter only when
 // the limit moved by a quarter of its look-ahead or the end came within reach.
 func (p *prefaulter) advance(pgno, n uint64) {
+	if p == nil { // an import in place: the region is mapped already
+		return
+	}
 	p.runsStored++
 	p.pagesStored += n
 	want := min(pgno+p.ahead(), p.end)
@@ -112,6 +118,9 @@ func (p *prefaulter) advance(pgno, n uint64) {
 // close stops the prefaulter and waits for it: the region may be unmapped
 // once close returns. Safe to call twice.
 func (p *prefaulter) close() {
+	if p == nil { // an import in place: the region is mapped already
+		return
+	}
 	select {
 	case <-p.stop:
 	default:

@@ -232,6 +232,9 @@ func DecodeCheckpointBody(b []byte) (CheckpointInfo, error) {
 // walk calls fn for every page run reachable from m, each exactly once (a page
 // reached twice is corruption). With validate, every page is checked completely.
 func (tx *Tx) walk(m meta, validate bool, fn func(pgno uint64, n int) error) error {
+	if m.root == 0 {
+		return nil // no catalog yet
+	}
 	seen := newPageBits(tx.npages)
 	return tx.walkTree(m.root, 0, true, validate, &seen, fn)
 }
@@ -307,10 +310,11 @@ func (tx *Tx) walkTree(pgno uint64, depth int, catalog, validate bool, seen *pag
 
 // Import builds an environment from a master's snapshot pages (internal init).
 type Import struct {
-	e    *Env
-	m    meta
-	done bool
-	pf   *prefaulter // maps the fresh region ahead of PutPage; stopped by Finish and Abort
+	e       *Env
+	m       meta
+	done    bool
+	inPlace bool        // into an existing, empty environment (ImportInPlace)
+	pf      *prefaulter // maps the fresh region ahead of PutPage; stopped by Finish and Abort
 	// cp writes the pages into the region; pages holds what Finish needs
 	// of each to check the trees without reading them (pageCopier).
 	cp    *pageCopier
@@ -341,6 +345,50 @@ func NewImport(opt Options, metaBytes []byte) (*Import, error) {
 	return &Import{e: e, m: m, pf: startPrefault(e.lo, e.npages, e.reg.Populate),
 		cp: newPageCopier(e.data, e.ps), pages: newSketchTable(e.npages)}, nil
 }
+
+// ImportInPlace starts an import of the snapshot whose encoded meta is
+// given into e itself, which must be empty: no database was ever created
+// in it (a board restarted with empty memory), so its snapshots refer to
+// no tree page and the master's pages can land in its pool while views of
+// the empty state, in this process or attached ones, go on. Writes to e
+// fail with ErrImporting until Finish, which publishes the imported state
+// as a commit would (a view sees the empty state or the whole import), or
+// Abort, which leaves e empty. Unlike NewImport it needs no second region
+// as large as the pool, and pays no first touch of fresh memory.
+//
+// It returns ErrNotInPlace when e cannot take the import: it holds
+// databases, has another page size or a smaller pool than the snapshot
+// needs, or its own transaction ids are too close to the snapshot's for
+// the meta pages to switch safely.
+func (e *Env) ImportInPlace(metaBytes []byte) (*Import, error) {
+	m, err := decodeMeta(metaBytes)
+	if err != nil {
+		return nil, fmt.Errorf("inmem: import: %w", err)
+	}
+	e.wmu.Lock()
+	defer e.wmu.Unlock()
+	if err := e.writable(); err != nil {
+		return nil, fmt.Errorf("inmem: import in place: %w", err)
+	}
+	switch {
+	case e.cur.root != 0 || e.pendHead < len(e.pending) || len(e.recheck) > 0:
+		return nil, fmt.Errorf("inmem: import in place: the environment holds databases: %w", ErrNotInPlace)
+	case int(m.pageSize) != e.ps:
+		return nil, fmt.Errorf("inmem: import in place: page size %d, snapshot's %d: %w", e.ps, m.pageSize, ErrNotInPlace)
+	case m.numPages > e.npages:
+		return nil, fmt.Errorf("inmem: import in place: pool of %d pages, snapshot's %d: %w", e.npages, m.numPages, ErrNotInPlace)
+	case m.txid <= e.cur.txid+1:
+		// Finish may first republish the empty state one txid on
+		// (publishInPlace); the snapshot must stay the newer.
+		return nil, fmt.Errorf("inmem: import in place: snapshot txid %d not past this environment's %d: %w", m.txid, e.cur.txid, ErrNotInPlace)
+	}
+	e.importing = true
+	return &Import{e: e, m: m, inPlace: true, cp: newPageCopier(e.data, e.ps), pages: newSketchTable(e.npages)}, nil
+}
+
+// InPlace reports whether the import writes into an existing environment
+// (ImportInPlace) rather than a region of its own.
+func (im *Import) InPlace() bool { return im.inPlace }
 
 // ExpectRuns tells the import how many page runs the master will send (the
 // length of its Snapshot.PageList; a hint): its prefaulter then maps no
@@ -457,6 +505,12 @@ func (im *Import) Finish() (*Env, error) {
 	if err != nil {
 		return nil, err
 	}
+	if im.inPlace {
+		// Held from here: the walk above read only what PutPage
+		// recorded, so Stat and the like did not wait for it.
+		e.wmu.Lock()
+		defer e.wmu.Unlock()
+	}
 	im.done = true
 	e.alloc.Rebuild(func(yield func(uint64, int) bool) {
 		e.reserved(yield)
@@ -466,22 +520,53 @@ func (im *Import) Finish() (*Env, error) {
 			}
 		}
 	})
-	// The log and meta pages (below the trees), then what the prefaulter
-	// did not reach: mapped in the background for the commits to come, as
-	// a region created eagerly is. Mapping a mapped page costs little.
-	e.populating = startPopulate(e.reg.FirstDataPage(), e.npages, e.reg.Populate)
-	e.log.Reset(im.m.lsn)
-	e.publish(im.m)
+	if im.inPlace {
+		e.importing = false
+		e.idValid = false
+		e.pending, e.pendHead, e.recheck = e.pending[:0], 0, e.recheck[:0]
+		e.log.Reset(im.m.lsn)
+		e.publishInPlace(im.m)
+	} else {
+		// The log and meta pages (below the trees), then what the
+		// prefaulter did not reach: mapped in the background for the
+		// commits to come, as a region created eagerly is. Mapping a
+		// mapped page costs little.
+		e.populating = startPopulate(e.reg.FirstDataPage(), e.npages, e.reg.Populate)
+		e.log.Reset(im.m.lsn)
+		e.publish(im.m)
+	}
 	e.gen.Store(im.m.gen)
 	e.last = lastFromMeta(im.m)
 	return e, nil
 }
 
-// Abort discards the import and its region.
-func (im *Import) Abort() {
-	if !im.done {
-		im.done = true
-		im.pf.close()
-		im.e.destroy()
+// publishInPlace publishes an imported meta over the empty state's. publish
+// writes meta slot txid%2; were that the slot of the current meta, a reader
+// reading it while it is rewritten would find it torn and the other slot
+// stale or blank. The empty state is then first republished one txid on,
+// into the other slot (ImportInPlace made sure m stays the newer).
+func (e *Env) publishInPlace(m meta) {
+	if m.txid%2 == e.cur.txid%2 {
+		empty := e.cur
+		empty.txid++
+		e.publish(empty)
 	}
+	e.publish(m)
+}
+
+// Abort discards the import: its region, or for an import in place the
+// pages it wrote, which the empty environment never refers to.
+func (im *Import) Abort() {
+	if im.done {
+		return
+	}
+	im.done = true
+	im.pf.close()
+	if im.inPlace {
+		im.e.wmu.Lock()
+		im.e.importing = false
+		im.e.wmu.Unlock()
+		return
+	}
+	im.e.destroy()
 }

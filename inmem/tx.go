@@ -100,6 +100,9 @@ func (tx *Tx) DB(name string) *DB {
 			return db
 		}
 	}
+	if tx.meta.root == 0 {
+		return nil // no catalog yet
+	}
 	v, err := tx.get(tx.meta.root, bytesOf(name))
 	if err != nil || v == nil {
 		tx.setErr(err)
@@ -180,7 +183,7 @@ func (tx *Tx) createDB(name string, id uint32) (*DB, error) {
 	var v [12]byte
 	binary.LittleEndian.PutUint32(v[:], id)
 	binary.LittleEndian.PutUint64(v[4:], pg)
-	if err := tx.treePut(&tx.meta.root, bytesOf(name), v[:]); err != nil {
+	if err := tx.catalogPut(bytesOf(name), v[:]); err != nil {
 		return nil, err
 	}
 	if id >= tx.meta.nextDB {
@@ -190,6 +193,19 @@ func (tx *Tx) createDB(name string, id uint32) (*DB, error) {
 	tx.logOp(logbuf.RecCreateDB, id, bytesOf(name), nil)
 	tx.catChanged = true
 	return db, nil
+}
+
+// catalogPut records a database in the catalog, making the catalog's
+// first page if the environment has none yet.
+func (tx *Tx) catalogPut(name, entry []byte) error {
+	if tx.meta.root == 0 {
+		pg, _, err := tx.newPage(pageLeaf)
+		if err != nil {
+			return err
+		}
+		tx.meta.root = pg
+	}
+	return tx.treePut(&tx.meta.root, name, entry)
 }
 
 // CreateDBIfNotExists returns the named database, creating it when absent.

@@ -19,11 +19,15 @@ import (
 // through it, so the simulator exercises the code boards run:
 //
 //   - internal init: Begin starts an inmem.Import from the snapshot meta,
-//     Pages are stored, Finish swaps the imported environment in (with a new
-//     Checkpointer whose first checkpoint is the imported state). With a
-//     named region the import is built beside the live one (Name+".init")
-//     and renamed over it once complete, so the live region stays intact
-//     until the copy is whole and Attach then finds the new data;
+//     Pages are stored, Finish publishes the imported state (with a new
+//     Checkpointer whose first checkpoint is the imported state). An empty
+//     environment (a board restarted with empty memory) imports in place,
+//     into its own pool (inmem.Env.ImportInPlace): no second region, and
+//     attached readers see the data without attaching again. One holding
+//     data imports beside itself and is swapped out at Finish: with a named
+//     region the import is built beside the live one (Name+".init") and
+//     renamed over it once complete, so the live region stays intact until
+//     the copy is whole and Attach then finds the new data;
 //   - RollbackTo restores the checkpoint snapshot and redoes the log up to
 //     the target (ckpt.RollbackTo; below the checkpoint it fails and the node
 //     falls back to internal init);
@@ -122,8 +126,14 @@ type ApplyResult struct {
 	HasNewGen bool
 	// Checkpointed reports a checkpoint promoted for CheckpointOK.
 	Checkpointed bool
-	// InitBegun reports an internal init import started by Ready.Init.
-	InitBegun bool
+	// InitBegun reports an internal init import started by Ready.Init;
+	// InitInPlace that it imports into the environment itself (it was
+	// empty), not into a new region.
+	InitBegun, InitInPlace bool
+	// InitDone reports an internal init finished: Env() holds the
+	// master's snapshot (Replaced is the old environment if the import
+	// was built beside it).
+	InitDone bool
 	// RolledBack reports Ready.RollbackTo done: commits at or past it are
 	// gone.
 	RolledBack bool
@@ -313,11 +323,18 @@ func (s *EnvStorage) initStep(in *InitAction, res *ApplyResult, late *error) err
 				return fmt.Errorf("rep: begin internal init: removing the leftover region %q: %w", opt.Name, err)
 			}
 		}
-		im, err := inmem.NewImport(opt, in.Meta)
+		// A board that restarted empty imports into its own pool; one
+		// with data (too far behind) keeps serving it from its region
+		// until the import beside it is whole.
+		im, err := s.env.ImportInPlace(in.Meta)
+		if errors.Is(err, inmem.ErrNotInPlace) {
+			im, err = inmem.NewImport(opt, in.Meta)
+		}
 		if err != nil {
 			return fmt.Errorf("rep: begin internal init from checkpoint %d: %w", in.CkptLSN, err)
 		}
 		im.ExpectRuns(in.PageCount)
+		res.InitInPlace = im.InPlace()
 		s.imp = im
 		res.InitBegun = true
 	}
@@ -344,6 +361,12 @@ func (s *EnvStorage) initStep(in *InitAction, res *ApplyResult, late *error) err
 	s.imp = nil
 	if err != nil {
 		return fmt.Errorf("rep: finish internal init at checkpoint %d: %w", in.CkptLSN, err)
+	}
+	res.InitDone = true
+	if env == s.env {
+		// Imported in place: the same region, now holding the data.
+		s.reset(env)
+		return nil
 	}
 	if s.opt.Name != "" {
 		// The live region's file is replaced; its mapping stays valid

@@ -294,6 +294,9 @@ func printStat(w io.Writer, st board.Stat) {
 	} else if st.Init.Count > 0 {
 		initS = fmt.Sprintf("done x%d, last %v at %.0f pages/s", st.Init.Count, st.Init.LastDuration.Round(time.Millisecond), st.Init.PagesPerSec)
 	}
+	if st.Init.Active || st.Init.Count > 0 {
+		initS += map[bool]string{true: ", into its own pool", false: ", into a second region"}[st.Init.InPlace]
+	}
 	fmt.Fprintf(tw, "init %s\n", initS)
 	poolPct := 0.0
 	if st.Pool.TotalPages > 0 {

@@ -662,11 +662,14 @@ func (s *Sim) perform(st *site, rd rep.Ready) {
 	// RollbackTo, Apply, NewGen, then a master checkpoint if due.
 	from := st.last
 	res, err := st.store.Apply(&rd, master)
-	if res.Replaced != nil {
-		// Internal init finished: the imported environment replaces the old.
-		// Not counted as a rollback: it installs a consistent earlier
-		// checkpoint and replays the master's log after it.
-		res.Replaced.Close()
+	if res.InitDone {
+		// Internal init finished: the imported environment replaces the old
+		// (or filled it, imported in place). Not counted as a rollback: it
+		// installs a consistent earlier checkpoint and replays the master's
+		// log after it.
+		if res.Replaced != nil {
+			res.Replaced.Close()
+		}
 		st.env = st.store.Env()
 		s.tr.notef(s.now, evPhase, st.id, "internal init done at %v", s.commitOf(st.env.LastCommit()))
 		s.moved(st, "initialised", from, false)

@@ -40,6 +40,7 @@ type Stat struct {
 		Count        uint64        `json:"count"`
 		LastDuration time.Duration `json:"last_duration_ns"`
 		PagesReasked uint64        `json:"pages_reasked"`
+		InPlace      bool          `json:"in_place"`
 	} `json:"init"`
 	Pool struct {
 		PageSize   int    `json:"page_size"`
