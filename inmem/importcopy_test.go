@@ -298,7 +298,9 @@ func (fi *fuzzImport) seeds() [][]byte {
 // FuzzImportTree: a snapshot whose one page is replaced by arbitrary bytes
 // (the first two bytes of the input pick which) never panics the import:
 // PutPage refuses the page or Finish refuses the tree, with ErrCorrupt or
-// ErrLayout, or the import finishes.
+// ErrLayout, or the import finishes. Inputs of odd length import in place,
+// into an empty environment, which a refused import leaves empty and
+// writable.
 func FuzzImportTree(f *testing.F) {
 	fi := newFuzzImport(f)
 	for _, s := range fi.seeds() {
@@ -309,8 +311,25 @@ func FuzzImportTree(f *testing.F) {
 			return
 		}
 		victim := fi.list[int(binary.LittleEndian.Uint16(in))%len(fi.list)]
-		im, err := NewImport(fi.opt, fi.s.Meta())
-		mustNoErr(t, err, "import")
+		var im *Import
+		var err error
+		if len(in)%2 == 1 {
+			target, err := Create(fi.opt)
+			mustNoErr(t, err, "create the target")
+			defer target.Close()
+			defer func() {
+				if target.cur.root != 0 {
+					return // imported
+				}
+				_, err := target.Update(func(tx *Tx) error { _, err := tx.CreateDB("after"); return err })
+				mustNoErr(t, err, "a write after the refused import")
+			}()
+			im, err = target.ImportInPlace(fi.s.Meta())
+			mustNoErr(t, err, "import in place")
+		} else {
+			im, err = NewImport(fi.opt, fi.s.Meta())
+			mustNoErr(t, err, "import")
+		}
 		defer im.Abort()
 		refused := func(err error) bool { return errors.Is(err, ErrCorrupt) || errors.Is(err, ErrLayout) }
 		for _, pg := range fi.list {
@@ -329,6 +348,8 @@ func FuzzImportTree(f *testing.F) {
 			}
 			return
 		}
-		mustNoErr(t, e.Remove(), "remove import")
+		if !im.InPlace() {
+			mustNoErr(t, e.Remove(), "remove import")
+		}
 	})
 }

@@ -148,8 +148,8 @@ func TestImportInPlace(t *testing.T) {
 }
 
 // TestImportInPlaceRefused: ImportInPlace takes only an empty environment
-// of the snapshot's page size, a pool as large and a txid far enough
-// behind; otherwise ErrNotInPlace, and the environment stays writable.
+// of the snapshot's page size, a pool as large and a txid behind the
+// snapshot's; otherwise ErrNotInPlace, and the environment stays writable.
 func TestImportInPlaceRefused(t *testing.T) {
 	opt, _, s := importMaster(t)
 	cases := map[string]*Env{}
@@ -166,11 +166,11 @@ func TestImportInPlaceRefused(t *testing.T) {
 	cases["other page size"] = newTestEnv(t, Options{PoolSize: opt.PoolSize, LogSize: opt.LogSize, PageSize: 8192})
 	cases["smaller pool"] = newTestEnv(t, Options{PoolSize: opt.PoolSize / 2, LogSize: opt.LogSize})
 	near := newTestEnv(t, opt)
-	for near.cur.txid+1 < s.m.txid {
+	for near.cur.txid < s.m.txid {
 		_, err := near.AppendNewGen(near.Gen() + 1)
 		mustNoErr(t, err, "new gen")
 	}
-	cases["txid next to the snapshot's"] = near
+	cases["txid as far as the snapshot's"] = near
 	for name, e := range cases {
 		if _, err := e.ImportInPlace(s.Meta()); !isErr(err, ErrNotInPlace) {
 			t.Errorf("%s: %v, want ErrNotInPlace", name, err)

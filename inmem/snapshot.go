@@ -358,8 +358,7 @@ func NewImport(opt Options, metaBytes []byte) (*Import, error) {
 //
 // It returns ErrNotInPlace when e cannot take the import: it holds
 // databases, has another page size or a smaller pool than the snapshot
-// needs, or its own transaction ids are too close to the snapshot's for
-// the meta pages to switch safely.
+// needs, or its own transaction id is not behind the snapshot's.
 func (e *Env) ImportInPlace(metaBytes []byte) (*Import, error) {
 	m, err := decodeMeta(metaBytes)
 	if err != nil {
@@ -377,9 +376,10 @@ func (e *Env) ImportInPlace(metaBytes []byte) (*Import, error) {
 		return nil, fmt.Errorf("inmem: import in place: page size %d, snapshot's %d: %w", e.ps, m.pageSize, ErrNotInPlace)
 	case m.numPages > e.npages:
 		return nil, fmt.Errorf("inmem: import in place: pool of %d pages, snapshot's %d: %w", e.npages, m.numPages, ErrNotInPlace)
-	case m.txid <= e.cur.txid+1:
-		// Finish may first republish the empty state one txid on
-		// (publishInPlace); the snapshot must stay the newer.
+	case m.txid <= e.cur.txid:
+		// Readers take the newest meta. (Of the same parity, it is at
+		// least two on, so the empty state Finish may republish one txid
+		// on stays the older; see publishInPlace.)
 		return nil, fmt.Errorf("inmem: import in place: snapshot txid %d not past this environment's %d: %w", m.txid, e.cur.txid, ErrNotInPlace)
 	}
 	e.importing = true
@@ -544,7 +544,7 @@ func (im *Import) Finish() (*Env, error) {
 // writes meta slot txid%2; were that the slot of the current meta, a reader
 // reading it while it is rewritten would find it torn and the other slot
 // stale or blank. The empty state is then first republished one txid on,
-// into the other slot (ImportInPlace made sure m stays the newer).
+// into the other slot (m, of the same parity and newer, is newer still).
 func (e *Env) publishInPlace(m meta) {
 	if m.txid%2 == e.cur.txid%2 {
 		empty := e.cur
