@@ -154,6 +154,15 @@ func (s *EnvStorage) Apply(rd *Ready, master bool) (ApplyResult, error) {
 			return res, err
 		}
 	}
+	if s.imp != nil && s.imp.InPlace() && (rd.HasRollback || len(rd.Apply) > 0 || rd.NewGen != 0) {
+		// The node gave the init up (elected with what this site has, or
+		// syncing another way; the log after an init comes only once it
+		// finished): the environment, which refuses writes while an
+		// import fills it, takes them again. The pages the import wrote
+		// are in no tree.
+		s.imp.Abort()
+		s.imp = nil
+	}
 	if rd.HasRollback {
 		if err := s.ck.RollbackTo(rd.RollbackTo); err != nil {
 			return res, fmt.Errorf("rep: rollback to %d: %w", rd.RollbackTo, err)

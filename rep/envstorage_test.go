@@ -533,6 +533,11 @@ func TestEnvStorageFailedInitDropsItsRegion(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Holding data, the site imports beside it (an empty one would import
+	// in place, into no region of its own).
+	if _, err := env.Update(func(tx *inmem.Tx) error { _, err := tx.CreateDB("local"); return err }); err != nil {
+		t.Fatal(err)
+	}
 	st := NewEnvStorage(env, opt, ckpt.Policy{KBytes: 16})
 	defer func() {
 		st.Close()
@@ -611,4 +616,82 @@ func TestEnvStorageInitKeepsItsCheckpointUnderWrites(t *testing.T) {
 		t.Fatal("the master never checkpointed")
 	}
 	t.Logf("%d writes during the init and after; the master promoted %d checkpoints meanwhile", i-before, m.st.Checkpointer().Stats().Promoted-promoted)
+}
+
+// An empty site imports in place, and its environment refuses writes while
+// the import fills it. If the node gives the init up (here: it is elected
+// with what it has and appends its new generation), the import is dropped
+// and the environment takes writes again; a failed Finish leaves it empty
+// and writable too.
+func TestEnvStorageInitInPlaceGivenUp(t *testing.T) {
+	opt := inmem.Options{PoolSize: 4 << 20, LogSize: 64 << 10}
+	src, err := inmem.Create(opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	for i := range 3 {
+		if _, err := src.Update(func(tx *inmem.Tx) error {
+			db, err := tx.CreateDBIfNotExists("routes")
+			if err != nil {
+				return err
+			}
+			return db.Put(fmt.Appendf(nil, "k%d", i), []byte("v"))
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	snap, err := src.PinSnapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer snap.Release()
+	env, err := inmem.Create(opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := NewEnvStorage(env, opt, ckpt.Policy{KBytes: 16})
+	defer func() {
+		st.Close()
+		_ = st.Env().Close()
+	}()
+	begin := func() {
+		t.Helper()
+		rd := Ready{Init: &InitAction{Begin: true, Meta: snap.Meta(), CkptLSN: snap.LSN()}}
+		res, err := st.Apply(&rd, false)
+		if err != nil || !res.InitBegun || !res.InitInPlace {
+			t.Fatalf("begin: %+v, %v; want an init in place", res, err)
+		}
+		if _, err := env.Update(func(*inmem.Tx) error { return nil }); !errors.Is(err, inmem.ErrImporting) {
+			t.Fatalf("a write during the import: %v, want ErrImporting", err)
+		}
+	}
+	begin()
+	rd := Ready{NewGen: 7}
+	res, err := st.Apply(&rd, true)
+	if err != nil || !res.HasNewGen {
+		t.Fatalf("new gen with the init given up: %+v, %v", res, err)
+	}
+	if st.Env() != env || env.Gen() != 7 {
+		t.Fatalf("environment %p (gen %d), want the same %p at gen 7", st.Env(), env.Gen(), env)
+	}
+
+	st.Close()
+	if err := env.Close(); err != nil {
+		t.Fatal(err)
+	}
+	env2, err := inmem.Create(opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st = NewEnvStorage(env2, opt, ckpt.Policy{KBytes: 16}) // closed by the deferred call
+	env = env2
+	begin()
+	rd = Ready{Init: &InitAction{Finish: true}}
+	if _, err := st.Apply(&rd, false); !errors.Is(err, inmem.ErrCorrupt) {
+		t.Fatalf("finishing an init without its pages: %v, want ErrCorrupt", err)
+	}
+	if _, err := env2.Update(func(tx *inmem.Tx) error { _, err := tx.CreateDB("after"); return err }); err != nil {
+		t.Fatalf("a write after the failed init: %v", err)
+	}
 }
