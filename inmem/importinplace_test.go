@@ -96,6 +96,10 @@ func TestImportInPlace(t *testing.T) {
 			wg.Add(2)
 			go look("local", e.View)
 			go look("attached", r.View)
+			// Stopped before the attachment and the environment close,
+			// also when the test fails on the way.
+			stopReaders := sync.OnceFunc(func() { close(stop); wg.Wait() })
+			defer stopReaders()
 
 			im, err := e.ImportInPlace(s.Meta())
 			mustNoErr(t, err, "import in place")
@@ -126,8 +130,7 @@ func TestImportInPlace(t *testing.T) {
 				}
 				return nil
 			}), "attached view")
-			close(stop)
-			wg.Wait()
+			stopReaders()
 			t.Logf("views: %v", seen)
 
 			if e.ContentHash() != want {

@@ -1,7 +1,6 @@
 package inmem
 
 import (
-	"errors"
 	"fmt"
 	"sync"
 
@@ -125,6 +124,11 @@ func (r *ReadEnv) View(fn func(*Tx) error) error {
 	r.active--
 	if r.active == 0 {
 		r.slot.Clear()
+		if r.closed {
+			// Close came while this view ran and left the mapping to
+			// the last view; its error has no caller to go to.
+			_ = r.release()
+		}
 	}
 	r.mu.Unlock()
 	if err != nil {
@@ -144,7 +148,11 @@ func (r *ReadEnv) ContentHash() (uint64, error) {
 	return h, err
 }
 
-// Close releases the reader slot and the mapping.
+// Close releases the reader slot and the mapping. Views started after it
+// fail with ErrClosed. Views still running in other goroutines (an agent
+// that closes its attachment on ErrOwnerGone while others read) keep the
+// mapping until the last of them returns, which releases it: unmapping
+// under them would crash the process.
 func (r *ReadEnv) Close() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -152,6 +160,14 @@ func (r *ReadEnv) Close() error {
 		return nil
 	}
 	r.closed = true
+	if r.active > 0 {
+		return nil
+	}
+	return r.release()
+}
+
+// release gives up the reader slot and the mapping; r.mu is held.
+func (r *ReadEnv) release() error {
 	r.slot.Release()
-	return errors.Join(r.reg.Close())
+	return r.reg.Close()
 }

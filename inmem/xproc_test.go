@@ -577,3 +577,35 @@ func TestAttachedViewAfterOwnerGone(t *testing.T) {
 		}
 	})
 }
+
+// TestReadEnvCloseDuringView: an attachment closed while a view runs in
+// another goroutine (an agent closing it on ErrOwnerGone while others
+// read) keeps its mapping until that view returns: the view reads on, new
+// views fail with ErrClosed, and the view's return releases the mapping
+// and the reader slot.
+func TestReadEnvCloseDuringView(t *testing.T) {
+	e, r := attachedInvariant(t)
+	inView, closed := make(chan struct{}), make(chan struct{})
+	viewErr := make(chan error, 1)
+	go func() {
+		viewErr <- r.View(func(tx *Tx) error {
+			close(inView)
+			<-closed
+			return lookupAcct(tx) // reads the pages after Close
+		})
+	}()
+	<-inView
+	mustNoErr(t, r.Close(), "close during a view")
+	if err := r.View(lookupAcct); !isErr(err, ErrClosed) {
+		t.Fatalf("a view after Close: %v, want ErrClosed", err)
+	}
+	if n := len(e.Region().Readers()); n != 1 {
+		t.Fatalf("%d attached readers while the view runs, want 1", n)
+	}
+	close(closed)
+	mustNoErr(t, <-viewErr, "the view Close came during")
+	if n := len(e.Region().Readers()); n != 0 {
+		t.Fatalf("%d attached readers after the last view returned, want 0 (slot released)", n)
+	}
+	mustNoErr(t, r.Close(), "close again")
+}
