@@ -67,6 +67,11 @@ func FuzzDecodeMeta(f *testing.F) {
 	m.encode(b)
 	f.Add(b)
 	f.Add(b[:100])
+	// An environment in which no database was ever created: no catalog.
+	empty := meta{pageSize: 4096, nextDB: 1, txid: 1, numPages: 100}
+	eb := make([]byte, metaSize)
+	empty.encode(eb)
+	f.Add(eb)
 	l := layout{meta: [2]uint64{1, 2}, logPgno: 3, logPages: 10, pageSize: 4096}
 	lb := make([]byte, layoutSize)
 	l.encode(lb)
