@@ -544,25 +544,7 @@ func TestEnvStorageFailedInitDropsItsRegion(t *testing.T) {
 		_ = st.Env().Remove()
 	}()
 	// A master's snapshot with a tree in it: Finish wants its pages.
-	src, err := inmem.Create(inmem.Options{PoolSize: 4 << 20, LogSize: 64 << 10})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	if _, err := src.Update(func(tx *inmem.Tx) error {
-		db, err := tx.CreateDB("routes")
-		if err != nil {
-			return err
-		}
-		return db.Put([]byte("k"), []byte("v"))
-	}); err != nil {
-		t.Fatal(err)
-	}
-	snap, err := src.PinSnapshot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer snap.Release()
+	snap := routesSnapshot(t, 1)
 	rd := Ready{Init: &InitAction{Begin: true, Meta: snap.Meta(), CkptLSN: snap.LSN(), Finish: true}}
 	if _, err := st.Apply(&rd, false); !errors.Is(err, inmem.ErrCorrupt) {
 		t.Fatalf("finishing an init without its pages: %v, want ErrCorrupt", err)
@@ -625,27 +607,7 @@ func TestEnvStorageInitKeepsItsCheckpointUnderWrites(t *testing.T) {
 // and writable too.
 func TestEnvStorageInitInPlaceGivenUp(t *testing.T) {
 	opt := inmem.Options{PoolSize: 4 << 20, LogSize: 64 << 10}
-	src, err := inmem.Create(opt)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	for i := range 3 {
-		if _, err := src.Update(func(tx *inmem.Tx) error {
-			db, err := tx.CreateDBIfNotExists("routes")
-			if err != nil {
-				return err
-			}
-			return db.Put(fmt.Appendf(nil, "k%d", i), []byte("v"))
-		}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	snap, err := src.PinSnapshot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer snap.Release()
+	snap := routesSnapshot(t, 3)
 	env, err := inmem.Create(opt)
 	if err != nil {
 		t.Fatal(err)
@@ -694,4 +656,32 @@ func TestEnvStorageInitInPlaceGivenUp(t *testing.T) {
 	if _, err := env2.Update(func(tx *inmem.Tx) error { _, err := tx.CreateDB("after"); return err }); err != nil {
 		t.Fatalf("a write after the failed init: %v", err)
 	}
+}
+
+// routesSnapshot pins, until the test ends, the snapshot of a master's
+// environment after commits transactions of one route each.
+func routesSnapshot(t *testing.T, commits int) *inmem.Snapshot {
+	t.Helper()
+	src, err := inmem.Create(inmem.Options{PoolSize: 4 << 20, LogSize: 64 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = src.Close() })
+	for i := range commits {
+		if _, err := src.Update(func(tx *inmem.Tx) error {
+			db, err := tx.CreateDBIfNotExists("routes")
+			if err != nil {
+				return err
+			}
+			return db.Put(fmt.Appendf(nil, "k%d", i), []byte("v"))
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	snap, err := src.PinSnapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(snap.Release)
+	return snap
 }
