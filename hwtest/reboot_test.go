@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/seed61e250c8/boardha/board"
 	"github.com/seed61e250c8/boardha/hwtest/internal/harness"
 )
 
@@ -26,6 +27,7 @@ func TestRebootUnderLoad(t *testing.T) {
 	}
 	s := newScenario(t, 3, nil, func(o *harness.ClusterOptions) {
 		o.PoolSize, o.LogSize, o.CheckpointKiB = pool, logSize, 512
+		o.NamedShm = true // a reader attaches to the first rebooted board's region
 	})
 	s.start()
 	s.monitor()
@@ -64,6 +66,13 @@ func TestRebootUnderLoad(t *testing.T) {
 	}
 	filler.Stop()
 	t.Logf("filled: %d MB used in the master's pool, %d Perm commits", used>>20, s.hist.PermCount())
+	var lastFill harness.Write // the newest Perm write of the fill: every board holds it
+	for _, wr := range s.hist.Writes() {
+		if wr.Outcome == harness.Perm && wr.Tag == "fill" {
+			lastFill = wr
+		}
+	}
+	readerSawEmpty := false // the first reboot's reader attached before the init filled the region
 	// Load during the reboots: small writes back to back.
 	s.writer("load", 2, nil)
 
@@ -115,6 +124,25 @@ func TestRebootUnderLoad(t *testing.T) {
 			t.Fatalf("restarting site %d: %v", r, err)
 		}
 		s.fault("restart site %d with empty memory%s", r, what)
+		// The first time, a reader in this process attaches to the
+		// restarted board's region as soon as it exists, as a forwarding
+		// agent would: the init fills that same region (in place), so it
+		// must show the data once the board rejoined without attaching
+		// again.
+		var ag *attachedAgent
+		if i == 0 {
+			ag = &attachedAgent{name: s.cl.Node(r).Shm}
+			defer ag.close()
+			err := harness.WaitFor(ctx, fmt.Sprintf("site %d's new region to attach to", r), time.Millisecond, func(context.Context) (bool, error) {
+				return ag.view(func(tx *board.Tx) error {
+					readerSawEmpty = tx.Bucket(s.db).Get([]byte(lastFill.Key)) == nil
+					return nil
+				}) == nil, nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
 		target := ms.LSN
 		var st harness.Stat
 		err = harness.WaitFor(ctx, fmt.Sprintf("site %d rejoined through internal init%s", r, what), 20*time.Millisecond, func(ctx context.Context) (bool, error) {
@@ -131,6 +159,16 @@ func TestRebootUnderLoad(t *testing.T) {
 		rejoin := time.Since(restart)
 		if !st.Init.InPlace {
 			t.Errorf("reboot %d: site %d restarted with empty memory but imported into a second region, not its own pool", i+1, r)
+		}
+		if ag != nil {
+			var got string
+			if err := ag.view(func(tx *board.Tx) error { got = string(tx.Bucket(s.db).Get([]byte(lastFill.Key))); return nil }); err != nil {
+				t.Fatalf("the reader of site %d's region after the init: %v", r, err)
+			}
+			if got != lastFill.Value || ag.attaches != 1 {
+				t.Fatalf("the reader of site %d's region after the init: %s=%q (want %q), attached %d times (want once: the init fills the region it attached to)",
+					r, lastFill.Key, got, lastFill.Value, ag.attaches)
+			}
 		}
 		for site, n := range electionsBut(r) {
 			if n0, ok := el0[site]; ok && n >= n0 {
@@ -163,6 +201,6 @@ func TestRebootUnderLoad(t *testing.T) {
 	s.fault("frame loss ended")
 	s.waitPerm(20, 30*time.Second, "commits after the lossy reboot")
 	s.verify()
-	s.finish(fmt.Sprintf("filled=%dMB inits=%v lossy-reboot-dropped=%d/%d elections-during-reboots=%d master-changes=%d",
-		used>>20, inits, dropped, seen, elections, moved))
+	s.finish(fmt.Sprintf("filled=%dMB inits=%v lossy-reboot-dropped=%d/%d elections-during-reboots=%d master-changes=%d reader-attached-before-init=%v",
+		used>>20, inits, dropped, seen, elections, moved, readerSawEmpty))
 }
