@@ -178,8 +178,8 @@ func TestRebootUnderLoad(t *testing.T) {
 		if now, err := s.cl.WaitMaster(ctx); err == nil && now != m {
 			moved++
 		}
-		inits = append(inits, fmt.Sprintf("site%d:%dpages/%v(rejoin %v%s, %d reasked)", r, st.Init.PagesTotal,
-			st.Init.LastDuration.Round(time.Millisecond), rejoin.Round(time.Millisecond), what, st.Init.PagesReasked))
+		inits = append(inits, fmt.Sprintf("site%d:%dpages/%v(rejoin %v%s, %d reasked, %d restarts)", r, st.Init.PagesTotal,
+			st.Init.LastDuration.Round(time.Millisecond), rejoin.Round(time.Millisecond), what, st.Init.PagesReasked, st.Init.Restarts))
 		t.Logf("reboot %d: site %d rejoined after %v%s: internal init of %d pages in %v, %d pages asked for again", i+1, r,
 			rejoin.Round(time.Millisecond), what, st.Init.PagesTotal, st.Init.LastDuration.Round(time.Millisecond), st.Init.PagesReasked)
 	}

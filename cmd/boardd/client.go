@@ -297,6 +297,9 @@ func printStat(w io.Writer, st board.Stat) {
 	if st.Init.Active || st.Init.Count > 0 {
 		initS += map[bool]string{true: ", into its own pool", false: ", into a second region"}[st.Init.InPlace]
 	}
+	if st.Init.Restarts > 0 {
+		initS += fmt.Sprintf(", %d restarted", st.Init.Restarts)
+	}
 	fmt.Fprintf(tw, "init %s\n", initS)
 	poolPct := 0.0
 	if st.Pool.TotalPages > 0 {

@@ -41,6 +41,7 @@ type Stat struct {
 		LastDuration time.Duration `json:"last_duration_ns"`
 		PagesReasked uint64        `json:"pages_reasked"`
 		InPlace      bool          `json:"in_place"`
+		Restarts     uint64        `json:"restarts"`
 	} `json:"init"`
 	Pool struct {
 		PageSize   int    `json:"page_size"`
