@@ -140,12 +140,16 @@ type InitStat struct {
 	// pool, which was empty, rather than into a second region beside a
 	// pool holding data (twice the pool's memory while it runs).
 	InPlace bool `json:"in_place"`
-	// Restarts counts inits started over from scratch, over every init
-	// of this process: the master's checkpoint moved before the copy was
-	// whole (its log since the checkpoint reached half the log while the
-	// board copied; a larger log, or fewer writes meanwhile, let it
-	// finish), or the pages did not make a whole tree.
-	Restarts uint64 `json:"restarts"`
+	// Restarts counts copies started over, over every init of this
+	// process: the master's checkpoint moved before the copy was whole
+	// (its log since the checkpoint reached half the log while the board
+	// copied; a larger log, or fewer writes meanwhile, avoid it), or the
+	// pages did not make a whole tree. Resumes counts the copies that then
+	// went on from the master's later checkpoint, keeping PagesKept pages
+	// the master had not written since instead of receiving them again.
+	Restarts  uint64 `json:"restarts"`
+	Resumes   uint64 `json:"resumes"`
+	PagesKept uint64 `json:"pages_kept"`
 }
 
 // PoolStat describes the page pool.
@@ -320,7 +324,8 @@ func (rt *runtime) fillStat(st *Stat) {
 	st.Election.VoteFloorGen, st.Election.VoteFloorLSN = s.VoteFloorGen, s.VoteFloorEnd
 	st.Init = InitStat{Active: rt.initActive, PagesDone: uint64(rt.initDone), PagesTotal: uint64(rt.initTotal),
 		PagesPerSec: rt.initRate, Count: rt.initCount, LastDuration: rt.initLast, InPlace: rt.initInPlace,
-		PagesReasked: s.Counters.InitPagesReasked, Restarts: s.Counters.InitRestarts}
+		PagesReasked: s.Counters.InitPagesReasked, Restarts: s.Counters.InitRestarts,
+		Resumes: s.Counters.InitResumes, PagesKept: s.Counters.InitPagesKept}
 	if rt.initActive && s.InitPagesTotal > 0 {
 		st.Init.PagesDone, st.Init.PagesTotal = uint64(s.InitPagesDone), uint64(s.InitPagesTotal)
 	}

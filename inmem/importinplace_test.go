@@ -233,3 +233,71 @@ func TestImportInPlaceAbort(t *testing.T) {
 	}
 	mustNoErr(t, e2.Check(), "check")
 }
+
+// TestImportResume: an import of a snapshot, stopped halfway when the
+// master moved on, resumes with the master's later snapshot: the pages
+// below the halfway mark that the master has not written since are kept,
+// the rest stored, and the result is the later snapshot, in place and
+// beside alike. A page to keep that the import never stored is refused.
+func TestImportResume(t *testing.T) {
+	for _, inPlace := range []bool{true, false} {
+		t.Run(fmt.Sprintf("inplace=%v", inPlace), func(t *testing.T) {
+			opt, m, s1 := importMaster(t)
+			var im *Import
+			var err error
+			if inPlace {
+				im, err = inPlaceTarget(t, opt, "", 0).ImportInPlace(s1.Meta())
+			} else {
+				im, err = NewImport(opt, s1.Meta())
+			}
+			mustNoErr(t, err, "import")
+			defer im.Abort()
+			list1 := s1.PageList()
+			half := list1[:len(list1)/2]
+			putSnapshot(t, im, s1, half)
+			below := half[len(half)-1] + 1
+
+			// The master moves on: some pages rewritten, some added.
+			fillRoutes(t, m, rand.New(rand.NewPCG(11, 12)), "fib", 2, 50, 8, 200, func(batch int) (string, []byte) {
+				return fmt.Sprintf("moved-%d", batch), make([]byte, 2*m.ps)
+			})
+			s2, err := m.PinSnapshot()
+			mustNoErr(t, err, "pin the later snapshot")
+			defer s2.Release()
+			if !isErr(im.Keep(half[0]+1<<20), ErrCorrupt) {
+				t.Fatal("Keep of a page outside the pool was accepted")
+			}
+			mustNoErr(t, im.Resume(s2.Meta()), "resume")
+			var kept, sent int
+			var buf []byte
+			for _, pg := range s2.PageList() {
+				born, err := s2.PageTxid(pg)
+				mustNoErr(t, err, "page txid")
+				if pg < below && born <= s1.Txid() {
+					mustNoErr(t, im.Keep(pg), fmt.Sprintf("keep %d", pg))
+					kept++
+					continue
+				}
+				buf, err = s2.ReadPage(pg, buf[:0])
+				mustNoErr(t, err, "read page")
+				mustNoErr(t, im.PutPage(pg, buf), fmt.Sprintf("PutPage %d", pg))
+				sent++
+			}
+			if kept == 0 || sent == 0 {
+				t.Fatalf("kept %d, sent %d pages: the test wants both", kept, sent)
+			}
+			e, err := im.Finish()
+			mustNoErr(t, err, "finish")
+			if !inPlace {
+				defer e.Remove()
+			}
+			var want uint64
+			mustNoErr(t, s2.View(func(tx *Tx) (err error) { want, err = tx.ContentHash(); return err }), "hash")
+			if e.ContentHash() != want {
+				t.Fatal("the resumed import differs from the later snapshot")
+			}
+			mustNoErr(t, e.Check(), "check")
+			t.Logf("%d pages kept, %d sent of %d", kept, sent, kept+sent)
+		})
+	}
+}

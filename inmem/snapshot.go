@@ -145,6 +145,22 @@ func (s *Snapshot) ReadPage(pgno uint64, dst []byte) ([]byte, error) {
 	return appendWirePage(dst[:0], tx.data[off:off+uint64(n*tx.ps)]), nil
 }
 
+// PageTxid returns the transaction that wrote page pgno of the snapshot
+// (its header's txid). Pages are never changed once committed, so a page
+// of a later snapshot of the same environment written no later than an
+// earlier snapshot's txid is, byte for byte, the page that snapshot held
+// at that number: a resumed internal init keeps those (Import.Keep).
+func (s *Snapshot) PageTxid(pgno uint64) (uint64, error) {
+	if s.done.Load() {
+		return 0, fmt.Errorf("inmem: read of a released snapshot: %w", ErrTxClosed)
+	}
+	if pgno < s.e.lo || pgno >= s.e.npages {
+		return 0, corrupt(pgno, fmt.Sprintf("page number outside the tree area [%d,%d)", s.e.lo, s.e.npages))
+	}
+	off := pgno * uint64(s.e.ps)
+	return pTxid(s.e.data[off : off+pageHeaderSize]), nil
+}
+
 // DBInfo describes one database in a snapshot.
 type DBInfo struct {
 	Name string
@@ -389,6 +405,53 @@ func (e *Env) ImportInPlace(metaBytes []byte) (*Import, error) {
 // InPlace reports whether the import writes into an existing environment
 // (ImportInPlace) rather than a region of its own.
 func (im *Import) InPlace() bool { return im.inPlace }
+
+// Txid is the transaction id of the snapshot being imported.
+func (im *Import) Txid() uint64 { return im.m.txid }
+
+// Resume makes the import one of a later snapshot of the same master
+// (whose encoded meta is given), keeping the pages stored so far: the
+// master's checkpoint moved before the copy was whole, and the pages the
+// two snapshots share need not travel again. Each page of the new
+// snapshot is then either stored (PutPage) or kept (Keep): a page the
+// master wrote no later than the earlier snapshot's txid (Txid) at a page
+// number this import already holds it at. Finish checks the new
+// snapshot's trees as usual.
+func (im *Import) Resume(metaBytes []byte) error {
+	if im.done {
+		return fmt.Errorf("inmem: resume of a finished import: %w", ErrTxClosed)
+	}
+	m, err := decodeMeta(metaBytes)
+	if err != nil {
+		return fmt.Errorf("inmem: resume import: %w", err)
+	}
+	e := im.e
+	switch {
+	case int(m.pageSize) != e.ps || m.numPages > e.npages:
+		return fmt.Errorf("inmem: resume import: snapshot of %d pages of %d bytes into %d of %d: %w", m.numPages, m.pageSize, e.npages, e.ps, ErrLayout)
+	case m.txid < im.m.txid:
+		return fmt.Errorf("inmem: resume import: snapshot txid %d older than the import's %d: %w", m.txid, im.m.txid, ErrLayout)
+	}
+	if err := im.cp.flush(); err != nil {
+		return err
+	}
+	im.m = m
+	return nil
+}
+
+// Keep takes page pgno of the snapshot as the one this import already
+// stored there, from the snapshot it resumed (see Resume); ErrCorrupt if
+// it stored none (the master judged from the txids, the importer checks
+// it has the page).
+func (im *Import) Keep(pgno uint64) error {
+	if im.done {
+		return fmt.Errorf("inmem: import already finished: %w", ErrTxClosed)
+	}
+	if pgno < im.e.lo || pgno >= im.e.npages || im.run(pgno) == 0 {
+		return fmt.Errorf("inmem: import: page %d to keep was not stored: %w", pgno, ErrCorrupt)
+	}
+	return nil
+}
 
 // ExpectRuns tells the import how many page runs the master will send (the
 // length of its Snapshot.PageList; a hint): its prefaulter then maps no

@@ -108,7 +108,10 @@ type Decoded struct {
 	Vote elect.Vote // VOTE1, VOTE2
 
 	First, Count uint32 // UPDATE: Count pages; PAGE_REQ: window; PAGE: first index, Count pages; LOG_REQ/ALL_REQ: Count message bytes
-	Data         []byte // LOG: records; UPDATE: meta; PAGE: page entries; APP: payload
+	// PAGE_REQ of a resumed init: the replica holds every page of the
+	// snapshot it copied before (checkpoint KeepLSN) below page KeepBelow.
+	KeepLSN, KeepBelow uint64
+	Data               []byte // LOG: records; UPDATE: meta; PAGE: page entries; APP: payload
 }
 
 var le = binary.LittleEndian
@@ -244,12 +247,15 @@ func DecodeMessage(m Message, d *Decoded) error {
 		}
 		d.Data = b[16:]
 	case MsgPageReq:
-		if err := exact(16); err != nil {
-			return err
+		if len(b) != 16 && len(b) != 32 {
+			return malformed(m.Type, "body %d bytes, want 16, or 32 resuming", len(b))
 		}
 		d.LSN = le.Uint64(b)
 		d.First = le.Uint32(b[8:])
 		d.Count = le.Uint32(b[12:])
+		if len(b) == 32 {
+			d.KeepLSN, d.KeepBelow = le.Uint64(b[16:]), le.Uint64(b[24:])
+		}
 		if d.Count == 0 || d.Count > maxInitPages {
 			return malformed(m.Type, "window of %d pages", d.Count)
 		}

@@ -319,6 +319,20 @@ func (s *EnvStorage) pressureCheckpoint() (uint64, error) {
 const importSuffix = ".init"
 
 func (s *EnvStorage) initStep(in *InitAction, res *ApplyResult, late *error) error {
+	if in.Begin && in.Resume && s.imp != nil {
+		// The master's checkpoint moved during the copy: the import goes
+		// on with the later snapshot, keeping what it stored.
+		err := s.imp.Resume(in.Meta)
+		if err == nil {
+			s.imp.ExpectRuns(in.PageCount)
+			res.InitBegun, res.InitInPlace = true, s.imp.InPlace()
+			return s.initPages(in, res, late)
+		}
+		// Started over: the pages the master marks to keep will be
+		// missing, Finish fails, and the next init keeps none.
+		s.imp.Abort()
+		s.imp = nil
+	}
 	if in.Begin {
 		if s.imp != nil {
 			s.imp.Abort()
@@ -347,6 +361,12 @@ func (s *EnvStorage) initStep(in *InitAction, res *ApplyResult, late *error) err
 		s.imp = im
 		res.InitBegun = true
 	}
+	return s.initPages(in, res, late)
+}
+
+// initPages stores an init step's pages (keeping those the master
+// marked, in a resumed copy) and finishes the import if the step says so.
+func (s *EnvStorage) initPages(in *InitAction, res *ApplyResult, late *error) error {
 	if s.imp == nil {
 		if len(in.Pages) > 0 || in.Finish {
 			return ErrInitOrder
@@ -354,7 +374,13 @@ func (s *EnvStorage) initStep(in *InitAction, res *ApplyResult, late *error) err
 		return nil
 	}
 	for _, p := range in.Pages {
-		if err := s.imp.PutPage(p.Pgno, p.Data); err != nil {
+		var err error
+		if len(p.Data) == 0 {
+			err = s.imp.Keep(p.Pgno)
+		} else {
+			err = s.imp.PutPage(p.Pgno, p.Data)
+		}
+		if err != nil {
 			return fmt.Errorf("rep: internal init page %d: %w", p.Pgno, err)
 		}
 	}

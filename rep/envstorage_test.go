@@ -685,3 +685,47 @@ func routesSnapshot(t *testing.T, commits int) *inmem.Snapshot {
 	t.Cleanup(snap.Release)
 	return snap
 }
+
+// An init whose copy the master's moving checkpoint cuts short resumes it:
+// writes during the copy fill more than half the master's log, so the
+// master moves the checkpoint being copied (its writes come first) and
+// the replica starts over from the new one, keeping the pages it holds
+// that the master has not written since (the master sends their numbers
+// alone). It used to copy everything again each time, and a copy slower
+// than half a log of writes never finished.
+func TestEnvStorageInitResumes(t *testing.T) {
+	g := newEnvGroupWith(t, 3, inmem.Options{PoolSize: 16 << 20, LogSize: 256 << 10}, ckpt.Policy{KBytes: 4}, nil)
+	g.until("a master", 10*time.Second, func() bool { return g.master() != nil })
+	const before = 3000 // 3000 values of 1000 bytes: several hundred pages
+	for i := 0; i < before; i++ {
+		g.write(fmt.Sprintf("key-%05d", i), make([]byte, 1000))
+		if i%10 == 0 {
+			g.step()
+		}
+	}
+	g.until("convergence", 10*time.Second, g.converged)
+	m := g.master()
+	victim := g.other(m)
+	g.wipe(victim)
+	// One PAGE message in four lost: the copy takes retries while the
+	// writes below, new keys every millisecond, fill half the log. They
+	// stop once the copy was cut short, so the resumed one can finish.
+	k := 0
+	g.drop = func(p *packet) bool { k++; return p.typ == MsgPage && k%4 == 0 }
+	i := before
+	g.until("convergence after memory loss under writes", 60*time.Second, func() bool {
+		if victim.n.Counters().InitRestarts == 0 {
+			for range 2 {
+				g.write(fmt.Sprintf("key-%05d", i), make([]byte, 1000))
+				i++
+			}
+		}
+		return victim.n.Counters().Inits > 0 && g.converged()
+	})
+	c := victim.n.Counters()
+	if c.InitRestarts == 0 || c.InitResumes == 0 || c.InitPagesKept == 0 {
+		t.Fatalf("restarts %d, resumes %d, pages kept %d: the test wants the copy cut short and resumed", c.InitRestarts, c.InitResumes, c.InitPagesKept)
+	}
+	t.Logf("%d writes during the init; %d restarts, %d resumed, %d pages kept, %d pages in the final snapshot", i-before,
+		c.InitRestarts, c.InitResumes, c.InitPagesKept, len(m.st.Checkpointer().Snapshot().PageList()))
+}

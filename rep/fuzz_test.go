@@ -30,6 +30,7 @@ func seedMessages() []Message {
 		mk(2, MsgVerify, h, appendPoint(nil, CommitPoint{1, 2, 3})), mk(2, MsgVerifyFail, Header{Flags: FlagInitRequired}, u64s(77)),
 		mk(2, MsgUpdateReq, h), mk(2, MsgUpdate, h, u64s(64), appendU32(appendU32(nil, 2), 3), []byte("abc")),
 		mk(2, MsgPageReq, h, u64s(64), appendU32(appendU32(nil, 0), 4)),
+		mk(2, MsgPageReq, h, u64s(64), appendU32(appendU32(nil, 0), 4), u64s(32, 200)), // resuming
 		mk(2, MsgPage, h, u64s(64), appendU32(appendU32(nil, 0), 1), pages),
 		mk(2, MsgPageFail, h, u64s(64)), mk(2, MsgVote1, h, vote), mk(2, MsgVote2, h, vote),
 		mk(2, MsgApp, h, []byte("hello")), mk(2, MsgAppReply, h),

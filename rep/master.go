@@ -105,6 +105,24 @@ type masterState struct {
 	// UPDATE) recently enough that it is likely still copying it.
 	exportUntil time.Duration
 	pageBuf     []byte
+	// exported: the snapshots this tenure sent an UPDATE for (newest
+	// at exportAt), by checkpoint LSN with their Txid, for a replica
+	// that resumes a copy of one of them (see servePages).
+	exported [4]exportedSnap
+	exportAt int
+}
+
+type exportedSnap struct{ lsn, txid uint64 }
+
+// exportedTxid is the Txid of the snapshot at checkpoint lsn this tenure
+// exported, 0 if none is remembered.
+func (ms *masterState) exportedTxid(lsn uint64) uint64 {
+	for _, x := range ms.exported {
+		if x.lsn == lsn && lsn != 0 {
+			return x.txid
+		}
+	}
+	return 0
 }
 
 func (ms *masterState) reset(n *Node, now time.Duration) {
@@ -626,6 +644,10 @@ func (n *Node) serveUpdate(d *Decoded) {
 
 // sendUpdate sends UPDATE for snap, whose page list is known.
 func (n *Node) sendUpdate(to uint16, snap Snapshot) {
+	if n.ms.exportedTxid(snap.LSN()) == 0 {
+		n.ms.exportAt = (n.ms.exportAt + 1) % len(n.ms.exported)
+		n.ms.exported[n.ms.exportAt] = exportedSnap{snap.LSN(), snap.Txid()}
+	}
 	meta := snap.Meta()
 	start := n.begin()
 	o := &n.cur
@@ -697,6 +719,14 @@ func (n *Node) servePages(d *Decoded) {
 	pages := n.ms.snapPages
 	first := int(d.First)
 	last := min(len(pages), first+int(min(d.Count, maxPagesPerRequest)))
+	// A replica resuming the copy of an earlier snapshot of this tenure
+	// holds every page of it below KeepBelow: the pages of this one
+	// there that were written no later than that snapshot are those very
+	// pages, and go as their number alone.
+	var keepTxid uint64
+	if d.KeepBelow != 0 && d.KeepLSN != snap.LSN() {
+		keepTxid = n.ms.exportedTxid(d.KeepLSN)
+	}
 	o := &n.cur
 	start, countAt, count := -1, 0, uint32(0)
 	flush := func() {
@@ -707,17 +737,26 @@ func (n *Node) servePages(d *Decoded) {
 		}
 	}
 	for i := first; i < last; i++ {
-		data, err := snap.ReadPage(pages[i], n.ms.pageBuf[:0])
-		if err != nil {
-			// The snapshot changed under us: the replica restarts init.
-			flush()
-			st := n.begin()
-			n.cur.arena = appendU64(n.cur.arena, 0)
-			n.finish(d.From, MsgPageFail, st)
-			return
+		var data []byte
+		kept := false
+		if keepTxid != 0 && pages[i] < d.KeepBelow {
+			born, err := snap.PageTxid(pages[i])
+			kept = err == nil && born <= keepTxid
 		}
-		if cap(data) > cap(n.ms.pageBuf) {
-			n.ms.pageBuf = data[:0]
+		if !kept {
+			var err error
+			data, err = snap.ReadPage(pages[i], n.ms.pageBuf[:0])
+			if err != nil {
+				// The snapshot changed under us: the replica restarts init.
+				flush()
+				st := n.begin()
+				n.cur.arena = appendU64(n.cur.arena, 0)
+				n.finish(d.From, MsgPageFail, st)
+				return
+			}
+			if cap(data) > cap(n.ms.pageBuf) {
+				n.ms.pageBuf = data[:0]
+			}
 		}
 		if start >= 0 && len(o.arena)-start+12+len(data) > n.cfg.MaxMessageBytes {
 			flush()

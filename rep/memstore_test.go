@@ -40,6 +40,8 @@ func (s *memSnap) Meta() []byte {
 	b = binary.LittleEndian.AppendUint32(b, s.last.Gen)
 	return binary.LittleEndian.AppendUint64(b, s.last.Chain)
 }
+func (s *memSnap) Txid() uint64                    { return 0 } // pages not comparable: none kept
+func (s *memSnap) PageTxid(uint64) (uint64, error) { return 0, nil }
 func (s *memSnap) PageList() []uint64 {
 	l := make([]uint64, len(s.pages))
 	for i := range l {

@@ -41,6 +41,22 @@ type initState struct {
 	// arrive, before any to the requests asked since (see requestMissing).
 	stale     []pageRange
 	finishing bool // Finish handed to the driver
+	// below: every page of the snapshot numbered below it has arrived
+	// (the page list ascends), what a resumed copy keeps (resumeFrom).
+	below uint64
+	// keepLSN, keepBelow: this copy resumes one of the snapshot at
+	// checkpoint keepLSN, whose pages below keepBelow it holds; its
+	// PAGE_REQs say so, and the master marks the pages it need not send.
+	keepLSN, keepBelow uint64
+}
+
+// resumeFrom is a copy the master's moving checkpoint cut short: the next
+// one, of the same master in the same generation, keeps its pages below
+// below (see servePages).
+type resumeFrom struct {
+	master      uint16
+	gen         uint32
+	ckpt, below uint64
 }
 
 // pageRange is the page indexes [lo, hi) of one PAGE_REQ.
@@ -107,7 +123,9 @@ type replicaState struct {
 	highBad        uint64 // oldest point known to differ (search below it)
 	rollbackTarget uint64
 	init           initState
-	ackedSent      uint64
+	// resume: the copy a PAGE_FAIL cut short, for the next UPDATE.
+	resume    resumeFrom
+	ackedSent uint64
 
 	// Applies that failed in a row at stallEnd, the local end (log full,
 	// corrupt record, no memory): see maxApplyStalls.
@@ -909,7 +927,7 @@ func (n *Node) advanceReplica(rd *Ready) {
 	end := n.st.EndLSN()
 	if rd.Init != nil && rd.Init.Finish && rs.sync == syncInit && rs.init.finishing {
 		ckpt := rs.init.ckpt
-		rs.init = initState{}
+		rs.init, rs.resume = initState{}, resumeFrom{}
 		if n.st.CheckpointLSN() != ckpt {
 			// The import failed (a page missing or corrupt, no memory):
 			// start over after a back-off.
@@ -1027,7 +1045,7 @@ func (n *Node) sendAck(t MsgType, grantOnly bool) {
 func (n *Node) startInit() {
 	rs := &n.rs
 	n.clearStream(n.st.EndLSN())
-	rs.init = initState{}
+	rs.init, rs.resume = initState{}, resumeFrom{}
 	rs.stalls = 0
 	if n.cfg.NoAutoInit {
 		if rs.sync != syncJoinFailed {
@@ -1050,10 +1068,20 @@ func (n *Node) onUpdate(d *Decoded) {
 	}
 	rs.init = initState{begun: true, ckpt: d.LSN, count: d.Count, ask: uint32(n.cfg.InitWindowPages),
 		got: make([]uint64, (int(d.Count)+63)/64)}
+	// A copy the master's moving checkpoint cut short resumes: only from
+	// the same master in the same generation, whose page numbers and
+	// transaction ids are those of the snapshot the pages came from.
+	r := rs.resume
+	rs.resume = resumeFrom{}
+	resume := r.below != 0 && r.master == n.master && r.gen == n.gen && r.ckpt != d.LSN
+	if resume {
+		rs.init.keepLSN, rs.init.keepBelow = r.ckpt, r.below
+		n.counters.InitResumes++
+	}
 	o := &n.cur
 	start := len(o.arena)
 	o.arena = append(o.arena, d.Data...)
-	o.init = InitAction{Begin: true, Meta: o.arena[start:len(o.arena):len(o.arena)], CkptLSN: d.LSN,
+	o.init = InitAction{Begin: true, Resume: resume, Meta: o.arena[start:len(o.arena):len(o.arena)], CkptLSN: d.LSN,
 		PageCount: int(d.Count), PagesTotal: int(d.Count)}
 	o.pages = o.pages[:0]
 	o.hasInit = true
@@ -1212,10 +1240,15 @@ func (n *Node) settle(first, end uint32) (lost bool) {
 }
 
 func (n *Node) sendPageReq(lo, hi uint32) {
+	in := &n.rs.init
 	start := n.begin()
-	n.cur.arena = appendU64(n.cur.arena, n.rs.init.ckpt)
+	n.cur.arena = appendU64(n.cur.arena, in.ckpt)
 	n.cur.arena = appendU32(n.cur.arena, lo)
 	n.cur.arena = appendU32(n.cur.arena, hi-lo)
+	if in.keepBelow != 0 {
+		n.cur.arena = appendU64(n.cur.arena, in.keepLSN)
+		n.cur.arena = appendU64(n.cur.arena, in.keepBelow)
+	}
 	n.finish(n.master, MsgPageReq, start)
 }
 
@@ -1240,8 +1273,15 @@ func (n *Node) onPage(d *Decoded) {
 		if in.has(idx) {
 			continue
 		}
+		if len(data) == 0 && in.keepBelow == 0 {
+			n.drop(DropMalformed) // a page to keep, in a copy that keeps none
+			return
+		}
 		in.set(idx)
 		in.done++
+		if len(data) == 0 {
+			n.counters.InitPagesKept++
+		}
 		start := len(o.arena)
 		o.arena = append(o.arena, data...)
 		o.pages = append(o.pages, InitPage{Pgno: pgno, Data: o.arena[start:len(o.arena):len(o.arena)]})
@@ -1258,6 +1298,23 @@ func (n *Node) onPage(d *Decoded) {
 	o.init.PagesDone, o.init.PagesTotal = in.done, int(in.count)
 	for in.base < in.count && in.has(in.base) {
 		in.base++
+	}
+	if in.base > d.First {
+		// Every page up to this message's last below base arrived, and
+		// the list ascends: the import holds the snapshot below the
+		// page after it. (Pages that arrived earlier, out of order, may
+		// let base run further; the mark stays where this message
+		// proves it, which is safe.)
+		last := min(in.base, d.First+d.Count) - 1
+		b := d.Data
+		for i := d.First; ; i++ {
+			pgno, _, rest := nextPage(b)
+			if i == last {
+				in.below = max(in.below, pgno+1)
+				break
+			}
+			b = rest
+		}
 	}
 	if in.done == int(in.count) {
 		n.finishInit()
@@ -1297,7 +1354,14 @@ func (n *Node) onPageFail(d *Decoded) {
 		n.drop(DropUnexpected)
 		return
 	}
-	n.counters.InitRestarts++
+	if in := rs.init; in.begun {
+		// A copy cut short (the answers to its other outstanding
+		// requests say the same, and restart nothing more).
+		n.counters.InitRestarts++
+		if in.below != 0 {
+			rs.resume = resumeFrom{master: n.master, gen: n.gen, ckpt: in.ckpt, below: in.below}
+		}
+	}
 	rs.init = initState{}
 	if d.LSN != 0 {
 		// The checkpoint moved: start over at once from the new one.

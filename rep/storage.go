@@ -38,4 +38,12 @@ type Snapshot interface {
 	Meta() []byte
 	PageList() []uint64
 	ReadPage(pgno uint64, dst []byte) ([]byte, error)
+	// Txid identifies the snapshot's state among this master's; 0 if the
+	// storage cannot tell which pages two snapshots share (then a resumed
+	// init keeps none).
+	Txid() uint64
+	// PageTxid is the transaction that wrote page pgno. A page of a later
+	// snapshot written no later than an earlier snapshot's Txid is the
+	// page that snapshot held at that number.
+	PageTxid(pgno uint64) (uint64, error)
 }

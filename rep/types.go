@@ -284,14 +284,19 @@ func (e Event) String() string {
 // InitPage is one snapshot page received during internal init.
 type InitPage struct {
 	Pgno uint64
-	Data []byte
+	Data []byte // empty: keep the page the import stored here (Resume)
 }
 
 // InitAction tells the driver what to do for internal init, in this order:
 // Begin (discard any import in progress, start one from Meta), Pages, Finish
 // (complete the import; the environment's log then begins at the checkpoint).
 type InitAction struct {
-	Begin     bool
+	Begin bool
+	// Resume (with Begin): the snapshot is a later one of the master the
+	// import in progress came from; keep the pages stored so far (the
+	// master marks the ones the new snapshot shares: InitPage.Data
+	// empty) instead of starting over.
+	Resume    bool
 	Meta      []byte
 	CkptLSN   uint64
 	PageCount int
@@ -399,8 +404,10 @@ type Counters struct {
 	ElectionsWon     uint64
 	Rollbacks        uint64
 	Inits            uint64 // internal inits started
-	InitRestarts     uint64 // PAGE_FAIL restarts
+	InitRestarts     uint64 // copies started over: PAGE_FAIL during one (the checkpoint moved), or a failed finish
 	InitPagesReasked uint64 // init pages asked for again: their PAGE message was lost
+	InitResumes      uint64 // inits that resumed a copy the master's moving checkpoint cut short
+	InitPagesKept    uint64 // pages a resumed init kept from the copy before instead of receiving them
 	DupMasters       uint64 // times this site stepped down as a duplicate master
 	PermFailed       uint64
 	ApplyStalls      uint64 // Ready.Apply the driver did not apply

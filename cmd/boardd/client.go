@@ -298,7 +298,7 @@ func printStat(w io.Writer, st board.Stat) {
 		initS += map[bool]string{true: ", into its own pool", false: ", into a second region"}[st.Init.InPlace]
 	}
 	if st.Init.Restarts > 0 {
-		initS += fmt.Sprintf(", %d restarted", st.Init.Restarts)
+		initS += fmt.Sprintf(", %d restarted (%d resumed, %d pages kept)", st.Init.Restarts, st.Init.Resumes, st.Init.PagesKept)
 	}
 	fmt.Fprintf(tw, "init %s\n", initS)
 	poolPct := 0.0

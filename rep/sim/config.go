@@ -93,6 +93,7 @@ type Config struct {
 	Duration    time.Duration // workload and faults run this long
 	Quiesce     time.Duration // then everything heals; the group must settle within this
 	OpEvery     time.Duration // mean client think time
+	ValuePad    int           // bytes added to every value put: more pages, longer inits
 	ReadFrac    float64       // share of client ops that are leased reads
 	DeleteFrac  float64
 	PoolSize    int64

@@ -288,3 +288,33 @@ func TestQuorumEmptiedSiteFloor(t *testing.T) {
 		}
 	}
 }
+
+// TestInitResumesUnderWrites: a replica that lost its memory copies the
+// master's checkpoint over a lossy network while writes fill the master's
+// small log, so the master moves the checkpoint before the copy is whole.
+// The replica resumes the copy from the later checkpoint, keeping the pages
+// the master has not written since, and the checker holds the run to every
+// guarantee, the content of the resumed replica included.
+func TestInitResumesUnderWrites(t *testing.T) {
+	var resumed *Result
+	for seed := uint64(1); seed <= 20 && resumed == nil; seed++ {
+		c := calm(3, PolicyQuorum)
+		c.LogSize, c.CkptKB = 64<<10, 8 // inmem's smallest log: half of it fills in tens of writes
+		c.OpEvery = time.Millisecond
+		c.ValuePad = 1000 // a few thousand pages by the crash
+		c.Net.Drop = 0.2
+		c.Duration = 6 * time.Second
+		c.Script = []Fault{{At: time.Second, Kind: FaultCrash, Sites: []uint16{3}, For: 500 * time.Millisecond}}
+		r := Run(seed, c)
+		if len(r.Violations) > 0 {
+			report(t, r)
+		}
+		if r.Stats.InitResumes > 0 && r.Stats.InitPagesKept > 0 {
+			resumed = r
+		}
+	}
+	if resumed == nil {
+		t.Fatal("no seed in 1..20 resumed an init with pages kept: the scenario no longer cuts a copy short")
+	}
+	t.Logf("seed %d: %d inits, %d resumed, %d pages kept", resumed.Seed, resumed.Stats.Inits, resumed.Stats.InitResumes, resumed.Stats.InitPagesKept)
+}

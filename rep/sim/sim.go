@@ -34,6 +34,15 @@ type Result struct {
 	Sites      []string // each site's rep status at the end
 }
 
+// countNode adds what a node's counters say it exercised (at its
+// replacement by a restart, or the end of the run).
+func (s *Sim) countNode(n *rep.Node) {
+	c := n.Counters()
+	s.stats.PaceSwaps += int(c.PaceSwaps)
+	s.stats.InitResumes += int(c.InitResumes)
+	s.stats.InitPagesKept += int(c.InitPagesKept)
+}
+
 // Stats counts what a run exercised, so a sweep can show its coverage.
 type Stats struct {
 	Writes, PermWrites, NotPerm, Orphaned, Reads int
@@ -41,6 +50,7 @@ type Stats struct {
 	Freezes, KeepAlives                          int
 	PacedReads, PaceSwaps                        int
 	Elections, Rollbacks, Inits, Checkpoints     int
+	InitResumes, InitPagesKept                   int
 	EnvErrors                                    int
 	PermRollbacksAnySite                         int
 	MaxMasters                                   int
@@ -64,6 +74,8 @@ func (s *Stats) add(o Stats) {
 	s.Elections += o.Elections
 	s.Rollbacks += o.Rollbacks
 	s.Inits += o.Inits
+	s.InitResumes += o.InitResumes
+	s.InitPagesKept += o.InitPagesKept
 	s.Checkpoints += o.Checkpoints
 	s.EnvErrors += o.EnvErrors
 	s.PermRollbacksAnySite += o.PermRollbacksAnySite
@@ -517,7 +529,7 @@ func (s *Sim) boot(st *site, mode rep.StartMode) {
 		return
 	}
 	if st.node != nil {
-		s.stats.PaceSwaps += int(st.node.Counters().PaceSwaps)
+		s.countNode(st.node)
 	}
 	st.node = node
 	st.alive = true
@@ -923,7 +935,7 @@ func (s *Sim) client() {
 		s.nextKey++
 		k := fmt.Sprintf("k%04d", s.nextKey)
 		s.keys = append(s.keys, k)
-		s.write(st, OpPut, k, fmt.Sprintf("v%04d-%d", s.nextKey, s.rng.IntN(1000)))
+		s.write(st, OpPut, k, fmt.Sprintf("v%04d-%d", s.nextKey, s.rng.IntN(1000))+strings.Repeat("p", s.cfg.ValuePad))
 	}
 }
 
@@ -1252,7 +1264,7 @@ func (s *Sim) finish() {
 			s.stats.Checkpoints += int(st.store.Checkpointer().Stats().Promoted)
 		}
 		if st.node != nil {
-			s.stats.PaceSwaps += int(st.node.Counters().PaceSwaps)
+			s.countNode(st.node)
 		}
 		f := FinalSite{Site: st.id, Alive: st.alive, LastErr: st.lastErr}
 		if st.alive {
