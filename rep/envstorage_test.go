@@ -692,8 +692,18 @@ func routesSnapshot(t *testing.T, commits int) *inmem.Snapshot {
 // the replica starts over from the new one, keeping the pages it holds
 // that the master has not written since (the master sends their numbers
 // alone). It used to copy everything again each time, and a copy slower
-// than half a log of writes never finished.
+// than half a log of writes never finished. Against a master of an older
+// build, which drops the resuming requests (32 bytes) as malformed, the
+// replica asks for every page after a retry and the copy still finishes.
 func TestEnvStorageInitResumes(t *testing.T) {
+	for _, oldMaster := range []bool{false, true} {
+		t.Run(map[bool]string{false: "resumed", true: "older-master"}[oldMaster], func(t *testing.T) {
+			testInitResumes(t, oldMaster)
+		})
+	}
+}
+
+func testInitResumes(t *testing.T, oldMaster bool) {
 	g := newEnvGroupWith(t, 3, inmem.Options{PoolSize: 16 << 20, LogSize: 256 << 10}, ckpt.Policy{KBytes: 4}, nil)
 	g.until("a master", 10*time.Second, func() bool { return g.master() != nil })
 	const before = 3000 // 3000 values of 1000 bytes: several hundred pages
@@ -710,8 +720,15 @@ func TestEnvStorageInitResumes(t *testing.T) {
 	// One PAGE message in four lost: the copy takes retries while the
 	// writes below, new keys every millisecond, fill half the log. They
 	// stop once the copy was cut short, so the resumed one can finish.
-	k := 0
-	g.drop = func(p *packet) bool { k++; return p.typ == MsgPage && k%4 == 0 }
+	k, refused := 0, 0
+	g.drop = func(p *packet) bool {
+		if oldMaster && p.typ == MsgPageReq && len(p.payload) == HeaderSize+32 {
+			refused++
+			return true
+		}
+		k++
+		return p.typ == MsgPage && k%4 == 0
+	}
 	i := before
 	g.until("convergence after memory loss under writes", 60*time.Second, func() bool {
 		if victim.n.Counters().InitRestarts == 0 {
@@ -723,9 +740,14 @@ func TestEnvStorageInitResumes(t *testing.T) {
 		return victim.n.Counters().Inits > 0 && g.converged()
 	})
 	c := victim.n.Counters()
-	if c.InitRestarts == 0 || c.InitResumes == 0 || c.InitPagesKept == 0 {
-		t.Fatalf("restarts %d, resumes %d, pages kept %d: the test wants the copy cut short and resumed", c.InitRestarts, c.InitResumes, c.InitPagesKept)
+	switch {
+	case c.InitRestarts == 0 || c.InitResumes == 0:
+		t.Fatalf("restarts %d, resumes %d: the test wants the copy cut short and resumed", c.InitRestarts, c.InitResumes)
+	case !oldMaster && c.InitPagesKept == 0:
+		t.Fatal("the resumed copy kept no page")
+	case oldMaster && (refused == 0 || c.InitPagesKept != 0):
+		t.Fatalf("older master: %d resuming requests refused, %d pages kept; want some and none", refused, c.InitPagesKept)
 	}
-	t.Logf("%d writes during the init; %d restarts, %d resumed, %d pages kept, %d pages in the final snapshot", i-before,
-		c.InitRestarts, c.InitResumes, c.InitPagesKept, len(m.st.Checkpointer().Snapshot().PageList()))
+	t.Logf("%d writes during the init; %d restarts, %d resumed, %d pages kept, %d pages in the final snapshot, %d resuming requests refused", i-before,
+		c.InitRestarts, c.InitResumes, c.InitPagesKept, len(m.st.Checkpointer().Snapshot().PageList()), refused)
 }

@@ -1181,6 +1181,11 @@ func (n *Node) askRange(lo, hi uint32) (pages uint64) {
 // init.
 func (n *Node) requestMissing() {
 	in := &n.rs.init
+	if in.keepBelow != 0 && in.done == 0 {
+		// No page came back for the resuming requests: a master of an
+		// older build drops them as malformed. Ask for every page.
+		in.keepLSN, in.keepBelow = 0, 0
+	}
 	in.ask = max(1, in.ask/2)
 	in.stale = append(in.stale[:0], in.reqs...)
 	in.reqs = in.reqs[:0]
