@@ -561,19 +561,8 @@ func TestEnvStorageFailedInitDropsItsRegion(t *testing.T) {
 // lossy backplane) would never finish. The master keeps the checkpoint
 // being copied (Ready.HoldCheckpoint) while its log is at most half full.
 func TestEnvStorageInitKeepsItsCheckpointUnderWrites(t *testing.T) {
-	g := newEnvGroupWith(t, 3, inmem.Options{PoolSize: 8 << 20, LogSize: 256 << 10}, ckpt.Policy{KBytes: 4}, nil)
-	g.until("a master", 10*time.Second, func() bool { return g.master() != nil })
 	const before, during = 1600, 1000 // the first overflow the 256 KiB log
-	for i := 0; i < before; i++ {
-		g.write(fmt.Sprintf("key-%05d", i), make([]byte, 200))
-		if i%10 == 0 {
-			g.step()
-		}
-	}
-	g.until("convergence", 10*time.Second, g.converged)
-	m := g.master()
-	victim := g.other(m)
-	g.wipe(victim)
+	g, m, victim := wipedAfterFill(t, 8<<20, before, 200)
 	// Every other PAGE message lost: the copy takes retries, hundreds of
 	// milliseconds, while a checkpoint comes due every 20 writes (one per
 	// millisecond).
@@ -704,19 +693,8 @@ func TestEnvStorageInitResumes(t *testing.T) {
 }
 
 func testInitResumes(t *testing.T, oldMaster bool) {
-	g := newEnvGroupWith(t, 3, inmem.Options{PoolSize: 16 << 20, LogSize: 256 << 10}, ckpt.Policy{KBytes: 4}, nil)
-	g.until("a master", 10*time.Second, func() bool { return g.master() != nil })
 	const before = 3000 // 3000 values of 1000 bytes: several hundred pages
-	for i := 0; i < before; i++ {
-		g.write(fmt.Sprintf("key-%05d", i), make([]byte, 1000))
-		if i%10 == 0 {
-			g.step()
-		}
-	}
-	g.until("convergence", 10*time.Second, g.converged)
-	m := g.master()
-	victim := g.other(m)
-	g.wipe(victim)
+	g, m, victim := wipedAfterFill(t, 16<<20, before, 1000)
 	// One PAGE message in four lost: the copy takes retries while the
 	// writes below, new keys every millisecond, fill half the log. They
 	// stop once the copy was cut short, so the resumed one can finish.
@@ -750,4 +728,24 @@ func testInitResumes(t *testing.T, oldMaster bool) {
 	}
 	t.Logf("%d writes during the init; %d restarts, %d resumed, %d pages kept, %d pages in the final snapshot, %d resuming requests refused", i-before,
 		c.InitRestarts, c.InitResumes, c.InitPagesKept, len(m.st.Checkpointer().Snapshot().PageList()), refused)
+}
+
+// wipedAfterFill is a three-site group (log 256 KiB, a checkpoint every
+// 4 KiB) whose master committed n values of size bytes, converged, and
+// then one of whose replicas, victim, lost its memory.
+func wipedAfterFill(t *testing.T, pool int64, n, size int) (g *envGroup, m, victim *envSite) {
+	t.Helper()
+	g = newEnvGroupWith(t, 3, inmem.Options{PoolSize: pool, LogSize: 256 << 10}, ckpt.Policy{KBytes: 4}, nil)
+	g.until("a master", 10*time.Second, func() bool { return g.master() != nil })
+	for i := 0; i < n; i++ {
+		g.write(fmt.Sprintf("key-%05d", i), make([]byte, size))
+		if i%10 == 0 {
+			g.step()
+		}
+	}
+	g.until("convergence", 10*time.Second, g.converged)
+	m = g.master()
+	victim = g.other(m)
+	g.wipe(victim)
+	return g, m, victim
 }
