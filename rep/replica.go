@@ -1264,23 +1264,30 @@ func (n *Node) onPage(d *Decoded) {
 		n.drop(DropUnexpected)
 		return
 	}
-	o := &n.cur
+	// The whole message is checked before any page of it counts as
+	// arrived: a page marked arrived that the driver never got would be
+	// taken, in a resumed import, for the one an earlier copy stored there.
 	b := d.Data
+	for i := uint32(0); i < d.Count; i++ {
+		_, data, rest := nextPage(b)
+		b = rest
+		idx := d.First + i
+		if idx < d.First || idx >= in.count || (len(data) == 0 && in.keepBelow == 0) {
+			// Out of the snapshot, or a page to keep in a copy that
+			// keeps none (an answer to a resuming request given up on).
+			n.drop(DropMalformed)
+			return
+		}
+	}
+	o := &n.cur
+	b = d.Data
 	added := false
 	for i := uint32(0); i < d.Count; i++ {
 		pgno, data, rest := nextPage(b)
 		b = rest
 		idx := d.First + i
-		if idx < d.First || idx >= in.count {
-			n.drop(DropMalformed)
-			return
-		}
 		if in.has(idx) {
 			continue
-		}
-		if len(data) == 0 && in.keepBelow == 0 {
-			n.drop(DropMalformed) // a page to keep, in a copy that keeps none
-			return
 		}
 		in.set(idx)
 		in.done++

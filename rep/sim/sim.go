@@ -565,6 +565,7 @@ func (s *Sim) crash(st *site, why string) {
 	st.permLSN = 0
 	st.alive = false
 	st.frozen, st.held, st.keepAlive = false, nil, nil
+	s.countNode(st.node)
 	st.node = nil
 	s.stats.Checkpoints += int(st.store.Checkpointer().Stats().Promoted)
 	st.store.Close()
