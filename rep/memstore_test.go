@@ -182,6 +182,15 @@ func (m *memStore) applyEncoded(recs []byte) error {
 	if _, _, l := recAt(recs); l != m.EndLSN() {
 		return fmt.Errorf("apply at %d, end %d", l, m.EndLSN())
 	}
+	// The node checks only the records' framing; like inmem, the store
+	// refuses a commit too short for its body (FuzzStep found one).
+	for off := 0; off < len(recs); {
+		n, typ, _ := recAt(recs[off:])
+		if typ == recCommit && n < recHeaderSize+8 {
+			return fmt.Errorf("memstore: commit record of %d bytes, want >= %d", n, recHeaderSize+8)
+		}
+		off += n
+	}
 	for off := 0; off < len(recs); {
 		n, typ, lsn := recAt(recs[off:])
 		r := recs[off : off+n]
