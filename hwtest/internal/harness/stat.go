@@ -42,6 +42,8 @@ type Stat struct {
 		PagesReasked uint64        `json:"pages_reasked"`
 		InPlace      bool          `json:"in_place"`
 		Restarts     uint64        `json:"restarts"`
+		Resumes      uint64        `json:"resumes"`
+		PagesKept    uint64        `json:"pages_kept"`
 	} `json:"init"`
 	Pool struct {
 		PageSize   int    `json:"page_size"`
