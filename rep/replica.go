@@ -1269,12 +1269,14 @@ func (n *Node) onPage(d *Decoded) {
 	// taken, in a resumed import, for the one an earlier copy stored there.
 	b := d.Data
 	for i := uint32(0); i < d.Count; i++ {
-		_, data, rest := nextPage(b)
+		pgno, data, rest := nextPage(b)
 		b = rest
 		idx := d.First + i
-		if idx < d.First || idx >= in.count || (len(data) == 0 && in.keepBelow == 0) {
-			// Out of the snapshot, or a page to keep in a copy that
-			// keeps none (an answer to a resuming request given up on).
+		if idx < d.First || idx >= in.count || (len(data) == 0 && pgno >= in.keepBelow) {
+			// Out of the snapshot, or a page to keep that this copy
+			// does not hold: none in a copy that keeps none (an answer
+			// to a resuming request given up on), none at or past the
+			// mark it asked with.
 			n.drop(DropMalformed)
 			return
 		}
