@@ -126,23 +126,29 @@ func (s *Snapshot) PageList() []uint64 {
 // (appendWirePage), so a half-full page travels as half a page and a value
 // run as its value.
 func (s *Snapshot) ReadPage(pgno uint64, dst []byte) ([]byte, error) {
-	if s.done.Load() {
-		return nil, fmt.Errorf("inmem: read of a released snapshot: %w", ErrTxClosed)
-	}
-	tx := s.e.newTx(false)
-	p, err := tx.rawPage(pgno)
+	p, err := s.page(pgno)
 	if err != nil {
 		return nil, err
 	}
+	e := s.e
 	n := 1
 	if pType(p) == pageOverflow {
 		n = pOvPages(p)
-		if n < 1 || uint64(n) > tx.npages-pgno {
+		if n < 1 || uint64(n) > e.npages-pgno {
 			return nil, corrupt(pgno, fmt.Sprintf("overflow run of %d pages", n))
 		}
 	}
-	off := pgno * uint64(tx.ps)
-	return appendWirePage(dst[:0], tx.data[off:off+uint64(n*tx.ps)]), nil
+	off := pgno * uint64(e.ps)
+	return appendWirePage(dst[:0], e.data[off:off+uint64(n*e.ps)]), nil
+}
+
+// page returns page pgno of the pool the snapshot pins. A master reads
+// every page of an export through it: no transaction is made per page.
+func (s *Snapshot) page(pgno uint64) ([]byte, error) {
+	if s.done.Load() {
+		return nil, fmt.Errorf("inmem: read of a released snapshot: %w", ErrTxClosed)
+	}
+	return treePage(s.e.data, s.e.ps, s.e.lo, s.e.npages, pgno)
 }
 
 // PageTxid returns the transaction that wrote page pgno of the snapshot
@@ -151,14 +157,11 @@ func (s *Snapshot) ReadPage(pgno uint64, dst []byte) ([]byte, error) {
 // earlier snapshot's txid is, byte for byte, the page that snapshot held
 // at that number: a resumed internal init keeps those (Import.Keep).
 func (s *Snapshot) PageTxid(pgno uint64) (uint64, error) {
-	if s.done.Load() {
-		return 0, fmt.Errorf("inmem: read of a released snapshot: %w", ErrTxClosed)
+	p, err := s.page(pgno)
+	if err != nil {
+		return 0, err
 	}
-	if pgno < s.e.lo || pgno >= s.e.npages {
-		return 0, corrupt(pgno, fmt.Sprintf("page number outside the tree area [%d,%d)", s.e.lo, s.e.npages))
-	}
-	off := pgno * uint64(s.e.ps)
-	return pTxid(s.e.data[off : off+pageHeaderSize]), nil
+	return pTxid(p), nil
 }
 
 // DBInfo describes one database in a snapshot.

@@ -24,11 +24,16 @@ func corrupt(pgno uint64, what string) error {
 
 // rawPage returns page pgno without content checks (callers check).
 func (tx *Tx) rawPage(pgno uint64) ([]byte, error) {
-	if pgno < tx.lo || pgno >= tx.npages {
-		return nil, corrupt(pgno, fmt.Sprintf("page number outside the tree area [%d,%d)", tx.lo, tx.npages))
+	return treePage(tx.data, tx.ps, tx.lo, tx.npages, pgno)
+}
+
+// treePage returns page pgno of a pool whose tree pages are [lo, npages).
+func treePage(data []byte, ps int, lo, npages, pgno uint64) ([]byte, error) {
+	if pgno < lo || pgno >= npages {
+		return nil, corrupt(pgno, fmt.Sprintf("page number outside the tree area [%d,%d)", lo, npages))
 	}
-	off := pgno * uint64(tx.ps)
-	return tx.data[off : off+uint64(tx.ps) : off+uint64(tx.ps)], nil
+	off := pgno * uint64(ps)
+	return data[off : off+uint64(ps) : off+uint64(ps)], nil
 }
 
 // page returns branch or leaf page pgno with its header checked.
