@@ -589,7 +589,7 @@ func (rt *runtime) envWork(rd *rep.Ready) {
 		rt.startup = false // not caught up while the pages are being copied
 		rt.emit(Event{Type: EventInitStarted, Master: rt.master, LSN: ia.CkptLSN,
 			Detail: fmt.Sprintf("%d pages", ia.PageCount)})
-		b.log.Info("internal init started", "pages", ia.PageCount, "checkpoint", ia.CkptLSN, "in_place", res.InitInPlace)
+		b.log.Info("internal init started", "pages", ia.PageCount, "checkpoint", ia.CkptLSN, "in_place", res.InitInPlace, "resumed", ia.Resume)
 	}
 	if ia != nil {
 		rt.initDone, rt.initTotal = ia.PagesDone, ia.PagesTotal
