@@ -12,7 +12,8 @@ import (
 // and values in place (zero copy) while the owner keeps committing. Each
 // View sees one consistent snapshot.
 type Reader struct {
-	env *inmem.ReadEnv
+	env   *inmem.ReadEnv
+	views viewTxs
 }
 
 // Attach opens the named region (Config.ShmName of the owning board: a
@@ -30,7 +31,7 @@ func Attach(name string) (*Reader, error) {
 // closed or replaced the region (an internal init, a restart) or died, View
 // fails with ErrOwnerGone: Close the Reader and Attach again.
 func (r *Reader) View(fn func(*Tx) error) error {
-	err := r.env.View(func(tx *inmem.Tx) error { return fn(&Tx{tx: tx}) })
+	err := r.env.View(func(tx *inmem.Tx) error { return r.views.run(tx, fn) })
 	if errors.Is(err, inmem.ErrOwnerGone) {
 		return fmt.Errorf("%w: %w", ErrOwnerGone, err)
 	}

@@ -32,6 +32,7 @@ type Board struct {
 	// under the write lock; View and friends hold the read lock.
 	envMu sync.RWMutex
 	env   *inmem.Env
+	views viewTxs // View's Tx wrappers
 
 	tr     backplane.Transport
 	events *eventQueue
@@ -318,7 +319,7 @@ func (b *Board) View(fn func(*Tx) error) error {
 	if b.pub.Load().role == RoleClosed {
 		return ErrClosed
 	}
-	return b.env.View(func(tx *inmem.Tx) error { return fn(&Tx{tx: tx}) })
+	return b.env.View(func(tx *inmem.Tx) error { return b.views.run(tx, fn) })
 }
 
 // ViewLeased runs fn on the master only while it holds valid leases from a

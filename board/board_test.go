@@ -518,6 +518,32 @@ func attachedGroup(t *testing.T, name, v string) (*testGroup, *Board, *Reader) {
 	return g, m, r
 }
 
+// TestViewAllocs: a view with one lookup allocates nothing, on the board
+// and through an attachment: a forwarding agent views at every lookup, and
+// garbage made there would cost the board's own commits collections.
+func TestViewAllocs(t *testing.T) {
+	_, m, r := attachedGroup(t, fmt.Sprintf("boardha-test-allocs-%d", os.Getpid()), "1")
+	key := []byte("a")
+	var found int
+	lookup := func(tx *Tx) error {
+		if tx.Bucket("routes").Get(key) != nil {
+			found++
+		}
+		return nil
+	}
+	for _, v := range []struct {
+		name string
+		view func(func(*Tx) error) error
+	}{{"board", m.View}, {"attached", r.View}} {
+		if a := testing.AllocsPerRun(200, func() { _ = v.view(lookup) }); a != 0 {
+			t.Errorf("%.1f allocations per %s view, want 0", a, v.name)
+		}
+	}
+	if found == 0 {
+		t.Fatal("the lookups found nothing")
+	}
+}
+
 func TestAttachReadsSharedMemory(t *testing.T) {
 	name := fmt.Sprintf("boardha-test-%d", os.Getpid())
 	g, m, r := attachedGroup(t, name, "1")

@@ -3,6 +3,7 @@ package board
 import (
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/seed61e250c8/boardha/inmem"
 )
@@ -15,6 +16,25 @@ import (
 type Tx struct {
 	tx       *inmem.Tx
 	writable bool
+}
+
+// viewTxs keeps the Tx wrappers of finished views for later ones: an
+// agent views at every lookup, and inmem reuses its transactions, so the
+// wrapper would be the view's only allocation.
+type viewTxs struct{ pool sync.Pool }
+
+// run calls fn with a wrapper of tx, which it takes back when fn returns.
+func (v *viewTxs) run(tx *inmem.Tx, fn func(*Tx) error) error {
+	t, _ := v.pool.Get().(*Tx)
+	if t == nil {
+		t = new(Tx)
+	}
+	t.tx = tx
+	defer func() {
+		t.tx = nil // a Tx kept past fn no longer reaches the pool
+		v.pool.Put(t)
+	}()
+	return fn(t)
 }
 
 // Writable reports whether the transaction can write.

@@ -115,6 +115,10 @@ type Env struct {
 	readMu  sync.Mutex
 	cur     meta           // last committed meta; written under wmu+readMu
 	readers map[uint64]int // in-process snapshots (readers, pins) by txid
+	// views holds the transactions of finished views for the next ones
+	// (under readMu): a forwarding agent views at every lookup, and a Tx
+	// made for each was the view's one allocation.
+	views txFreeList
 
 	// Writer state, guarded by wmu.
 	last      CommitInfo
@@ -738,17 +742,35 @@ func (e *Env) Update(fn func(*Tx) error) (CommitInfo, error) {
 	return tx.Commit()
 }
 
-// View runs fn in a read transaction on the current snapshot.
+// View runs fn in a read transaction on the current snapshot. The Tx is
+// valid only until fn returns: a later view reuses it.
 func (e *Env) View(fn func(*Tx) error) error {
-	tx, err := e.Begin(false)
-	if err != nil {
-		return err
+	e.readMu.Lock()
+	if e.closed.Load() {
+		e.readMu.Unlock()
+		return ErrClosed
 	}
-	defer tx.release()
+	tx := e.views.get()
+	e.initTx(tx, false)
+	tx.meta = e.cur
+	e.readers[tx.meta.txid]++
+	e.readMu.Unlock()
+	defer e.endView(tx)
 	if err := fn(tx); err != nil {
 		return err
 	}
 	return tx.err
+}
+
+// endView closes a view's transaction and keeps it for the next view.
+func (e *Env) endView(tx *Tx) {
+	e.readMu.Lock()
+	if !tx.closed { // else fn ended it early (Abort), which unpinned
+		tx.closed = true
+		e.unpinLocked(tx.meta.txid)
+	}
+	e.views.put(tx)
+	e.readMu.Unlock()
 }
 
 // Abort ends the transaction without committing. Safe to call twice.

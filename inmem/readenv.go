@@ -24,6 +24,7 @@ type ReadEnv struct {
 	active  int
 	closed  bool
 	metaBuf [metaSize]byte // readMetas' copy of a meta page, under mu
+	views   txFreeList     // finished views' transactions, under mu
 }
 
 // AttachReadOnly maps the named region read-only and registers a reader slot.
@@ -116,11 +117,25 @@ func (r *ReadEnv) View(fn func(*Tx) error) error {
 		return err
 	}
 	r.active++
+	tx := r.views.get()
+	*tx = Tx{data: r.data, ps: r.ps, lo: r.lo, npages: r.npages, meta: m, unpin: noUnpin}
 	r.mu.Unlock()
-	tx := &Tx{data: r.data, ps: r.ps, lo: r.lo, npages: r.npages, meta: m, unpin: func() {}}
-	err = fn(tx)
+	defer r.endView(tx)
+	if err := fn(tx); err != nil {
+		return err
+	}
+	return tx.err
+}
+
+// noUnpin is an attached view's unpin: its slot is cleared by endView.
+func noUnpin() {}
+
+// endView ends a view: the last running one clears the reader slot, and
+// unmaps the region if Close came meanwhile.
+func (r *ReadEnv) endView(tx *Tx) {
 	tx.closed = true
 	r.mu.Lock()
+	r.views.put(tx)
 	r.active--
 	if r.active == 0 {
 		r.slot.Clear()
@@ -131,10 +146,6 @@ func (r *ReadEnv) View(fn func(*Tx) error) error {
 		}
 	}
 	r.mu.Unlock()
-	if err != nil {
-		return err
-	}
-	return tx.err
 }
 
 // ContentHash is Env.ContentHash on the newest snapshot.

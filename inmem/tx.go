@@ -52,6 +52,33 @@ type Tx struct {
 	imported *Import
 }
 
+// txFreeList keeps the transactions of finished views for later views.
+// It holds no more than views ever ran at once, up to maxFreeViews, so a
+// burst of concurrent views does not keep its transactions for good.
+type txFreeList struct{ txs []*Tx }
+
+const maxFreeViews = 16
+
+// get returns a kept transaction, or a new one when none is kept.
+func (l *txFreeList) get() *Tx {
+	if n := len(l.txs); n > 0 {
+		tx := l.txs[n-1]
+		l.txs[n-1] = nil
+		l.txs = l.txs[:n-1]
+		return tx
+	}
+	return new(Tx)
+}
+
+// put keeps a closed transaction, dropping what it referred to so a kept
+// one pins no database handles.
+func (l *txFreeList) put(tx *Tx) {
+	if len(l.txs) < maxFreeViews {
+		*tx = Tx{closed: true}
+		l.txs = append(l.txs, tx)
+	}
+}
+
 // DB is a handle to a named database inside one transaction.
 type DB struct {
 	tx      *Tx

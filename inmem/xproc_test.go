@@ -478,16 +478,78 @@ func lookupAcct(tx *Tx) error {
 	return nil
 }
 
-// TestAttachedViewAllocs: a view of an attachment allocates only its
-// transaction. A forwarding agent views at every lookup; reading the meta
+// TestViewAllocs: a view allocates nothing, in this process or through an
+// attachment. A forwarding agent views at every lookup; reading the meta
 // pages used to allocate six times a view (their copies and the pair
-// escaped to the heap) and the error kept ready for a busy writer seven
-// more.
-func TestAttachedViewAllocs(t *testing.T) {
-	_, r := attachedInvariant(t)
-	view := func() { mustNoErr(t, r.View(lookupAcct), "view") }
-	if a := testing.AllocsPerRun(200, view); a > 1 {
-		t.Fatalf("%.1f allocations per attached view, want at most 1 (its Tx)", a)
+// escaped to the heap), the error kept ready for a busy writer seven more,
+// and the view's Tx one.
+func TestViewAllocs(t *testing.T) {
+	e, r := attachedInvariant(t)
+	for _, v := range []struct {
+		name string
+		view func(func(*Tx) error) error
+	}{{"env", e.View}, {"attached", r.View}} {
+		what := v.name + " view"
+		run := func() { mustNoErr(t, v.view(lookupAcct), what) }
+		if a := testing.AllocsPerRun(200, run); a != 0 {
+			t.Errorf("%.1f allocations per %s view, want 0", a, v.name)
+		}
+	}
+}
+
+// TestViewTxReuse: views reuse finished views' transactions, and that
+// never mixes two views up. A view inside another gets a transaction of
+// its own on its own snapshot and leaves the outer one intact; a view whose
+// fn ended its Tx early or panicked releases its snapshot exactly once.
+func TestViewTxReuse(t *testing.T) {
+	e, r := attachedInvariant(t)
+	put := func(k, v string) {
+		_, err := e.Update(func(tx *Tx) error { return tx.DB("inv").Put([]byte(k), []byte(v)) })
+		mustNoErr(t, err, "update")
+	}
+	put("k", "old")
+	for _, v := range []struct {
+		name string
+		view func(func(*Tx) error) error
+	}{{"env", e.View}, {"attached", r.View}} {
+		err := v.view(func(outer *Tx) error {
+			put("k", "new")
+			if err := v.view(func(inner *Tx) error {
+				if inner == outer {
+					return fmt.Errorf("the inner view got the outer view's Tx")
+				}
+				if got := string(inner.DB("inv").Get([]byte("k"))); got != "new" {
+					return fmt.Errorf("inner view reads %q, want new", got)
+				}
+				return nil
+			}); err != nil {
+				return err
+			}
+			if got := string(outer.DB("inv").Get([]byte("k"))); got != "old" {
+				return fmt.Errorf("outer view reads %q after the inner one, want old", got)
+			}
+			return nil
+		})
+		mustNoErr(t, err, v.name+" nested views")
+		put("k", "old")
+
+		mustNoErr(t, v.view(func(tx *Tx) error { tx.Abort(); return nil }), v.name+" view ended early")
+		func() {
+			defer func() { _ = recover() }()
+			_ = v.view(func(*Tx) error { panic("fn failed") })
+		}()
+	}
+	e.readMu.Lock()
+	pinned := len(e.readers)
+	e.readMu.Unlock()
+	r.mu.Lock()
+	active := r.active
+	r.mu.Unlock()
+	if pinned != 0 || active != 0 {
+		t.Fatalf("after the views: %d snapshots pinned in this process, %d attached views active; want none", pinned, active)
+	}
+	if txid, ok := r.reg.OldestReader(); ok {
+		t.Fatalf("a reader slot still holds txid %d after the attachment's views ended", txid)
 	}
 }
 
