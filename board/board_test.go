@@ -270,6 +270,9 @@ func TestInternalInit(t *testing.T) {
 	if st.Counters.FramesRecv == 0 || st.Counters.BytesRecv < st.Counters.FramesRecv {
 		t.Fatalf("transport receive counters after an init: %d frames, %d bytes", st.Counters.FramesRecv, st.Counters.BytesRecv)
 	}
+	if st.Init.LastDuration <= 0 || st.Init.LastTotalDuration < st.Init.LastDuration {
+		t.Fatalf("init durations: last copy %v, from the first copy %v", st.Init.LastDuration, st.Init.LastTotalDuration)
+	}
 	put(t, m, "fill", "after-init", "1")
 	eventually(t, "a write after init", 5*time.Second, func() bool { return get(b, "fill", "after-init") != nil })
 	var n int

@@ -124,15 +124,20 @@ type runtime struct {
 	kaRole Role
 	kaGen  uint32
 
-	initStart   time.Time
-	initActive  bool
-	initInPlace bool // the current or last init imports into the board's own pool
-	initDone    int
-	initTotal   int
-	initRate    float64
-	initCount   uint64
-	initLast    time.Duration
-	ckErrLogged bool
+	initStart time.Time // start of the current (or last) copy
+	// initJoin is when the init in progress began its first copy (zero
+	// when none is in progress): restarted and resumed copies count from
+	// it.
+	initJoin      time.Time
+	initLastWhole time.Duration
+	initActive    bool
+	initInPlace   bool // the current or last init imports into the board's own pool
+	initDone      int
+	initTotal     int
+	initRate      float64
+	initCount     uint64
+	initLast      time.Duration
+	ckErrLogged   bool
 }
 
 func newRuntime(b *Board, env *inmem.Env) (*runtime, error) {
@@ -579,6 +584,9 @@ func (rt *runtime) envWork(rd *rep.Ready) {
 	ia := rd.Init
 	if ia != nil && ia.Begin {
 		rt.initStart = time.Now()
+		if rt.initJoin.IsZero() {
+			rt.initJoin = rt.initStart
+		}
 	}
 	// A master that cannot write (lockout) takes no checkpoints either: it
 	// would append to a log it may have to roll back.
@@ -596,6 +604,10 @@ func (rt *runtime) envWork(rd *rep.Ready) {
 		if el := time.Since(rt.initStart).Seconds(); el > 0 {
 			rt.initRate = float64(ia.PagesDone) / el
 		}
+	}
+	if res.InitGivenUp {
+		rt.initActive, rt.initJoin = false, time.Time{}
+		b.log.Info("internal init given up: the board goes on from its own data", "pages_done", rt.initDone, "pages", rt.initTotal)
 	}
 	if res.InitDone {
 		rt.adopt(res.Replaced)
@@ -641,10 +653,13 @@ func (rt *runtime) adopt(old *inmem.Env) {
 	}
 	rt.initCount++
 	rt.initLast = time.Since(rt.initStart)
+	rt.initLastWhole = time.Since(rt.initJoin)
+	rt.initJoin = time.Time{}
 	if s := rt.initLast.Seconds(); s > 0 {
 		rt.initRate = float64(rt.initTotal) / s
 	}
-	b.log.Info("internal init done", "pages", rt.initTotal, "took", rt.initLast, "pages_per_sec", int(rt.initRate), "in_place", rt.initInPlace)
+	b.log.Info("internal init done", "pages", rt.initTotal, "took", rt.initLast, "since_first_copy", rt.initLastWhole,
+		"pages_per_sec", int(rt.initRate), "in_place", rt.initInPlace)
 }
 
 // event turns a node event into board state and a board Event.

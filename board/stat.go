@@ -129,10 +129,14 @@ type InitStat struct {
 	PagesDone  uint64  `json:"pages_done"`
 	PagesTotal uint64  `json:"pages_total"`
 	Percent    float64 `json:"percent"`
-	// PagesPerSec is the rate of the current (or last) init.
-	PagesPerSec  float64       `json:"pages_per_sec"`
-	Count        uint64        `json:"count"` // inits completed
-	LastDuration time.Duration `json:"last_duration_ns"`
+	// PagesPerSec is the rate of the current (or last) copy.
+	PagesPerSec float64 `json:"pages_per_sec"`
+	Count       uint64  `json:"count"` // inits completed
+	// LastDuration is how long the last init's last copy took;
+	// LastTotalDuration counts from its first copy, so it also covers
+	// the copies restarted or resumed (Restarts) before it finished.
+	LastDuration      time.Duration `json:"last_duration_ns"`
+	LastTotalDuration time.Duration `json:"last_total_duration_ns"`
 	// PagesReasked counts pages asked for again because their PAGE
 	// message was lost, over every init of this process.
 	PagesReasked uint64 `json:"pages_reasked"`
@@ -323,7 +327,8 @@ func (rt *runtime) fillStat(st *Stat) {
 	st.Election.Witnesses, st.Election.WitnessesNeeded = s.Witnesses, s.WitnessesNeeded
 	st.Election.VoteFloorGen, st.Election.VoteFloorLSN = s.VoteFloorGen, s.VoteFloorEnd
 	st.Init = InitStat{Active: rt.initActive, PagesDone: uint64(rt.initDone), PagesTotal: uint64(rt.initTotal),
-		PagesPerSec: rt.initRate, Count: rt.initCount, LastDuration: rt.initLast, InPlace: rt.initInPlace,
+		PagesPerSec: rt.initRate, Count: rt.initCount, LastDuration: rt.initLast, LastTotalDuration: rt.initLastWhole,
+		InPlace:      rt.initInPlace,
 		PagesReasked: s.Counters.InitPagesReasked, Restarts: s.Counters.InitRestarts,
 		Resumes: s.Counters.InitResumes, PagesKept: s.Counters.InitPagesKept}
 	if rt.initActive && s.InitPagesTotal > 0 {

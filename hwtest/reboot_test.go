@@ -182,8 +182,9 @@ func TestRebootUnderLoad(t *testing.T) {
 		if now, err := s.cl.WaitMaster(ctx); err == nil && now != m {
 			moved++
 		}
-		inits = append(inits, fmt.Sprintf("site%d:%dpages/%v(rejoin %v%s, %d reasked, %d restarts, %d resumed keeping %d pages)", r, st.Init.PagesTotal,
-			st.Init.LastDuration.Round(time.Millisecond), rejoin.Round(time.Millisecond), what, st.Init.PagesReasked,
+		inits = append(inits, fmt.Sprintf("site%d:%dpages/%v(%v from the first copy, rejoin %v%s, %d reasked, %d restarts, %d resumed keeping %d pages)",
+			r, st.Init.PagesTotal, st.Init.LastDuration.Round(time.Millisecond), st.Init.LastTotalDuration.Round(time.Millisecond),
+			rejoin.Round(time.Millisecond), what, st.Init.PagesReasked,
 			st.Init.Restarts, st.Init.Resumes, st.Init.PagesKept))
 		t.Logf("reboot %d: site %d rejoined after %v%s: internal init of %d pages in %v, %d pages asked for again", i+1, r,
 			rejoin.Round(time.Millisecond), what, st.Init.PagesTotal, st.Init.LastDuration.Round(time.Millisecond), st.Init.PagesReasked)

@@ -134,6 +134,10 @@ type ApplyResult struct {
 	// master's snapshot (Replaced is the old environment if the import
 	// was built beside it).
 	InitDone bool
+	// InitGivenUp reports an import in progress dropped because the node
+	// went on without it (this Ready rolls back, applies or starts a
+	// generation).
+	InitGivenUp bool
 	// RolledBack reports Ready.RollbackTo done: commits at or past it are
 	// gone.
 	RolledBack bool
@@ -154,14 +158,17 @@ func (s *EnvStorage) Apply(rd *Ready, master bool) (ApplyResult, error) {
 			return res, err
 		}
 	}
-	if s.imp != nil && s.imp.InPlace() && (rd.HasRollback || len(rd.Apply) > 0 || rd.NewGen != 0) {
+	if s.imp != nil && (rd.HasRollback || len(rd.Apply) > 0 || rd.NewGen != 0) {
 		// The node gave the init up (elected with what this site has, or
 		// syncing another way; the log after an init comes only once it
-		// finished): the environment, which refuses writes while an
-		// import fills it, takes them again. The pages the import wrote
-		// are in no tree.
+		// finished). An import in place leaves the environment, which
+		// refuses writes while an import fills it, empty and writable
+		// again (the pages it wrote are in no tree); one beside it frees
+		// its region, as large as the pool, rather than hold it until the
+		// next init.
 		s.imp.Abort()
 		s.imp = nil
+		res.InitGivenUp = true
 	}
 	if rd.HasRollback {
 		if err := s.ck.RollbackTo(rd.RollbackTo); err != nil {

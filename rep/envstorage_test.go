@@ -620,7 +620,7 @@ func TestEnvStorageInitInPlaceGivenUp(t *testing.T) {
 	begin()
 	rd := Ready{NewGen: 7}
 	res, err := st.Apply(&rd, true)
-	if err != nil || !res.HasNewGen {
+	if err != nil || !res.HasNewGen || !res.InitGivenUp {
 		t.Fatalf("new gen with the init given up: %+v, %v", res, err)
 	}
 	if st.Env() != env || env.Gen() != 7 {
@@ -644,6 +644,55 @@ func TestEnvStorageInitInPlaceGivenUp(t *testing.T) {
 	}
 	if _, err := env2.Update(func(tx *inmem.Tx) error { _, err := tx.CreateDB("after"); return err }); err != nil {
 		t.Fatalf("a write after the failed init: %v", err)
+	}
+}
+
+// An init beside a site's data that the node gives up (here: elected with
+// what it has) frees the import's region at once, not at the next init or
+// when the board closes: it is as large as the pool.
+func TestEnvStorageInitBesideGivenUp(t *testing.T) {
+	name := fmt.Sprintf("boardha-reptest%d-givenup", os.Getpid())
+	t.Cleanup(func() { _ = shm.Remove(name + importSuffix) })
+	opt := inmem.Options{Name: name, PoolSize: 4 << 20, LogSize: 64 << 10, Mode: 0o600}
+	env, err := inmem.Create(opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := env.Update(func(tx *inmem.Tx) error { _, err := tx.CreateDB("local"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	st := NewEnvStorage(env, opt, ckpt.Policy{KBytes: 16})
+	defer func() {
+		st.Close()
+		_ = st.Env().Remove()
+	}()
+	snap := routesSnapshot(t, 3)
+	rd := Ready{Init: &InitAction{Begin: true, Meta: snap.Meta(), CkptLSN: snap.LSN()}}
+	if res, err := st.Apply(&rd, false); err != nil || !res.InitBegun || res.InitInPlace {
+		t.Fatalf("begin: %+v, %v; want an init beside the data", res, err)
+	}
+	region := "/dev/shm/" + name + importSuffix
+	if _, err := os.Stat(region); err != nil {
+		t.Fatalf("the import's region: %v", err)
+	}
+	rd = Ready{NewGen: 7}
+	res, err := st.Apply(&rd, true)
+	if err != nil || !res.HasNewGen || !res.InitGivenUp || res.InitDone {
+		t.Fatalf("new gen with the init given up: %+v, %v", res, err)
+	}
+	if _, err := os.Stat(region); !os.IsNotExist(err) {
+		t.Fatalf("the given-up import's region is still there (stat: %v)", err)
+	}
+	if st.Env() != env || env.Gen() != 7 {
+		t.Fatalf("environment %p (gen %d), want the same %p at gen 7", st.Env(), env.Gen(), env)
+	}
+	if err := env.View(func(tx *inmem.Tx) error {
+		if tx.DB("local") == nil {
+			return errors.New("the site's own database is gone")
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -293,6 +293,9 @@ func printStat(w io.Writer, st board.Stat) {
 		initS = fmt.Sprintf("%.1f%% (%d/%d pages, %.0f pages/s)", st.Init.Percent, st.Init.PagesDone, st.Init.PagesTotal, st.Init.PagesPerSec)
 	} else if st.Init.Count > 0 {
 		initS = fmt.Sprintf("done x%d, last %v at %.0f pages/s", st.Init.Count, st.Init.LastDuration.Round(time.Millisecond), st.Init.PagesPerSec)
+		if whole := st.Init.LastTotalDuration.Round(time.Millisecond); whole > st.Init.LastDuration.Round(time.Millisecond) {
+			initS += fmt.Sprintf(" (%v from its first copy)", whole)
+		}
 	}
 	if st.Init.Active || st.Init.Count > 0 {
 		initS += map[bool]string{true: ", into its own pool", false: ", into a second region"}[st.Init.InPlace]

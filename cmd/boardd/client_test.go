@@ -20,8 +20,11 @@ func TestPrintStatInit(t *testing.T) {
 		{board.InitStat{}, "init idle\n"},
 		{board.InitStat{Active: true, Percent: 50, PagesDone: 10, PagesTotal: 20, PagesPerSec: 1000, InPlace: true},
 			"init 50.0% (10/20 pages, 1000 pages/s), into its own pool\n"},
-		{board.InitStat{Count: 2, LastDuration: 1500 * time.Millisecond, PagesPerSec: 30000, Restarts: 3, Resumes: 2, PagesKept: 700},
-			"init done x2, last 1.5s at 30000 pages/s, into a second region, 3 restarted (2 resumed, 700 pages kept)\n"},
+		{board.InitStat{Count: 2, LastDuration: 1500 * time.Millisecond, LastTotalDuration: 1500 * time.Millisecond, PagesPerSec: 30000},
+			"init done x2, last 1.5s at 30000 pages/s, into a second region\n"},
+		{board.InitStat{Count: 2, LastDuration: 1500 * time.Millisecond, LastTotalDuration: 2300 * time.Millisecond, PagesPerSec: 30000,
+			Restarts: 3, Resumes: 2, PagesKept: 700},
+			"init done x2, last 1.5s at 30000 pages/s (2.3s from its first copy), into a second region, 3 restarted (2 resumed, 700 pages kept)\n"},
 	} {
 		var out bytes.Buffer
 		printStat(&out, board.Stat{Init: c.init})

@@ -50,7 +50,7 @@ type Stats struct {
 	Freezes, KeepAlives                          int
 	PacedReads, PaceSwaps                        int
 	Elections, Rollbacks, Inits, Checkpoints     int
-	InitResumes, InitPagesKept                   int
+	InitResumes, InitPagesKept, InitsGivenUp     int
 	EnvErrors                                    int
 	PermRollbacksAnySite                         int
 	MaxMasters                                   int
@@ -76,6 +76,7 @@ func (s *Stats) add(o Stats) {
 	s.Inits += o.Inits
 	s.InitResumes += o.InitResumes
 	s.InitPagesKept += o.InitPagesKept
+	s.InitsGivenUp += o.InitsGivenUp
 	s.Checkpoints += o.Checkpoints
 	s.EnvErrors += o.EnvErrors
 	s.PermRollbacksAnySite += o.PermRollbacksAnySite
@@ -675,6 +676,10 @@ func (s *Sim) perform(st *site, rd rep.Ready) {
 	// RollbackTo, Apply, NewGen, then a master checkpoint if due.
 	from := st.last
 	res, err := st.store.Apply(&rd, master)
+	if res.InitGivenUp {
+		s.stats.InitsGivenUp++
+		s.tr.notef(s.now, evPhase, st.id, "internal init given up")
+	}
 	if res.InitDone {
 		// Internal init finished: the imported environment replaces the old
 		// (or filled it, imported in place). Not counted as a rollback: it

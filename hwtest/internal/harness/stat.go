@@ -34,16 +34,17 @@ type Stat struct {
 		VoteFloorLSN uint64        `json:"vote_floor_lsn"`
 	} `json:"election"`
 	Init struct {
-		Active       bool          `json:"active"`
-		PagesDone    uint64        `json:"pages_done"`
-		PagesTotal   uint64        `json:"pages_total"`
-		Count        uint64        `json:"count"`
-		LastDuration time.Duration `json:"last_duration_ns"`
-		PagesReasked uint64        `json:"pages_reasked"`
-		InPlace      bool          `json:"in_place"`
-		Restarts     uint64        `json:"restarts"`
-		Resumes      uint64        `json:"resumes"`
-		PagesKept    uint64        `json:"pages_kept"`
+		Active            bool          `json:"active"`
+		PagesDone         uint64        `json:"pages_done"`
+		PagesTotal        uint64        `json:"pages_total"`
+		Count             uint64        `json:"count"`
+		LastDuration      time.Duration `json:"last_duration_ns"`
+		LastTotalDuration time.Duration `json:"last_total_duration_ns"`
+		PagesReasked      uint64        `json:"pages_reasked"`
+		InPlace           bool          `json:"in_place"`
+		Restarts          uint64        `json:"restarts"`
+		Resumes           uint64        `json:"resumes"`
+		PagesKept         uint64        `json:"pages_kept"`
 	} `json:"init"`
 	Pool struct {
 		PageSize   int    `json:"page_size"`
