@@ -521,28 +521,37 @@ func TestEnvStorageVerifyPointsFromCheckpoint(t *testing.T) {
 	}
 }
 
-// An init whose pages do not make a whole tree fails at Finish and leaves no
-// import region behind: the next init would remove it, but a board that
-// gives up meanwhile should not hold a pool's worth of shared memory.
-func TestEnvStorageFailedInitDropsItsRegion(t *testing.T) {
-	name := fmt.Sprintf("boardha-reptest%d-failinit", os.Getpid())
-	// Also when the test fails with the region left behind.
+// storageWithData is the storage of a site whose environment, in a region
+// of its own named after the test (name), holds a database "local": an
+// init imports beside it (an empty one would import in place, into no
+// region of its own). Both, and any import region left, are removed when
+// the test ends, also when it fails.
+func storageWithData(t *testing.T, what string) (name string, env *inmem.Env, st *EnvStorage) {
+	t.Helper()
+	name = fmt.Sprintf("boardha-reptest%d-%s", os.Getpid(), what)
 	t.Cleanup(func() { _ = shm.Remove(name + importSuffix) })
 	opt := inmem.Options{Name: name, PoolSize: 4 << 20, LogSize: 64 << 10, Mode: 0o600}
 	env, err := inmem.Create(opt)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Holding data, the site imports beside it (an empty one would import
-	// in place, into no region of its own).
 	if _, err := env.Update(func(tx *inmem.Tx) error { _, err := tx.CreateDB("local"); return err }); err != nil {
+		_ = env.Remove()
 		t.Fatal(err)
 	}
-	st := NewEnvStorage(env, opt, ckpt.Policy{KBytes: 16})
-	defer func() {
+	st = NewEnvStorage(env, opt, ckpt.Policy{KBytes: 16})
+	t.Cleanup(func() {
 		st.Close()
 		_ = st.Env().Remove()
-	}()
+	})
+	return name, env, st
+}
+
+// An init whose pages do not make a whole tree fails at Finish and leaves no
+// import region behind: the next init would remove it, but a board that
+// gives up meanwhile should not hold a pool's worth of shared memory.
+func TestEnvStorageFailedInitDropsItsRegion(t *testing.T) {
+	name, _, st := storageWithData(t, "failinit")
 	// A master's snapshot with a tree in it: Finish wants its pages.
 	snap := routesSnapshot(t, 1)
 	rd := Ready{Init: &InitAction{Begin: true, Meta: snap.Meta(), CkptLSN: snap.LSN(), Finish: true}}
@@ -651,21 +660,7 @@ func TestEnvStorageInitInPlaceGivenUp(t *testing.T) {
 // what it has) frees the import's region at once, not at the next init or
 // when the board closes: it is as large as the pool.
 func TestEnvStorageInitBesideGivenUp(t *testing.T) {
-	name := fmt.Sprintf("boardha-reptest%d-givenup", os.Getpid())
-	t.Cleanup(func() { _ = shm.Remove(name + importSuffix) })
-	opt := inmem.Options{Name: name, PoolSize: 4 << 20, LogSize: 64 << 10, Mode: 0o600}
-	env, err := inmem.Create(opt)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := env.Update(func(tx *inmem.Tx) error { _, err := tx.CreateDB("local"); return err }); err != nil {
-		t.Fatal(err)
-	}
-	st := NewEnvStorage(env, opt, ckpt.Policy{KBytes: 16})
-	defer func() {
-		st.Close()
-		_ = st.Env().Remove()
-	}()
+	name, env, st := storageWithData(t, "givenup")
 	snap := routesSnapshot(t, 3)
 	rd := Ready{Init: &InitAction{Begin: true, Meta: snap.Meta(), CkptLSN: snap.LSN()}}
 	if res, err := st.Apply(&rd, false); err != nil || !res.InitBegun || res.InitInPlace {
