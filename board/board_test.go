@@ -598,22 +598,14 @@ func testAttachAcrossInit(t *testing.T, withData bool) {
 		}
 	})
 	m := g.master(3)
-	val := bytes.Repeat([]byte("v"), 400)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	fill := func(from, to int) {
-		for i := from; i < to; i++ {
-			if _, err := m.Update(ctx, func(tx *Tx) error { return tx.Bucket("fill").Put([]byte(fmt.Sprintf("k%06d", i)), val) }); err != nil {
-				t.Fatalf("fill %d: %v", i, err)
-			}
-		}
-	}
 	if withData {
-		fill(0, 100)
+		fillKeys(t, m, 0, 100)
 		caughtUp(t, g.boards[3], m)
 	}
 	g.stop(3)
-	fill(100, 5000) // more than the log holds: only an init can catch up
+	fillKeys(t, m, 100, 5000) // more than the log holds: only an init can catch up
 	b, err := Open(g.cfg(3))
 	if err != nil {
 		t.Fatal(err)
@@ -660,6 +652,83 @@ func testAttachAcrossInit(t *testing.T, withData bool) {
 	if err := r2.View(hasLast); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// fillKeys commits fill/k<i> for i in [from, to) on master m, 400 bytes
+// each, one transaction per key.
+func fillKeys(t *testing.T, m *Board, from, to int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	val := bytes.Repeat([]byte("v"), 400)
+	for i := from; i < to; i++ {
+		if _, err := m.Update(ctx, func(tx *Tx) error { return tx.Bucket("fill").Put(fmt.Appendf(nil, "k%06d", i), val) }); err != nil {
+			t.Fatalf("fill %d: %v", i, err)
+		}
+	}
+}
+
+// TestInitFailureIsReported: a board restarted on its data too far behind
+// the master, whose import beside that data cannot begin (here the import
+// region's name is taken by a directory it cannot remove, as a full memory
+// file system would refuse the region), says why in Stat.Init, keeps
+// serving its own data, and finishes a fresh copy once the cause is gone.
+func TestInitFailureIsReported(t *testing.T) {
+	name := fmt.Sprintf("boardha-test-initfail-%d", os.Getpid())
+	block := "/dev/shm/" + name + ".init"
+	t.Cleanup(func() {
+		_ = os.RemoveAll(block)
+		_ = shm.Remove(name)
+	})
+	g := newGroup(t, 3, func(c *Config) {
+		if c.Site == 3 {
+			c.ShmName, c.KeepShm = name, true
+		}
+	})
+	m := g.master(3)
+	fillKeys(t, m, 0, 100)
+	caughtUp(t, g.boards[3], m)
+	g.stop(3)
+	fillKeys(t, m, 100, 5000)
+	if err := os.MkdirAll(block+"/in-the-way", 0o700); err != nil {
+		t.Fatal(err)
+	}
+	b, err := Open(g.cfg(3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.boards[3] = b
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := b.Start(ctx, StartClient); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "a failed init in the board's stat", 30*time.Second, func() bool {
+		st := b.Stat()
+		return st.Init.Failures > 0 && st.Init.LastError != ""
+	})
+	st := b.Stat()
+	if !strings.Contains(st.Init.LastError, "leftover region") || st.Init.Count != 0 {
+		t.Fatalf("init stat after the failure: %+v", st.Init)
+	}
+	if v := get(b, "fill", "k000099"); v == nil {
+		t.Fatal("the board stopped serving its own data while its init failed")
+	}
+	if err := os.RemoveAll(block); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.WaitMaster(ctx); err != nil {
+		t.Fatal(err)
+	}
+	caughtUp(t, b, m)
+	st = b.Stat()
+	if st.Init.Count != 1 || st.Init.Active || st.Init.LastError != "" || st.Init.Failures == 0 {
+		t.Fatalf("init stat after the cause was removed: %+v", st.Init)
+	}
+	if st.Init.LastTotalDuration <= st.Init.LastDuration {
+		t.Fatalf("the init took %v from its first copy and %v in its last: the failed copies are not counted", st.Init.LastTotalDuration, st.Init.LastDuration)
+	}
+	t.Logf("%d failed, then a copy of %d pages in %v (%v from the first)", st.Init.Failures, st.Init.PagesTotal, st.Init.LastDuration, st.Init.LastTotalDuration)
 }
 
 // caughtUp waits until replica r has applied what master m has committed.

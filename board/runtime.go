@@ -130,6 +130,7 @@ type runtime struct {
 	// it.
 	initJoin      time.Time
 	initLastWhole time.Duration
+	initErr       string // why the init in progress last failed to store a step
 	initActive    bool
 	initInPlace   bool // the current or last init imports into the board's own pool
 	initDone      int
@@ -623,6 +624,13 @@ func (rt *runtime) envWork(rd *rep.Ready) {
 	}
 	switch {
 	case err == nil:
+	case res.InitFailed:
+		// The node ends the copy and begins a fresh one after a
+		// back-off, instead of taking every page for nothing.
+		rt.node.InitFailed()
+		rt.initErr = err.Error()
+		b.log.Warn("internal init failed; a fresh copy begins after a back-off (if the memory file system is full, free memory or shrink the pool)",
+			"err", err, "failures", rt.node.Counters().InitFailures)
 	case errors.Is(err, rep.ErrCheckpoint):
 		// Retried at every Ready: say it once.
 		if !rt.ckErrLogged {
@@ -654,7 +662,7 @@ func (rt *runtime) adopt(old *inmem.Env) {
 	rt.initCount++
 	rt.initLast = time.Since(rt.initStart)
 	rt.initLastWhole = time.Since(rt.initJoin)
-	rt.initJoin = time.Time{}
+	rt.initJoin, rt.initErr = time.Time{}, ""
 	if s := rt.initLast.Seconds(); s > 0 {
 		rt.initRate = float64(rt.initTotal) / s
 	}

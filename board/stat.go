@@ -154,6 +154,15 @@ type InitStat struct {
 	Restarts  uint64 `json:"restarts"`
 	Resumes   uint64 `json:"resumes"`
 	PagesKept uint64 `json:"pages_kept"`
+	// Failures counts init steps this board could not store, over every
+	// init of this process: no memory for the import's region (a board
+	// holding data imports beside it, into as much memory again as its
+	// pool), a snapshot larger than the pool. Each ends the copy; a fresh
+	// one begins after a back-off growing to seconds (Active is false
+	// while it waits). LastError says why the init in progress last
+	// failed (empty once one finishes).
+	Failures  uint64 `json:"failures"`
+	LastError string `json:"last_error,omitempty"`
 }
 
 // PoolStat describes the page pool.
@@ -330,6 +339,7 @@ func (rt *runtime) fillStat(st *Stat) {
 		PagesPerSec: rt.initRate, Count: rt.initCount, LastDuration: rt.initLast, LastTotalDuration: rt.initLastWhole,
 		InPlace:      rt.initInPlace,
 		PagesReasked: s.Counters.InitPagesReasked, Restarts: s.Counters.InitRestarts,
+		Failures: s.Counters.InitFailures, LastError: rt.initErr,
 		Resumes: s.Counters.InitResumes, PagesKept: s.Counters.InitPagesKept}
 	if rt.initActive && s.InitPagesTotal > 0 {
 		st.Init.PagesDone, st.Init.PagesTotal = uint64(s.InitPagesDone), uint64(s.InitPagesTotal)

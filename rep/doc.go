@@ -114,8 +114,11 @@
 // arrive settle nothing). It restarts if the master's checkpoint moved
 // (PAGE_FAIL: the master keeps the checkpoint a replica is copying,
 // Ready.HoldCheckpoint, but not past the room its log and pool have), then
-// catches up from the checkpoint. With NoAutoInit it reports
-// JOIN_FAILURE instead and stays locked out.
+// catches up from the checkpoint. A driver that cannot store the copy (no
+// memory for the import, a page it cannot put) says so with InitFailed: the
+// copy ends there, and a fresh one begins after a back-off from
+// ReRequestMax that doubles while failures repeat (to 64 ReRequestMax).
+// With NoAutoInit it reports JOIN_FAILURE instead and stays locked out.
 //
 // # Guarantees and the settings they need
 //

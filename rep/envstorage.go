@@ -134,6 +134,13 @@ type ApplyResult struct {
 	// master's snapshot (Replaced is the old environment if the import
 	// was built beside it).
 	InitDone bool
+	// InitFailed reports an init step that could not be stored: the
+	// import could not begin (no memory for its region, say) or a page
+	// could not be put or kept. The import is dropped; the driver tells
+	// the node (Node.InitFailed), which begins a fresh copy after a
+	// back-off. A failed Finish is not one: the node sees the checkpoint
+	// did not move and starts over by itself.
+	InitFailed bool
 	// InitGivenUp reports an import in progress dropped because the node
 	// went on without it (this Ready rolls back, applies or starts a
 	// generation).
@@ -335,8 +342,9 @@ func (s *EnvStorage) initStep(in *InitAction, res *ApplyResult, late *error) err
 			res.InitBegun, res.InitInPlace = true, s.imp.InPlace()
 			return s.initPages(in, res, late)
 		}
-		// Started over: the pages the master marks to keep will be
-		// missing, Finish fails, and the next init keeps none.
+		// Started over: the first page the master marks to keep is
+		// missing, the step fails (InitFailed), and the next copy keeps
+		// none.
 		s.imp.Abort()
 		s.imp = nil
 	}
@@ -350,6 +358,7 @@ func (s *EnvStorage) initStep(in *InitAction, res *ApplyResult, late *error) err
 			opt.Name += importSuffix
 			// Left by a process that died during an init.
 			if err := shm.Remove(opt.Name); err != nil && !errors.Is(err, os.ErrNotExist) {
+				res.InitFailed = true
 				return fmt.Errorf("rep: begin internal init: removing the leftover region %q: %w", opt.Name, err)
 			}
 		}
@@ -361,6 +370,7 @@ func (s *EnvStorage) initStep(in *InitAction, res *ApplyResult, late *error) err
 			im, err = inmem.NewImport(opt, in.Meta)
 		}
 		if err != nil {
+			res.InitFailed = true
 			return fmt.Errorf("rep: begin internal init from checkpoint %d: %w", in.CkptLSN, err)
 		}
 		im.ExpectRuns(in.PageCount)
@@ -376,6 +386,7 @@ func (s *EnvStorage) initStep(in *InitAction, res *ApplyResult, late *error) err
 func (s *EnvStorage) initPages(in *InitAction, res *ApplyResult, late *error) error {
 	if s.imp == nil {
 		if len(in.Pages) > 0 || in.Finish {
+			res.InitFailed = true
 			return ErrInitOrder
 		}
 		return nil
@@ -388,6 +399,10 @@ func (s *EnvStorage) initPages(in *InitAction, res *ApplyResult, late *error) er
 			err = s.imp.PutPage(p.Pgno, p.Data)
 		}
 		if err != nil {
+			// The import lacks a page now: it could never finish.
+			s.imp.Abort()
+			s.imp = nil
+			res.InitFailed = true
 			return fmt.Errorf("rep: internal init page %d: %w", p.Pgno, err)
 		}
 	}

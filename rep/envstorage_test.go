@@ -10,6 +10,7 @@ import (
 	"github.com/seed61e250c8/boardha/ckpt"
 	"github.com/seed61e250c8/boardha/inmem"
 	"github.com/seed61e250c8/boardha/shm"
+	"golang.org/x/sys/unix"
 )
 
 // envSite is one site of a group over real inmem environments driven
@@ -118,6 +119,9 @@ func (g *envGroup) flush(s *envSite) {
 		res, err := s.st.Apply(&rd, s.n.Status().Role == RoleMaster)
 		if err != nil {
 			s.errs = append(s.errs, err)
+		}
+		if res.InitFailed {
+			s.n.InitFailed()
 		}
 		if g.applied != nil {
 			g.applied(s)
@@ -420,6 +424,74 @@ func TestEnvStorageNamedInit(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the region under the live name is not the imported one: %v", err)
 	}
+}
+
+// A site too far behind that cannot build its import (here: no memory for
+// a region as large as its pool) ends each copy at the failure instead of
+// taking every page for nothing, begins a fresh one after a back-off that
+// grows while failures repeat, and converges once memory is there.
+func TestEnvStorageInitFailsWithoutMemory(t *testing.T) {
+	name := func(site uint16) string { return fmt.Sprintf("boardha-reptest%d-nomem-%d", os.Getpid(), site) }
+	g := newEnvGroupWith(t, 3, inmem.Options{PoolSize: 8 << 20, LogSize: 64 << 10, Mode: 0o600}, ckpt.Policy{KBytes: 16}, name)
+	g.until("a master", 10*time.Second, func() bool { return g.master() != nil })
+	g.write("before", []byte("x"))
+	g.until("convergence", 10*time.Second, g.converged)
+	m := g.master()
+	victim := g.other(m)
+	// Down with its data while the master's log moves on past it.
+	victim.down = true
+	for i := 0; i < 600; i++ {
+		g.write(fmt.Sprintf("key-%05d", i), make([]byte, 2000))
+		g.step()
+	}
+	// Its import beside its data would need more memory than the
+	// memory file system has (fallocate fails: ENOSPC).
+	victim.st.opt.PoolSize = 1 << 42
+	var pages int
+	var failedAt []time.Duration
+	g.drop = func(p *packet) bool {
+		if p.to == victim.id && p.typ == MsgPage {
+			pages++
+		}
+		return false
+	}
+	g.applied = func(s *envSite) {
+		if s == victim && len(failedAt) < int(s.n.Counters().InitFailures) {
+			failedAt = append(failedAt, g.now)
+		}
+	}
+	victim.down = false
+	g.until("three failed inits", 60*time.Second, func() bool { return len(failedAt) >= 3 })
+	// The requests sent with the failed begin are answered; nothing more.
+	failedPages := pages
+	if failedPages > len(failedAt)*victim.cfg.InitWindowPages {
+		t.Errorf("%d PAGE messages reached the site in %d inits that could not begin, want at most a window (%d pages) each",
+			failedPages, len(failedAt), victim.cfg.InitWindowPages)
+	}
+	wantErr := false
+	for _, err := range victim.errs {
+		wantErr = wantErr || errors.Is(err, unix.ENOSPC)
+	}
+	if !wantErr {
+		t.Errorf("the site's storage errors do not say the memory file system is full: %v", victim.errs)
+	}
+	first, second := failedAt[1]-failedAt[0], failedAt[2]-failedAt[1]
+	if first < victim.cfg.ReRequestMax || second < 2*victim.cfg.ReRequestMax {
+		t.Errorf("fresh copies began %v and %v after the failures before, want at least %v and %v (ReRequestMax, doubling)",
+			first, second, victim.cfg.ReRequestMax, 2*victim.cfg.ReRequestMax)
+	}
+	t.Logf("failures at %v; %d storage errors", failedAt, len(victim.errs))
+
+	victim.st.opt.PoolSize = g.opt.PoolSize
+	g.write("after", []byte("y"))
+	g.until("convergence once memory is there", 60*time.Second, g.converged)
+	if got := victim.n.Counters().InitFailures; got != uint64(len(failedAt)) {
+		t.Errorf("%d init failures counted, %d seen", got, len(failedAt))
+	}
+	if pages <= failedPages {
+		t.Error("the site converged without receiving a page: it was not far enough behind to need an init")
+	}
+	t.Logf("%d PAGE messages in the failed inits, %d in the one that finished", failedPages, pages-failedPages)
 }
 
 // A site that lost its memory catches up from the master's log, which still

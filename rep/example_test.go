@@ -35,8 +35,12 @@ func Example() {
 				return
 			}
 			// Send rd.Messages on the backplane here.
-			if _, err := st.Apply(&rd, node.Status().Role == rep.RoleMaster); err != nil {
+			res, err := st.Apply(&rd, node.Status().Role == rep.RoleMaster)
+			if err != nil {
 				fmt.Println("apply:", err) // the node notices and recovers
+			}
+			if res.InitFailed {
+				node.InitFailed() // the copy ends; a fresh one begins after a back-off
 			}
 			for _, ev := range rd.Events {
 				fmt.Println("event", ev.Kind)

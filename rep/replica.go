@@ -116,6 +116,11 @@ type replicaState struct {
 
 	reqNextAt   time.Duration // verify/update/page retry
 	reqInterval time.Duration
+	// initBackoff is the wait before a copy the driver could not store
+	// is begun again (InitFailed); it doubles while that repeats, since
+	// the cause (no memory for the import) may last, and each attempt
+	// may make the kernel reserve and release that memory.
+	initBackoff time.Duration
 
 	points         []CommitInfo // the VERIFY_REQ points in flight, newest first
 	low            CommitInfo   // newest point the master holds identically
@@ -935,6 +940,7 @@ func (n *Node) advanceReplica(rd *Ready) {
 			n.armRetry(false)
 			return
 		}
+		rs.initBackoff = 0
 		n.event(Event{Kind: EventInitDone, Site: n.master, Gen: n.gen, LSN: end})
 		n.startCatchUp()
 		return
@@ -1059,6 +1065,30 @@ func (n *Node) startInit() {
 	n.sendEmpty(n.master, MsgUpdateReq)
 	n.armRetry(true)
 }
+
+// InitFailed tells the node that its driver could not begin the internal
+// init the last Ready asked for, or store its pages: no memory for the
+// import's region, a snapshot larger than the pool, a page to keep that is
+// not there. The copy ends here, rather than have the master stream every
+// page for nothing before Finish fails, and a fresh one (keeping nothing)
+// starts after a back-off that doubles while failures repeat. Called
+// between Ready and Advance, or after Advance; a node not copying ignores
+// it.
+func (n *Node) InitFailed() {
+	rs := &n.rs
+	if n.role != RoleReplica || rs.sync != syncInit || !rs.init.begun {
+		return
+	}
+	n.counters.InitFailures++
+	rs.init, rs.resume = initState{}, resumeFrom{}
+	rs.initBackoff = min(max(2*rs.initBackoff, n.cfg.ReRequestMax), maxInitBackoff*n.cfg.ReRequestMax)
+	rs.reqInterval = n.cfg.ReRequestMax
+	rs.reqNextAt = n.now + rs.initBackoff
+}
+
+// maxInitBackoff bounds InitFailed's back-off, in ReRequestMax: about five
+// seconds with the board's defaults.
+const maxInitBackoff = 64
 
 func (n *Node) onUpdate(d *Decoded) {
 	rs := &n.rs

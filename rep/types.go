@@ -405,6 +405,7 @@ type Counters struct {
 	Rollbacks        uint64
 	Inits            uint64 // internal inits started
 	InitRestarts     uint64 // copies started over: PAGE_FAIL during one (the checkpoint moved), or a failed finish
+	InitFailures     uint64 // copies the driver could not store (InitFailed): begun again after a back-off
 	InitPagesReasked uint64 // init pages asked for again: their PAGE message was lost
 	InitResumes      uint64 // inits that resumed a copy the master's moving checkpoint cut short
 	InitPagesKept    uint64 // pages a resumed init kept from the copy before instead of receiving them

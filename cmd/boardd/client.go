@@ -303,6 +303,12 @@ func printStat(w io.Writer, st board.Stat) {
 	if st.Init.Restarts > 0 {
 		initS += fmt.Sprintf(", %d restarted (%d resumed, %d pages kept)", st.Init.Restarts, st.Init.Resumes, st.Init.PagesKept)
 	}
+	if st.Init.Failures > 0 {
+		initS += fmt.Sprintf(", %d failed", st.Init.Failures)
+		if st.Init.LastError != "" {
+			initS += " (last: " + st.Init.LastError + ")"
+		}
+	}
 	fmt.Fprintf(tw, "init %s\n", initS)
 	poolPct := 0.0
 	if st.Pool.TotalPages > 0 {

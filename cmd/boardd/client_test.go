@@ -25,6 +25,8 @@ func TestPrintStatInit(t *testing.T) {
 		{board.InitStat{Count: 2, LastDuration: 1500 * time.Millisecond, LastTotalDuration: 2300 * time.Millisecond, PagesPerSec: 30000,
 			Restarts: 3, Resumes: 2, PagesKept: 700},
 			"init done x2, last 1.5s at 30000 pages/s (2.3s from its first copy), into a second region, 3 restarted (2 resumed, 700 pages kept)\n"},
+		{board.InitStat{Active: true, Percent: 0, PagesTotal: 20, Failures: 2, LastError: "no memory"},
+			"init 0.0% (0/20 pages, 0 pages/s), into a second region, 2 failed (last: no memory)\n"},
 	} {
 		var out bytes.Buffer
 		printStat(&out, board.Stat{Init: c.init})

@@ -51,6 +51,7 @@ type Stats struct {
 	PacedReads, PaceSwaps                        int
 	Elections, Rollbacks, Inits, Checkpoints     int
 	InitResumes, InitPagesKept, InitsGivenUp     int
+	InitFailures                                 int
 	EnvErrors                                    int
 	PermRollbacksAnySite                         int
 	MaxMasters                                   int
@@ -77,6 +78,7 @@ func (s *Stats) add(o Stats) {
 	s.InitResumes += o.InitResumes
 	s.InitPagesKept += o.InitPagesKept
 	s.InitsGivenUp += o.InitsGivenUp
+	s.InitFailures += o.InitFailures
 	s.Checkpoints += o.Checkpoints
 	s.EnvErrors += o.EnvErrors
 	s.PermRollbacksAnySite += o.PermRollbacksAnySite
@@ -676,6 +678,13 @@ func (s *Sim) perform(st *site, rd rep.Ready) {
 	// RollbackTo, Apply, NewGen, then a master checkpoint if due.
 	from := st.last
 	res, err := st.store.Apply(&rd, master)
+	if res.InitFailed {
+		// As the board does: the node ends the copy and begins a fresh
+		// one after a back-off.
+		st.node.InitFailed()
+		s.stats.InitFailures++
+		s.tr.notef(s.now, evPhase, st.id, "internal init failed: %v", err)
+	}
 	if res.InitGivenUp {
 		s.stats.InitsGivenUp++
 		s.tr.notef(s.now, evPhase, st.id, "internal init given up")
