@@ -162,7 +162,8 @@ func TestRebootUnderLoad(t *testing.T) {
 		}
 		rejoin := time.Since(restart)
 		if !st.Init.InPlace {
-			t.Errorf("reboot %d: site %d restarted with empty memory but imported into a second region, not its own pool", i+1, r)
+			t.Errorf("reboot %d: site %d restarted with empty memory but imported into a second region, not its own pool (init %+v, %d elections)",
+				i+1, r, st.Init, st.Election.Elections)
 		}
 		if ag != nil {
 			var got string

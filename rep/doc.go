@@ -114,7 +114,9 @@
 // arrive settle nothing). It restarts if the master's checkpoint moved
 // (PAGE_FAIL: the master keeps the checkpoint a replica is copying,
 // Ready.HoldCheckpoint, but not past the room its log and pool have), then
-// catches up from the checkpoint. A driver that cannot store the copy (no
+// catches up from the checkpoint; while it copies, it asks for no log (a
+// late "log gone" answer to the catch-up that led to the init would start
+// a second one). A driver that cannot store the copy (no
 // memory for the import, a page it cannot put) says so with InitFailed: the
 // copy ends there, and a fresh one begins after a back-off from
 // ReRequestMax that doubles while failures repeat (to 64 ReRequestMax).

@@ -56,6 +56,10 @@ type EnvStorage struct {
 	commits []uint64 // scratch for VerifyPoints
 	scratch []byte
 	rec     []byte // scratch for a pool-pressure checkpoint record
+	// master is what the last Apply was told: a Checkpointer made for an
+	// environment an init filled starts in that mode, not in ckpt's
+	// default (master), for the rest of the Apply that finished the init.
+	master bool
 
 	// candAt is the LSN of the checkpoint candidate this site took as
 	// master and has not seen promoted (0: none); one at a time, as in ckpt.
@@ -79,7 +83,7 @@ var ErrInitOrder = errors.New("rep: internal init pages or finish without a begi
 // the clock for the policy's Interval). The caller keeps owning env (see
 // Apply for when it is replaced) and calls Close.
 func NewEnvStorage(env *inmem.Env, opt inmem.Options, policy ckpt.Policy) *EnvStorage {
-	s := &EnvStorage{opt: opt, policy: policy, now: opt.Now}
+	s := &EnvStorage{opt: opt, policy: policy, now: opt.Now, master: true}
 	if s.now == nil {
 		s.now = time.Now
 	}
@@ -99,6 +103,7 @@ func (s *EnvStorage) reset(env *inmem.Env) {
 	}
 	s.env = env
 	s.ck = ckpt.New(env, s.policy)
+	s.ck.SetMaster(s.master)
 	s.candAt = 0
 	s.usedAtCkpt = env.PageStats().UsedPages
 }
@@ -158,6 +163,7 @@ type ApplyResult struct {
 // checkpoint failure wraps ErrCheckpoint.
 func (s *EnvStorage) Apply(rd *Ready, master bool) (ApplyResult, error) {
 	var res ApplyResult
+	s.master = master
 	s.ck.SetMaster(master)
 	var late error // the init's region rename: the data is right, go on
 	if in := rd.Init; in != nil {

@@ -494,6 +494,47 @@ func TestEnvStorageInitFailsWithoutMemory(t *testing.T) {
 	t.Logf("%d PAGE messages in the failed inits, %d in the one that finished", failedPages, pages-failedPages)
 }
 
+// A replica copying the master's checkpoint asks for no log meanwhile. It
+// used to: the gap timer of the catch-up that found the log gone kept
+// running through the init and re-asked for the records from the empty
+// board's end, which the master answered "log gone, init required". An
+// answer arriving after the init finished started a second one, beside the
+// data the first had just imported (hwtest TestRebootUnderLoad, once under
+// load).
+func TestNoLogRequestsDuringInit(t *testing.T) {
+	g := newEnvGroup(t, 3)
+	g.until("a master", 10*time.Second, func() bool { return g.master() != nil })
+	for i := 0; i < 600; i++ {
+		g.write(fmt.Sprintf("key-%05d", i), make([]byte, 2000))
+		g.step()
+	}
+	g.until("convergence", 20*time.Second, g.converged)
+	victim := g.other(g.master())
+	var duringInit, pages int
+	g.drop = func(p *packet) bool {
+		if p.from == victim.id && (p.typ == MsgLogReq || p.typ == MsgAllReq) && victim.n.rs.sync == syncInit {
+			duringInit++
+		}
+		if p.to == victim.id && p.typ == MsgPage {
+			// A slow copy: the gap timer's back-off would fire many
+			// times over.
+			pages++
+			return pages%3 != 0
+		}
+		return false
+	}
+	g.wipe(victim)
+	g.write("after-wipe", []byte("x"))
+	g.until("convergence after memory loss", 60*time.Second, g.converged)
+	if duringInit != 0 {
+		t.Errorf("%d LOG_REQ/ALL_REQ sent while the site copied the checkpoint, want none", duringInit)
+	}
+	if got := victim.n.Counters().Inits; got != 1 {
+		t.Errorf("%d internal inits, want 1", got)
+	}
+	t.Logf("%d PAGE messages, %d let through", pages, pages/3)
+}
+
 // A site that lost its memory catches up from the master's log, which still
 // holds everything: megabytes of small commits, several pools' worth of
 // replaced pages, arriving in messages that each carry many of the master's

@@ -1053,6 +1053,11 @@ func (n *Node) startInit() {
 	n.clearStream(n.st.EndLSN())
 	rs.init, rs.resume = initState{}, resumeFrom{}
 	rs.stalls = 0
+	// The catch-up that led here asks for nothing more: its gap timer
+	// would re-ask, throughout the copy, for records the master no longer
+	// holds, and an answer saying so that arrived after the copy
+	// finished would start a second init.
+	rs.gapActive = false
 	if n.cfg.NoAutoInit {
 		if rs.sync != syncJoinFailed {
 			rs.sync = syncJoinFailed
@@ -1446,8 +1451,9 @@ func (n *Node) tickReplica() {
 			n.armRetry(false)
 		}
 	}
-	// Gap re-requests with back-off.
-	if rs.gapActive && n.now >= rs.gapNextAt {
+	// Gap re-requests with back-off, only while the log is the way to
+	// the master's state.
+	if rs.gapActive && (rs.sync == syncLog || rs.sync == syncLive) && n.now >= rs.gapNextAt {
 		next := rs.next()
 		if rs.want > next {
 			// No answer for a retry interval: every outstanding request
