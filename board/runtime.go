@@ -628,7 +628,7 @@ func (rt *runtime) envWork(rd *rep.Ready) {
 		// The node ends the copy and begins a fresh one after a
 		// back-off, instead of taking every page for nothing.
 		rt.node.InitFailed()
-		rt.initErr = err.Error()
+		rt.initActive, rt.initErr = false, err.Error()
 		b.log.Warn("internal init failed; a fresh copy begins after a back-off (if the memory file system is full, free memory or shrink the pool)",
 			"err", err, "failures", rt.node.Counters().InitFailures)
 	case errors.Is(err, rep.ErrCheckpoint):
