@@ -158,7 +158,7 @@ type InitStat struct {
 	// init of this process: no memory for the import's region (a board
 	// holding data imports beside it, into as much memory again as its
 	// pool), a snapshot larger than the pool. Each ends the copy; a fresh
-	// one begins after a back-off growing to seconds (Active is false
+	// one begins after a back-off growing to about a second (Active is false
 	// while it waits). LastError says why the init in progress last
 	// failed (empty once one finishes).
 	Failures  uint64 `json:"failures"`

@@ -119,7 +119,7 @@
 // a second one). A driver that cannot store the copy (no
 // memory for the import, a page it cannot put) says so with InitFailed: the
 // copy ends there, and a fresh one begins after a back-off from
-// ReRequestMax that doubles while failures repeat (to 64 ReRequestMax).
+// ReRequestMax that doubles while failures repeat (to 16 ReRequestMax).
 // With NoAutoInit it reports JOIN_FAILURE instead and stays locked out.
 //
 // # Guarantees and the settings they need

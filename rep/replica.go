@@ -1091,9 +1091,11 @@ func (n *Node) InitFailed() {
 	rs.reqNextAt = n.now + rs.initBackoff
 }
 
-// maxInitBackoff bounds InitFailed's back-off, in ReRequestMax: about five
-// seconds with the board's defaults.
-const maxInitBackoff = 64
+// maxInitBackoff bounds InitFailed's back-off, in ReRequestMax: 1.28 s with
+// the board's defaults. It is reset only when an init finishes, so a board
+// whose inits keep failing and restarting does not wait much longer than
+// that once the cause is gone.
+const maxInitBackoff = 16
 
 func (n *Node) onUpdate(d *Decoded) {
 	rs := &n.rs

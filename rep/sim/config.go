@@ -42,8 +42,13 @@ type Buggify struct {
 	CrashAfterCommit float64 // probability the master crashes right after a client commit, before shipping it
 	CrashAfterPerm   float64 // probability the master crashes right after answering Perm, before shipping the log
 	CrashDuringInit  float64 // probability a site being initialised crashes mid-way
-	LossBurst        float64 // drop probability during a loss burst
-	SlowSite         bool    // one site gets 10x the network delay
+	// InitStoreFails is the probability that the driver reports an init
+	// it began as one it could not store (rep.Node.InitFailed, as the
+	// board does when the memory for an import is short); a step that
+	// stores pages fails a hundred times less often.
+	InitStoreFails float64
+	LossBurst      float64 // drop probability during a loss burst
+	SlowSite       bool    // one site gets 10x the network delay
 	// ClockDrift, when > 0, makes the sites' clocks drift this much apart,
 	// whatever ClockSkew tells rep: leases are then unsound, and the lease
 	// checker must notice (a test of the checker, not of rep).
@@ -191,6 +196,11 @@ func ConfigForSeed(seed uint64) Config {
 			// short and the init to resume. (Decided by the seed, not
 			// the generator: the other seeds keep their runs.)
 			c.ValuePad = 1000
+		}
+		if seed%3 == 0 {
+			// Inits the board cannot store: copies end early and begin
+			// again after the node's back-off. (By the seed too.)
+			c.Buggify.InitStoreFails = 0.3
 		}
 	} else {
 		c.LogSize = []int{1 << 20, 2 << 20, 4 << 20}[r.IntN(3)]

@@ -677,7 +677,24 @@ func (s *Sim) perform(st *site, rd rep.Ready) {
 	// The environment work, exactly as the board runtime does it: Init,
 	// RollbackTo, Apply, NewGen, then a master checkpoint if due.
 	from := st.last
+	// Buggify: the driver says it could not store this init step. The
+	// storage did store it: its import is dropped by the next begin, or
+	// when the node goes on without it, and the node asks for no page of
+	// it meanwhile.
+	injectInitFail := false
+	if in := rd.Init; in != nil && !in.Finish && s.phase == 0 && s.cfg.Buggify.InitStoreFails > 0 {
+		p := s.cfg.Buggify.InitStoreFails
+		if !in.Begin {
+			p /= 100
+		}
+		injectInitFail = s.rng.Float64() < p
+	}
 	res, err := st.store.Apply(&rd, master)
+	if injectInitFail && err == nil && !res.InitFailed {
+		st.node.InitFailed()
+		s.stats.InitFailures++
+		s.tr.notef(s.now, evPhase, st.id, "buggify: internal init step reported not stored")
+	}
 	if res.InitFailed {
 		// As the board does: the node ends the copy and begins a fresh
 		// one after a back-off.
