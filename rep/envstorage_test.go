@@ -449,15 +449,26 @@ func TestEnvStorageInitFailsWithoutMemory(t *testing.T) {
 	victim.st.opt.PoolSize = 1 << 42
 	var pages int
 	var failedAt []time.Duration
+	var update *packet
 	g.drop = func(p *packet) bool {
 		if p.to == victim.id && p.typ == MsgPage {
 			pages++
+		}
+		if p.to == victim.id && p.typ == MsgUpdate {
+			update = p
 		}
 		return false
 	}
 	g.applied = func(s *envSite) {
 		if s == victim && len(failedAt) < int(s.n.Counters().InitFailures) {
 			failedAt = append(failedAt, g.now)
+			if update != nil {
+				// A late duplicate of the UPDATE that began the failed
+				// copy must not begin the next one before the back-off.
+				late := *update
+				late.at = g.now + time.Millisecond
+				g.q = append(g.q, late)
+			}
 		}
 	}
 	victim.down = false
@@ -476,9 +487,9 @@ func TestEnvStorageInitFailsWithoutMemory(t *testing.T) {
 		t.Errorf("the site's storage errors do not say the memory file system is full: %v", victim.errs)
 	}
 	first, second := failedAt[1]-failedAt[0], failedAt[2]-failedAt[1]
-	if first < victim.cfg.ReRequestMax || second < 2*victim.cfg.ReRequestMax {
+	if first < victim.n.cfg.ReRequestMax || second < 2*victim.n.cfg.ReRequestMax {
 		t.Errorf("fresh copies began %v and %v after the failures before, want at least %v and %v (ReRequestMax, doubling)",
-			first, second, victim.cfg.ReRequestMax, 2*victim.cfg.ReRequestMax)
+			first, second, victim.n.cfg.ReRequestMax, 2*victim.n.cfg.ReRequestMax)
 	}
 	t.Logf("failures at %v; %d storage errors", failedAt, len(victim.errs))
 

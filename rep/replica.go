@@ -121,6 +121,10 @@ type replicaState struct {
 	// the cause (no memory for the import) may last, and each attempt
 	// may make the kernel reserve and release that memory.
 	initBackoff time.Duration
+	// initWaiting: a copy failed (InitFailed) and its back-off has not
+	// run out. An UPDATE or PAGE_FAIL answering a request made before the
+	// failure must not begin the next copy early.
+	initWaiting bool
 
 	points         []CommitInfo // the VERIFY_REQ points in flight, newest first
 	low            CommitInfo   // newest point the master holds identically
@@ -1052,7 +1056,7 @@ func (n *Node) startInit() {
 	rs := &n.rs
 	n.clearStream(n.st.EndLSN())
 	rs.init, rs.resume = initState{}, resumeFrom{}
-	rs.stalls = 0
+	rs.stalls, rs.initWaiting = 0, false
 	// The catch-up that led here asks for nothing more: its gap timer
 	// would re-ask, throughout the copy, for records the master no longer
 	// holds, and an answer saying so that arrived after the copy
@@ -1089,6 +1093,7 @@ func (n *Node) InitFailed() {
 	rs.initBackoff = min(max(2*rs.initBackoff, n.cfg.ReRequestMax), maxInitBackoff*n.cfg.ReRequestMax)
 	rs.reqInterval = n.cfg.ReRequestMax
 	rs.reqNextAt = n.now + rs.initBackoff
+	rs.initWaiting = true
 }
 
 // maxInitBackoff bounds InitFailed's back-off, in ReRequestMax: 1.28 s with
@@ -1099,7 +1104,7 @@ const maxInitBackoff = 16
 
 func (n *Node) onUpdate(d *Decoded) {
 	rs := &n.rs
-	if rs.sync != syncInit || (rs.init.begun && rs.init.ckpt == d.LSN) || rs.init.finishing {
+	if rs.sync != syncInit || rs.initWaiting || (rs.init.begun && rs.init.ckpt == d.LSN) || rs.init.finishing {
 		n.drop(DropUnexpected)
 		return
 	}
@@ -1401,7 +1406,7 @@ func (n *Node) finishInit() {
 
 func (n *Node) onPageFail(d *Decoded) {
 	rs := &n.rs
-	if rs.sync != syncInit || rs.init.finishing {
+	if rs.sync != syncInit || rs.initWaiting || rs.init.finishing {
 		n.drop(DropUnexpected)
 		return
 	}
@@ -1446,6 +1451,7 @@ func (n *Node) tickReplica() {
 			n.armRetry(false)
 		case syncInit:
 			if !rs.init.begun {
+				rs.initWaiting = false
 				n.sendEmpty(n.master, MsgUpdateReq)
 			} else if !rs.init.finishing {
 				n.requestMissing()
