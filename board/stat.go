@@ -337,10 +337,9 @@ func (rt *runtime) fillStat(st *Stat) {
 	st.Election.VoteFloorGen, st.Election.VoteFloorLSN = s.VoteFloorGen, s.VoteFloorEnd
 	st.Init = InitStat{Active: rt.initActive, PagesDone: uint64(rt.initDone), PagesTotal: uint64(rt.initTotal),
 		PagesPerSec: rt.initRate, Count: rt.initCount, LastDuration: rt.initLast, LastTotalDuration: rt.initLastWhole,
-		InPlace:      rt.initInPlace,
-		PagesReasked: s.Counters.InitPagesReasked, Restarts: s.Counters.InitRestarts,
-		Failures: s.Counters.InitFailures, LastError: rt.initErr,
-		Resumes: s.Counters.InitResumes, PagesKept: s.Counters.InitPagesKept}
+		InPlace: rt.initInPlace, PagesReasked: s.Counters.InitPagesReasked,
+		Restarts: s.Counters.InitRestarts, Resumes: s.Counters.InitResumes, PagesKept: s.Counters.InitPagesKept,
+		Failures: s.Counters.InitFailures, LastError: rt.initErr}
 	if rt.initActive && s.InitPagesTotal > 0 {
 		st.Init.PagesDone, st.Init.PagesTotal = uint64(s.InitPagesDone), uint64(s.InitPagesTotal)
 	}

@@ -459,16 +459,7 @@ func (e *Env) initTx(tx *Tx, writable bool) {
 // of this Env; readers never wait for the writer.
 func (e *Env) Begin(writable bool) (*Tx, error) {
 	if !writable {
-		e.readMu.Lock()
-		if e.closed.Load() {
-			e.readMu.Unlock()
-			return nil, ErrClosed
-		}
-		tx := e.newTx(false)
-		tx.meta = e.cur
-		e.readers[tx.meta.txid]++
-		e.readMu.Unlock()
-		return tx, nil
+		return e.beginRead(false)
 	}
 	e.wmu.Lock()
 	if err := e.writable(); err != nil {
@@ -476,6 +467,26 @@ func (e *Env) Begin(writable bool) (*Tx, error) {
 		return nil, err
 	}
 	return e.beginWrite(), nil
+}
+
+// beginRead starts a read transaction on the current snapshot, pinning
+// it; a view's (view) is one a finished view left (endView).
+func (e *Env) beginRead(view bool) (*Tx, error) {
+	e.readMu.Lock()
+	defer e.readMu.Unlock()
+	if e.closed.Load() {
+		return nil, ErrClosed
+	}
+	var tx *Tx
+	if view {
+		tx = e.views.get()
+	} else {
+		tx = new(Tx)
+	}
+	e.initTx(tx, false)
+	tx.meta = e.cur
+	e.readers[tx.meta.txid]++
+	return tx, nil
 }
 
 // writable says whether a writer may start; wmu is held.
@@ -745,16 +756,10 @@ func (e *Env) Update(fn func(*Tx) error) (CommitInfo, error) {
 // View runs fn in a read transaction on the current snapshot. The Tx is
 // valid only until fn returns: a later view reuses it.
 func (e *Env) View(fn func(*Tx) error) error {
-	e.readMu.Lock()
-	if e.closed.Load() {
-		e.readMu.Unlock()
-		return ErrClosed
+	tx, err := e.beginRead(true)
+	if err != nil {
+		return err
 	}
-	tx := e.views.get()
-	e.initTx(tx, false)
-	tx.meta = e.cur
-	e.readers[tx.meta.txid]++
-	e.readMu.Unlock()
 	defer e.endView(tx)
 	if err := fn(tx); err != nil {
 		return err
