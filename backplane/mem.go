@@ -244,7 +244,10 @@ func (h *MemHub) sendLinkLocked(t *memTransport, to, hdrTo uint16, typ uint8, pa
 		it := memItem{from: t.site, to: hdrTo, typ: typ, buf: h.getBuf(payload)}
 		if i == 0 && reoR < f.Reorder && l.held == nil {
 			t.faults.Reordered++
-			l.held = &it
+			// A copy of its own: taking the address of it would move every
+			// message's item to the heap.
+			heldIt := it
+			l.held = &heldIt
 			l.timer = time.AfterFunc(h.cfg.ReorderHold, func() { h.flushHeld(l, dst) })
 			held = true
 			continue

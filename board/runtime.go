@@ -894,19 +894,23 @@ func (rt *runtime) runBatch(reqs []*writeReq) {
 
 // commit runs reqs in one write transaction.
 func (rt *runtime) commit(reqs []*writeReq) (inmem.CommitInfo, error) {
-	tx, err := rt.b.env.Begin(true)
-	if err != nil {
-		return inmem.CommitInfo{}, mapErr(err)
-	}
-	rt.txw = Tx{tx: tx, writable: true}
-	for _, r := range reqs {
-		if err := rt.run(r); err != nil {
-			tx.Abort()
-			return inmem.CommitInfo{}, err
+	// Env.Update, not Begin: it reuses its transaction, so a batch
+	// allocates nothing. A request's own error goes back as it is; the
+	// environment's are mapped to the board's.
+	var runErr error
+	ci, err := rt.b.env.Update(func(tx *inmem.Tx) error {
+		rt.txw = Tx{tx: tx, writable: true}
+		for _, r := range reqs {
+			if runErr = rt.run(r); runErr != nil {
+				return runErr
+			}
 		}
-	}
-	ci, err := tx.Commit()
-	if err != nil {
+		return nil
+	})
+	switch {
+	case runErr != nil:
+		return inmem.CommitInfo{}, runErr
+	case err != nil:
 		return ci, mapErr(err)
 	}
 	return ci, nil

@@ -1,6 +1,7 @@
 package inmem
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"testing"
@@ -183,4 +184,44 @@ func TestApplyEncodedNoAllocs(t *testing.T) {
 		t.Fatal("the replica's content is not the master's after applying everything it sent")
 	}
 	mustNoErr(t, r.Check(), "check the replica")
+}
+
+// TestUpdateReusesTx: Update runs in a reused transaction, so the master's
+// group commit (one Update per batch) allocates nothing, and a transaction
+// kept past its Update refuses writes instead of reaching a later one's data.
+func TestUpdateReusesTx(t *testing.T) {
+	e := newTestEnv(t, Options{PoolSize: 16 << 20, LogSize: 8 << 20})
+	var key [8]byte
+	val := make([]byte, 100)
+	var kept *DB
+	var i uint64
+	put := func(tx *Tx) error {
+		db, err := tx.CreateDBIfNotExists("routes")
+		if err != nil {
+			return err
+		}
+		kept = db
+		return db.Put(key[:], val)
+	}
+	update := func() {
+		i++
+		binary.BigEndian.PutUint64(key[:], i%256)
+		_, err := e.Update(put)
+		mustNoErr(t, err, "update")
+	}
+	for range 512 { // the tree and the writer's buffers grown
+		update()
+	}
+	if a := testing.AllocsPerRun(200, update); a != 0 {
+		t.Errorf("%.1f allocations per Update, want 0", a)
+	}
+	if err := kept.Put([]byte("late"), val); !errors.Is(err, ErrTxClosed) {
+		t.Fatalf("a put through a handle kept past its Update: %v, want ErrTxClosed", err)
+	}
+	mustNoErr(t, e.View(func(tx *Tx) error {
+		if tx.DB("routes").Get([]byte("late")) != nil {
+			t.Error("the late put is visible")
+		}
+		return nil
+	}), "view")
 }

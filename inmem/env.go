@@ -133,6 +133,9 @@ type Env struct {
 	// one apply to the next (beginApply): no code outside it ever holds
 	// one, and a replica applies a transaction per commit it receives.
 	applyTx *Tx
+	// updateTx is the transaction Update runs fn in, reused the same way:
+	// fn may not keep it.
+	updateTx *Tx
 	// wpath is the write transaction's path from the root to the leaf it
 	// changes (Tx.descend): only the writer descends to change a tree, so
 	// the path lives here rather than in every Tx (384 bytes a read
@@ -510,14 +513,21 @@ func (e *Env) beginWrite() *Tx {
 // reused applyTx; wmu is held.
 func (e *Env) beginApply() *Tx {
 	e.releasePending()
-	tx := e.applyTx
-	if tx == nil || !tx.closed {
-		tx = new(Tx)
-		e.applyTx = tx
-	}
+	tx := reusedTx(&e.applyTx)
 	e.initTx(tx, true)
 	tx.applying = true
 	return e.startWrite(tx)
+}
+
+// reusedTx returns the transaction *kept holds, or a new one it keeps
+// there when there is none or the one kept was left open; wmu is held.
+func reusedTx(kept **Tx) *Tx {
+	tx := *kept
+	if tx == nil || !tx.closed {
+		tx = new(Tx)
+		*kept = tx
+	}
+	return tx
 }
 
 // startWrite makes tx the write transaction on the current snapshot.
@@ -740,11 +750,20 @@ func (e *Env) unpinLocked(txid uint64) {
 }
 
 // Update runs fn in a write transaction and commits it unless fn fails.
+// The Tx is valid only until fn returns: a later Update reuses it.
 func (e *Env) Update(fn func(*Tx) error) (CommitInfo, error) {
-	tx, err := e.Begin(true)
-	if err != nil {
+	e.wmu.Lock()
+	if err := e.writable(); err != nil {
+		e.wmu.Unlock()
 		return CommitInfo{}, err
 	}
+	// The master's group commit is one Update per batch: reusing the
+	// transaction keeps that path free of allocations, as the replica's
+	// apply is (applyTx).
+	e.releasePending()
+	tx := reusedTx(&e.updateTx)
+	e.initTx(tx, true)
+	e.startWrite(tx)
 	defer tx.Abort() // a panicking fn must not leave the writer locked
 	if err := fn(tx); err != nil {
 		tx.Abort()
