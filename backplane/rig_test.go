@@ -313,65 +313,99 @@ func TestRigRawGroupFilter(t *testing.T) {
 	}
 }
 
-// TestRigRawSendLeavesReceiveSocketQuiet checks that a send raises no
-// EPOLLOUT on the receiving socket. The Go netpoller registers a socket for
-// EPOLLOUT as well as EPOLLIN, so write space reported on the receive socket
-// wakes a thread sleeping in epoll_wait for nothing, once per send (it did
-// while one socket did both).
-func TestRigRawSendLeavesReceiveSocketQuiet(t *testing.T) {
+// TestRigSendLeavesReceiveSocketQuiet checks, for the raw transport and
+// the udp one's one-socket layout, that a send raises no EPOLLOUT on the
+// receiving socket. The Go netpoller registers a socket for EPOLLOUT as
+// well as EPOLLIN, so write space reported on the receive socket wakes a
+// thread sleeping in epoll_wait for nothing, once per send (it did while
+// one socket did both, in either transport).
+func TestRigSendLeavesReceiveSocketQuiet(t *testing.T) {
 	c := newChassis(t, 2)
-	a := rawOn(t, c.Boards[0], nil).(*rawTransport)
-	b := rawOn(t, c.Boards[1], nil)
-	got := collect(t, b)
+	sites := rigUDPSites(c, DefaultUDPPort)
+	for _, kind := range []string{"raw", "udp"} {
+		t.Run(kind, func(t *testing.T) {
+			var a, b Transport
+			var recvFd, txFd int
+			if kind == "raw" {
+				ra := rawOn(t, c.Boards[0], nil).(*rawTransport)
+				a, b, recvFd, txFd = ra, rawOn(t, c.Boards[1], nil), ra.fds[0], ra.txFd
+			} else {
+				ua := udpOn(t, c.Boards[0], sites).(*udpTransport)
+				if len(ua.fds) != 1 {
+					t.Fatalf("udp: %d receive sockets, want the one-socket layout", len(ua.fds))
+				}
+				a, b, recvFd, txFd = ua, udpOn(t, c.Boards[1], sites), ua.fds[0], ua.txFd
+			}
+			got := collect(t, b)
 
-	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
-	if err != nil {
-		t.Fatal(err)
+			ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer unix.Close(ep)
+			ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLET, Fd: int32(recvFd)}
+			if err := unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, recvFd, &ev); err != nil {
+				t.Fatal(err)
+			}
+			events := make([]unix.EpollEvent, 4)
+			// A socket is writable when registered: that first edge is reported once.
+			if _, err := unix.EpollWait(ep, events, 0); err != nil {
+				t.Fatal(err)
+			}
+			for i := range 8 {
+				to := c.Boards[1].Site
+				if i%2 == 1 {
+					to = AllSites // multicast too
+				}
+				if err := a.Send(to, 7, []byte(fmt.Sprintf("frame %d", i))); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// Delivered: the sent buffers have been handed over, so their write
+			// space has been reported wherever it is reported.
+			want(t, got, 8, 5*time.Second)
+			n, err := unix.EpollWait(ep, events, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, e := range events[:n] {
+				if e.Events&unix.EPOLLOUT != 0 {
+					t.Fatalf("sending raised EPOLLOUT (events %#x) on the receive socket: every send would wake the netpoller", e.Events)
+				}
+			}
+
+			// The send socket queues nothing: every frame for a goes to its
+			// receive socket only.
+			gotA := collect(t, a)
+			for i := range 4 {
+				if err := b.Send(AllSites, 7, []byte(fmt.Sprintf("back %d", i))); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want(t, gotA, 4, 5*time.Second)
+			if queued := queuedTo(t, kind, txFd); queued != 0 {
+				t.Fatalf("the send socket had %d frames queued to it; it must receive nothing", queued)
+			}
+		})
 	}
-	defer unix.Close(ep)
-	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLET, Fd: int32(a.fds[0])}
-	if err := unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, a.fds[0], &ev); err != nil {
-		t.Fatal(err)
-	}
-	events := make([]unix.EpollEvent, 4)
-	// A socket is writable when registered: that first edge is reported once.
-	if _, err := unix.EpollWait(ep, events, 0); err != nil {
-		t.Fatal(err)
-	}
-	for i := range 8 {
-		if err := a.Send(c.Boards[1].Site, 7, []byte(fmt.Sprintf("frame %d", i))); err != nil {
+}
+
+// queuedTo counts what was queued to a socket: PACKET_STATISTICS for a
+// raw one, the bytes waiting (SIOCINQ) for a udp one.
+func queuedTo(t *testing.T, kind string, fd int) int {
+	t.Helper()
+	if kind == "raw" {
+		st, err := unix.GetsockoptTpacketStats(fd, unix.SOL_PACKET, unix.PACKET_STATISTICS)
+		if err != nil {
 			t.Fatal(err)
 		}
+		return int(st.Packets)
 	}
-	// Delivered: the sent buffers have been handed over, so their write
-	// space has been reported wherever it is reported.
-	want(t, got, 8, 5*time.Second)
-	n, err := unix.EpollWait(ep, events, 0)
+	n, err := unix.IoctlGetInt(fd, unix.SIOCINQ)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, e := range events[:n] {
-		if e.Events&unix.EPOLLOUT != 0 {
-			t.Fatalf("sending raised EPOLLOUT (events %#x) on the receive socket: every send would wake the netpoller", e.Events)
-		}
-	}
-
-	// The send socket queues nothing: every frame for a goes to its
-	// receive socket only.
-	gotA := collect(t, a)
-	for i := range 4 {
-		if err := b.Send(AllSites, 7, []byte(fmt.Sprintf("back %d", i))); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want(t, gotA, 4, 5*time.Second)
-	st, err := unix.GetsockoptTpacketStats(a.txFd, unix.SOL_PACKET, unix.PACKET_STATISTICS)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if st.Packets != 0 {
-		t.Fatalf("the send socket had %d frames queued to it; it must receive nothing", st.Packets)
-	}
+	return n
 }
 
 // TestRigRawRingOverflow fills a small receive ring while nobody reads:

@@ -55,6 +55,13 @@ type udpTransport struct {
 	fallback string
 	mmsgs    []unix.Mmsghdr
 	iovs     []unix.Iovec
+	// txFd sends, bound to this site's address and a port of its own, so
+	// it receives nothing. Sending on a receiving socket would wake the
+	// receive side for nothing: when a sent datagram's buffer is freed the
+	// kernel reports write space on its socket, and the Go netpoller,
+	// which waits on the one-socket layout's socket, registers it for
+	// EPOLLOUT as well as EPOLLIN (the raw transport's txFd, likewise).
+	txFd int
 }
 
 func sockaddr4(ap netip.AddrPort) *unix.RawSockaddrInet4 {
@@ -97,7 +104,7 @@ func NewUDP(cfg UDPConfig) (Transport, error) {
 	if cfg.Batch <= 0 {
 		cfg.Batch = 64
 	}
-	t := &udpTransport{cfg: cfg, addrs: make(map[uint16]*unix.RawSockaddrInet4)}
+	t := &udpTransport{cfg: cfg, addrs: make(map[uint16]*unix.RawSockaddrInet4), txFd: -1}
 	t.what = fmt.Sprintf("udp site %d at %v", cfg.Site, self)
 	t.wk.efd = -1
 	for s, ap := range cfg.Sites {
@@ -111,7 +118,7 @@ func NewUDP(cfg UDPConfig) (Transport, error) {
 	}
 	slices.Sort(t.fanout)
 	if err := t.open(self); err != nil {
-		_ = t.close(nil)
+		_ = t.Close()
 		return nil, err
 	}
 	maxFrag := cfg.MaxDatagram - HeaderSize
@@ -132,6 +139,9 @@ func (t *udpTransport) open(self netip.AddrPort) error {
 		return err
 	}
 	ifi, why := t.multicastInterface(self.Addr())
+	if err := t.openSend(self.Addr(), ifi); err != nil {
+		return err
+	}
 	if ifi != nil && self.Port() == t.cfg.Port && !t.peersLocal() {
 		ok, err := t.openShared(ifi)
 		if ok || err != nil {
@@ -151,14 +161,9 @@ func (t *udpTransport) open(self netip.AddrPort) error {
 		t.fallback = why
 		return nil
 	}
-	// Multicast is sent from the unicast socket (so replies can go to the
-	// source address) and received on a second socket bound to the group,
-	// because a socket bound to a unicast address never sees multicast.
+	// Multicast is received on a second socket bound to the group, because
+	// a socket bound to a unicast address never sees multicast.
 	mreq := &unix.IPMreqn{Multiaddr: t.cfg.MulticastAddr.As4(), Ifindex: int32(ifi.Index)}
-	if err := unix.SetsockoptIPMreqn(fd, unix.IPPROTO_IP, unix.IP_MULTICAST_IF, mreq); err != nil {
-		return fmt.Errorf("%s: IP_MULTICAST_IF %s: %w", t.what, ifi.Name, err)
-	}
-	_ = unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_MULTICAST_TTL, 1)
 	mfd, err := udpSocket()
 	if err != nil {
 		return fmt.Errorf("%s: multicast socket: %w", t.what, err)
@@ -178,6 +183,36 @@ func (t *udpTransport) open(self netip.AddrPort) error {
 		return nil
 	}
 	t.mcast = sockaddr4(netip.AddrPortFrom(t.cfg.MulticastAddr, t.cfg.Port))
+	return nil
+}
+
+// openSend opens txFd: bound to this site's address, so datagrams leave
+// from it whatever the receive sockets are bound to, and set to send
+// multicast on ifi (when there is one) with a TTL of 1: the group never
+// leaves the backplane.
+func (t *udpTransport) openSend(self netip.Addr, ifi *net.Interface) error {
+	fd, err := udpSocket()
+	if err != nil {
+		return fmt.Errorf("%s: send socket: %w", t.what, err)
+	}
+	t.txFd = fd
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: self.As4()}); err != nil {
+		return fmt.Errorf("%s: bind send socket to %v: %w", t.what, self, err)
+	}
+	if ifi == nil {
+		return nil
+	}
+	mreq := &unix.IPMreqn{Multiaddr: t.cfg.MulticastAddr.As4(), Ifindex: int32(ifi.Index)}
+	if err := unix.SetsockoptIPMreqn(fd, unix.IPPROTO_IP, unix.IP_MULTICAST_IF, mreq); err != nil {
+		return fmt.Errorf("%s: IP_MULTICAST_IF %s: %w", t.what, ifi.Name, err)
+	}
+	_ = unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_MULTICAST_TTL, 1)
+	if !t.peersLocal() {
+		// No other site listens in this namespace, so a looped-back copy
+		// would reach only this site's own receive socket: a wake-up per
+		// multicast for a frame it drops as its own.
+		_ = unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_MULTICAST_LOOP, 0)
+	}
 	return nil
 }
 
@@ -202,10 +237,6 @@ func (t *udpTransport) openShared(ifi *net.Interface) (bool, error) {
 	// namespace joined on this port.
 	_ = unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_MULTICAST_ALL, 0)
 	mreq := &unix.IPMreqn{Multiaddr: t.cfg.MulticastAddr.As4(), Ifindex: int32(ifi.Index)}
-	if err := unix.SetsockoptIPMreqn(fd, unix.IPPROTO_IP, unix.IP_MULTICAST_IF, mreq); err != nil {
-		return false, fmt.Errorf("%s: IP_MULTICAST_IF %s: %w", t.what, ifi.Name, err)
-	}
-	_ = unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_MULTICAST_TTL, 1)
 	if err := unix.SetsockoptIPMreqn(fd, unix.IPPROTO_IP, unix.IP_ADD_MEMBERSHIP, mreq); err != nil {
 		t.fallback = fmt.Sprintf("joining %v on %s failed: %v", t.cfg.MulticastAddr, ifi.Name, err)
 		return true, nil
@@ -329,7 +360,7 @@ func (t *udpTransport) Send(to uint16, typ uint8, payload []byte) error {
 			bytes += len(f.hdr) + len(f.data)
 		}
 	}
-	sent, err := sendAll(t.fds[0], mm)
+	sent, err := sendAll(t.txFd, mm)
 	t.c.framesOut.Add(uint64(sent))
 	t.c.bytesOut.Add(uint64(bytes * sent / n))
 	clearMsgs(mm, iov)
@@ -363,7 +394,14 @@ func (t *udpTransport) Stats() Stats {
 	return s
 }
 
-func (t *udpTransport) Close() error { return t.close(nil) }
+func (t *udpTransport) Close() error {
+	return t.close(func() error {
+		if t.txFd < 0 {
+			return nil
+		}
+		return unix.Close(t.txFd)
+	})
+}
 
 // fillMsg points one mmsghdr at a fragment's header and payload.
 func fillMsg(m *unix.Mmsghdr, iov []unix.Iovec, f fragment, name *byte, namelen uint32) {
