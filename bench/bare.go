@@ -23,7 +23,10 @@ type bareFigures struct {
 // rttSizes are the ping-pong payload sizes.
 func rttSizes() []int { return []int{64, 1400} }
 
-const streamSize = 1400
+// streamSize is the stream's frame payload on links of MTU mtu: full
+// frames less room for headers (1400 B at 1500), as an init's are full, so
+// a chassis with jumbo frames (-mtu) is compared with jumbo frames.
+func streamSize(mtu int) int { return mtu - 100 }
 
 // runBare measures plain AF_PACKET sockets between boards 1 and 2 (no
 // header, checksum, filter or reassembly: bptest's bare link), then the raw
@@ -33,7 +36,7 @@ func (s *suite) runBare(ctx context.Context) Section {
 	sec.Setup = fmt.Sprintf("Boards 1 and 2 of the chassis (veth pair through a Linux bridge, MTU %d). Bare: a plain AF_PACKET socket per board, "+
 		"EtherType 0x88B6, nothing but an Ethernet header (backplane/bptest). Raw transport: backplane.NewRaw with its header, CRC32C and eBPF group filter. "+
 		"Round trips: %d per size, one in flight. Stream: %d frames of %d B sent back to back (bptest: one write(2) per frame; sendmmsg x64: batches of 64 frames per system call, as the raw transport sends fragments), rate measured at the receiver (the init section measures the batched stream again beside its init, as its reference).",
-		s.chassis.MTU(), s.cfg.RoundTrips, s.cfg.StreamFrames, streamSize)
+		s.chassis.MTU(), s.cfg.RoundTrips, s.cfg.StreamFrames, streamSize(s.chassis.MTU()))
 	sec.Columns = []string{"link", "RTT p50 64 B", "RTT p99 64 B", "RTT p50 1400 B", "RTT p99 1400 B", "stream frames/s", "stream MB/s", "delivered"}
 	a, b := s.chassis.Boards[0], s.chassis.Boards[1]
 
@@ -42,7 +45,7 @@ func (s *suite) runBare(ctx context.Context) Section {
 	// fresh sockets before giving up.
 	var lastErr error
 	for attempt := 1; attempt <= 3 && s.bare == nil && ctx.Err() == nil; attempt++ {
-		fig, lat, th, err := bareOnce(ctx, a, b, s.cfg)
+		fig, lat, th, err := bareOnce(ctx, a, b, s.cfg, streamSize(s.chassis.MTU()))
 		if err != nil {
 			lastErr = fmt.Errorf("attempt %d: %w", attempt, err)
 			s.logf("bare: %v", lastErr)
@@ -61,7 +64,7 @@ func (s *suite) runBare(ctx context.Context) Section {
 	// The same stream in sendmmsg batches: the transport sends a message's
 	// fragments that way, so this is the link's limit for bulk transfer
 	// (internal init); bptest's stream above costs one write(2) per frame.
-	if rate, mb, got, err := streamRate(a, b, streamSize, s.cfg.StreamFrames); err != nil {
+	if rate, mb, got, err := streamRate(a, b, streamSize(s.chassis.MTU()), s.cfg.StreamFrames); err != nil {
 		sec.missing("bare AF_PACKET, sendmmsg x64", fmt.Sprintf("%v (received %d frames)", err, got))
 	} else {
 		sec.add("bare AF_PACKET, sendmmsg x64", map[string]float64{"stream_frames_per_s": rate, "stream_mb_per_s": mb,
@@ -104,7 +107,7 @@ func (s *suite) runBare(ctx context.Context) Section {
 			return sec
 		}
 	}
-	rth, err := bptest.Stream(ta, tb, b.Site, streamSize, s.cfg.StreamFrames)
+	rth, err := bptest.Stream(ta, tb, b.Site, streamSize(s.chassis.MTU()), s.cfg.StreamFrames)
 	if err != nil {
 		sec.missing("raw transport", err.Error())
 		return sec
@@ -133,7 +136,7 @@ func linkCells(lat map[int]bptest.Latencies, th bptest.Throughput) []string {
 }
 
 // bareOnce measures bptest's bare link once between a and b.
-func bareOnce(ctx context.Context, a, b *rig.Board, cfg Config) (*bareFigures, map[int]bptest.Latencies, bptest.Throughput, error) {
+func bareOnce(ctx context.Context, a, b *rig.Board, cfg Config, frame int) (*bareFigures, map[int]bptest.Latencies, bptest.Throughput, error) {
 	var ba, bb *bptest.BareConn
 	var th bptest.Throughput
 	err := a.Do(func() (err error) { ba, err = bptest.OpenBare(a.Iface, b.MAC); return err })
@@ -152,7 +155,7 @@ func bareOnce(ctx context.Context, a, b *rig.Board, cfg Config) (*bareFigures, m
 	if err := errors.Join(bptest.AwaitLink(ba, bb), bptest.AwaitLink(bb, ba)); err != nil {
 		return nil, nil, th, err
 	}
-	fig := &bareFigures{rtt: map[int]time.Duration{}, streamSize: streamSize, streamVia: "one write(2) per frame"}
+	fig := &bareFigures{rtt: map[int]time.Duration{}, streamSize: frame, streamVia: "one write(2) per frame"}
 	lat := map[int]bptest.Latencies{}
 	for _, size := range rttSizes() {
 		if ctx.Err() != nil {
@@ -163,7 +166,7 @@ func bareOnce(ctx context.Context, a, b *rig.Board, cfg Config) (*bareFigures, m
 		}
 		fig.rtt[size] = lat[size].Median()
 	}
-	if th, err = bptest.BareStream(ba, bb, streamSize, cfg.StreamFrames); err != nil {
+	if th, err = bptest.BareStream(ba, bb, frame, cfg.StreamFrames); err != nil {
 		return nil, nil, th, err
 	}
 	fig.frameRate, fig.mbPerSec = th.MsgsPerSec(), th.MBPerSec()

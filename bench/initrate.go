@@ -218,7 +218,7 @@ func (s *suite) runInit(ctx context.Context) Section {
 // streamBeside measures the batched bare stream on the init's two boards;
 // a sample that could not be measured carries why (initReference says so).
 func (s *suite) streamBeside(when string) streamSample {
-	_, mb, got, err := streamRate(s.chassis.Boards[0], s.chassis.Boards[1], streamSize, s.cfg.StreamFrames)
+	_, mb, got, err := streamRate(s.chassis.Boards[0], s.chassis.Boards[1], streamSize(s.chassis.MTU()), s.cfg.StreamFrames)
 	if err != nil {
 		s.logf("init: bare stream %s the init: %v (received %d frames)", when, err, got)
 		return streamSample{when: when, err: err}
@@ -258,7 +258,7 @@ func (s *suite) initReference(samples ...streamSample) (ref float64, what string
 	case n > 0:
 		ref = sum / float64(n)
 		return ref, fmt.Sprintf("bare stream on the same two boards (%d frames of %d B, sendmmsg batches of 64): %s; the reference is their mean, %.1f MB/s%s",
-			s.cfg.StreamFrames, streamSize, strings.Join(parts, ", "), ref, section)
+			s.cfg.StreamFrames, streamSize(s.chassis.MTU()), strings.Join(parts, ", "), ref, section)
 	case s.bare != nil && s.bare.mbPerSec > 0:
 		return s.bare.mbPerSec, fmt.Sprintf("bare stream beside the init: %s; the reference is the bare section's, %.1f MB/s (%s)",
 			strings.Join(parts, ", "), s.bare.mbPerSec, s.bare.streamVia)

@@ -29,6 +29,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/seed61e250c8/boardha/hwtest/rig"
 )
 
 // childEnv selects a helper mode when bench re-executes itself as a child
@@ -56,6 +58,7 @@ func cliMain(args []string, stdout, stderr io.Writer) int {
 	halfLoad := fs.String("half-load", "", `length of the run after it at half its rate (default: 5m full, 30s quick); "off" for none`)
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file (go tool pprof)")
 	traceFile := fs.String("trace", "", "write an execution trace of the run to this file (go tool trace)")
+	mtu := fs.Int("mtu", 0, "MTU of every link of the chassis, 576..9000 (default: the rig's 1500), to compare a backplane with jumbo frames; the report says so")
 	boarddExtra := fs.String("boardd-args", "", `extra arguments for every "boardd run", to compare settings (e.g. "-heartbeat-monitor 12ms"); the report says so`)
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -96,6 +99,11 @@ func cliMain(args []string, stdout, stderr io.Writer) int {
 		cfg.HalfLoadTime = d
 	}
 	cfg.BoarddArgs = strings.Fields(*boarddExtra)
+	if *mtu != 0 && (*mtu < 576 || *mtu > rig.MaxMTU) {
+		fmt.Fprintf(stderr, "bench: -mtu %d outside 576..%d\n", *mtu, rig.MaxMTU)
+		return 2
+	}
+	cfg.MTU = *mtu
 	cfg.Sections = nil
 	for _, s := range strings.Split(*sections, ",") {
 		s = strings.TrimSpace(s)

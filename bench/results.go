@@ -20,6 +20,8 @@ type Results struct {
 	// BoarddArgs are the arguments added to every `boardd run` (-boardd-args):
 	// settings other than the defaults the targets are about.
 	BoarddArgs []string `json:"boardd_args,omitempty"`
+	// MTU is the chassis links' MTU when -mtu set one (0: the rig's 1500).
+	MTU int `json:"mtu,omitempty"`
 }
 
 // Machine describes where the run happened.
@@ -94,6 +96,9 @@ func (r *Results) Markdown() string {
 	fmt.Fprintf(&b, "; suite took %s. Every figure below was measured in this run; ratios are against the bare link of the same run.\n\n", r.Elapsed)
 	if len(r.BoarddArgs) > 0 {
 		fmt.Fprintf(&b, "**Not the default settings:** every `boardd run` had the extra arguments `%s`.\n\n", strings.Join(r.BoarddArgs, " "))
+	}
+	if r.MTU != 0 {
+		fmt.Fprintf(&b, "**Not the default link:** every link of the chassis had an MTU of %d bytes (-mtu); the bare figures were measured on the same links.\n\n", r.MTU)
 	}
 	if len(r.Targets) > 0 {
 		b.WriteString("### Targets\n\n| target | measured | goal | met |\n|---|---:|---|---|\n")

@@ -48,10 +48,17 @@ func TestMarkdownNotMeasured(t *testing.T) {
 	if r.Sections[0].measured() != true || r.Sections[1].measured() {
 		t.Error("measured() wrong")
 	}
+	if strings.Contains(md, "MTU") {
+		t.Error("a run on the default links says its MTU was changed")
+	}
+	r.MTU = 9000
+	if md := r.Markdown(); !strings.Contains(md, "an MTU of 9000 bytes") {
+		t.Errorf("a run with -mtu 9000 does not say so:\n%s", md)
+	}
 }
 
 func TestCLIUsageErrors(t *testing.T) {
-	for _, args := range [][]string{{"-sections", "nope"}, {"-sections", ""}, {"extra"}, {"-nosuchflag"}} {
+	for _, args := range [][]string{{"-sections", "nope"}, {"-sections", ""}, {"extra"}, {"-nosuchflag"}, {"-mtu", "100"}, {"-mtu", "9001"}} {
 		var out, errw strings.Builder
 		if code := cliMain(args, &out, &errw); code != 2 {
 			t.Errorf("cliMain(%q) = %d, want 2 (stderr %q)", args, code, errw.String())

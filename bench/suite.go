@@ -70,6 +70,7 @@ type Config struct {
 	StallProbe    time.Duration // the CPU stall probe before it
 
 	BoarddArgs []string // added to every `boardd run` (settings to compare)
+	MTU        int      // of the chassis's links; 0: the rig's default (1500)
 }
 
 func sized(mode string) (Config, error) {
@@ -151,7 +152,7 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 	if s.logw == nil {
 		s.logw = io.Discard
 	}
-	s.res = &Results{Date: start.UTC().Format("2006-01-02 15:04 MST"), Mode: cfg.Mode, Machine: machine(), BoarddArgs: cfg.BoarddArgs}
+	s.res = &Results{Date: start.UTC().Format("2006-01-02 15:04 MST"), Mode: cfg.Mode, Machine: machine(), BoarddArgs: cfg.BoarddArgs, MTU: cfg.MTU}
 	if err := os.MkdirAll(cfg.Out, 0o755); err != nil {
 		return nil, fmt.Errorf("bench: creating the output directory: %w", err)
 	}
@@ -173,7 +174,7 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 			}
 		}
 		s.logf("building a chassis of %d boards", n)
-		c, err := rig.New(rig.Options{Boards: n, Prefix: "bnch"})
+		c, err := rig.New(rig.Options{Boards: n, Prefix: "bnch", MTU: cfg.MTU})
 		if err != nil {
 			s.skipAll(ctx, fmt.Sprintf("building the chassis failed: %v", err))
 		} else {
