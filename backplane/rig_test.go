@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"runtime"
 	"slices"
 	"strings"
@@ -466,6 +467,42 @@ func TestRigRawRingOverflow(t *testing.T) {
 		}
 		if n, err := rx.Recv(msgs); err != nil || n != 1 || msgs[0].Type != typEnd {
 			t.Fatalf("lap %d: after the drain got %d messages (%v), want the end marker", lap, n, err)
+		}
+	}
+}
+
+// TestRigUDPSendPortNotOwn narrows the namespace's ephemeral ports to the
+// site's own port and the next: the send socket, whose port the kernel
+// picks, must not take the site's, which the receive socket binds (the
+// default group port lies in the ephemeral range). It took it about half
+// the time while the send socket was opened first.
+func TestRigUDPSendPortNotOwn(t *testing.T) {
+	c := newChassis(t, 2)
+	b := c.Boards[0]
+	sites := rigUDPSites(c, DefaultUDPPort)
+	const rangeFile = "/proc/sys/net/ipv4/ip_local_port_range"
+	narrow := fmt.Sprintf("%d %d", DefaultUDPPort, DefaultUDPPort+1)
+	// /proc/sys/net is the namespace of the thread that opens it.
+	if err := b.Do(func() error { return os.WriteFile(rangeFile, []byte(narrow), 0o644) }); err != nil {
+		t.Fatalf("narrowing the ephemeral ports of board %d: %v", b.Site, err)
+	}
+	for i := range 8 {
+		var tr Transport
+		if err := b.Do(func() (err error) {
+			tr, err = NewUDP(UDPConfig{Site: b.Site, Group: GroupID(rigGroup), Sites: sites})
+			return err
+		}); err != nil {
+			t.Fatalf("open %d with ephemeral ports %s: %v", i, narrow, err)
+		}
+		sa, err := unix.Getsockname(tr.(*udpTransport).txFd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if port := sa.(*unix.SockaddrInet4).Port; port != DefaultUDPPort+1 {
+			t.Fatalf("open %d: the send socket has port %d, want %d (the one left)", i, port, DefaultUDPPort+1)
+		}
+		if err := tr.Close(); err != nil {
+			t.Fatal(err)
 		}
 	}
 }

@@ -52,6 +52,7 @@ type udpTransport struct {
 	addrs    map[uint16]*unix.RawSockaddrInet4
 	fanout   []uint16 // other sites, sorted
 	mcast    *unix.RawSockaddrInet4
+	mcastIf  *net.Interface // the interface mcast is sent on
 	fallback string
 	mmsgs    []unix.Mmsghdr
 	iovs     []unix.Iovec
@@ -138,10 +139,19 @@ func (t *udpTransport) open(self netip.AddrPort) error {
 	if t.wk, err = newWaker(); err != nil {
 		return err
 	}
-	ifi, why := t.multicastInterface(self.Addr())
-	if err := t.openSend(self.Addr(), ifi); err != nil {
+	if err := t.openRecv(self); err != nil {
 		return err
 	}
+	// After the receive sockets are bound: the kernel picks the send
+	// socket's port, which then cannot be this site's own (the default
+	// group port lies in the ephemeral range).
+	return t.openSend(self.Addr())
+}
+
+// openRecv opens the receive sockets: one (openShared) or a unicast and a
+// group socket, or the unicast one alone when multicast is not to be had.
+func (t *udpTransport) openRecv(self netip.AddrPort) error {
+	ifi, why := t.multicastInterface(self.Addr())
 	if ifi != nil && self.Port() == t.cfg.Port && !t.peersLocal() {
 		ok, err := t.openShared(ifi)
 		if ok || err != nil {
@@ -183,14 +193,15 @@ func (t *udpTransport) open(self netip.AddrPort) error {
 		return nil
 	}
 	t.mcast = sockaddr4(netip.AddrPortFrom(t.cfg.MulticastAddr, t.cfg.Port))
+	t.mcastIf = ifi
 	return nil
 }
 
 // openSend opens txFd: bound to this site's address, so datagrams leave
-// from it whatever the receive sockets are bound to, and set to send
-// multicast on ifi (when there is one) with a TTL of 1: the group never
-// leaves the backplane.
-func (t *udpTransport) openSend(self netip.Addr, ifi *net.Interface) error {
+// from it whatever the receive sockets are bound to, and, when the group
+// is reached by multicast, set to send it on that interface with a TTL of
+// 1: the group never leaves the backplane.
+func (t *udpTransport) openSend(self netip.Addr) error {
 	fd, err := udpSocket()
 	if err != nil {
 		return fmt.Errorf("%s: send socket: %w", t.what, err)
@@ -199,6 +210,7 @@ func (t *udpTransport) openSend(self netip.Addr, ifi *net.Interface) error {
 	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: self.As4()}); err != nil {
 		return fmt.Errorf("%s: bind send socket to %v: %w", t.what, self, err)
 	}
+	ifi := t.mcastIf
 	if ifi == nil {
 		return nil
 	}
@@ -242,6 +254,7 @@ func (t *udpTransport) openShared(ifi *net.Interface) (bool, error) {
 		return true, nil
 	}
 	t.mcast = sockaddr4(netip.AddrPortFrom(t.cfg.MulticastAddr, t.cfg.Port))
+	t.mcastIf = ifi
 	return true, nil
 }
 
