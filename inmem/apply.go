@@ -304,7 +304,7 @@ func (e *Env) AppendNewGen(gen uint32) (CommitInfo, error) {
 	}
 	prev := e.gen.Load()
 	e.gen.Store(gen)
-	tx := e.beginWrite()
+	tx := e.beginWrite(new(Tx))
 	var b [newGenBodyLen]byte
 	binary.LittleEndian.PutUint32(b[:], gen)
 	tx.logRaw(logbuf.RecNewGen, b[:])

@@ -469,7 +469,7 @@ func (e *Env) Begin(writable bool) (*Tx, error) {
 		e.wmu.Unlock()
 		return nil, err
 	}
-	return e.beginWrite(), nil
+	return e.beginWrite(new(Tx)), nil
 }
 
 // beginRead starts a read transaction on the current snapshot, pinning
@@ -503,20 +503,19 @@ func (e *Env) writable() error {
 	return nil
 }
 
-// beginWrite starts the write transaction; wmu is held.
-func (e *Env) beginWrite() *Tx {
+// beginWrite makes tx, new or reused, the write transaction; wmu is held.
+func (e *Env) beginWrite(tx *Tx) *Tx {
 	e.releasePending()
-	return e.startWrite(e.newTx(true))
+	e.initTx(tx, true)
+	return e.startWrite(tx)
 }
 
 // beginApply starts the write transaction of a replica's apply in the
 // reused applyTx; wmu is held.
 func (e *Env) beginApply() *Tx {
-	e.releasePending()
-	tx := reusedTx(&e.applyTx)
-	e.initTx(tx, true)
+	tx := e.beginWrite(reusedTx(&e.applyTx))
 	tx.applying = true
-	return e.startWrite(tx)
+	return tx
 }
 
 // reusedTx returns the transaction *kept holds, or a new one it keeps
@@ -760,10 +759,7 @@ func (e *Env) Update(fn func(*Tx) error) (CommitInfo, error) {
 	// The master's group commit is one Update per batch: reusing the
 	// transaction keeps that path free of allocations, as the replica's
 	// apply is (applyTx).
-	e.releasePending()
-	tx := reusedTx(&e.updateTx)
-	e.initTx(tx, true)
-	e.startWrite(tx)
+	tx := e.beginWrite(reusedTx(&e.updateTx))
 	defer tx.Abort() // a panicking fn must not leave the writer locked
 	if err := fn(tx); err != nil {
 		tx.Abort()
